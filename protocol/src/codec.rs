@@ -1,0 +1,298 @@
+//! Encoding and checked decoding of whole messages.
+//!
+//! A decode succeeds only if the bytes hold exactly one message of a known tag,
+//! with nothing after it, and (for what a client sends) every string, payload and
+//! count is within [`Limits`]. Each failure is a [`DecodeError`] that maps to the
+//! [`ErrorCode`] the server answers with.
+
+use crate::error::{ErrorCode, ErrorDetail};
+use crate::frame::{FrameError, get_varint_u32};
+use crate::limits::{LimitViolation, Limits};
+use crate::message::{ClientMessage, Datagram, ServerMessage};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Number of `ClientMessage` variants (tags `0..CLIENT_MESSAGE_TAGS`).
+pub const CLIENT_MESSAGE_TAGS: u32 = 7;
+/// Number of `ServerMessage` variants.
+pub const SERVER_MESSAGE_TAGS: u32 = 11;
+/// Number of `Datagram` variants.
+pub const DATAGRAM_TAGS: u32 = 1;
+
+/// Why bytes did not decode into a valid message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    #[error("empty message")]
+    Empty,
+    #[error("unknown message tag {tag}")]
+    UnknownTag { tag: u32 },
+    #[error("malformed message: {0}")]
+    Malformed(postcard::Error),
+    #[error("{extra} unexpected bytes after the message")]
+    TrailingBytes { extra: usize },
+    #[error(transparent)]
+    Limit(#[from] LimitViolation),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+impl DecodeError {
+    /// The wire error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DecodeError::Empty | DecodeError::Malformed(_) | DecodeError::TrailingBytes { .. } => {
+                ErrorCode::Malformed
+            }
+            DecodeError::UnknownTag { .. } => ErrorCode::UnknownMessage,
+            DecodeError::Limit(_) => ErrorCode::LimitExceeded,
+            DecodeError::Frame(FrameError::TooLarge { .. }) => ErrorCode::FrameTooLarge,
+            DecodeError::Frame(FrameError::BadLength) => ErrorCode::Malformed,
+        }
+    }
+
+    /// Structured detail for the wire error.
+    pub fn detail(&self) -> ErrorDetail {
+        match self {
+            DecodeError::Limit(v) => ErrorDetail::Limit {
+                limit: v.limit,
+                actual: v.actual,
+            },
+            DecodeError::Frame(FrameError::TooLarge { declared, max }) => ErrorDetail::Limit {
+                limit: u64::from(*max),
+                actual: *declared,
+            },
+            _ => ErrorDetail::None,
+        }
+    }
+}
+
+/// Encodes a message body (no length prefix): for datagrams, and for transports
+/// that frame messages themselves.
+pub fn encode_message<T: Serialize>(message: &T) -> Vec<u8> {
+    match postcard::to_allocvec(message) {
+        Ok(bytes) => bytes,
+        Err(e) => unreachable!("postcard cannot fail to encode a protocol message: {e}"),
+    }
+}
+
+/// Encodes a datagram.
+pub fn encode_datagram(datagram: &Datagram<'_>) -> Vec<u8> {
+    encode_message(datagram)
+}
+
+fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8], tags: u32) -> Result<T, DecodeError> {
+    match get_varint_u32(bytes) {
+        Ok(None) if bytes.is_empty() => return Err(DecodeError::Empty),
+        Ok(Some((tag, _))) if tag >= tags => return Err(DecodeError::UnknownTag { tag }),
+        Ok(_) => {}
+        Err(e) => return Err(DecodeError::Frame(e)),
+    }
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(DecodeError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { extra: rest.len() });
+    }
+    Ok(value)
+}
+
+/// Decodes one client message and checks it against `limits`.
+pub fn decode_client_message(bytes: &[u8], limits: &Limits) -> Result<ClientMessage, DecodeError> {
+    let msg: ClientMessage = decode_exact(bytes, CLIENT_MESSAGE_TAGS)?;
+    validate_client_message(&msg, limits)?;
+    Ok(msg)
+}
+
+/// Decodes one server message. Clients skip frames with tags they do not know
+/// (they see [`DecodeError::UnknownTag`]) and carry on.
+pub fn decode_server_message(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
+    decode_exact(bytes, SERVER_MESSAGE_TAGS)
+}
+
+/// Decodes one datagram, borrowing its payload from `bytes`, and checks the
+/// payload against `limits`.
+pub fn decode_datagram<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Datagram<'a>, DecodeError> {
+    let datagram: Datagram<'a> = decode_exact(bytes, DATAGRAM_TAGS)?;
+    let Datagram::Tick(tick) = &datagram;
+    Limits::check("tick payload", tick.payload.len(), limits.max_tick_payload_bytes)?;
+    Ok(datagram)
+}
+
+/// Checks every length and count of a client message against `limits`.
+pub fn validate_client_message(msg: &ClientMessage, limits: &Limits) -> Result<(), LimitViolation> {
+    match msg {
+        ClientMessage::Hello(hello) => {
+            Limits::check("client_name", hello.client_name.len(), limits.max_name_len)
+        }
+        ClientMessage::Join {
+            room_id,
+            display,
+            options,
+            ..
+        } => {
+            Limits::check("room_id", room_id.len(), limits.max_room_id_len)?;
+            Limits::check("display name", display.name.len(), limits.max_name_len)?;
+            Limits::check(
+                "display meta",
+                display.meta.len(),
+                limits.max_display_meta_bytes,
+            )?;
+            Limits::check("join options", options.len(), limits.max_join_options)
+        }
+        ClientMessage::SetState { key, value, .. } => {
+            Limits::check("state key", key.len(), limits.max_state_key_len)?;
+            Limits::check("state value", value.len(), limits.max_state_value_bytes)
+        }
+        ClientMessage::DeleteState { key, .. } => {
+            Limits::check("state key", key.len(), limits.max_state_key_len)
+        }
+        ClientMessage::Command {
+            kind,
+            payload,
+            idempotency_key,
+            ..
+        } => {
+            Limits::check("command kind", kind.len(), limits.max_command_kind_len)?;
+            Limits::check(
+                "command payload",
+                payload.len(),
+                limits.max_command_payload_bytes,
+            )?;
+            Limits::check(
+                "idempotency key",
+                idempotency_key.as_ref().map_or(0, String::len),
+                limits.max_idempotency_key_len,
+            )
+        }
+        ClientMessage::Leave { .. } | ClientMessage::Ping { .. } => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{DisplayInfo, Tick};
+    use crate::types::{MemberId, RoomSlot};
+
+    fn join(room_id: &str) -> ClientMessage {
+        ClientMessage::Join {
+            request_id: 9,
+            room_id: room_id.into(),
+            display: DisplayInfo::default(),
+            options: vec![],
+        }
+    }
+
+    #[test]
+    fn tag_counts_match_the_enums() {
+        // The highest tag of each enum decodes; one past it is unknown.
+        let ping = encode_message(&ClientMessage::Ping { client_time: 1 });
+        assert_eq!(ping[0] as u32, CLIENT_MESSAGE_TAGS - 1);
+        let err = encode_message(&ServerMessage::Error(crate::ErrorFrame::new(
+            None,
+            ErrorCode::Internal,
+            "x",
+        )));
+        assert_eq!(err[0] as u32, SERVER_MESSAGE_TAGS - 1);
+        assert_eq!(
+            decode_client_message(&[CLIENT_MESSAGE_TAGS as u8], &Limits::default()),
+            Err(DecodeError::UnknownTag {
+                tag: CLIENT_MESSAGE_TAGS
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_empty_trailing_and_truncated() {
+        let limits = Limits::default();
+        assert_eq!(
+            decode_client_message(&[], &limits),
+            Err(DecodeError::Empty)
+        );
+        let mut bytes = encode_message(&join("lobby"));
+        bytes.push(0);
+        assert_eq!(
+            decode_client_message(&bytes, &limits),
+            Err(DecodeError::TrailingBytes { extra: 1 })
+        );
+        bytes.truncate(bytes.len() - 3);
+        assert!(matches!(
+            decode_client_message(&bytes, &limits),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn every_prefix_of_every_message_decodes_or_errors_without_panic() {
+        let limits = Limits::default();
+        let bytes = encode_message(&ClientMessage::Command {
+            request_id: 300,
+            room: RoomSlot(5),
+            kind: "chat".into(),
+            payload: vec![1; 300],
+            idempotency_key: Some("k".into()),
+        });
+        for end in 0..bytes.len() {
+            assert!(decode_client_message(&bytes[..end], &limits).is_err());
+        }
+        assert!(decode_client_message(&bytes, &limits).is_ok());
+    }
+
+    #[test]
+    fn huge_declared_lengths_fail_without_allocating() {
+        // Join with a room id claiming 4 GiB: must fail as malformed, not abort.
+        let bytes = [1u8, 9, 0xff, 0xff, 0xff, 0xff, 0x0f, b'a'];
+        assert!(matches!(
+            decode_client_message(&bytes, &Limits::default()),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let limits = Limits::default();
+        let at = "r".repeat(limits.max_room_id_len as usize);
+        assert!(decode_client_message(&encode_message(&join(&at)), &limits).is_ok());
+        let over = "r".repeat(limits.max_room_id_len as usize + 1);
+        let err = decode_client_message(&encode_message(&join(&over)), &limits).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::LimitExceeded);
+        assert_eq!(
+            err.detail(),
+            ErrorDetail::Limit {
+                limit: 128,
+                actual: 129
+            }
+        );
+    }
+
+    #[test]
+    fn datagram_payload_limit_and_borrowing() {
+        let limits = Limits::default();
+        let payload = vec![7u8; limits.max_tick_payload_bytes as usize];
+        let tick = Datagram::Tick(Tick {
+            room: RoomSlot(3),
+            sender: MemberId(2),
+            seq: 99,
+            payload: &payload,
+        });
+        let bytes = encode_datagram(&tick);
+        assert_eq!(decode_datagram(&bytes, &limits), Ok(tick));
+        let big = vec![7u8; payload.len() + 1];
+        let bytes = encode_datagram(&Datagram::Tick(Tick {
+            payload: &big,
+            ..match tick {
+                Datagram::Tick(t) => t,
+            }
+        }));
+        assert_eq!(
+            decode_datagram(&bytes, &limits).map_err(|e| e.code()),
+            Err(ErrorCode::LimitExceeded)
+        );
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(code.as_u16()), code);
+        }
+        assert_eq!(ErrorCode::from_u16(9999), ErrorCode::Unknown(9999));
+    }
+}

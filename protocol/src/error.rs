@@ -1,0 +1,243 @@
+//! Stable error codes and the error message a server sends to a client.
+//!
+//! Codes are grouped like HTTP statuses: 1xx the bytes or the protocol, 2xx rooms
+//! and membership, 3xx permission and state, 4xx flow control, 5xx the server.
+//! A code's number never changes meaning; clients must treat unknown codes as
+//! [`ErrorCode::Unknown`] and keep going.
+
+use crate::types::{ProtocolVersion, RequestId};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// A stable, numeric error code. Travels as a `u16` varint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 100: the bytes did not decode as a message of this protocol.
+    Malformed,
+    /// 101: a message tag this server does not know.
+    UnknownMessage,
+    /// 102: a frame's declared length exceeds the negotiated maximum.
+    FrameTooLarge,
+    /// 103: the client's major protocol version differs from the server's.
+    VersionMismatch,
+    /// 104: a valid message at the wrong time (e.g. anything before `Hello`, a second `Hello`).
+    ProtocolViolation,
+    /// 105: a string, payload or count exceeds its limit.
+    LimitExceeded,
+    /// 106: the client did not complete the handshake in time.
+    HandshakeTimeout,
+    /// 200: no room with that id, and the join did not ask to create it.
+    RoomNotFound,
+    /// 201: the room has its maximum number of members.
+    RoomFull,
+    /// 202: the server has its maximum number of rooms.
+    TooManyRooms,
+    /// 203: this session has joined its maximum number of rooms.
+    TooManyJoined,
+    /// 204: this session is already a member of that room.
+    AlreadyJoined,
+    /// 205: the room slot names no room this session has joined.
+    NotJoined,
+    /// 206: a tick named a sender other than the session's own member.
+    InvalidSender,
+    /// 207: the room id is empty or contains characters outside the allowed set.
+    InvalidRoomId,
+    /// 300: the member's role does not permit this action.
+    Forbidden,
+    /// 301: an `if_version` precondition failed; the detail carries the current version.
+    Conflict,
+    /// 302: the room's state would exceed its total size or key count.
+    StateFull,
+    /// 400: the client did not read reliable events fast enough and is disconnected.
+    SlowConsumer,
+    /// 500: an internal server error; the request may be retried.
+    Internal,
+    /// 501: the server is shutting down.
+    ShuttingDown,
+    /// A code this build does not know (from a newer peer).
+    Unknown(u16),
+}
+
+impl ErrorCode {
+    pub const fn as_u16(self) -> u16 {
+        match self {
+            ErrorCode::Malformed => 100,
+            ErrorCode::UnknownMessage => 101,
+            ErrorCode::FrameTooLarge => 102,
+            ErrorCode::VersionMismatch => 103,
+            ErrorCode::ProtocolViolation => 104,
+            ErrorCode::LimitExceeded => 105,
+            ErrorCode::HandshakeTimeout => 106,
+            ErrorCode::RoomNotFound => 200,
+            ErrorCode::RoomFull => 201,
+            ErrorCode::TooManyRooms => 202,
+            ErrorCode::TooManyJoined => 203,
+            ErrorCode::AlreadyJoined => 204,
+            ErrorCode::NotJoined => 205,
+            ErrorCode::InvalidSender => 206,
+            ErrorCode::InvalidRoomId => 207,
+            ErrorCode::Forbidden => 300,
+            ErrorCode::Conflict => 301,
+            ErrorCode::StateFull => 302,
+            ErrorCode::SlowConsumer => 400,
+            ErrorCode::Internal => 500,
+            ErrorCode::ShuttingDown => 501,
+            ErrorCode::Unknown(code) => code,
+        }
+    }
+
+    pub const fn from_u16(code: u16) -> Self {
+        match code {
+            100 => ErrorCode::Malformed,
+            101 => ErrorCode::UnknownMessage,
+            102 => ErrorCode::FrameTooLarge,
+            103 => ErrorCode::VersionMismatch,
+            104 => ErrorCode::ProtocolViolation,
+            105 => ErrorCode::LimitExceeded,
+            106 => ErrorCode::HandshakeTimeout,
+            200 => ErrorCode::RoomNotFound,
+            201 => ErrorCode::RoomFull,
+            202 => ErrorCode::TooManyRooms,
+            203 => ErrorCode::TooManyJoined,
+            204 => ErrorCode::AlreadyJoined,
+            205 => ErrorCode::NotJoined,
+            206 => ErrorCode::InvalidSender,
+            207 => ErrorCode::InvalidRoomId,
+            300 => ErrorCode::Forbidden,
+            301 => ErrorCode::Conflict,
+            302 => ErrorCode::StateFull,
+            400 => ErrorCode::SlowConsumer,
+            500 => ErrorCode::Internal,
+            501 => ErrorCode::ShuttingDown,
+            other => ErrorCode::Unknown(other),
+        }
+    }
+
+    /// A short stable name, e.g. `"room_not_found"`, for logs and metrics labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownMessage => "unknown_message",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::VersionMismatch => "version_mismatch",
+            ErrorCode::ProtocolViolation => "protocol_violation",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::HandshakeTimeout => "handshake_timeout",
+            ErrorCode::RoomNotFound => "room_not_found",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::TooManyJoined => "too_many_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::InvalidSender => "invalid_sender",
+            ErrorCode::InvalidRoomId => "invalid_room_id",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::StateFull => "state_full",
+            ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::Internal => "internal",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Every code this build knows, for documentation and tests.
+    pub const ALL: [ErrorCode; 21] = [
+        ErrorCode::Malformed,
+        ErrorCode::UnknownMessage,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::VersionMismatch,
+        ErrorCode::ProtocolViolation,
+        ErrorCode::LimitExceeded,
+        ErrorCode::HandshakeTimeout,
+        ErrorCode::RoomNotFound,
+        ErrorCode::RoomFull,
+        ErrorCode::TooManyRooms,
+        ErrorCode::TooManyJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::NotJoined,
+        ErrorCode::InvalidSender,
+        ErrorCode::InvalidRoomId,
+        ErrorCode::Forbidden,
+        ErrorCode::Conflict,
+        ErrorCode::StateFull,
+        ErrorCode::SlowConsumer,
+        ErrorCode::Internal,
+        ErrorCode::ShuttingDown,
+    ];
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.as_u16())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u16(self.as_u16())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u16::deserialize(d).map(ErrorCode::from_u16)
+    }
+}
+
+/// Structured data that goes with some error codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorDetail {
+    None,
+    /// With [`ErrorCode::Conflict`]: the key's version now (0 when the key does not exist).
+    Conflict { current_version: u64 },
+    /// With [`ErrorCode::VersionMismatch`]: both sides' versions.
+    Version {
+        server: ProtocolVersion,
+        client: ProtocolVersion,
+    },
+    /// With [`ErrorCode::LimitExceeded`], [`ErrorCode::FrameTooLarge`] and the like:
+    /// the limit and the size or count that exceeded it.
+    Limit { limit: u64, actual: u64 },
+}
+
+/// An error the server reports to a client.
+///
+/// `request_id` names the request that caused it; it is `None` for errors not tied
+/// to one request (a bad datagram, an undecodable frame, a disconnect reason).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub request_id: Option<RequestId>,
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: ErrorDetail,
+}
+
+impl ErrorFrame {
+    pub fn new(request_id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorFrame {
+            request_id,
+            code,
+            message: message.into(),
+            detail: ErrorDetail::None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: ErrorDetail) -> Self {
+        self.detail = detail;
+        self
+    }
+}
+
+impl fmt::Display for ErrorFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)?;
+        if let Some(id) = self.request_id {
+            write!(f, " (request {id})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ErrorFrame {}

@@ -1,0 +1,385 @@
+//! Golden vectors: the exact bytes of one sample of every message type.
+//!
+//! `protocol/golden/vectors.json` is checked in; every SDK decodes and re-encodes
+//! each vector and must get the same bytes. This test fails when an encoding
+//! changes. After an intended change (a new message at the end of an enum), run
+//! `CHORUS_BLESS=1 cargo test -p chorus-protocol --test golden` and commit the file.
+
+use chorus_protocol::*;
+use serde_json::{Value, json};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Vector {
+    name: &'static str,
+    lane: &'static str,
+    bytes: Vec<u8>,
+    value: Value,
+}
+
+fn client(name: &'static str, msg: ClientMessage) -> Vector {
+    let bytes = encode_message(&msg);
+    let decoded = decode_client_message(&bytes, &Limits::default()).expect("sample decodes");
+    assert_eq!(decoded, msg, "{name} round-trips");
+    Vector {
+        name,
+        lane: "client",
+        value: serde_json::to_value(&msg).expect("json"),
+        bytes,
+    }
+}
+
+fn server(name: &'static str, msg: ServerMessage) -> Vector {
+    let bytes = encode_message(&msg);
+    let decoded = decode_server_message(&bytes).expect("sample decodes");
+    assert_eq!(decoded, msg, "{name} round-trips");
+    Vector {
+        name,
+        lane: "server",
+        value: serde_json::to_value(&msg).expect("json"),
+        bytes,
+    }
+}
+
+fn datagram(name: &'static str, d: Datagram<'_>) -> Vector {
+    let bytes = encode_datagram(&d);
+    assert_eq!(
+        decode_datagram(&bytes, &Limits::default()).expect("sample decodes"),
+        d
+    );
+    Vector {
+        name,
+        lane: "datagram",
+        value: serde_json::to_value(d).expect("json"),
+        bytes,
+    }
+}
+
+fn display(name: &str) -> DisplayInfo {
+    DisplayInfo {
+        name: name.into(),
+        meta: b"{\"color\":\"#e33\"}".to_vec(),
+    }
+}
+
+fn vectors() -> Vec<Vector> {
+    let payload: Vec<u8> = (0u8..48).collect();
+    vec![
+        client(
+            "client_hello",
+            ClientMessage::Hello(ClientHello {
+                version: PROTOCOL_VERSION,
+                client_name: "chorus-client-rust/0.1.0".into(),
+                capabilities: 0,
+            }),
+        ),
+        client(
+            "join_create",
+            ClientMessage::Join {
+                request_id: 1,
+                room_id: "lobby".into(),
+                display: display("Ada"),
+                options: vec![JoinOption::CreateIfMissing, JoinOption::MaxMembers(8)],
+            },
+        ),
+        client(
+            "join_existing",
+            ClientMessage::Join {
+                request_id: 300,
+                room_id: "gallery/ünïcode".into(),
+                display: DisplayInfo::default(),
+                options: vec![],
+            },
+        ),
+        client(
+            "leave",
+            ClientMessage::Leave {
+                request_id: 2,
+                room: RoomSlot(1),
+            },
+        ),
+        client(
+            "set_state",
+            ClientMessage::SetState {
+                request_id: 3,
+                room: RoomSlot(1),
+                key: "title".into(),
+                value: b"Hello".to_vec(),
+                if_version: None,
+            },
+        ),
+        client(
+            "set_state_if_version",
+            ClientMessage::SetState {
+                request_id: 4,
+                room: RoomSlot(200),
+                key: "scene".into(),
+                value: vec![0, 255, 128],
+                if_version: Some(70_000),
+            },
+        ),
+        client(
+            "delete_state",
+            ClientMessage::DeleteState {
+                request_id: 5,
+                room: RoomSlot(1),
+                key: "title".into(),
+                if_version: Some(0),
+            },
+        ),
+        client(
+            "command",
+            ClientMessage::Command {
+                request_id: 6,
+                room: RoomSlot(1),
+                kind: "chat".into(),
+                payload: b"hi all".to_vec(),
+                idempotency_key: Some("msg-1".into()),
+            },
+        ),
+        client(
+            "command_no_key",
+            ClientMessage::Command {
+                request_id: 7,
+                room: RoomSlot(1),
+                kind: "play".into(),
+                payload: vec![],
+                idempotency_key: None,
+            },
+        ),
+        client(
+            "ping",
+            ClientMessage::Ping {
+                client_time: 1_790_000_000_123_456,
+            },
+        ),
+        server(
+            "server_hello",
+            ServerMessage::Hello(ServerHello {
+                version: PROTOCOL_VERSION,
+                server_name: "chorus/0.1.0".into(),
+                session_id: 0x0123_4567_89ab_cdef,
+                server_time: ServerTime(1_790_000_000_000_000),
+                max_datagram_size: 1211,
+                limits: Limits::default(),
+            }),
+        ),
+        server(
+            "joined",
+            ServerMessage::Joined {
+                request_id: 1,
+                snapshot: RoomSnapshot {
+                    room_id: "lobby".into(),
+                    room: RoomSlot(1),
+                    you: MemberId(2),
+                    role: Role::Editor,
+                    members: vec![
+                        MemberInfo {
+                            id: MemberId(1),
+                            role: Role::Host,
+                            display: display("Ada"),
+                        },
+                        MemberInfo {
+                            id: MemberId(2),
+                            role: Role::Editor,
+                            display: DisplayInfo::default(),
+                        },
+                    ],
+                    state: vec![StateEntry {
+                        key: "title".into(),
+                        value: b"Hello".to_vec(),
+                        version: 3,
+                        author: MemberId(1),
+                    }],
+                    state_version: 3,
+                    last_seq: Seq(5),
+                },
+            },
+        ),
+        server(
+            "left",
+            ServerMessage::Left {
+                request_id: 2,
+                room: RoomSlot(1),
+            },
+        ),
+        server(
+            "member_joined",
+            ServerMessage::MemberJoined {
+                room: RoomSlot(1),
+                seq: Seq(6),
+                member: MemberInfo {
+                    id: MemberId(3),
+                    role: Role::Viewer,
+                    display: display("Bo"),
+                },
+            },
+        ),
+        server(
+            "member_left",
+            ServerMessage::MemberLeft {
+                room: RoomSlot(1),
+                seq: Seq(7),
+                member: MemberId(3),
+                reason: LeaveReason::Disconnected,
+            },
+        ),
+        server(
+            "state_changed",
+            ServerMessage::StateChanged {
+                room: RoomSlot(1),
+                seq: Seq(8),
+                key: "title".into(),
+                value: Some(serde_bytes::ByteBuf::from(b"Hi".to_vec())),
+                version: 4,
+                author: MemberId(2),
+            },
+        ),
+        server(
+            "state_deleted",
+            ServerMessage::StateChanged {
+                room: RoomSlot(1),
+                seq: Seq(9),
+                key: "title".into(),
+                value: None,
+                version: 5,
+                author: MemberId(2),
+            },
+        ),
+        server(
+            "state_ack",
+            ServerMessage::StateAck {
+                request_id: 3,
+                room: RoomSlot(1),
+                version: 4,
+                seq: Seq(8),
+            },
+        ),
+        server(
+            "command_event",
+            ServerMessage::CommandEvent {
+                room: RoomSlot(1),
+                seq: Seq(10),
+                author: MemberId(2),
+                kind: "chat".into(),
+                payload: b"hi all".to_vec(),
+                idempotency_key: Some("msg-1".into()),
+            },
+        ),
+        server(
+            "command_ack",
+            ServerMessage::CommandAck {
+                request_id: 6,
+                room: RoomSlot(1),
+                seq: Seq(10),
+                duplicate: false,
+            },
+        ),
+        server(
+            "pong",
+            ServerMessage::Pong {
+                client_time: 1_790_000_000_123_456,
+                server_receive_time: ServerTime(1_790_000_000_200_000),
+                server_send_time: ServerTime(1_790_000_000_200_012),
+            },
+        ),
+        server(
+            "error_conflict",
+            ServerMessage::Error(
+                ErrorFrame::new(Some(4), ErrorCode::Conflict, "key scene is at version 71")
+                    .with_detail(ErrorDetail::Conflict {
+                        current_version: 71,
+                    }),
+            ),
+        ),
+        server(
+            "error_version",
+            ServerMessage::Error(
+                ErrorFrame::new(None, ErrorCode::VersionMismatch, "server speaks 1.0, client 2.0")
+                    .with_detail(ErrorDetail::Version {
+                        server: ProtocolVersion { major: 1, minor: 0 },
+                        client: ProtocolVersion { major: 2, minor: 0 },
+                    }),
+            ),
+        ),
+        server(
+            "error_limit",
+            ServerMessage::Error(
+                ErrorFrame::new(Some(9), ErrorCode::LimitExceeded, "room_id too long")
+                    .with_detail(ErrorDetail::Limit {
+                        limit: 128,
+                        actual: 129,
+                    }),
+            ),
+        ),
+        server(
+            "error_plain",
+            ServerMessage::Error(ErrorFrame::new(None, ErrorCode::SlowConsumer, "too slow")),
+        ),
+        datagram(
+            "tick",
+            Datagram::Tick(Tick {
+                room: RoomSlot(1),
+                sender: MemberId(2),
+                seq: 1000,
+                payload: &payload,
+            }),
+        ),
+        datagram(
+            "tick_empty",
+            Datagram::Tick(Tick {
+                room: RoomSlot(70_000),
+                sender: MemberId(300),
+                seq: u32::MAX,
+                payload: &[],
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn golden_vectors_match_checked_in_file() {
+    let vectors = vectors();
+    let rendered = Value::Array(
+        vectors
+            .iter()
+            .map(|v| {
+                json!({
+                    "name": v.name,
+                    "lane": v.lane,
+                    "hex": hex(&v.bytes),
+                    "value": v.value,
+                })
+            })
+            .collect(),
+    );
+    let text = serde_json::to_string_pretty(&rendered).expect("json") + "\n";
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/golden/vectors.json");
+    if std::env::var_os("CHORUS_BLESS").is_some() {
+        std::fs::write(path, &text).expect("write golden file");
+        return;
+    }
+    let stored = std::fs::read_to_string(path)
+        .expect("protocol/golden/vectors.json is missing: run with CHORUS_BLESS=1 once");
+    assert_eq!(
+        stored, text,
+        "encoding changed: if intended, re-run with CHORUS_BLESS=1 and commit"
+    );
+}
+
+#[test]
+fn every_message_tag_has_a_vector() {
+    let vectors = vectors();
+    let tags = |lane: &str| -> std::collections::BTreeSet<u8> {
+        vectors
+            .iter()
+            .filter(|v| v.lane == lane)
+            .map(|v| v.bytes[0])
+            .collect()
+    };
+    assert_eq!(tags("client").len() as u32, codec::CLIENT_MESSAGE_TAGS);
+    assert_eq!(tags("server").len() as u32, codec::SERVER_MESSAGE_TAGS);
+    assert_eq!(tags("datagram").len() as u32, codec::DATAGRAM_TAGS);
+}
