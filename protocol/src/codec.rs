@@ -112,7 +112,11 @@ pub fn decode_server_message(bytes: &[u8]) -> Result<ServerMessage, DecodeError>
 pub fn decode_datagram<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Datagram<'a>, DecodeError> {
     let datagram: Datagram<'a> = decode_exact(bytes, DATAGRAM_TAGS)?;
     let Datagram::Tick(tick) = &datagram;
-    Limits::check("tick payload", tick.payload.len(), limits.max_tick_payload_bytes)?;
+    Limits::check(
+        "tick payload",
+        tick.payload.len(),
+        limits.max_tick_payload_bytes,
+    )?;
     Ok(datagram)
 }
 
@@ -203,10 +207,7 @@ mod tests {
     #[test]
     fn rejects_empty_trailing_and_truncated() {
         let limits = Limits::default();
-        assert_eq!(
-            decode_client_message(&[], &limits),
-            Err(DecodeError::Empty)
-        );
+        assert_eq!(decode_client_message(&[], &limits), Err(DecodeError::Empty));
         let mut bytes = encode_message(&join("lobby"));
         bytes.push(0);
         assert_eq!(

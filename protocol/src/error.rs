@@ -191,7 +191,9 @@ impl<'de> Deserialize<'de> for ErrorCode {
 pub enum ErrorDetail {
     None,
     /// With [`ErrorCode::Conflict`]: the key's version now (0 when the key does not exist).
-    Conflict { current_version: u64 },
+    Conflict {
+        current_version: u64,
+    },
     /// With [`ErrorCode::VersionMismatch`]: both sides' versions.
     Version {
         server: ProtocolVersion,
@@ -199,7 +201,10 @@ pub enum ErrorDetail {
     },
     /// With [`ErrorCode::LimitExceeded`], [`ErrorCode::FrameTooLarge`] and the like:
     /// the limit and the size or count that exceeded it.
-    Limit { limit: u64, actual: u64 },
+    Limit {
+        limit: u64,
+        actual: u64,
+    },
 }
 
 /// An error the server reports to a client.

@@ -139,7 +139,17 @@ mod tests {
 
     #[test]
     fn varint_round_trips_at_every_width() {
-        for v in [0u32, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, u32::MAX] {
+        for v in [
+            0u32,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            2_097_151,
+            2_097_152,
+            u32::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint_u32(&mut out, v);
             assert_eq!(get_varint_u32(&out), Ok(Some((v, out.len()))));

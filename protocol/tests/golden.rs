@@ -297,21 +297,26 @@ fn vectors() -> Vec<Vector> {
         server(
             "error_version",
             ServerMessage::Error(
-                ErrorFrame::new(None, ErrorCode::VersionMismatch, "server speaks 1.0, client 2.0")
-                    .with_detail(ErrorDetail::Version {
-                        server: ProtocolVersion { major: 1, minor: 0 },
-                        client: ProtocolVersion { major: 2, minor: 0 },
-                    }),
+                ErrorFrame::new(
+                    None,
+                    ErrorCode::VersionMismatch,
+                    "server speaks 1.0, client 2.0",
+                )
+                .with_detail(ErrorDetail::Version {
+                    server: ProtocolVersion { major: 1, minor: 0 },
+                    client: ProtocolVersion { major: 2, minor: 0 },
+                }),
             ),
         ),
         server(
             "error_limit",
             ServerMessage::Error(
-                ErrorFrame::new(Some(9), ErrorCode::LimitExceeded, "room_id too long")
-                    .with_detail(ErrorDetail::Limit {
+                ErrorFrame::new(Some(9), ErrorCode::LimitExceeded, "room_id too long").with_detail(
+                    ErrorDetail::Limit {
                         limit: 128,
                         actual: 129,
-                    }),
+                    },
+                ),
             ),
         ),
         server(
