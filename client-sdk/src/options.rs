@@ -1,0 +1,281 @@
+//! Settings: how to connect ([`ConnectOptions`], [`Trust`]) and how to join a room
+//! ([`JoinOptions`]), and turning them into a wtransport client configuration.
+
+use crate::error::ConnectError;
+use chorus_protocol::{DisplayInfo, JoinOption};
+use std::sync::Arc;
+use std::time::Duration;
+use wtransport::ClientConfig;
+use wtransport::tls::Sha256Digest;
+use wtransport::tls::rustls::RootCertStore;
+use wtransport::tls::rustls::pki_types::CertificateDer;
+use wtransport::tls::rustls::pki_types::pem::PemObject;
+
+/// How the client decides to trust the server's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Accept a certificate whose SHA-256 (of its DER encoding) is one of these, as
+    /// browsers do with `serverCertificateHashes`. The certificate must then be
+    /// ECDSA P-256 and valid for at most 14 days. This is how a client reaches a
+    /// development server (`chorus` prints the hash at start).
+    CertificateHashes(Vec<[u8; 32]>),
+    /// Verify the certificate chain against the operating system's root store.
+    NativeRoots,
+    /// Verify against the certificates in this PEM (one or more `CERTIFICATE`
+    /// sections): a private CA, or a self-signed server certificate itself.
+    CaPem(Vec<u8>),
+}
+
+impl Trust {
+    /// Parses a certificate hash written as hex, with or without `:` separators
+    /// (e.g. as printed by `openssl x509 -fingerprint -sha256`), case-insensitive.
+    pub fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+        let digits: Vec<u8> = hex
+            .trim()
+            .bytes()
+            .filter(|b| *b != b':')
+            .map(|b| match b {
+                b'0'..=b'9' => Some(b - b'0'),
+                b'a'..=b'f' => Some(b - b'a' + 10),
+                b'A'..=b'F' => Some(b - b'A' + 10),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = (pair[0] << 4) | pair[1];
+        }
+        Some(out)
+    }
+}
+
+/// Settings of [`Client::connect`](crate::Client::connect).
+///
+/// Build with `ConnectOptions { trust: ..., ..Default::default() }` or one of the
+/// `with_*` helpers.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How to trust the server certificate. Default: [`Trust::NativeRoots`].
+    pub trust: Trust,
+    /// Sent in the hello, for the server's logs. Default: `chorus-client-rust/<version>`.
+    pub client_name: String,
+    /// Bound on the whole connect: WebTransport session, hello exchange and initial
+    /// clock sync. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// How long a request waits for its reply before failing with
+    /// [`RequestError::Timeout`](crate::RequestError::Timeout). Default: 10 s.
+    pub request_timeout: Duration,
+    /// Pings sent one after another at connect to sync the clock; `connect`
+    /// returns after them. Default: 8. 0 skips the initial sync.
+    pub clock_sync_pings: u32,
+    /// How often the clock is re-synced in the background. Default: 10 s.
+    /// [`Duration::ZERO`] disables background re-sync.
+    pub clock_sync_interval: Duration,
+    /// Pings per background re-sync. Default: 3.
+    pub clock_refresh_pings: u32,
+    /// Recent clock samples kept; the minimum-RTT one gives the estimate. Default: 32.
+    pub clock_window: usize,
+    /// Capacity of each room's event (and command) broadcast: a receiver that falls
+    /// further behind gets `RecvError::Lagged`. Default: 1024.
+    pub event_capacity: usize,
+    /// Capacity of each room's tick broadcast: a receiver that falls further behind
+    /// loses the oldest ticks. Default: 64.
+    pub tick_capacity: usize,
+    /// Capacity of the client-level error broadcast ([`Client::errors`](crate::Client::errors)).
+    /// Default: 64.
+    pub error_capacity: usize,
+    /// Frames queued for the control-stream writer before requests wait. Default: 256.
+    pub write_queue: usize,
+    /// Largest control-stream frame accepted from the server; a larger one is a
+    /// protocol error that ends the connection. Default: 16 MiB.
+    pub max_frame_bytes: u32,
+    /// QUIC keep-alive interval. Default: 5 s.
+    pub keep_alive_interval: Option<Duration>,
+    /// QUIC idle timeout (the smaller of both sides' applies). Default: 30 s.
+    pub max_idle_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            trust: Trust::NativeRoots,
+            client_name: format!("chorus-client-rust/{}", env!("CARGO_PKG_VERSION")),
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            clock_sync_pings: 8,
+            clock_sync_interval: Duration::from_secs(10),
+            clock_refresh_pings: 3,
+            clock_window: 32,
+            event_capacity: 1024,
+            tick_capacity: 64,
+            error_capacity: 64,
+            write_queue: 256,
+            max_frame_bytes: 16 * 1024 * 1024,
+            keep_alive_interval: Some(Duration::from_secs(5)),
+            max_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// Default options trusting certificates with these SHA-256 hashes.
+    pub fn with_cert_hashes(hashes: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        ConnectOptions {
+            trust: Trust::CertificateHashes(hashes.into_iter().collect()),
+            ..ConnectOptions::default()
+        }
+    }
+
+    /// Default options trusting the certificates in this PEM.
+    pub fn with_ca_pem(pem: impl Into<Vec<u8>>) -> Self {
+        ConnectOptions {
+            trust: Trust::CaPem(pem.into()),
+            ..ConnectOptions::default()
+        }
+    }
+
+    /// Builds the wtransport client configuration for these options.
+    pub(crate) fn client_config(&self) -> Result<ClientConfig, ConnectError> {
+        let builder = ClientConfig::builder().with_bind_default();
+        let builder = match &self.trust {
+            Trust::CertificateHashes(hashes) => {
+                if hashes.is_empty() {
+                    return Err(ConnectError::Tls("no certificate hash given".into()));
+                }
+                builder.with_server_certificate_hashes(hashes.iter().map(|h| Sha256Digest::new(*h)))
+            }
+            Trust::NativeRoots => builder.with_native_certs(),
+            Trust::CaPem(pem) => builder.with_custom_tls(tls_config_from_pem(pem)?),
+        };
+        let builder = builder
+            .max_idle_timeout(Some(self.max_idle_timeout))
+            .map_err(|_| {
+                ConnectError::Tls(format!(
+                    "idle timeout {:?} is out of range",
+                    self.max_idle_timeout
+                ))
+            })?
+            .keep_alive_interval(self.keep_alive_interval);
+        Ok(builder.build())
+    }
+}
+
+/// A rustls client configuration (TLS 1.3, WebTransport ALPN, ring provider) that
+/// trusts exactly the certificates in `pem`.
+fn tls_config_from_pem(pem: &[u8]) -> Result<wtransport::tls::rustls::ClientConfig, ConnectError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| ConnectError::Tls(format!("bad PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ConnectError::Tls(format!("unusable certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ConnectError::Tls(
+            "no CERTIFICATE section in the PEM".into(),
+        ));
+    }
+    Ok(wtransport::tls::client::build_default_tls_config(
+        Arc::new(roots),
+        None,
+    ))
+}
+
+/// Settings of [`Client::join`](crate::Client::join).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// How this member presents itself to the others.
+    pub display: DisplayInfo,
+    /// Create the room if it does not exist (the joiner becomes its host). Default: true.
+    pub create_if_missing: bool,
+    /// When this join creates the room: its member cap (the server caps it at its own).
+    pub max_members: Option<u32>,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        JoinOptions {
+            display: DisplayInfo::default(),
+            create_if_missing: true,
+            max_members: None,
+        }
+    }
+}
+
+impl JoinOptions {
+    /// Default options with this display name.
+    pub fn named(name: impl Into<String>) -> Self {
+        JoinOptions {
+            display: DisplayInfo {
+                name: name.into(),
+                meta: Vec::new(),
+            },
+            ..JoinOptions::default()
+        }
+    }
+
+    /// The wire option list.
+    pub(crate) fn wire_options(&self) -> Vec<JoinOption> {
+        let mut options = Vec::new();
+        if self.create_if_missing {
+            options.push(JoinOption::CreateIfMissing);
+        }
+        if let Some(max) = self.max_members {
+            options.push(JoinOption::MaxMembers(max));
+        }
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_hashes_in_common_spellings() {
+        let hex = "0123456789abcdef0123456789ABCDEF0123456789abcdef0123456789abcdef";
+        let h = Trust::parse_hash(hex).expect("valid");
+        assert_eq!(h[0], 0x01);
+        assert_eq!(h[7], 0xef);
+        assert_eq!(h[15], 0xef);
+        let colons: String = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).expect("ascii"))
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(Trust::parse_hash(&colons), Some(h));
+        assert_eq!(Trust::parse_hash(&format!("  {hex}\n")), Some(h));
+        assert_eq!(Trust::parse_hash(&hex[1..]), None);
+        assert_eq!(Trust::parse_hash(&format!("{hex}00")), None);
+        assert_eq!(Trust::parse_hash(&hex.replace('a', "g")), None);
+    }
+
+    #[test]
+    fn join_options_map_to_wire_options() {
+        assert_eq!(
+            JoinOptions::default().wire_options(),
+            vec![JoinOption::CreateIfMissing]
+        );
+        let o = JoinOptions {
+            create_if_missing: false,
+            max_members: Some(5),
+            ..JoinOptions::named("ada")
+        };
+        assert_eq!(o.wire_options(), vec![JoinOption::MaxMembers(5)]);
+        assert_eq!(o.display.name, "ada");
+    }
+
+    #[test]
+    fn trust_settings_are_checked() {
+        let empty = ConnectOptions::with_cert_hashes([]);
+        assert!(matches!(empty.client_config(), Err(ConnectError::Tls(_))));
+        let bad_pem = ConnectOptions::with_ca_pem(b"not a pem".to_vec());
+        assert!(matches!(bad_pem.client_config(), Err(ConnectError::Tls(_))));
+        let hash = ConnectOptions::with_cert_hashes([[7u8; 32]]);
+        assert!(hash.client_config().is_ok());
+    }
+}

@@ -1,0 +1,624 @@
+//! The local replica of one room: members and state, kept up to date by applying
+//! the room's events in sequence order.
+//!
+//! [`RoomReplica`] is a pure state machine: it starts from the `Joined` snapshot
+//! and [`apply`](RoomReplica::apply)s [`ServerMessage`] room events, returning the
+//! [`RoomEvent`] to publish. It does no I/O and is tested without a server. The
+//! driver holds one per joined room behind a mutex.
+
+use bytes::Bytes;
+use chorus_protocol::{LeaveReason, MemberId, MemberInfo, Role, RoomSlot, RoomSnapshot, Seq};
+use chorus_protocol::{ServerMessage, StateEntry};
+use std::collections::BTreeMap;
+
+/// One state key's current value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateValue {
+    /// The value bytes.
+    pub value: Bytes,
+    /// The room's state version at this key's last write (use it as `if_version`).
+    pub version: u64,
+    /// Who wrote it last.
+    pub author: MemberId,
+}
+
+/// An application command as every member receives it (the sender included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandEvent {
+    /// The command's room sequence number.
+    pub seq: Seq,
+    /// Who sent it.
+    pub author: MemberId,
+    /// Application-defined kind, e.g. `"chat"`.
+    pub kind: String,
+    /// Application-defined payload.
+    pub payload: Bytes,
+    /// The sender's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// A reliable room event, in room-sequence order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// A member joined.
+    MemberJoined {
+        /// The new member.
+        member: MemberInfo,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// A member left.
+    MemberLeft {
+        /// Who left.
+        member: MemberId,
+        /// What the replica knew about them (`None` only if the server announced a
+        /// member this client never saw).
+        info: Option<MemberInfo>,
+        /// Why they left.
+        reason: LeaveReason,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// A state key was set (`value: Some`) or deleted (`value: None`).
+    StateChanged {
+        /// The key.
+        key: String,
+        /// The new value, `None` when deleted.
+        value: Option<Bytes>,
+        /// The room's state version after this write.
+        version: u64,
+        /// Who wrote it.
+        author: MemberId,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// An application command.
+    Command(CommandEvent),
+}
+
+impl RoomEvent {
+    /// The event's room sequence number.
+    pub fn seq(&self) -> Seq {
+        match self {
+            RoomEvent::MemberJoined { seq, .. }
+            | RoomEvent::MemberLeft { seq, .. }
+            | RoomEvent::StateChanged { seq, .. } => *seq,
+            RoomEvent::Command(c) => c.seq,
+        }
+    }
+}
+
+/// A consistent copy of a room's replica at one sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    /// Members in join order, this client included.
+    pub members: Vec<MemberInfo>,
+    /// State by key.
+    pub state: BTreeMap<String, StateValue>,
+    /// The state map's version (highest key version written).
+    pub state_version: u64,
+    /// The last event applied.
+    pub last_seq: Seq,
+}
+
+/// What applying one message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The replica changed; publish this event.
+    Event(RoomEvent),
+    /// This client itself was removed from the room (publish the event, then treat
+    /// the room as left).
+    Removed(RoomEvent),
+    /// The event's seq is not after the replica's: already applied, ignored.
+    Stale {
+        /// The event's seq.
+        seq: Seq,
+        /// The replica's last seq.
+        last: Seq,
+    },
+    /// Not a room event for this replica (a reply, another room, a ping).
+    NotRoomEvent,
+}
+
+/// Members and state of one room, as of `last_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomReplica {
+    room_id: String,
+    slot: RoomSlot,
+    me: MemberId,
+    role: Role,
+    members: Vec<MemberInfo>,
+    state: BTreeMap<String, StateValue>,
+    state_version: u64,
+    last_seq: Seq,
+    /// Events whose seq skipped ahead of `last_seq + 1` (a server bug or a lost
+    /// event); counted for diagnostics, applied anyway.
+    gaps: u64,
+}
+
+impl RoomReplica {
+    /// The replica right after joining.
+    pub fn from_snapshot(snapshot: RoomSnapshot) -> Self {
+        let RoomSnapshot {
+            room_id,
+            room,
+            you,
+            role,
+            members,
+            state,
+            state_version,
+            last_seq,
+        } = snapshot;
+        let state = state
+            .into_iter()
+            .map(
+                |StateEntry {
+                     key,
+                     value,
+                     version,
+                     author,
+                 }| {
+                    (
+                        key,
+                        StateValue {
+                            value: Bytes::from(value),
+                            version,
+                            author,
+                        },
+                    )
+                },
+            )
+            .collect();
+        RoomReplica {
+            room_id,
+            slot: room,
+            me: you,
+            role,
+            members,
+            state,
+            state_version,
+            last_seq,
+            gaps: 0,
+        }
+    }
+
+    /// The room's string id.
+    pub fn room_id(&self) -> &str {
+        &self.room_id
+    }
+
+    /// The room's slot on this server.
+    pub fn slot(&self) -> RoomSlot {
+        self.slot
+    }
+
+    /// This client's member id in the room.
+    pub fn me(&self) -> MemberId {
+        self.me
+    }
+
+    /// This client's role: from the member list when it is there, else from the snapshot.
+    pub fn role(&self) -> Role {
+        self.member(self.me).map_or(self.role, |m| m.role)
+    }
+
+    /// Members in join order.
+    pub fn members(&self) -> &[MemberInfo] {
+        &self.members
+    }
+
+    /// One member, if present.
+    pub fn member(&self, id: MemberId) -> Option<&MemberInfo> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// One state key.
+    pub fn state(&self, key: &str) -> Option<&StateValue> {
+        self.state.get(key)
+    }
+
+    /// All state.
+    pub fn state_map(&self) -> &BTreeMap<String, StateValue> {
+        &self.state
+    }
+
+    /// The state map's version.
+    pub fn state_version(&self) -> u64 {
+        self.state_version
+    }
+
+    /// The last applied event's seq.
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    /// How many events arrived with a seq beyond `last_seq + 1`.
+    pub fn gaps(&self) -> u64 {
+        self.gaps
+    }
+
+    /// A consistent copy.
+    pub fn view(&self) -> RoomView {
+        RoomView {
+            members: self.members.clone(),
+            state: self.state.clone(),
+            state_version: self.state_version,
+            last_seq: self.last_seq,
+        }
+    }
+
+    /// Admits `seq` if it is after `last_seq`, counting gaps.
+    fn admit(&mut self, seq: Seq) -> Result<(), Applied> {
+        if seq <= self.last_seq {
+            return Err(Applied::Stale {
+                seq,
+                last: self.last_seq,
+            });
+        }
+        if seq != self.last_seq.next() {
+            self.gaps += 1;
+        }
+        self.last_seq = seq;
+        Ok(())
+    }
+
+    /// Applies one server message if it is an event of this room.
+    pub fn apply(&mut self, msg: ServerMessage) -> Applied {
+        match msg {
+            ServerMessage::MemberJoined { room, seq, member } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                match self.members.iter_mut().find(|m| m.id == member.id) {
+                    Some(existing) => *existing = member.clone(),
+                    None => self.members.push(member.clone()),
+                }
+                Applied::Event(RoomEvent::MemberJoined { member, seq })
+            }
+            ServerMessage::MemberLeft {
+                room,
+                seq,
+                member,
+                reason,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                let info = self
+                    .members
+                    .iter()
+                    .position(|m| m.id == member)
+                    .map(|i| self.members.remove(i));
+                let event = RoomEvent::MemberLeft {
+                    member,
+                    info,
+                    reason,
+                    seq,
+                };
+                if member == self.me {
+                    Applied::Removed(event)
+                } else {
+                    Applied::Event(event)
+                }
+            }
+            ServerMessage::StateChanged {
+                room,
+                seq,
+                key,
+                value,
+                version,
+                author,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                let value = value.map(|v| Bytes::from(v.into_vec()));
+                match &value {
+                    Some(bytes) => {
+                        self.state.insert(
+                            key.clone(),
+                            StateValue {
+                                value: bytes.clone(),
+                                version,
+                                author,
+                            },
+                        );
+                    }
+                    None => {
+                        self.state.remove(&key);
+                    }
+                }
+                self.state_version = self.state_version.max(version);
+                Applied::Event(RoomEvent::StateChanged {
+                    key,
+                    value,
+                    version,
+                    author,
+                    seq,
+                })
+            }
+            ServerMessage::CommandEvent {
+                room,
+                seq,
+                author,
+                kind,
+                payload,
+                idempotency_key,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                Applied::Event(RoomEvent::Command(CommandEvent {
+                    seq,
+                    author,
+                    kind,
+                    payload: Bytes::from(payload),
+                    idempotency_key,
+                }))
+            }
+            _ => Applied::NotRoomEvent,
+        }
+    }
+}
+
+/// The room a server message belongs to, for room events.
+pub fn event_room(msg: &ServerMessage) -> Option<RoomSlot> {
+    match msg {
+        ServerMessage::MemberJoined { room, .. }
+        | ServerMessage::MemberLeft { room, .. }
+        | ServerMessage::StateChanged { room, .. }
+        | ServerMessage::CommandEvent { room, .. } => Some(*room),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_protocol::DisplayInfo;
+
+    const SLOT: RoomSlot = RoomSlot(7);
+
+    fn member(id: u32, name: &str, role: Role) -> MemberInfo {
+        MemberInfo {
+            id: MemberId(id),
+            role,
+            display: DisplayInfo {
+                name: name.into(),
+                meta: vec![],
+            },
+        }
+    }
+
+    fn replica() -> RoomReplica {
+        RoomReplica::from_snapshot(RoomSnapshot {
+            room_id: "lobby".into(),
+            room: SLOT,
+            you: MemberId(2),
+            role: Role::Editor,
+            members: vec![member(1, "ada", Role::Host), member(2, "bob", Role::Editor)],
+            state: vec![StateEntry {
+                key: "title".into(),
+                value: b"hello".to_vec(),
+                version: 3,
+                author: MemberId(1),
+            }],
+            state_version: 4,
+            last_seq: Seq(10),
+        })
+    }
+
+    fn set(seq: u64, key: &str, value: Option<&[u8]>, version: u64) -> ServerMessage {
+        ServerMessage::StateChanged {
+            room: SLOT,
+            seq: Seq(seq),
+            key: key.into(),
+            value: value.map(|v| v.to_vec().into()),
+            version,
+            author: MemberId(1),
+        }
+    }
+
+    #[test]
+    fn snapshot_is_the_starting_point() {
+        let r = replica();
+        assert_eq!(r.room_id(), "lobby");
+        assert_eq!(r.slot(), SLOT);
+        assert_eq!(r.me(), MemberId(2));
+        assert_eq!(r.role(), Role::Editor);
+        assert_eq!(r.members().len(), 2);
+        assert_eq!(
+            r.state("title"),
+            Some(&StateValue {
+                value: Bytes::from_static(b"hello"),
+                version: 3,
+                author: MemberId(1)
+            })
+        );
+        assert_eq!(r.state_version(), 4);
+        assert_eq!(r.last_seq(), Seq(10));
+    }
+
+    #[test]
+    fn members_join_and_leave_in_order() {
+        let mut r = replica();
+        let carol = member(3, "carol", Role::Viewer);
+        assert_eq!(
+            r.apply(ServerMessage::MemberJoined {
+                room: SLOT,
+                seq: Seq(11),
+                member: carol.clone()
+            }),
+            Applied::Event(RoomEvent::MemberJoined {
+                member: carol.clone(),
+                seq: Seq(11)
+            })
+        );
+        assert_eq!(
+            r.members().iter().map(|m| m.id.0).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            r.apply(ServerMessage::MemberLeft {
+                room: SLOT,
+                seq: Seq(12),
+                member: MemberId(1),
+                reason: LeaveReason::Disconnected
+            }),
+            Applied::Event(RoomEvent::MemberLeft {
+                member: MemberId(1),
+                info: Some(member(1, "ada", Role::Host)),
+                reason: LeaveReason::Disconnected,
+                seq: Seq(12)
+            })
+        );
+        assert_eq!(
+            r.members().iter().map(|m| m.id.0).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        // Leaving twice (or an unknown member) still yields an event, without info.
+        match r.apply(ServerMessage::MemberLeft {
+            room: SLOT,
+            seq: Seq(13),
+            member: MemberId(9),
+            reason: LeaveReason::Left,
+        }) {
+            Applied::Event(RoomEvent::MemberLeft { info: None, .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(r.last_seq(), Seq(13));
+        assert_eq!(r.gaps(), 0);
+    }
+
+    #[test]
+    fn rejoin_with_same_id_replaces_the_member() {
+        let mut r = replica();
+        let renamed = member(1, "ada lovelace", Role::Host);
+        r.apply(ServerMessage::MemberJoined {
+            room: SLOT,
+            seq: Seq(11),
+            member: renamed.clone(),
+        });
+        assert_eq!(r.members().len(), 2);
+        assert_eq!(r.member(MemberId(1)), Some(&renamed));
+    }
+
+    #[test]
+    fn state_set_and_delete_update_versions() {
+        let mut r = replica();
+        let applied = r.apply(set(11, "title", Some(b"bye"), 5));
+        assert_eq!(
+            applied,
+            Applied::Event(RoomEvent::StateChanged {
+                key: "title".into(),
+                value: Some(Bytes::from_static(b"bye")),
+                version: 5,
+                author: MemberId(1),
+                seq: Seq(11)
+            })
+        );
+        assert_eq!(r.state("title").map(|v| v.version), Some(5));
+        assert_eq!(r.state_version(), 5);
+        r.apply(set(12, "other", Some(b"x"), 6));
+        r.apply(set(13, "title", None, 7));
+        assert_eq!(r.state("title"), None);
+        assert_eq!(r.state_map().keys().collect::<Vec<_>>(), ["other"]);
+        assert_eq!(r.state_version(), 7);
+        let view = r.view();
+        assert_eq!(view.last_seq, Seq(13));
+        assert_eq!(view.state.len(), 1);
+    }
+
+    #[test]
+    fn commands_pass_through_in_order() {
+        let mut r = replica();
+        let applied = r.apply(ServerMessage::CommandEvent {
+            room: SLOT,
+            seq: Seq(11),
+            author: MemberId(2),
+            kind: "chat".into(),
+            payload: b"hi".to_vec(),
+            idempotency_key: Some("k1".into()),
+        });
+        assert_eq!(
+            applied,
+            Applied::Event(RoomEvent::Command(CommandEvent {
+                seq: Seq(11),
+                author: MemberId(2),
+                kind: "chat".into(),
+                payload: Bytes::from_static(b"hi"),
+                idempotency_key: Some("k1".into())
+            }))
+        );
+        assert_eq!(r.last_seq(), Seq(11));
+    }
+
+    #[test]
+    fn stale_events_are_ignored_and_gaps_counted() {
+        let mut r = replica();
+        // At or before the snapshot's seq: already part of the snapshot.
+        assert_eq!(
+            r.apply(set(10, "title", Some(b"old"), 9)),
+            Applied::Stale {
+                seq: Seq(10),
+                last: Seq(10)
+            }
+        );
+        assert_eq!(r.state("title").map(|v| v.version), Some(3));
+        // A skipped seq is applied but counted.
+        assert!(matches!(
+            r.apply(set(15, "k", Some(b"v"), 9)),
+            Applied::Event(_)
+        ));
+        assert_eq!(r.gaps(), 1);
+        assert_eq!(r.last_seq(), Seq(15));
+        assert!(matches!(
+            r.apply(set(14, "k", Some(b"w"), 10)),
+            Applied::Stale { .. }
+        ));
+        assert_eq!(
+            r.state("k").map(|v| v.value.clone()),
+            Some(Bytes::from_static(b"v"))
+        );
+    }
+
+    #[test]
+    fn other_rooms_and_replies_are_not_room_events() {
+        let mut r = replica();
+        let other = ServerMessage::CommandEvent {
+            room: RoomSlot(8),
+            seq: Seq(11),
+            author: MemberId(2),
+            kind: "chat".into(),
+            payload: vec![],
+            idempotency_key: None,
+        };
+        assert_eq!(event_room(&other), Some(RoomSlot(8)));
+        assert_eq!(r.apply(other), Applied::NotRoomEvent);
+        let ack = ServerMessage::CommandAck {
+            request_id: 1,
+            room: SLOT,
+            seq: Seq(11),
+            duplicate: false,
+        };
+        assert_eq!(event_room(&ack), None);
+        assert_eq!(r.apply(ack), Applied::NotRoomEvent);
+        assert_eq!(r.last_seq(), Seq(10));
+    }
+
+    #[test]
+    fn being_removed_is_reported() {
+        let mut r = replica();
+        match r.apply(ServerMessage::MemberLeft {
+            room: SLOT,
+            seq: Seq(11),
+            member: MemberId(2),
+            reason: LeaveReason::TooSlow,
+        }) {
+            Applied::Removed(RoomEvent::MemberLeft { member, .. }) => {
+                assert_eq!(member, MemberId(2))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The [`Room`] handle: reads of the live replica, reliable requests (state,
+//! commands, leave), event subscriptions and unreliable ticks.
+
+use crate::client::ClientHandle;
+use crate::driver::{Reply, RoomShared, ended_receiver, lock};
+use crate::error::{RequestError, TickError};
+use crate::replica::{CommandEvent, RoomEvent, RoomView, StateValue};
+use bytes::Bytes;
+use chorus_protocol::{
+    ClientMessage, Datagram, ErrorCode, MemberId, MemberInfo, Role, RoomSlot, Seq, Tick,
+    encode_datagram,
+};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::sync::broadcast;
+use wtransport::error::SendDatagramError;
+
+/// The server's acknowledgement of a state write or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateAck {
+    /// The room's state version after the write (the key's new version).
+    pub version: u64,
+    /// The room sequence number of the resulting `StateChanged` event.
+    pub seq: Seq,
+}
+
+/// The server's acknowledgement of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandAck {
+    /// The command's room sequence number (the original one for a duplicate).
+    pub seq: Seq,
+    /// The idempotency key had been used before: nothing was broadcast this time.
+    pub duplicate: bool,
+}
+
+/// A tick from another member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickEvent {
+    /// Who sent it.
+    pub sender: MemberId,
+    /// The sender's tick sequence number (wraps at 2^32; compare with
+    /// `a.wrapping_sub(b) as i32`).
+    pub seq: u32,
+    /// The application payload.
+    pub payload: Bytes,
+    /// When this client received it.
+    pub received_at: Instant,
+}
+
+/// Ticks from the room's other members, newest-wins.
+///
+/// Bounded: a receiver that falls behind loses the *oldest* ticks and keeps going
+/// with the newest; [`dropped`](Self::dropped) counts what it lost. The stream
+/// ends (`recv` returns `None`) when the room is left or the connection ends.
+#[derive(Debug)]
+pub struct TickReceiver {
+    rx: broadcast::Receiver<TickEvent>,
+    dropped: u64,
+}
+
+impl TickReceiver {
+    /// The next tick, skipping over any lost to lag; `None` once the stream has ended.
+    pub async fn recv(&mut self) -> Option<TickEvent> {
+        loop {
+            match self.rx.recv().await {
+                Ok(tick) => return Some(tick),
+                Err(broadcast::error::RecvError::Lagged(n)) => self.dropped += n,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// A tick if one is waiting, without blocking (skipping lost ones); `None` when
+    /// none is waiting or the stream has ended.
+    pub fn try_recv(&mut self) -> Option<TickEvent> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(tick) => return Some(tick),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.dropped += n,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Ticks this receiver lost because it fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+/// A joined room. Cheap to clone; all clones share one membership.
+///
+/// Reads ([`members`](Self::members), [`state`](Self::state), …) come from the
+/// local replica, which the connection's driver updates from the room's events in
+/// sequence order, whether or not anyone reads the event streams.
+///
+/// When the last clone is dropped without calling [`leave`](Self::leave), the
+/// client leaves the room in the background. A room also stops being joined when
+/// the server removes this member or the connection ends: requests then fail
+/// with [`RequestError::NotJoined`] or [`RequestError::Closed`] and the event and
+/// tick streams end.
+#[derive(Clone)]
+pub struct Room {
+    handle: Arc<RoomHandle>,
+}
+
+struct RoomHandle {
+    client: Arc<ClientHandle>,
+    room: Arc<RoomShared>,
+}
+
+impl Drop for RoomHandle {
+    fn drop(&mut self) {
+        self.client.shared.abandon_room(&self.room);
+    }
+}
+
+impl fmt::Debug for Room {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Room")
+            .field("id", &self.handle.room.id)
+            .field("slot", &self.handle.room.slot)
+            .field("me", &self.handle.room.me)
+            .field("joined", &self.is_joined())
+            .finish()
+    }
+}
+
+impl Room {
+    pub(crate) fn new(client: Arc<ClientHandle>, room: Arc<RoomShared>) -> Room {
+        Room {
+            handle: Arc::new(RoomHandle { client, room }),
+        }
+    }
+
+    fn room(&self) -> &RoomShared {
+        &self.handle.room
+    }
+
+    /// The room's string id.
+    pub fn id(&self) -> &str {
+        &self.room().id
+    }
+
+    /// The room's numeric slot on this server (used in ticks).
+    pub fn slot(&self) -> RoomSlot {
+        self.room().slot
+    }
+
+    /// This client's member id in the room.
+    pub fn me(&self) -> MemberId {
+        self.room().me
+    }
+
+    /// This client's role in the room.
+    pub fn role(&self) -> Role {
+        lock(&self.room().inner).replica.role()
+    }
+
+    /// Whether the room is still joined (not left, not removed, connection alive).
+    pub fn is_joined(&self) -> bool {
+        self.room().joined.load(Ordering::SeqCst)
+    }
+
+    /// Members in join order, this client included.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        lock(&self.room().inner).replica.members().to_vec()
+    }
+
+    /// One member, if currently in the room.
+    pub fn member(&self, id: MemberId) -> Option<MemberInfo> {
+        lock(&self.room().inner).replica.member(id).cloned()
+    }
+
+    /// One state key's current value.
+    pub fn state(&self, key: &str) -> Option<StateValue> {
+        lock(&self.room().inner).replica.state(key).cloned()
+    }
+
+    /// All state, by key.
+    pub fn state_snapshot(&self) -> BTreeMap<String, StateValue> {
+        lock(&self.room().inner).replica.state_map().clone()
+    }
+
+    /// The state map's version (the highest key version written).
+    pub fn state_version(&self) -> u64 {
+        lock(&self.room().inner).replica.state_version()
+    }
+
+    /// The sequence number of the last event applied to the replica.
+    pub fn last_seq(&self) -> Seq {
+        lock(&self.room().inner).replica.last_seq()
+    }
+
+    /// A consistent copy of members and state at one sequence number.
+    pub fn view(&self) -> RoomView {
+        lock(&self.room().inner).replica.view()
+    }
+
+    /// Room events from now on, in sequence order.
+    ///
+    /// Bounded ([`ConnectOptions::event_capacity`](crate::ConnectOptions::event_capacity)):
+    /// a receiver that falls behind gets `RecvError::Lagged(n)` and continues after
+    /// the lost events. The replica (members, state) stays correct regardless, since
+    /// the driver maintains it. The stream ends (`RecvError::Closed`) when the room
+    /// is left or the connection ends. Use [`subscribe`](Self::subscribe) to get a
+    /// view and the events that follow it without a gap.
+    pub fn events(&self) -> broadcast::Receiver<RoomEvent> {
+        lock(&self.room().inner).subscribe_events()
+    }
+
+    /// A view of the replica and a receiver of exactly the events after it.
+    pub fn subscribe(&self) -> (RoomView, broadcast::Receiver<RoomEvent>) {
+        let inner = lock(&self.room().inner);
+        (inner.replica.view(), inner.subscribe_events())
+    }
+
+    /// Only the command events (the sender's own included), same rules as
+    /// [`events`](Self::events) but with a channel of their own, so `Lagged` counts
+    /// commands only.
+    pub fn commands(&self) -> broadcast::Receiver<CommandEvent> {
+        lock(&self.room().inner).subscribe_commands()
+    }
+
+    /// Ticks from the other members from now on (see [`TickReceiver`]).
+    pub fn ticks(&self) -> TickReceiver {
+        let rx = match &*lock(&self.room().ticks) {
+            Some(tx) => tx.subscribe(),
+            None => ended_receiver(),
+        };
+        TickReceiver { rx, dropped: 0 }
+    }
+
+    /// The largest tick payload that can be sent now: the server's
+    /// `max_tick_payload_bytes`, or less if this connection's datagrams are smaller.
+    pub fn max_tick_payload(&self) -> usize {
+        let shared = &self.handle.client.shared;
+        let limit = shared.hello.limits.max_tick_payload_bytes as usize;
+        match shared.conn.max_datagram_size() {
+            Some(max) => limit.min(max.saturating_sub(chorus_protocol::TICK_MAX_OVERHEAD)),
+            None => 0,
+        }
+    }
+
+    /// Sends a tick to the room's other members: unreliable, unordered, never
+    /// blocks. Returns the tick's sequence number: per room and client, starting at
+    /// 0 and wrapping; a refused tick does not use one.
+    pub fn send_tick(&self, payload: &[u8]) -> Result<u32, TickError> {
+        let shared = &self.handle.client.shared;
+        if let Some(reason) = shared.close_reason() {
+            return Err(TickError::Closed(reason));
+        }
+        if !self.is_joined() {
+            return Err(TickError::NotJoined);
+        }
+        let max = shared.hello.limits.max_tick_payload_bytes as usize;
+        if payload.len() > max {
+            return Err(TickError::PayloadTooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        let room = self.room();
+        let mut seq = lock(&room.tick_seq);
+        let bytes = encode_datagram(&Datagram::Tick(Tick {
+            room: room.slot,
+            sender: room.me,
+            seq: *seq,
+            payload,
+        }));
+        let max_datagram = shared
+            .conn
+            .max_datagram_size()
+            .ok_or(TickError::DatagramsUnsupported)?;
+        if bytes.len() > max_datagram {
+            return Err(TickError::DatagramTooLarge {
+                len: bytes.len(),
+                max: max_datagram,
+            });
+        }
+        shared.conn.send_datagram(&bytes).map_err(|e| match e {
+            SendDatagramError::NotConnected => TickError::Closed(shared.closed_error()),
+            SendDatagramError::UnsupportedByPeer => TickError::DatagramsUnsupported,
+            SendDatagramError::TooLarge => TickError::DatagramTooLarge {
+                len: bytes.len(),
+                max: max_datagram,
+            },
+        })?;
+        let sent = *seq;
+        *seq = seq.wrapping_add(1);
+        Ok(sent)
+    }
+
+    /// Sends a request for this room, failing fast when it is no longer joined.
+    async fn request(
+        &self,
+        build: impl FnOnce(chorus_protocol::RequestId) -> ClientMessage,
+    ) -> Result<Reply, RequestError> {
+        if !self.is_joined() {
+            if let Some(reason) = self.handle.client.shared.close_reason() {
+                return Err(RequestError::Closed(reason));
+            }
+            return Err(RequestError::NotJoined);
+        }
+        self.handle.client.shared.request(build).await
+    }
+
+    async fn state_request(
+        &self,
+        build: impl FnOnce(chorus_protocol::RequestId) -> ClientMessage,
+    ) -> Result<StateAck, RequestError> {
+        match self.request(build).await? {
+            Reply::StateAck(ack) => Ok(ack),
+            other => Err(other.into_error()),
+        }
+    }
+
+    /// Sets a state key. When this resolves, the replica already holds the value
+    /// (the server sends the requester its `StateChanged` before the ack).
+    pub async fn set_state(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<StateAck, RequestError> {
+        self.write_state(key, value.as_ref(), None).await
+    }
+
+    /// Sets a state key only if its version is `if_version` (0: only if the key
+    /// does not exist). On mismatch the error has code [`ErrorCode::Conflict`] and
+    /// [`RequestError::conflict_version`] gives the current version.
+    pub async fn set_state_if(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+        if_version: u64,
+    ) -> Result<StateAck, RequestError> {
+        self.write_state(key, value.as_ref(), Some(if_version))
+            .await
+    }
+
+    async fn write_state(
+        &self,
+        key: &str,
+        value: &[u8],
+        if_version: Option<u64>,
+    ) -> Result<StateAck, RequestError> {
+        let room = self.slot();
+        self.state_request(|request_id| ClientMessage::SetState {
+            request_id,
+            room,
+            key: key.to_owned(),
+            value: value.to_vec(),
+            if_version,
+        })
+        .await
+    }
+
+    /// Deletes a state key.
+    pub async fn delete_state(&self, key: &str) -> Result<StateAck, RequestError> {
+        self.remove_state(key, None).await
+    }
+
+    /// Deletes a state key only if its version is `if_version`.
+    pub async fn delete_state_if(
+        &self,
+        key: &str,
+        if_version: u64,
+    ) -> Result<StateAck, RequestError> {
+        self.remove_state(key, Some(if_version)).await
+    }
+
+    async fn remove_state(
+        &self,
+        key: &str,
+        if_version: Option<u64>,
+    ) -> Result<StateAck, RequestError> {
+        let room = self.slot();
+        self.state_request(|request_id| ClientMessage::DeleteState {
+            request_id,
+            room,
+            key: key.to_owned(),
+            if_version,
+        })
+        .await
+    }
+
+    /// Sends an application command; every member receives it as a
+    /// [`CommandEvent`], this client included (before this resolves). With an
+    /// idempotency key, a repeat returns the first result with `duplicate: true`
+    /// and is not broadcast again.
+    pub async fn send_command(
+        &self,
+        kind: &str,
+        payload: &[u8],
+        idempotency_key: Option<&str>,
+    ) -> Result<CommandAck, RequestError> {
+        let room = self.slot();
+        match self
+            .request(|request_id| ClientMessage::Command {
+                request_id,
+                room,
+                kind: kind.to_owned(),
+                payload: payload.to_vec(),
+                idempotency_key: idempotency_key.map(str::to_owned),
+            })
+            .await?
+        {
+            Reply::CommandAck(ack) => Ok(ack),
+            other => Err(other.into_error()),
+        }
+    }
+
+    /// Leaves the room. Whatever the outcome, this handle and its clones stop
+    /// being joined and their streams end.
+    pub async fn leave(self) -> Result<(), RequestError> {
+        let room = self.slot();
+        let result = self
+            .request(|request_id| ClientMessage::Leave { request_id, room })
+            .await;
+        self.handle.client.shared.detach_room(&self.handle.room);
+        match result? {
+            Reply::Left => Ok(()),
+            // Already out (e.g. removed by the server): the goal is reached.
+            Reply::Error(frame) if frame.code == ErrorCode::NotJoined => Ok(()),
+            other => Err(other.into_error()),
+        }
+    }
+}
