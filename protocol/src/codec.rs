@@ -96,9 +96,16 @@ fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8], tags: u32) -> Result<T,
 
 /// Decodes one client message and checks it against `limits`.
 pub fn decode_client_message(bytes: &[u8], limits: &Limits) -> Result<ClientMessage, DecodeError> {
-    let msg: ClientMessage = decode_exact(bytes, CLIENT_MESSAGE_TAGS)?;
+    let msg = decode_client_message_unchecked(bytes)?;
     validate_client_message(&msg, limits)?;
     Ok(msg)
+}
+
+/// Decodes one client message without checking it against limits, for a caller
+/// that wants the request id of a message over a limit. The caller must then
+/// call [`validate_client_message`]. Allocation is still bounded by `bytes`.
+pub fn decode_client_message_unchecked(bytes: &[u8]) -> Result<ClientMessage, DecodeError> {
+    decode_exact(bytes, CLIENT_MESSAGE_TAGS)
 }
 
 /// Decodes one server message. Clients skip frames with tags they do not know

@@ -1,4 +1,20 @@
 //! Chorus server library: the room core, sessions, transports and the server
 //! that ties them together. The `chorus` binary is a thin CLI over [`Server`].
+//!
+//! Layers, from the inside out (ARCHITECTURE.md has the map):
+//! - [`core`]: the sans-IO room state machine.
+//! - [`rooms`]: one task per room around the core, the registry, tick fan-out.
+//! - [`session`]: one transport-agnostic session per connection.
+//! - [`transport`]: adapters from a connection to a session (WebTransport).
+//! - [`server`]: configuration, listeners, start and stop.
 
+pub mod cert;
+pub mod clock;
 pub mod core;
+pub mod rooms;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod transport;
+
+pub use server::{RunningServer, Server, ServerConfig, StartError};

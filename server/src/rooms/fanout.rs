@@ -1,0 +1,54 @@
+//! The tick lane's view of a room: who gets a sender's ticks.
+//!
+//! The room task publishes a new [`Fanout`] whenever membership or roles change;
+//! sessions read it on every tick without a lock (`ArcSwap`) and without a trip
+//! through the room task, so ticks never wait behind reliable events. The room
+//! core decides who may send ticks; this table only carries its answer.
+
+use crate::core::SessionId;
+use bytes::Bytes;
+use chorus_protocol::MemberId;
+use std::fmt;
+use std::sync::Arc;
+
+/// What happened to one tick handed to a receiver's tick lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickDelivery {
+    /// Queued for sending (it may still be lost: the lane is unreliable).
+    Queued,
+    /// Larger than this receiver's transport carries; dropped.
+    TooLarge,
+    /// The receiver's connection is gone; dropped.
+    Closed,
+}
+
+/// A receiver's tick lane. Implementations never block and never queue without
+/// bound: when the receiver is slow, older ticks give way to newer ones.
+pub trait TickSink: Send + Sync + fmt::Debug {
+    /// Hands over one encoded tick datagram (shared bytes, encoded once per tick).
+    fn send_tick(&self, datagram: &Bytes) -> TickDelivery;
+}
+
+/// One receiver in a room's fan-out.
+#[derive(Debug, Clone)]
+pub struct FanoutTarget {
+    pub session: SessionId,
+    pub member: MemberId,
+    pub may_send_ticks: bool,
+    pub sink: Arc<dyn TickSink>,
+}
+
+/// The room's members as the tick lane sees them.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    pub targets: Vec<FanoutTarget>,
+}
+
+impl Fanout {
+    /// Whether `member` is in the room and may send ticks.
+    pub fn may_send(&self, member: MemberId) -> bool {
+        self.targets
+            .iter()
+            .any(|t| t.member == member && t.may_send_ticks)
+    }
+}

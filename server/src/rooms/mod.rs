@@ -1,0 +1,97 @@
+//! The async shell around the room core: one task per room, and the registry
+//! that finds or creates rooms by id.
+//!
+//! A room task owns its [`Room`](crate::core::Room) and is the only code that
+//! touches it. Sessions talk to it through a [`RoomHandle`] (a bounded queue), and
+//! read its tick fan-out table directly. The task encodes each outgoing message
+//! once and pushes the shared bytes to every recipient's outbox without waiting;
+//! a recipient whose outbox is full is disconnected as too slow.
+
+mod fanout;
+mod registry;
+mod task;
+
+pub use fanout::{Fanout, FanoutTarget, TickDelivery, TickSink};
+pub use registry::{RoomRegistry, RoomSettings, RoomSummary};
+
+use crate::core::{RoomInput, SessionId};
+use crate::session::SessionShared;
+use arc_swap::ArcSwap;
+use chorus_protocol::{DisplayInfo, MemberId, RequestId, RoomSlot};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a room shares with the sessions in it.
+#[derive(Debug)]
+pub struct RoomShared {
+    pub id: String,
+    pub slot: RoomSlot,
+    /// Current tick fan-out table, replaced whole on every membership change.
+    pub fanout: ArcSwap<Fanout>,
+}
+
+/// How a join ended, as the joining session needs to know it. The client has
+/// already been told (the room queued `Joined` or an error to its outbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined(MemberId),
+    /// The room refused (full, already joined); the error is queued to the client.
+    Refused,
+    /// The room expired before it saw the request; look it up again and retry.
+    RoomClosed,
+}
+
+/// A request to a room task.
+#[derive(Debug)]
+pub enum RoomRequest {
+    Join {
+        session: Arc<SessionShared>,
+        request_id: RequestId,
+        display: DisplayInfo,
+        reply: oneshot::Sender<JoinOutcome>,
+    },
+    /// Any other input; the session inside it is set by the session task.
+    Input(RoomInput),
+}
+
+/// A handle to a running room. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    pub shared: Arc<RoomShared>,
+    inbox: mpsc::Sender<RoomRequest>,
+}
+
+/// The room task has ended (the room expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the room has closed")]
+pub struct RoomClosed;
+
+impl RoomHandle {
+    pub fn slot(&self) -> RoomSlot {
+        self.shared.slot
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Queues a request, waiting while the room's inbox is full.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if cancelled, the request was not queued.
+    pub async fn send(&self, request: RoomRequest) -> Result<(), RoomClosed> {
+        self.inbox.send(request).await.map_err(|_| RoomClosed)
+    }
+
+    /// Removes `session` from the room without a reply (disconnects).
+    pub async fn remove(&self, session: SessionId, reason: chorus_protocol::LeaveReason) {
+        // A closed room has no members left to tell.
+        let _ = self
+            .send(RoomRequest::Input(RoomInput::Leave {
+                session,
+                request_id: None,
+                reason,
+            }))
+            .await;
+    }
+}

@@ -1,0 +1,252 @@
+//! The task that owns one room.
+
+use super::registry::RoomRegistry;
+use super::{Fanout, FanoutTarget, JoinOutcome, RoomHandle, RoomRequest, RoomShared};
+use crate::clock::ServerClock;
+use crate::core::{Recipient, Room, RoomInput, RoomOutput, SessionId};
+use crate::session::{JoinedRoom, SessionShared};
+use crate::stats::ServerStats;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use chorus_protocol::{ErrorCode, ErrorFrame, LeaveReason, MemberId, encode_message};
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+/// Starts the task for `room` and returns its handle.
+pub(super) fn spawn(
+    room: Room,
+    inbox_capacity: usize,
+    registry: Weak<RoomRegistry>,
+    clock: ServerClock,
+    stats: Arc<ServerStats>,
+) -> RoomHandle {
+    let (tx, rx) = mpsc::channel(inbox_capacity.max(1));
+    let shared = Arc::new(RoomShared {
+        id: room.id().to_owned(),
+        slot: room.slot(),
+        fanout: ArcSwap::from_pointee(Fanout::default()),
+    });
+    let handle = RoomHandle { shared, inbox: tx };
+    let task = RoomTask {
+        core: room,
+        handle: handle.clone(),
+        links: HashMap::new(),
+        pending: HashMap::new(),
+        registry,
+        clock,
+        stats,
+    };
+    tokio::spawn(task.run(rx));
+    handle
+}
+
+struct RoomTask {
+    core: Room,
+    /// Our own handle, given to sessions as they join.
+    handle: RoomHandle,
+    /// Member sessions.
+    links: HashMap<SessionId, Arc<SessionShared>>,
+    /// Sessions whose join is being handled.
+    pending: HashMap<SessionId, Arc<SessionShared>>,
+    registry: Weak<RoomRegistry>,
+    clock: ServerClock,
+    stats: Arc<ServerStats>,
+}
+
+impl RoomTask {
+    async fn run(mut self, mut inbox: mpsc::Receiver<RoomRequest>) {
+        loop {
+            let deadline = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
+            tokio::select! {
+                request = inbox.recv() => match request {
+                    Some(request) => self.apply(request),
+                    // Unreachable while we hold our own handle; end quietly anyway.
+                    None => return,
+                },
+                () = sleep_until(deadline.map_or_else(Instant::now, Instant::from_std)), if deadline.is_some() => {
+                    self.core.handle_timeout(self.clock.now());
+                    self.flush();
+                }
+            }
+            if self.core.is_expired() {
+                break;
+            }
+        }
+        // Expired: leave the registry first so new joins create a fresh room, then
+        // answer whatever was already queued.
+        if let Some(registry) = self.registry.upgrade() {
+            registry.forget(&self.handle);
+        }
+        inbox.close();
+        while let Some(request) = inbox.recv().await {
+            if let RoomRequest::Join { reply, .. } = request {
+                let _ = reply.send(JoinOutcome::RoomClosed);
+            }
+        }
+        tracing::debug!(room = %self.handle.id(), slot = self.handle.slot().0, "room expired");
+    }
+
+    fn apply(&mut self, request: RoomRequest) {
+        let now = self.clock.now();
+        match request {
+            RoomRequest::Join {
+                session,
+                request_id,
+                display,
+                reply,
+            } => {
+                let id = session.id;
+                self.pending.insert(id, session);
+                self.core.handle(
+                    now,
+                    RoomInput::Join {
+                        session: id,
+                        request_id,
+                        display,
+                    },
+                );
+                let added = self.flush();
+                self.pending.remove(&id);
+                let outcome = added
+                    .into_iter()
+                    .find(|(s, _)| *s == id)
+                    .map_or(JoinOutcome::Refused, |(_, m)| JoinOutcome::Joined(m));
+                // The session may have gone meanwhile; then it will send a Leave.
+                let _ = reply.send(outcome);
+            }
+            RoomRequest::Input(input) => {
+                self.core.handle(now, input);
+                self.flush();
+            }
+        }
+    }
+
+    fn link(&self, session: SessionId) -> Option<&Arc<SessionShared>> {
+        self.links
+            .get(&session)
+            .or_else(|| self.pending.get(&session))
+    }
+
+    /// Carries out everything the core queued. Returns the members added.
+    fn flush(&mut self) -> Vec<(SessionId, MemberId)> {
+        let mut added = Vec::new();
+        let mut membership_changed = false;
+        loop {
+            let mut too_slow: Vec<SessionId> = Vec::new();
+            while let Some(output) = self.core.poll_output() {
+                match output {
+                    RoomOutput::Send { to, message } => {
+                        // Encoded once; every recipient shares the bytes.
+                        let bytes = Bytes::from(encode_message(&message));
+                        self.deliver(to, &bytes, &mut too_slow);
+                    }
+                    RoomOutput::MemberAdded { session, member } => {
+                        if let Some(link) = self.pending.get(&session).cloned() {
+                            // Register the membership with the session before the
+                            // client can learn of it, so its first tick is accepted.
+                            link.insert_joined(JoinedRoom {
+                                room: self.handle.clone(),
+                                member,
+                            });
+                            self.links.insert(session, link);
+                        }
+                        added.push((session, member));
+                        membership_changed = true;
+                    }
+                    RoomOutput::MemberRemoved { session, member } => {
+                        if let Some(link) = self.links.remove(&session) {
+                            link.remove_joined(self.handle.slot(), member);
+                        }
+                        membership_changed = true;
+                    }
+                    RoomOutput::Expired => {}
+                }
+            }
+            if too_slow.is_empty() {
+                break;
+            }
+            let now = self.clock.now();
+            for session in too_slow {
+                if let Some(link) = self.links.get(&session) {
+                    self.stats.slow_consumer_disconnects.inc();
+                    link.close_with(ErrorFrame::new(
+                        None,
+                        ErrorCode::SlowConsumer,
+                        format!(
+                            "reliable events for room {} were not read fast enough",
+                            self.handle.id()
+                        ),
+                    ));
+                }
+                self.core.handle(
+                    now,
+                    RoomInput::Leave {
+                        session,
+                        request_id: None,
+                        reason: LeaveReason::TooSlow,
+                    },
+                );
+            }
+        }
+        if membership_changed {
+            self.publish_fanout();
+        }
+        added
+    }
+
+    fn deliver(&self, to: Recipient, bytes: &Bytes, too_slow: &mut Vec<SessionId>) {
+        let mut push = |session: SessionId, link: &Arc<SessionShared>| {
+            match link.outbox.push(bytes.clone()) {
+                Ok(()) => self.stats.reliable_out.inc(),
+                Err(crate::session::PushError::Full) => {
+                    if !too_slow.contains(&session) {
+                        too_slow.push(session);
+                    }
+                }
+                // The session is closing and will leave by itself.
+                Err(crate::session::PushError::Closed) => {}
+            }
+        };
+        match to {
+            Recipient::Session(session) => {
+                if let Some(link) = self.link(session) {
+                    push(session, link);
+                }
+            }
+            Recipient::Everyone => {
+                for (session, link) in &self.links {
+                    push(*session, link);
+                }
+            }
+            Recipient::EveryoneExcept(except) => {
+                for (session, link) in &self.links {
+                    if *session != except {
+                        push(*session, link);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish_fanout(&self) {
+        let targets = self
+            .core
+            .fanout()
+            .into_iter()
+            .filter_map(|entry| {
+                self.links.get(&entry.session).map(|link| FanoutTarget {
+                    session: entry.session,
+                    member: entry.member,
+                    may_send_ticks: entry.may_send_ticks,
+                    sink: link.ticks.clone(),
+                })
+            })
+            .collect();
+        self.handle
+            .shared
+            .fanout
+            .store(Arc::new(Fanout { targets }));
+    }
+}

@@ -1,0 +1,786 @@
+//! One session per client connection, the same for every transport.
+//!
+//! A transport adapter (WebTransport today) turns its connection into three
+//! small pieces: a [`TransportReader`] that yields control-message bodies and
+//! datagrams, a [`TransportWriter`] that writes batches of control-message bodies,
+//! and a [`TickSink`] for ticks to this client. [`run_session`] does everything
+//! else: the handshake, decoding and checking every message, talking to rooms
+//! through their handles, the tick fan-out, errors, and a clean close. No room
+//! logic lives here: the session knows only the rooms it has joined, and the room
+//! core re-checks every request.
+//!
+//! Ticks take a short path: the session decodes the datagram header, checks the
+//! sender against its own membership and the room's published fan-out table, and
+//! hands the datagram's own bytes to every other member's tick sink. Nothing on
+//! that path waits on the room task or on the reliable lane.
+
+mod outbox;
+
+pub use outbox::{Outbox, PushError};
+
+use crate::clock::ServerClock;
+use crate::core::{RoomInput, SessionId, validate_room_id};
+use crate::rooms::{JoinOutcome, RoomHandle, RoomRegistry, RoomRequest, TickDelivery, TickSink};
+use crate::stats::ServerStats;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use chorus_protocol::codec::{decode_client_message_unchecked, validate_client_message};
+use chorus_protocol::{
+    ClientHello, ClientMessage, Datagram, DecodeError, DisplayInfo, ErrorCode, ErrorDetail,
+    ErrorFrame, FrameError, JoinOption, LeaveReason, Limits, MemberId, PROTOCOL_VERSION, RequestId,
+    RoomSlot, ServerHello, ServerMessage, decode_datagram, encode_message,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot};
+use tracing::Instrument;
+
+/// Something a transport received.
+#[derive(Debug)]
+pub enum Inbound {
+    /// One control message body (framing already removed).
+    Control(Bytes),
+    /// One datagram.
+    Datagram(Bytes),
+}
+
+/// Why a transport stopped delivering.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("transport failed: {0}")]
+    Failed(String),
+}
+
+/// The receiving half of a transport.
+pub trait TransportReader: Send + 'static {
+    /// The next control message or datagram.
+    ///
+    /// # Cancel safety
+    /// Implementations must be cancel safe: the session selects on this.
+    fn recv(&mut self) -> impl Future<Output = Result<Inbound, TransportError>> + Send;
+}
+
+/// The sending half of a transport's control lane.
+pub trait TransportWriter: Send + 'static {
+    /// Writes message bodies in order, each framed as the transport requires.
+    fn write_frames(
+        &mut self,
+        frames: &[Bytes],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Ends the control lane after the last write and waits (bounded by the
+    /// caller) until the peer has it.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Closes a transport's connection with a code the client can read.
+pub trait TransportCloser: Send + Sync + 'static {
+    fn close(&self, code: u16, reason: &str);
+}
+
+/// Per-session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub server_name: String,
+    /// Limits announced to clients and enforced on what they send.
+    pub limits: Limits,
+    pub handshake_timeout: Duration,
+    /// Bounds of each session's reliable outbox.
+    pub outbox_max_frames: usize,
+    pub outbox_max_bytes: usize,
+    /// How long a closing session waits for its last frames to reach the client.
+    pub close_flush_timeout: Duration,
+    /// Errors about bad datagrams reported to a client per second, at most
+    /// (a flood of bad datagrams must not become a flood of error frames).
+    pub datagram_errors_per_second: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            server_name: format!("chorus/{}", env!("CARGO_PKG_VERSION")),
+            limits: Limits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            outbox_max_frames: 4096,
+            outbox_max_bytes: 16 * 1024 * 1024,
+            close_flush_timeout: Duration::from_secs(2),
+            datagram_errors_per_second: 5,
+        }
+    }
+}
+
+/// What every session of a server shares.
+#[derive(Debug)]
+pub struct SessionContext {
+    pub config: SessionConfig,
+    pub registry: Arc<RoomRegistry>,
+    pub clock: ServerClock,
+    pub stats: Arc<ServerStats>,
+    next_id: AtomicU64,
+}
+
+impl SessionContext {
+    pub fn new(
+        config: SessionConfig,
+        registry: Arc<RoomRegistry>,
+        clock: ServerClock,
+        stats: Arc<ServerStats>,
+    ) -> Self {
+        SessionContext {
+            config,
+            registry,
+            clock,
+            stats,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn new_session_id(&self) -> SessionId {
+        // A counter, not a random number: ids are unique by construction, and
+        // rooms key their routing on them.
+        SessionId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A room this session is a member of.
+#[derive(Debug, Clone)]
+pub struct JoinedRoom {
+    pub room: RoomHandle,
+    pub member: MemberId,
+}
+
+/// The part of a session that rooms hold: where to deliver, and how to stop it.
+#[derive(Debug)]
+pub struct SessionShared {
+    pub id: SessionId,
+    pub outbox: Outbox,
+    pub ticks: Arc<dyn TickSink>,
+    /// Rooms joined, by slot. Written by room tasks (so a membership exists
+    /// before the client hears of it), read on every tick without a lock.
+    joined: ArcSwap<HashMap<RoomSlot, JoinedRoom>>,
+    close_reason: Mutex<Option<Option<ErrorFrame>>>,
+    close_requested: Notify,
+}
+
+impl SessionShared {
+    fn new(id: SessionId, outbox: Outbox, ticks: Arc<dyn TickSink>) -> Self {
+        SessionShared {
+            id,
+            outbox,
+            ticks,
+            joined: ArcSwap::from_pointee(HashMap::new()),
+            close_reason: Mutex::new(None),
+            close_requested: Notify::new(),
+        }
+    }
+
+    pub(crate) fn insert_joined(&self, joined: JoinedRoom) {
+        self.joined.rcu(|rooms| {
+            let mut rooms = HashMap::clone(rooms);
+            rooms.insert(joined.room.slot(), joined.clone());
+            rooms
+        });
+    }
+
+    pub(crate) fn remove_joined(&self, slot: RoomSlot, member: MemberId) {
+        self.joined.rcu(|rooms| {
+            let mut rooms = HashMap::clone(rooms);
+            if rooms.get(&slot).is_some_and(|j| j.member == member) {
+                rooms.remove(&slot);
+            }
+            rooms
+        });
+    }
+
+    /// Asks the session to end, telling the client `error`. The first request wins.
+    pub fn close_with(&self, error: ErrorFrame) {
+        self.request_close(Some(error));
+    }
+
+    fn request_close(&self, error: Option<ErrorFrame>) {
+        let mut reason = self.close_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_none() {
+            *reason = Some(error);
+            self.close_requested.notify_one();
+        }
+    }
+
+    fn take_close_reason(&self) -> Option<ErrorFrame> {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .flatten()
+    }
+}
+
+/// Facts about the connection, from the transport.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub remote: SocketAddr,
+    /// `"webtransport"` or `"websocket"`.
+    pub transport: &'static str,
+    /// Largest datagram the connection carries now (0 without datagrams).
+    pub max_datagram_size: u32,
+}
+
+/// Runs one session to its end: handshake, messages, then a clean close.
+pub async fn run_session<R, W, C>(
+    ctx: Arc<SessionContext>,
+    info: SessionInfo,
+    reader: R,
+    writer: W,
+    closer: C,
+    ticks: Arc<dyn TickSink>,
+) where
+    R: TransportReader,
+    W: TransportWriter,
+    C: TransportCloser,
+{
+    let id = ctx.new_session_id();
+    let span = tracing::debug_span!("session", id = %id, remote = %info.remote, transport = info.transport);
+    run_session_inner(ctx, id, info, reader, writer, closer, ticks)
+        .instrument(span)
+        .await;
+}
+
+async fn run_session_inner<R, W, C>(
+    ctx: Arc<SessionContext>,
+    id: SessionId,
+    info: SessionInfo,
+    reader: R,
+    writer: W,
+    closer: C,
+    ticks: Arc<dyn TickSink>,
+) where
+    R: TransportReader,
+    W: TransportWriter,
+    C: TransportCloser,
+{
+    let outbox = Outbox::new(ctx.config.outbox_max_frames, ctx.config.outbox_max_bytes);
+    let shared = Arc::new(SessionShared::new(id, outbox, ticks));
+    ctx.stats.sessions_opened.inc();
+    tracing::debug!("session opened");
+    let writer_task = tokio::spawn(write_loop(shared.clone(), writer).in_current_span());
+
+    let mut session = Session {
+        ctx: ctx.clone(),
+        shared: shared.clone(),
+        info,
+        reader,
+        datagram_errors: ErrorBudget::new(ctx.config.datagram_errors_per_second),
+    };
+    let end = session.run().await;
+
+    // Tell the client why, if there is a why; then leave every room.
+    if let Some(error) = &end {
+        tracing::debug!(code = %error.code, message = %error.message, "closing session");
+        ctx.stats.errors_sent.inc();
+        shared
+            .outbox
+            .push_final(Bytes::from(encode_message(&ServerMessage::Error(
+                error.clone(),
+            ))));
+    }
+    let joined: Vec<JoinedRoom> = shared.joined.load().values().cloned().collect();
+    for room in joined {
+        room.room.remove(id, LeaveReason::Disconnected).await;
+    }
+    shared.outbox.close();
+    if tokio::time::timeout(ctx.config.close_flush_timeout, writer_task)
+        .await
+        .is_err()
+    {
+        tracing::debug!("client did not take its last frames in time");
+    }
+    match &end {
+        Some(error) => closer.close(error.code.as_u16(), &error.message),
+        None => closer.close(0, "closed"),
+    }
+    ctx.stats.sessions_closed.inc();
+    tracing::debug!("session closed");
+}
+
+async fn write_loop<W: TransportWriter>(shared: Arc<SessionShared>, mut writer: W) {
+    let mut batch = Vec::new();
+    while shared.outbox.drain(&mut batch).await {
+        if let Err(e) = writer.write_frames(&batch).await {
+            tracing::debug!(error = %e, "control lane write failed");
+            shared.request_close(None);
+            return;
+        }
+        batch.clear();
+    }
+    writer.finish().await;
+}
+
+/// Allows a few reports per second, and drops the rest.
+#[derive(Debug)]
+struct ErrorBudget {
+    per_second: u32,
+    window_start: Option<Instant>,
+    used: u32,
+}
+
+impl ErrorBudget {
+    fn new(per_second: u32) -> Self {
+        ErrorBudget {
+            per_second,
+            window_start: None,
+            used: 0,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        match self.window_start {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
+            _ => {
+                self.window_start = Some(now);
+                self.used = 0;
+            }
+        }
+        if self.used < self.per_second {
+            self.used += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Session<R> {
+    ctx: Arc<SessionContext>,
+    shared: Arc<SessionShared>,
+    info: SessionInfo,
+    reader: R,
+    datagram_errors: ErrorBudget,
+}
+
+/// A reason to end the session; `Some` is told to the client.
+type End = Option<ErrorFrame>;
+
+impl<R: TransportReader> Session<R> {
+    async fn run(&mut self) -> End {
+        let hello = match tokio::time::timeout(self.ctx.config.handshake_timeout, self.read_hello())
+            .await
+        {
+            Ok(Ok(hello)) => hello,
+            Ok(Err(end)) => return end,
+            Err(_) => {
+                return Some(ErrorFrame::new(
+                    None,
+                    ErrorCode::HandshakeTimeout,
+                    format!(
+                        "no Hello within {} ms",
+                        self.ctx.config.handshake_timeout.as_millis()
+                    ),
+                ));
+            }
+        };
+        if hello.version.major != PROTOCOL_VERSION.major {
+            return Some(
+                ErrorFrame::new(
+                    None,
+                    ErrorCode::VersionMismatch,
+                    format!(
+                        "server speaks protocol {PROTOCOL_VERSION}, client {}",
+                        hello.version
+                    ),
+                )
+                .with_detail(ErrorDetail::Version {
+                    server: PROTOCOL_VERSION,
+                    client: hello.version,
+                }),
+            );
+        }
+        tracing::debug!(client = %hello.client_name, version = %hello.version, "hello");
+        self.reply(ServerMessage::Hello(ServerHello {
+            version: PROTOCOL_VERSION,
+            server_name: self.ctx.config.server_name.clone(),
+            session_id: self.shared.id.0,
+            server_time: self.ctx.clock.now(),
+            max_datagram_size: self.info.max_datagram_size,
+            limits: self.ctx.config.limits.clone(),
+        }));
+
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shared.close_requested.notified() => return self.shared.take_close_reason(),
+                inbound = self.reader.recv() => match inbound {
+                    Ok(Inbound::Control(body)) => self.on_control(body).await,
+                    Ok(Inbound::Datagram(bytes)) => self.on_datagram(bytes),
+                    Err(e) => return self.transport_ended(e),
+                },
+            }
+        }
+    }
+
+    fn transport_ended(&self, error: TransportError) -> End {
+        match error {
+            TransportError::Closed => None,
+            TransportError::Frame(e) => {
+                let e = DecodeError::Frame(e);
+                Some(ErrorFrame::new(None, e.code(), e.to_string()).with_detail(e.detail()))
+            }
+            TransportError::Failed(reason) => {
+                tracing::debug!(%reason, "transport failed");
+                None
+            }
+        }
+    }
+
+    async fn read_hello(&mut self) -> Result<ClientHello, End> {
+        loop {
+            match self.reader.recv().await {
+                // Datagrams before the handshake have no room to go to.
+                Ok(Inbound::Datagram(_)) => self.ctx.stats.ticks_rejected.inc(),
+                Ok(Inbound::Control(body)) => {
+                    self.ctx.stats.reliable_in.inc();
+                    let msg = decode_client_message_unchecked(&body).map_err(|e| {
+                        Some(ErrorFrame::new(None, e.code(), e.to_string()).with_detail(e.detail()))
+                    })?;
+                    let ClientMessage::Hello(hello) = msg else {
+                        return Err(Some(ErrorFrame::new(
+                            msg.request_id(),
+                            ErrorCode::ProtocolViolation,
+                            format!("expected Hello first, got {}", msg.name()),
+                        )));
+                    };
+                    if let Err(v) = validate_client_message(
+                        &ClientMessage::Hello(hello.clone()),
+                        &self.ctx.config.limits,
+                    ) {
+                        return Err(Some(limit_error(None, &v)));
+                    }
+                    return Ok(hello);
+                }
+                Err(e) => return Err(self.transport_ended(e)),
+            }
+        }
+    }
+
+    /// Queues a message to this client. A client that cannot take even its own
+    /// replies is too slow, and is closed.
+    fn reply(&self, message: ServerMessage) {
+        if let ServerMessage::Error(_) = &message {
+            self.ctx.stats.errors_sent.inc();
+        }
+        if let Err(PushError::Full) = self
+            .shared
+            .outbox
+            .push(Bytes::from(encode_message(&message)))
+        {
+            self.shared.close_with(ErrorFrame::new(
+                None,
+                ErrorCode::SlowConsumer,
+                "replies were not read fast enough",
+            ));
+        }
+    }
+
+    fn reply_error(&self, error: ErrorFrame) {
+        self.reply(ServerMessage::Error(error));
+    }
+
+    fn joined(&self, slot: RoomSlot) -> Option<JoinedRoom> {
+        self.shared.joined.load().get(&slot).cloned()
+    }
+
+    async fn on_control(&mut self, body: Bytes) {
+        let received_at = self.ctx.clock.now();
+        self.ctx.stats.reliable_in.inc();
+        let msg = match decode_client_message_unchecked(&body) {
+            Ok(msg) => msg,
+            Err(e) => {
+                // The frame boundary is intact, so the session can go on.
+                return self.reply_error(
+                    ErrorFrame::new(None, e.code(), e.to_string()).with_detail(e.detail()),
+                );
+            }
+        };
+        if let Err(v) = validate_client_message(&msg, &self.ctx.config.limits) {
+            return self.reply_error(limit_error(msg.request_id(), &v));
+        }
+        match msg {
+            ClientMessage::Hello(_) => self.reply_error(ErrorFrame::new(
+                None,
+                ErrorCode::ProtocolViolation,
+                "Hello was already received",
+            )),
+            ClientMessage::Join {
+                request_id,
+                room_id,
+                display,
+                options,
+            } => self.join(request_id, room_id, display, options).await,
+            ClientMessage::Leave { request_id, room } => {
+                self.to_room(request_id, room, |session| RoomInput::Leave {
+                    session,
+                    request_id: Some(request_id),
+                    reason: LeaveReason::Left,
+                })
+                .await
+            }
+            ClientMessage::SetState {
+                request_id,
+                room,
+                key,
+                value,
+                if_version,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::SetState {
+                    session,
+                    request_id,
+                    key,
+                    value,
+                    if_version,
+                })
+                .await
+            }
+            ClientMessage::DeleteState {
+                request_id,
+                room,
+                key,
+                if_version,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::DeleteState {
+                    session,
+                    request_id,
+                    key,
+                    if_version,
+                })
+                .await
+            }
+            ClientMessage::Command {
+                request_id,
+                room,
+                kind,
+                payload,
+                idempotency_key,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::Command {
+                    session,
+                    request_id,
+                    kind,
+                    payload,
+                    idempotency_key,
+                })
+                .await
+            }
+            ClientMessage::Ping { client_time } => self.reply(ServerMessage::Pong {
+                client_time,
+                server_receive_time: received_at,
+                server_send_time: self.ctx.clock.now(),
+            }),
+        }
+    }
+
+    /// Forwards a request to a joined room.
+    async fn to_room(
+        &self,
+        request_id: RequestId,
+        slot: RoomSlot,
+        input: impl FnOnce(SessionId) -> RoomInput,
+    ) {
+        let Some(joined) = self.joined(slot) else {
+            return self.reply_error(not_joined(Some(request_id), slot));
+        };
+        let request = RoomRequest::Input(input(self.shared.id));
+        if joined.room.send(request).await.is_err() {
+            // Rooms expire only when empty, so this is a race with our own leave.
+            self.reply_error(not_joined(Some(request_id), slot));
+        }
+    }
+
+    async fn join(
+        &self,
+        request_id: RequestId,
+        room_id: String,
+        display: DisplayInfo,
+        options: Vec<JoinOption>,
+    ) {
+        if let Err(why) = validate_room_id(&room_id) {
+            return self.reply_error(ErrorFrame::new(
+                Some(request_id),
+                ErrorCode::InvalidRoomId,
+                why,
+            ));
+        }
+        let limits = &self.ctx.config.limits;
+        let mut create = false;
+        let mut max_members = None;
+        for option in options {
+            match option {
+                JoinOption::CreateIfMissing => create = true,
+                JoinOption::MaxMembers(n) => {
+                    if n == 0 || n > limits.max_members_per_room {
+                        return self.reply_error(
+                            ErrorFrame::new(
+                                Some(request_id),
+                                ErrorCode::LimitExceeded,
+                                format!("max_members must be 1 to {}", limits.max_members_per_room),
+                            )
+                            .with_detail(ErrorDetail::Limit {
+                                limit: u64::from(limits.max_members_per_room),
+                                actual: u64::from(n),
+                            }),
+                        );
+                    }
+                    max_members = Some(n);
+                }
+            }
+        }
+        let joined = self.shared.joined.load();
+        if joined.values().any(|j| j.room.id() == room_id) {
+            return self.reply_error(ErrorFrame::new(
+                Some(request_id),
+                ErrorCode::AlreadyJoined,
+                format!("already a member of room {room_id:?}"),
+            ));
+        }
+        if joined.len() as u64 >= u64::from(limits.max_rooms_per_session) {
+            return self.reply_error(
+                ErrorFrame::new(
+                    Some(request_id),
+                    ErrorCode::TooManyJoined,
+                    "this session has joined its maximum number of rooms",
+                )
+                .with_detail(ErrorDetail::Limit {
+                    limit: u64::from(limits.max_rooms_per_session),
+                    actual: joined.len() as u64 + 1,
+                }),
+            );
+        }
+        drop(joined);
+        // A room may expire between lookup and join; then look it up again.
+        for _ in 0..3 {
+            let handle =
+                match self
+                    .ctx
+                    .registry
+                    .get_or_create(request_id, &room_id, create, max_members)
+                {
+                    Ok(handle) => handle,
+                    Err(error) => return self.reply_error(error),
+                };
+            let (reply, outcome) = oneshot::channel();
+            let request = RoomRequest::Join {
+                session: self.shared.clone(),
+                request_id,
+                display: display.clone(),
+                reply,
+            };
+            if handle.send(request).await.is_err() {
+                continue;
+            }
+            match outcome.await {
+                Ok(JoinOutcome::Joined(member)) => {
+                    tracing::debug!(room = %room_id, member = member.0, "joined");
+                    return;
+                }
+                Ok(JoinOutcome::Refused) => return,
+                Ok(JoinOutcome::RoomClosed) | Err(_) => continue,
+            }
+        }
+        self.reply_error(ErrorFrame::new(
+            Some(request_id),
+            ErrorCode::Internal,
+            "the room closed while joining; retry",
+        ));
+    }
+
+    fn on_datagram(&mut self, bytes: Bytes) {
+        if let Err(error) = self.forward_tick(&bytes) {
+            self.ctx.stats.ticks_rejected.inc();
+            if self.datagram_errors.allow(Instant::now()) {
+                self.reply_error(error);
+            }
+        }
+    }
+
+    /// Checks a tick and hands its bytes to every other member of its room.
+    fn forward_tick(&self, bytes: &Bytes) -> Result<(), ErrorFrame> {
+        let Datagram::Tick(tick) =
+            decode_datagram(bytes, &self.ctx.config.limits).map_err(|e| {
+                ErrorFrame::new(None, e.code(), format!("bad datagram: {e}"))
+                    .with_detail(e.detail())
+            })?;
+        let joined = self.shared.joined.load();
+        let Some(room) = joined.get(&tick.room) else {
+            return Err(not_joined(None, tick.room));
+        };
+        if tick.sender != room.member {
+            return Err(ErrorFrame::new(
+                None,
+                ErrorCode::InvalidSender,
+                format!(
+                    "tick for room slot {} names sender {}, but this session is member {}",
+                    tick.room.0, tick.sender.0, room.member.0
+                ),
+            ));
+        }
+        let fanout = room.room.shared.fanout.load();
+        if !fanout.may_send(room.member) {
+            return Err(ErrorFrame::new(
+                None,
+                ErrorCode::Forbidden,
+                format!("your role may not send ticks in room {}", room.room.id()),
+            ));
+        }
+        self.ctx.stats.ticks_in.inc();
+        let (mut sent, mut dropped) = (0, 0);
+        for target in &fanout.targets {
+            if target.session == self.shared.id {
+                continue;
+            }
+            match target.sink.send_tick(bytes) {
+                TickDelivery::Queued => sent += 1,
+                TickDelivery::TooLarge | TickDelivery::Closed => dropped += 1,
+            }
+        }
+        self.ctx.stats.ticks_out.add(sent);
+        self.ctx.stats.ticks_dropped.add(dropped);
+        Ok(())
+    }
+}
+
+fn not_joined(request_id: Option<RequestId>, slot: RoomSlot) -> ErrorFrame {
+    ErrorFrame::new(
+        request_id,
+        ErrorCode::NotJoined,
+        format!("this session has not joined a room with slot {}", slot.0),
+    )
+}
+
+fn limit_error(request_id: Option<RequestId>, v: &chorus_protocol::LimitViolation) -> ErrorFrame {
+    ErrorFrame::new(request_id, ErrorCode::LimitExceeded, v.to_string()).with_detail(
+        ErrorDetail::Limit {
+            limit: v.limit,
+            actual: v.actual,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_budget_allows_a_few_per_second() {
+        let mut budget = ErrorBudget::new(2);
+        let t0 = Instant::now();
+        assert!(budget.allow(t0));
+        assert!(budget.allow(t0));
+        assert!(!budget.allow(t0 + Duration::from_millis(999)));
+        assert!(budget.allow(t0 + Duration::from_millis(1000)));
+    }
+}

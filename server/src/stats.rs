@@ -1,0 +1,54 @@
+//! Server-wide counters, read by `/stats`, the bench and tests.
+//!
+//! Plain relaxed atomics: cheap enough for the tick path, and exact once the
+//! server is quiet. (Prometheus export comes on top of these, not instead.)
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub sessions_opened: Counter,
+    pub sessions_closed: Counter,
+    pub rooms_created: Counter,
+    /// Ticks accepted from clients.
+    pub ticks_in: Counter,
+    /// Tick copies handed to receivers' transports.
+    pub ticks_out: Counter,
+    /// Tick copies dropped because a receiver's transport could not carry them.
+    pub ticks_dropped: Counter,
+    /// Tick datagrams refused (undecodable, not joined, forged sender, forbidden).
+    pub ticks_rejected: Counter,
+    /// Control messages received.
+    pub reliable_in: Counter,
+    /// Control messages queued to sessions.
+    pub reliable_out: Counter,
+    /// Error messages sent to clients.
+    pub errors_sent: Counter,
+    pub slow_consumer_disconnects: Counter,
+}
+
+impl ServerStats {
+    /// Sessions open now.
+    pub fn sessions_open(&self) -> u64 {
+        self.sessions_opened
+            .get()
+            .saturating_sub(self.sessions_closed.get())
+    }
+}
