@@ -260,7 +260,8 @@ mod tests {
         let at = "r".repeat(limits.max_room_id_len as usize);
         assert!(decode_client_message(&encode_message(&join(&at)), &limits).is_ok());
         let over = "r".repeat(limits.max_room_id_len as usize + 1);
-        let err = decode_client_message(&encode_message(&join(&over)), &limits).unwrap_err();
+        let err = decode_client_message(&encode_message(&join(&over)), &limits)
+            .expect_err("one byte over the limit");
         assert_eq!(err.code(), ErrorCode::LimitExceeded);
         assert_eq!(
             err.detail(),
