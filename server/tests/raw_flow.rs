@@ -111,3 +111,43 @@ async fn a_client_that_stops_reading_is_disconnected_as_too_slow() {
     // after the leave. Every earlier one it saw before.
     assert_eq!(commands, request_id - 11);
 }
+
+#[tokio::test]
+async fn an_empty_room_is_removed_after_its_idle_ttl_and_can_be_created_again() {
+    let server = start_server_with(|c| c.rooms.room.idle_ttl_us = 200_000).await;
+    let (mut a, _) = RawClient::connect_hello(&server).await;
+    let first = a.join("short-lived", 1).await;
+    a.send(&ClientMessage::SetState {
+        request_id: 2,
+        room: first.room,
+        key: "k".into(),
+        value: b"v".to_vec(),
+        if_version: None,
+    })
+    .await;
+    a.send(&ClientMessage::Leave {
+        request_id: 3,
+        room: first.room,
+    })
+    .await;
+    a.recv_until(|m| matches!(m, ServerMessage::Left { request_id: 3, .. }).then_some(()))
+        .await;
+    assert_eq!(server.rooms().len(), 1, "kept while within its TTL");
+
+    // The room task's own timer removes it; wait for that, bounded.
+    let rooms = server.rooms().clone();
+    tokio::time::timeout(WAIT, async {
+        while !rooms.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the room expired");
+
+    a.send(&join_msg("short-lived", 4, vec![])).await;
+    assert_eq!(a.recv_error().await.code, ErrorCode::RoomNotFound);
+    let again = a.join("short-lived", 5).await;
+    assert_ne!(again.room, first.room, "a new room gets a new slot");
+    assert!(again.state.is_empty(), "an expired room's state is gone");
+    assert_eq!(again.role, Role::Host);
+}
