@@ -3,7 +3,7 @@
 //! client-level operations (join, clock, errors, close).
 
 use crate::clock::{ClockEstimate, LocalClock};
-use crate::driver::{ControlStream, Reply, Shared, lock};
+use crate::driver::{ControlStream, Reply, Shared, reason_from_connection};
 use crate::error::{CloseReason, ConnectError, RequestError};
 use crate::options::{ConnectOptions, JoinOptions};
 use crate::room::Room;
@@ -15,7 +15,7 @@ use chorus_protocol::{
 };
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tracing::{debug, info};
 use wtransport::{Endpoint, RecvStream};
@@ -170,9 +170,11 @@ impl Client {
     }
 
     /// The clock estimate: offset to the server clock, the RTT of the sample it
-    /// comes from, samples in the window.
+    /// comes from, samples in the window. Before the first ping sample (only with
+    /// `clock_sync_pings: 0`), the offset is the rough one from the server hello's
+    /// `server_time`, not corrected for RTT, and `samples` is 0.
     pub fn clock(&self) -> ClockEstimate {
-        lock(&self.handle.shared.estimator).estimate()
+        self.handle.shared.clock_estimate()
     }
 
     /// Runs a clock sync now (`pings` pings, one after another) and returns the new
@@ -220,22 +222,41 @@ async fn handshake(
     conn: &wtransport::Connection,
     options: &ConnectOptions,
 ) -> Result<(ControlStream, ServerHello), ConnectError> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| ConnectError::Closed(CloseReason::Transport(e.to_string())))?
-        .await
-        .map_err(|e| ConnectError::Closed(CloseReason::Transport(e.to_string())))?;
+    let (mut send, mut recv) = match conn.open_bi().await {
+        Ok(opening) => match opening.await {
+            Ok(streams) => streams,
+            Err(e) => return Err(closed_during_handshake(conn, e.to_string()).await),
+        },
+        Err(e) => return Err(closed_during_handshake(conn, e.to_string()).await),
+    };
     let hello = ClientMessage::Hello(ClientHello {
         version: PROTOCOL_VERSION,
         client_name: options.client_name.clone(),
         capabilities: 0,
     });
-    send.write_all(&encode_frame(&hello))
-        .await
-        .map_err(|e| ConnectError::Closed(CloseReason::Transport(e.to_string())))?;
-    let mut decoder = FrameDecoder::new(options.max_frame_bytes);
-    let hello = read_hello(&mut recv, &mut decoder).await?;
+    if let Err(e) = send.write_all(&encode_frame(&hello)).await {
+        return Err(closed_during_handshake(conn, e.to_string()).await);
+    }
+    let mut decoder = FrameDecoder::new(
+        options
+            .max_frame_bytes
+            .unwrap_or(Limits::default().max_frame_bytes),
+    );
+    let hello = match read_hello(&mut recv, &mut decoder).await {
+        Ok(hello) => hello,
+        Err(HelloError::Connect(e)) => return Err(e),
+        Err(HelloError::Stream(text)) => return Err(closed_during_handshake(conn, text).await),
+    };
+    // From now on the bound is the announced one. The decoder cannot change its
+    // bound, so it is replaced; it is empty here unless the server sent more
+    // before any request, in which case the pre-hello bound stays.
+    if options.max_frame_bytes.is_none() {
+        if decoder.buffered() == 0 {
+            decoder = FrameDecoder::new(hello.limits.max_frame_bytes);
+        } else {
+            debug!("bytes after the server hello; keeping the default frame bound");
+        }
+    }
     Ok((
         ControlStream {
             send,
@@ -246,35 +267,58 @@ async fn handshake(
     ))
 }
 
+/// Why the hello could not be read.
+enum HelloError {
+    /// The server answered, but not with a usable hello.
+    Connect(ConnectError),
+    /// The stream failed or ended; the connection's close reason says more.
+    Stream(String),
+}
+
+impl From<ConnectError> for HelloError {
+    fn from(e: ConnectError) -> Self {
+        HelloError::Connect(e)
+    }
+}
+
+/// The error for a connection that failed during the handshake: the server's
+/// close code and reason when it closed the connection (a fatal error's code), or
+/// the stream error `text`.
+async fn closed_during_handshake(conn: &wtransport::Connection, text: String) -> ConnectError {
+    let reason = match tokio::time::timeout(Duration::from_millis(500), conn.closed()).await {
+        Ok(err) => reason_from_connection(err, None),
+        Err(_) => CloseReason::Transport(text),
+    };
+    ConnectError::Closed(reason)
+}
+
 /// Reads frames until the server's hello (or its refusal).
 async fn read_hello(
     recv: &mut RecvStream,
     decoder: &mut FrameDecoder,
-) -> Result<ServerHello, ConnectError> {
+) -> Result<ServerHello, HelloError> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         while let Some(body) = decoder
             .next_frame()
-            .map_err(|e| ConnectError::Protocol(e.to_string()))?
+            .map_err(|e| HelloError::Connect(ConnectError::Protocol(e.to_string())))?
         {
             match decode_server_message(&body) {
-                Ok(msg) => return hello_outcome(msg),
+                Ok(msg) => return Ok(hello_outcome(msg)?),
                 Err(DecodeError::UnknownTag { tag }) => {
                     debug!(tag, "skipping server frame with unknown tag");
                 }
-                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+                Err(e) => return Err(ConnectError::Protocol(e.to_string()).into()),
             }
         }
         match recv.read(&mut buf).await {
             Ok(Some(n)) => decoder.extend(&buf[..n]),
             Ok(None) => {
-                return Err(ConnectError::Protocol(
+                return Err(HelloError::Stream(
                     "the server ended the control stream before its hello".into(),
                 ));
             }
-            Err(e) => {
-                return Err(ConnectError::Closed(CloseReason::Transport(e.to_string())));
-            }
+            Err(e) => return Err(HelloError::Stream(e.to_string())),
         }
     }
 }

@@ -16,7 +16,7 @@
 //! room's own mutexes are never held at the same time, and never across an
 //! `.await`.
 
-use crate::clock::{ClockEstimator, ClockSample, LocalClock};
+use crate::clock::{ClockEstimate, ClockEstimator, ClockSample, LocalClock};
 use crate::error::{CloseReason, RequestError};
 use crate::options::ConnectOptions;
 use crate::replica::{Applied, RoomEvent, RoomReplica, event_room};
@@ -203,6 +203,9 @@ pub(crate) struct Shared {
     pub(crate) options: ConnectOptions,
     pub(crate) clock: LocalClock,
     pub(crate) estimator: Mutex<ClockEstimator>,
+    /// Rough offset from the hello's `server_time` (not RTT-corrected), used until
+    /// the first ping sample.
+    hello_offset_us: i64,
     /// Count of clock samples taken, to wake whoever waits for a pong.
     samples: watch::Sender<u64>,
     writer: mpsc::Sender<Bytes>,
@@ -235,7 +238,9 @@ impl Shared {
     ) -> Arc<Shared> {
         let (writer, writer_rx) = mpsc::channel(options.write_queue.max(1));
         let (errors, _) = broadcast::channel(options.error_capacity.max(1));
+        let hello_offset_us = saturating_offset(hello.server_time.0, clock.now_us());
         let shared = Arc::new(Shared {
+            hello_offset_us,
             conn,
             endpoint,
             hello,
@@ -262,6 +267,19 @@ impl Shared {
             tokio::spawn(Arc::clone(&shared).run_clock());
         }
         shared
+    }
+
+    /// The clock estimate; before the first sample, the rough offset from the hello.
+    pub(crate) fn clock_estimate(&self) -> ClockEstimate {
+        let estimate = lock(&self.estimator).estimate();
+        if estimate.is_synced() {
+            estimate
+        } else {
+            ClockEstimate {
+                offset_us: self.hello_offset_us,
+                ..estimate
+            }
+        }
     }
 
     // ---- closing -------------------------------------------------------------
@@ -691,6 +709,16 @@ impl Shared {
             trace!(room = tick.room.0, "tick for a room not joined");
             return;
         };
+        // Ticks can overtake the control stream: ignore ticks from members this
+        // client does not know (yet, or any more), and echoes of its own.
+        if tick.sender == room.me || lock(&room.inner).replica.member(tick.sender).is_none() {
+            trace!(
+                room = tick.room.0,
+                sender = tick.sender.0,
+                "tick from an unknown member"
+            );
+            return;
+        }
         let event = TickEvent {
             sender: tick.sender,
             seq: tick.seq,
@@ -710,7 +738,10 @@ impl Shared {
     pub(crate) async fn sync_clock(&self, pings: u32, per_ping: Duration) -> u32 {
         let mut rx = self.samples.subscribe();
         let mut gained = 0;
-        for _ in 0..pings {
+        for i in 0..pings {
+            if i > 0 && !self.options.clock_ping_spacing.is_zero() {
+                tokio::time::sleep(self.options.clock_ping_spacing).await;
+            }
             let before = *rx.borrow_and_update();
             let ping = encode_frame(&ClientMessage::Ping {
                 client_time: self.clock.now_us(),
@@ -743,12 +774,18 @@ impl Shared {
             let per_ping = self.options.request_timeout;
             tokio::select! {
                 gained = self.sync_clock(pings, per_ping) => {
-                    trace!(gained, estimate = ?lock(&self.estimator).estimate(), "clock re-sync");
+                    trace!(gained, estimate = ?self.clock_estimate(), "clock re-sync");
                 }
                 _ = closed.wait_for(Option::is_some) => return,
             }
         }
     }
+}
+
+/// `server - local` in µs, saturating.
+fn saturating_offset(server_us: u64, local_us: u64) -> i64 {
+    let d = i128::from(server_us) - i128::from(local_us);
+    i64::try_from(d).unwrap_or(if d < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Removes a pending request when its caller stops waiting (reply received,
@@ -765,7 +802,10 @@ impl Drop for PendingGuard<'_> {
 }
 
 /// Maps the transport's close error to a [`CloseReason`].
-fn reason_from_connection(err: ConnectionError, last_error: Option<ErrorFrame>) -> CloseReason {
+pub(crate) fn reason_from_connection(
+    err: ConnectionError,
+    last_error: Option<ErrorFrame>,
+) -> CloseReason {
     match err {
         ConnectionError::ApplicationClosed(close) => {
             application_close_reason(close.code().into_inner(), close.reason(), last_error)

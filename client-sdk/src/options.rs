@@ -76,6 +76,9 @@ pub struct ConnectOptions {
     pub clock_sync_interval: Duration,
     /// Pings per background re-sync. Default: 3.
     pub clock_refresh_pings: u32,
+    /// Pause between consecutive pings of one sync, so their samples see
+    /// independent queueing. Default: 10 ms.
+    pub clock_ping_spacing: Duration,
     /// Recent clock samples kept; the minimum-RTT one gives the estimate. Default: 32.
     pub clock_window: usize,
     /// Capacity of each room's event (and command) broadcast: a receiver that falls
@@ -89,9 +92,11 @@ pub struct ConnectOptions {
     pub error_capacity: usize,
     /// Frames queued for the control-stream writer before requests wait. Default: 256.
     pub write_queue: usize,
-    /// Largest control-stream frame accepted from the server; a larger one is a
-    /// protocol error that ends the connection. Default: 16 MiB.
-    pub max_frame_bytes: u32,
+    /// Largest control-stream frame body accepted from the server; a larger one
+    /// is a protocol error that ends the connection. Default `None`: as PROTOCOL.md
+    /// §3 says, the protocol default (4 MiB) until the server hello, then the
+    /// `max_frame_bytes` the server announced.
+    pub max_frame_bytes: Option<u32>,
     /// QUIC keep-alive interval. Default: 5 s.
     pub keep_alive_interval: Option<Duration>,
     /// QUIC idle timeout (the smaller of both sides' applies). Default: 30 s.
@@ -108,12 +113,13 @@ impl Default for ConnectOptions {
             clock_sync_pings: 8,
             clock_sync_interval: Duration::from_secs(10),
             clock_refresh_pings: 3,
+            clock_ping_spacing: Duration::from_millis(10),
             clock_window: 32,
             event_capacity: 1024,
             tick_capacity: 64,
             error_capacity: 64,
             write_queue: 256,
-            max_frame_bytes: 16 * 1024 * 1024,
+            max_frame_bytes: None,
             keep_alive_interval: Some(Duration::from_secs(5)),
             max_idle_timeout: Duration::from_secs(30),
         }
