@@ -1,0 +1,295 @@
+//! Chat and cursors in the terminal: the smallest complete Chorus client.
+//!
+//! Run a server and two (or more) of these against it:
+//!
+//! ```sh
+//! cargo run --release -p chorus-server                                   # terminal 0
+//! cargo run --release -p chorus-client --example chat_cursor -- \
+//!     --cert-hash-file certs/dev-cert.sha256 --room lobby --name ada     # terminal 1
+//! cargo run --release -p chorus-client --example chat_cursor -- \
+//!     --cert-hash-file certs/dev-cert.sha256 --room lobby --name bo      # terminal 2
+//! ```
+//!
+//! The server prints its URL and the certificate hash at start (and writes the
+//! hash to `certs/dev-cert.sha256`); pass it with `--cert-hash <hex>` or
+//! `--cert-hash-file <path>`. For a server with a CA-issued certificate use
+//! `--ca-pem <file>` or nothing (the system roots).
+//!
+//! What it does:
+//! - prints the clock offset and RTT to the server after connecting;
+//! - joins the room and prints members as they join and leave;
+//! - sends a `cursor` tick every 100 ms (payload: x and y as two little-endian
+//!   `f32`, moving slowly around a circle) and prints the other members' cursors,
+//!   at most once a second per member;
+//! - sends every line typed on stdin as a `chat` command, and prints the chat
+//!   of everyone (its own included) with the author's name.
+//!
+//! End with Ctrl-D (leaves the room cleanly) or Ctrl-C.
+
+use anyhow::{Context, Result, bail};
+use chorus_client::{
+    Client, ConnectOptions, JoinOptions, MemberId, Room, RoomEvent, TickError, Trust,
+};
+use clap::Parser;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+
+/// Chat and cursors over Chorus.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Server URL.
+    #[arg(long, default_value = "https://127.0.0.1:4433/chorus")]
+    url: String,
+    /// SHA-256 of the server certificate, hex (as the server prints it).
+    #[arg(long, conflicts_with_all = ["cert_hash_file", "ca_pem"])]
+    cert_hash: Option<String>,
+    /// A file holding the certificate hash (the server writes certs/dev-cert.sha256).
+    #[arg(long, conflicts_with = "ca_pem")]
+    cert_hash_file: Option<PathBuf>,
+    /// Trust the CA (or self-signed) certificate in this PEM file instead.
+    #[arg(long)]
+    ca_pem: Option<PathBuf>,
+    /// Room to join (created if missing).
+    #[arg(long, default_value = "lobby")]
+    room: String,
+    /// Display name.
+    #[arg(long, default_value = "guest")]
+    name: String,
+}
+
+/// The tick kind is implied: this example sends only cursor ticks.
+const CURSOR_PERIOD: Duration = Duration::from_millis(100);
+/// One revolution of the cursor circle every 6 s.
+const RADIANS_PER_TICK: f32 = std::f32::consts::TAU / 60.0;
+
+fn trust(args: &Args) -> Result<Trust> {
+    let hex = match (&args.cert_hash, &args.cert_hash_file) {
+        (Some(hex), _) => Some(hex.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(hex) = hex {
+        let Some(hash) = Trust::parse_hash(&hex) else {
+            bail!("the certificate hash must be 64 hex digits");
+        };
+        return Ok(Trust::CertificateHashes(vec![hash]));
+    }
+    if let Some(path) = &args.ca_pem {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        return Ok(Trust::CaPem(pem));
+    }
+    eprintln!("(no --cert-hash, --cert-hash-file or --ca-pem: using the system roots)");
+    Ok(Trust::NativeRoots)
+}
+
+/// A member's display name: from the live replica, else from `left` (members
+/// who have gone), else their id.
+fn name_of(room: &Room, left: &HashMap<MemberId, String>, id: MemberId) -> String {
+    room.member(id)
+        .map(|m| m.display.name)
+        .or_else(|| left.get(&id).cloned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("member {}", id.0))
+}
+
+fn cursor_payload(step: u32) -> [u8; 8] {
+    let angle = step as f32 * RADIANS_PER_TICK;
+    let (x, y) = (0.5 + 0.25 * angle.cos(), 0.5 + 0.25 * angle.sin());
+    let mut payload = [0u8; 8];
+    payload[..4].copy_from_slice(&x.to_le_bytes());
+    payload[4..].copy_from_slice(&y.to_le_bytes());
+    payload
+}
+
+fn parse_cursor(payload: &[u8]) -> Option<(f32, f32)> {
+    let x = f32::from_le_bytes(payload.get(..4)?.try_into().ok()?);
+    let y = f32::from_le_bytes(payload.get(4..8)?.try_into().ok()?);
+    Some((x, y))
+}
+
+/// Sends a cursor tick every period until the room or connection ends.
+async fn send_cursor(room: Room) {
+    let mut interval = tokio::time::interval(CURSOR_PERIOD);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut step = 0u32;
+    loop {
+        interval.tick().await;
+        match room.send_tick(&cursor_payload(step)) {
+            Ok(_) => {}
+            Err(TickError::Closed(_) | TickError::NotJoined) => return,
+            Err(e) => eprintln!("tick not sent: {e}"),
+        }
+        step = step.wrapping_add(1);
+    }
+}
+
+/// Prints other members' cursors, at most once a second per member.
+async fn print_cursors(room: Room) {
+    let mut ticks = room.ticks();
+    let mut last_print: HashMap<MemberId, Instant> = HashMap::new();
+    let no_names = HashMap::new();
+    while let Some(tick) = ticks.recv().await {
+        let due = last_print
+            .get(&tick.sender)
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if !due {
+            continue;
+        }
+        if let Some((x, y)) = parse_cursor(&tick.payload) {
+            last_print.insert(tick.sender, Instant::now());
+            println!(
+                "  cursor {:<12} x={x:.3} y={y:.3}  (tick {}, {} dropped locally)",
+                name_of(&room, &no_names, tick.sender),
+                tick.seq,
+                ticks.dropped()
+            );
+        }
+    }
+}
+
+/// Prints membership changes and chat, in room order.
+async fn print_events(room: Room, mut events: broadcast::Receiver<RoomEvent>) {
+    // Names of members who have left, for late lookups.
+    let mut names: HashMap<MemberId, String> = room
+        .members()
+        .into_iter()
+        .map(|m| (m.id, m.display.name))
+        .collect();
+    loop {
+        match events.recv().await {
+            Ok(RoomEvent::MemberJoined { member, .. }) => {
+                names.insert(member.id, member.display.name.clone());
+                println!(
+                    "→ {} joined as {}",
+                    name_of(&room, &names, member.id),
+                    member.role
+                );
+            }
+            Ok(RoomEvent::MemberLeft {
+                member,
+                info,
+                reason,
+                ..
+            }) => {
+                // The replica no longer has them; the event carries what it knew.
+                let name = info
+                    .map(|m| m.display.name)
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| name_of(&room, &names, member));
+                println!("← {name} left ({reason})");
+            }
+            Ok(RoomEvent::Command(cmd)) if cmd.kind == "chat" => {
+                println!(
+                    "[{}] {}",
+                    name_of(&room, &names, cmd.author),
+                    String::from_utf8_lossy(&cmd.payload)
+                );
+            }
+            Ok(RoomEvent::Command(_) | RoomEvent::StateChanged { .. }) => {}
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                println!("(missed {n} events; members and state are still current)");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Reads stdin lines on a thread (stdin reads block) into a small queue.
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(16);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let text = line.trim_end_matches(['\r', '\n']).to_owned();
+                    if tx.blocking_send(text).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let options = ConnectOptions {
+        trust: trust(&args)?,
+        client_name: format!("chat_cursor/{}", env!("CARGO_PKG_VERSION")),
+        ..ConnectOptions::default()
+    };
+    let client = Client::connect(&args.url, options)
+        .await
+        .with_context(|| format!("connecting to {}", args.url))?;
+    let clock = client.clock();
+    println!(
+        "connected to {} ({}), session {}; clock offset {:+.3} ms, rtt {:.3} ms ({} samples)",
+        args.url,
+        client.server_hello().server_name,
+        client.session_id(),
+        clock.offset_us as f64 / 1000.0,
+        clock.rtt_us as f64 / 1000.0,
+        clock.samples
+    );
+
+    let room = client
+        .join(&args.room, JoinOptions::named(args.name.clone()))
+        .await
+        .with_context(|| format!("joining {}", args.room))?;
+    // The view and the events after it, without a gap between them.
+    let (view, events) = room.subscribe();
+    println!(
+        "joined {:?} as member {} ({}); {} here:",
+        room.id(),
+        room.me().0,
+        room.role(),
+        view.members.len()
+    );
+    for m in &view.members {
+        let you = if m.id == room.me() { " (you)" } else { "" };
+        println!("  {} [{}]{you}", m.display.name, m.role);
+    }
+    println!("type a line and press enter to chat; Ctrl-D to leave");
+
+    tokio::spawn(send_cursor(room.clone()));
+    tokio::spawn(print_cursors(room.clone()));
+    tokio::spawn(print_events(room.clone(), events));
+    let mut errors = client.errors();
+    let mut lines = stdin_lines();
+
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break };
+                if line.is_empty() {
+                    continue;
+                }
+                if let Err(e) = room.send_command("chat", line.as_bytes(), None).await {
+                    eprintln!("chat not sent: {e}");
+                }
+            }
+            Ok(error) = errors.recv() => eprintln!("server error: {error}"),
+            reason = client.closed() => {
+                println!("connection ended: {reason}");
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    if let Err(e) = room.leave().await {
+        eprintln!("leave failed: {e}");
+    }
+    client.close().await;
+    println!("bye");
+    Ok(())
+}
