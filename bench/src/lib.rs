@@ -1,0 +1,13 @@
+//! Chorus load and latency bench: R rooms × C clients sending ticks at H Hz
+//! through a real server, measuring loss, duplicates, misrouting, one-way
+//! latency, CPU and memory.
+//!
+//! - [`payload`]: the tick payload header and duplicate window.
+//! - [`report`]: the pure accounting and its table / JSON output.
+//! - [`procfs`]: CPU and memory from `/proc`.
+//! - [`run`]: one run, end to end.
+
+pub mod payload;
+pub mod procfs;
+pub mod report;
+pub mod run;

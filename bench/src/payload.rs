@@ -1,0 +1,261 @@
+//! The bench's tick payload: a fixed header followed by padding.
+//!
+//! Layout (little endian), then padding up to the payload size:
+//!
+//! | bytes  | field                                              |
+//! |--------|----------------------------------------------------|
+//! | 0..4   | sender's global client index (`u32`)               |
+//! | 4..12  | send time, ns since the bench's shared epoch (`u64`) |
+//! | 12..16 | the sender's own tick sequence (`u32`)             |
+
+use std::fmt;
+
+/// Bytes the header takes; the smallest payload the bench sends.
+pub const HEADER_LEN: usize = 16;
+
+/// What every bench tick carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Global client index: `room * clients_per_room + index_in_room`.
+    pub sender: u32,
+    /// Send time in nanoseconds since the bench epoch (a shared `Instant`).
+    pub send_ns: u64,
+    /// The sender's bench sequence number, from 0, one per tick it sends.
+    pub seq: u32,
+}
+
+/// A payload size the bench refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadSizeError {
+    TooSmall { size: usize },
+    TooLarge { size: usize, max: usize },
+}
+
+impl fmt::Display for PayloadSizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PayloadSizeError::TooSmall { size } => write!(
+                f,
+                "payload of {size} bytes is too small: the bench header needs {HEADER_LEN}"
+            ),
+            PayloadSizeError::TooLarge { size, max } => {
+                write!(f, "payload of {size} bytes is over the tick limit of {max}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PayloadSizeError {}
+
+/// Checks a payload size against the header and an upper limit.
+pub fn check_size(size: usize, max: usize) -> Result<(), PayloadSizeError> {
+    if size < HEADER_LEN {
+        return Err(PayloadSizeError::TooSmall { size });
+    }
+    if size > max {
+        return Err(PayloadSizeError::TooLarge { size, max });
+    }
+    Ok(())
+}
+
+impl Header {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `buf`; the rest
+    /// (padding) is left as it is.
+    pub fn write(&self, buf: &mut [u8]) -> Result<(), PayloadSizeError> {
+        let Some(head) = buf.get_mut(..HEADER_LEN) else {
+            return Err(PayloadSizeError::TooSmall { size: buf.len() });
+        };
+        head[0..4].copy_from_slice(&self.sender.to_le_bytes());
+        head[4..12].copy_from_slice(&self.send_ns.to_le_bytes());
+        head[12..16].copy_from_slice(&self.seq.to_le_bytes());
+        Ok(())
+    }
+
+    /// Reads the header from a received payload; `None` if it is too short.
+    pub fn read(buf: &[u8]) -> Option<Header> {
+        let head = buf.get(..HEADER_LEN)?;
+        let sender = u32::from_le_bytes(head[0..4].try_into().ok()?);
+        let send_ns = u64::from_le_bytes(head[4..12].try_into().ok()?);
+        let seq = u32::from_le_bytes(head[12..16].try_into().ok()?);
+        Some(Header {
+            sender,
+            send_ns,
+            seq,
+        })
+    }
+}
+
+/// A payload buffer of `size` bytes whose padding is pseudo-random from `seed`
+/// (so payloads do not compress to nothing, and a run is reproducible).
+pub fn padded_buffer(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut buf = Vec::with_capacity(size);
+    while buf.len() < size {
+        let word = splitmix64(&mut state).to_le_bytes();
+        let take = word.len().min(size - buf.len());
+        buf.extend_from_slice(&word[..take]);
+    }
+    buf
+}
+
+/// SplitMix64: a tiny deterministic generator, enough for padding and stagger order.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Per-sender duplicate detection over the last [`SeenWindow::SPAN`] sequence
+/// numbers: a bitmap sliding with the highest sequence seen.
+#[derive(Debug, Clone, Default)]
+pub struct SeenWindow {
+    /// Highest sequence seen + 1 (0: nothing seen yet).
+    next: u64,
+    /// Bit `i` set: sequence `next - 1 - i` was seen.
+    bits: u128,
+}
+
+/// What a receiver makes of one (sender, seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// First time seen.
+    New,
+    /// Seen before: a duplicate.
+    Duplicate,
+    /// Older than the window can tell; not counted as delivered or duplicate.
+    TooOld,
+}
+
+impl SeenWindow {
+    /// Sequence numbers remembered per sender.
+    pub const SPAN: u64 = 128;
+
+    /// Records `seq` and says whether it is new.
+    pub fn observe(&mut self, seq: u32) -> Seen {
+        let seq = u64::from(seq);
+        if seq >= self.next {
+            let shift = seq + 1 - self.next;
+            self.bits = if shift >= Self::SPAN {
+                0
+            } else {
+                self.bits << shift
+            };
+            self.bits |= 1;
+            self.next = seq + 1;
+            return Seen::New;
+        }
+        let age = self.next - 1 - seq;
+        if age >= Self::SPAN {
+            return Seen::TooOld;
+        }
+        let mask = 1u128 << age;
+        if self.bits & mask != 0 {
+            Seen::Duplicate
+        } else {
+            self.bits |= mask;
+            Seen::New
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_and_keeps_padding() {
+        let mut buf = padded_buffer(48, 7);
+        let padding = buf[HEADER_LEN..].to_vec();
+        let h = Header {
+            sender: 0xDEAD_BEEF,
+            send_ns: 0x0123_4567_89AB_CDEF,
+            seq: 42,
+        };
+        h.write(&mut buf).expect("48 bytes fit the header");
+        assert_eq!(Header::read(&buf), Some(h));
+        assert_eq!(&buf[HEADER_LEN..], &padding[..]);
+        assert_eq!(buf.len(), 48);
+        // Exactly the header size works too.
+        let mut small = vec![0u8; HEADER_LEN];
+        h.write(&mut small).expect("fits");
+        assert_eq!(Header::read(&small), Some(h));
+    }
+
+    #[test]
+    fn header_layout_is_little_endian() {
+        let mut buf = vec![0u8; HEADER_LEN];
+        Header {
+            sender: 1,
+            send_ns: 2,
+            seq: 3,
+        }
+        .write(&mut buf)
+        .expect("fits");
+        assert_eq!(buf, [1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]);
+    }
+
+    #[test]
+    fn short_payloads_are_refused() {
+        assert_eq!(
+            check_size(15, 1000),
+            Err(PayloadSizeError::TooSmall { size: 15 })
+        );
+        assert_eq!(
+            check_size(0, 1000),
+            Err(PayloadSizeError::TooSmall { size: 0 })
+        );
+        assert_eq!(check_size(16, 1000), Ok(()));
+        assert_eq!(check_size(1000, 1000), Ok(()));
+        assert_eq!(
+            check_size(1001, 1000),
+            Err(PayloadSizeError::TooLarge {
+                size: 1001,
+                max: 1000
+            })
+        );
+        let mut tiny = vec![0u8; 15];
+        let h = Header {
+            sender: 0,
+            send_ns: 0,
+            seq: 0,
+        };
+        assert!(h.write(&mut tiny).is_err());
+        assert_eq!(Header::read(&tiny), None);
+        assert!(
+            check_size(8, 1000)
+                .expect_err("too small")
+                .to_string()
+                .contains("16")
+        );
+    }
+
+    #[test]
+    fn padding_is_deterministic_per_seed() {
+        assert_eq!(padded_buffer(100, 1), padded_buffer(100, 1));
+        assert_ne!(padded_buffer(100, 1), padded_buffer(100, 2));
+        assert_eq!(padded_buffer(13, 1).len(), 13);
+    }
+
+    #[test]
+    fn seen_window_finds_duplicates() {
+        let mut w = SeenWindow::default();
+        assert_eq!(w.observe(0), Seen::New);
+        assert_eq!(w.observe(0), Seen::Duplicate);
+        assert_eq!(w.observe(2), Seen::New);
+        assert_eq!(w.observe(1), Seen::New, "reordered, not a duplicate");
+        assert_eq!(w.observe(1), Seen::Duplicate);
+        assert_eq!(w.observe(2), Seen::Duplicate);
+        assert_eq!(w.observe(500), Seen::New);
+        assert_eq!(w.observe(500 - 127), Seen::New);
+        assert_eq!(w.observe(500 - 127), Seen::Duplicate);
+        assert_eq!(w.observe(500 - 128), Seen::TooOld);
+        assert_eq!(w.observe(2), Seen::TooOld);
+        // A jump wider than the window forgets everything before it.
+        assert_eq!(w.observe(10_000), Seen::New);
+        assert_eq!(w.observe(9_999), Seen::New);
+        assert_eq!(w.observe(u32::MAX), Seen::New);
+        assert_eq!(w.observe(u32::MAX), Seen::Duplicate);
+    }
+}

@@ -1,0 +1,148 @@
+//! CPU time and memory from `/proc` (Linux): per thread of this process grouped
+//! by thread-name prefix, or for another process by pid.
+//!
+//! CPU times are `utime + stime` (fields 14 and 15 of `stat`) in clock ticks.
+//! The tick rate comes from the `AT_CLKTCK` entry of `/proc/self/auxv` (what
+//! `sysconf(_SC_CLK_TCK)` returns, read without `unsafe`), falling back to 100.
+
+use std::fs;
+use std::path::Path;
+
+/// `AT_CLKTCK` in the ELF auxiliary vector.
+const AT_CLKTCK: u64 = 17;
+
+/// Clock ticks per second for `/proc` CPU times.
+pub fn clock_ticks_per_second() -> u64 {
+    fs::read("/proc/self/auxv")
+        .ok()
+        .and_then(|auxv| auxv_value(&auxv, AT_CLKTCK))
+        .filter(|&hz| hz > 0)
+        .unwrap_or(100)
+}
+
+/// Looks a key up in a native-endian 64-bit auxiliary vector.
+fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
+    auxv.chunks_exact(16).find_map(|pair| {
+        let k = u64::from_ne_bytes(pair[..8].try_into().ok()?);
+        let v = u64::from_ne_bytes(pair[8..].try_into().ok()?);
+        (k == key).then_some(v)
+    })
+}
+
+/// `utime + stime` in clock ticks from the text of a `stat` file.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces or ')':
+    // fields are counted after the last ')'. The first after it is field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let utime: u64 = fields.nth(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// CPU ticks of a whole process (all its threads, exited ones included).
+pub fn process_cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_cpu_ticks(&stat)
+}
+
+/// CPU ticks summed over this process's live threads, per name prefix
+/// (a thread counts for the first prefix its name starts with).
+pub fn thread_cpu_ticks_by_prefix(prefixes: &[&str]) -> Vec<u64> {
+    let mut sums = vec![0u64; prefixes.len()];
+    let Ok(tasks) = fs::read_dir("/proc/self/task") else {
+        return sums;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let Some(idx) =
+            thread_name(&dir).and_then(|name| prefixes.iter().position(|p| name.starts_with(p)))
+        else {
+            continue;
+        };
+        if let Some(ticks) = fs::read_to_string(dir.join("stat"))
+            .ok()
+            .and_then(|s| parse_stat_cpu_ticks(&s))
+        {
+            sums[idx] += ticks;
+        }
+    }
+    sums
+}
+
+fn thread_name(task_dir: &Path) -> Option<String> {
+    fs::read_to_string(task_dir.join("comm"))
+        .ok()
+        .map(|s| s.trim_end().to_owned())
+}
+
+/// `VmHWM` and `VmRSS` of a process, in MiB.
+pub fn memory_mib(pid: &str) -> (Option<f64>, Option<f64>) {
+    match fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(status) => (
+            status_kib(&status, "VmHWM:").map(kib_to_mib),
+            status_kib(&status, "VmRSS:").map(kib_to_mib),
+        ),
+        Err(_) => (None, None),
+    }
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    crate::report::round3(kib as f64 / 1024.0)
+}
+
+/// A `kB` value from the text of a `status` file.
+pub fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_ascii_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// CPU % of one core for `ticks` clock ticks over `secs` seconds.
+pub fn cpu_pct(ticks: u64, clk_tck: u64, secs: f64) -> f64 {
+    if secs <= 0.0 || clk_tck == 0 {
+        return 0.0;
+    }
+    crate::report::round3(100.0 * ticks as f64 / clk_tck as f64 / secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cpu_fields_are_14_and_15() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt
+        // cmajflt utime stime ...
+        let stat = "1234 (we ird) name)) S 1 2 3 4 5 6 7 8 9 10 111 222 13 14 20 0";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(333));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+        assert_eq!(parse_stat_cpu_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn status_values_are_read_in_kib() {
+        let status = "Name:\tx\nVmHWM:\t   2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(status_kib(status, "VmHWM:"), Some(2048));
+        assert_eq!(status_kib(status, "VmRSS:"), Some(1024));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn auxv_lookup_and_live_values() {
+        let mut auxv = Vec::new();
+        for (k, v) in [(6u64, 4096u64), (17, 250), (0, 0)] {
+            auxv.extend_from_slice(&k.to_ne_bytes());
+            auxv.extend_from_slice(&v.to_ne_bytes());
+        }
+        assert_eq!(auxv_value(&auxv, AT_CLKTCK), Some(250));
+        assert_eq!(auxv_value(&auxv, 99), None);
+        assert!(clock_ticks_per_second() > 0);
+        assert!(process_cpu_ticks("self").is_some());
+        assert!(memory_mib("self").0.is_some());
+        assert_eq!(cpu_pct(100, 100, 2.0), 50.0);
+        assert_eq!(cpu_pct(100, 100, 0.0), 0.0);
+    }
+}

@@ -1,0 +1,645 @@
+//! The pure accounting: per-client totals, merged, turned into the figures the
+//! bench prints (a table and one JSON line). No clocks, no I/O: every input is
+//! an argument, so the arithmetic is unit-tested on known numbers.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Schema tag of the JSON line; bump when keys change meaning.
+pub const SCHEMA: &str = "chorus-bench/1";
+
+/// Largest latency or connect time recorded, in µs (larger values saturate).
+const HIST_MAX_US: u64 = 60_000_000;
+
+/// A histogram of microseconds, 3 significant digits, up to a minute.
+pub fn new_histogram() -> Histogram<u64> {
+    // 1..=60 s with 3 significant digits is a valid configuration: this cannot fail.
+    Histogram::new_with_bounds(1, HIST_MAX_US, 3)
+        .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
+}
+
+/// Counts one client saw over the measured window (ticks whose send time falls
+/// inside it), as a sender and as a receiver.
+#[derive(Debug, Clone)]
+pub struct ClientTotals {
+    /// Ticks handed to the SDK successfully.
+    pub sent: u64,
+    /// `send_tick` refusals (not counted as sent).
+    pub send_errors: u64,
+    /// Ticks from room-mates received for the first time.
+    pub delivered: u64,
+    /// Ticks received again (same sender and sequence).
+    pub duplicates: u64,
+    /// Ticks whose sender belongs to another room.
+    pub misrouted: u64,
+    /// Ticks too old for the duplicate window to judge (not counted as delivered).
+    pub too_old: u64,
+    /// Payloads too short to hold the bench header.
+    pub undecodable: u64,
+    /// Ticks lost in the SDK's newest-wins receive buffer (`TickReceiver::dropped`).
+    /// They are also part of the loss (never delivered); shown apart to tell
+    /// where they were lost. Covers the whole run, warm-up included.
+    pub sdk_dropped: u64,
+    /// Tick streams that ended before the drain deadline (room left or
+    /// connection lost): the receiver stopped counting there.
+    pub receivers_ended_early: u64,
+    /// One-way latency of delivered ticks, µs.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Default for ClientTotals {
+    fn default() -> Self {
+        ClientTotals {
+            sent: 0,
+            send_errors: 0,
+            delivered: 0,
+            duplicates: 0,
+            misrouted: 0,
+            too_old: 0,
+            undecodable: 0,
+            sdk_dropped: 0,
+            receivers_ended_early: 0,
+            latency_us: new_histogram(),
+        }
+    }
+}
+
+impl ClientTotals {
+    /// Adds another client's totals to these.
+    pub fn merge(&mut self, other: &ClientTotals) {
+        self.sent += other.sent;
+        self.send_errors += other.send_errors;
+        self.delivered += other.delivered;
+        self.duplicates += other.duplicates;
+        self.misrouted += other.misrouted;
+        self.too_old += other.too_old;
+        self.undecodable += other.undecodable;
+        self.sdk_dropped += other.sdk_dropped;
+        self.receivers_ended_early += other.receivers_ended_early;
+        // Same bounds on both sides, so adding cannot fail; saturate if it did.
+        if self.latency_us.add(&other.latency_us).is_err() {
+            for v in other.latency_us.iter_recorded() {
+                self.latency_us
+                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
+            }
+        }
+    }
+
+    /// Records one delivered tick's latency.
+    pub fn record_latency_us(&mut self, us: u64) {
+        self.latency_us.saturating_record(us.clamp(1, HIST_MAX_US));
+    }
+}
+
+/// The run's parameters, echoed in the JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    pub rooms: u32,
+    pub clients_per_room: u32,
+    pub hz: f64,
+    pub payload_bytes: usize,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub drain_ms: u64,
+    pub seed: u64,
+    pub tick_capacity: usize,
+    pub connect_concurrency: usize,
+    /// `"in-process"` or `"external"`.
+    pub server: String,
+    pub url: String,
+}
+
+/// CPU use over the measured window, in % of one core (200 = two cores busy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CpuFigures {
+    /// Server threads (in process) or the server process (`--server-pid`).
+    pub server_pct: Option<f64>,
+    /// The bench's client runtime threads.
+    pub loadgen_pct: Option<f64>,
+    /// The whole bench process (server + clients + main thread when in process).
+    pub bench_process_pct: Option<f64>,
+    /// Clock ticks per second used to convert `/proc` times.
+    pub clk_tck: u64,
+}
+
+/// Memory, MiB.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemFigures {
+    /// VmHWM of the measured process.
+    pub peak_rss_mib: Option<f64>,
+    /// VmRSS at the end of the window.
+    pub rss_end_mib: Option<f64>,
+    /// Which process these figures are about.
+    pub scope: String,
+}
+
+/// Server counters over the measured window (in process only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerCounters {
+    pub ticks_in: u64,
+    pub ticks_out: u64,
+    pub ticks_dropped: u64,
+    pub ticks_rejected: u64,
+}
+
+/// Latency percentiles in ms (3 decimals); `None` with no samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub samples: u64,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Percentiles {
+    /// From a histogram of microseconds.
+    pub fn from_us(h: &Histogram<u64>) -> Percentiles {
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        let ms = |us: u64| Some(round3(us as f64 / 1000.0));
+        Percentiles {
+            samples: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// Where and when the run happened.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// UTC, RFC 3339.
+    pub timestamp: String,
+    pub timestamp_unix: u64,
+    pub git_commit: Option<String>,
+    /// Uncommitted changes in the work tree (`None`: unknown).
+    pub git_dirty: Option<bool>,
+    pub cores: usize,
+}
+
+/// Everything the bench reports; serialized as the JSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: String,
+    #[serde(flatten)]
+    pub meta: RunMeta,
+    pub params: Params,
+    /// Length of the measured window, s.
+    pub window_s: f64,
+    pub sent: u64,
+    pub sent_per_s: f64,
+    /// `sent × (clients_per_room − 1)`: every other member should get each tick.
+    pub expected: u64,
+    pub expected_per_s: f64,
+    pub delivered: u64,
+    pub delivered_per_s: f64,
+    /// `100 × (1 − delivered / expected)`, 3 decimals; 0 when nothing was expected.
+    pub loss_pct: f64,
+    pub duplicates: u64,
+    pub misrouted: u64,
+    pub too_old: u64,
+    pub undecodable: u64,
+    pub send_errors: u64,
+    pub sdk_dropped: u64,
+    pub receivers_ended_early: u64,
+    pub latency_ms: Percentiles,
+    /// Connect + join time per client.
+    pub connect_join_ms: Percentiles,
+    pub cpu: CpuFigures,
+    pub memory: MemFigures,
+    pub server_counters: Option<ServerCounters>,
+}
+
+/// Inputs of [`Report::compute`] besides the merged totals.
+#[derive(Debug, Clone)]
+pub struct Measurements {
+    pub window_s: f64,
+    pub connect_join_us: Histogram<u64>,
+    pub cpu: CpuFigures,
+    pub memory: MemFigures,
+    pub server_counters: Option<ServerCounters>,
+}
+
+impl Report {
+    /// Derives every figure from the merged per-client totals.
+    pub fn compute(
+        params: Params,
+        meta: RunMeta,
+        totals: &ClientTotals,
+        m: Measurements,
+    ) -> Report {
+        let receivers = u64::from(params.clients_per_room.saturating_sub(1));
+        let expected = totals.sent * receivers;
+        let per_s = |n: u64| {
+            if m.window_s > 0.0 {
+                round3(n as f64 / m.window_s)
+            } else {
+                0.0
+            }
+        };
+        let loss_pct = if expected > 0 {
+            round3(100.0 * (1.0 - totals.delivered as f64 / expected as f64))
+        } else {
+            0.0
+        };
+        Report {
+            schema: SCHEMA.to_owned(),
+            meta,
+            params,
+            window_s: round3(m.window_s),
+            sent: totals.sent,
+            sent_per_s: per_s(totals.sent),
+            expected,
+            expected_per_s: per_s(expected),
+            delivered: totals.delivered,
+            delivered_per_s: per_s(totals.delivered),
+            loss_pct,
+            duplicates: totals.duplicates,
+            misrouted: totals.misrouted,
+            too_old: totals.too_old,
+            undecodable: totals.undecodable,
+            send_errors: totals.send_errors,
+            sdk_dropped: totals.sdk_dropped,
+            receivers_ended_early: totals.receivers_ended_early,
+            latency_ms: Percentiles::from_us(&totals.latency_us),
+            connect_join_ms: Percentiles::from_us(&m.connect_join_us),
+            cpu: m.cpu,
+            memory: m.memory,
+            server_counters: m.server_counters,
+        }
+    }
+
+    /// The single JSON line (no trailing newline).
+    pub fn json_line(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        let p = &self.params;
+        let mut s = String::new();
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} %"));
+        let mib = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MiB"));
+        let _ = writeln!(
+            s,
+            "chorus-bench: {} rooms x {} clients, {} Hz, {} B payload, {} s measured (+{} s warm-up), server {}",
+            p.rooms, p.clients_per_room, p.hz, p.payload_bytes, self.window_s, p.warmup_s, p.server
+        );
+        let _ = writeln!(
+            s,
+            "  commit {} {} | {} cores | {}",
+            self.meta.git_commit.as_deref().unwrap_or("?"),
+            match self.meta.git_dirty {
+                Some(true) => "(dirty tree)",
+                Some(false) => "(clean)",
+                None => "",
+            },
+            self.meta.cores,
+            self.meta.timestamp
+        );
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(s, "  {k:<30} {v}");
+        };
+        row(
+            "ticks sent",
+            format!("{} ({:.1}/s)", self.sent, self.sent_per_s),
+        );
+        row(
+            "expected deliveries",
+            format!("{} ({:.1}/s)", self.expected, self.expected_per_s),
+        );
+        row(
+            "delivered",
+            format!("{} ({:.1}/s)", self.delivered, self.delivered_per_s),
+        );
+        row("loss", format!("{:.3} %", self.loss_pct));
+        row(
+            "duplicates / misrouted",
+            format!("{} / {}", self.duplicates, self.misrouted),
+        );
+        row(
+            "send errors / undecodable",
+            format!("{} / {}", self.send_errors, self.undecodable),
+        );
+        row(
+            "SDK receive-buffer drops",
+            format!("{} (whole run, part of the loss)", self.sdk_dropped),
+        );
+        if self.receivers_ended_early > 0 {
+            row(
+                "tick streams ended early",
+                format!("{} (connection or room lost)", self.receivers_ended_early),
+            );
+        }
+        let l = &self.latency_ms;
+        row(
+            "latency ms p50/p90/p99",
+            format!("{} / {} / {}", opt(l.p50), opt(l.p90), opt(l.p99)),
+        );
+        row(
+            "latency ms p99.9/max",
+            format!("{} / {} ({} samples)", opt(l.p999), opt(l.max), l.samples),
+        );
+        let c = &self.connect_join_ms;
+        row(
+            "connect+join ms p50/p99/max",
+            format!("{} / {} / {}", opt(c.p50), opt(c.p99), opt(c.max)),
+        );
+        row("server CPU (of one core)", pct(self.cpu.server_pct));
+        row("load-generator CPU", pct(self.cpu.loadgen_pct));
+        row("bench process CPU", pct(self.cpu.bench_process_pct));
+        row(
+            "peak RSS / RSS at end",
+            format!(
+                "{} / {} ({})",
+                mib(self.memory.peak_rss_mib),
+                mib(self.memory.rss_end_mib),
+                self.memory.scope
+            ),
+        );
+        match &self.server_counters {
+            Some(c) => row(
+                "server ticks in/out/dropped/rej",
+                format!(
+                    "{} / {} / {} / {}",
+                    c.ticks_in, c.ticks_out, c.ticks_dropped, c.ticks_rejected
+                ),
+            ),
+            None => row("server counters", "- (external server)".to_owned()),
+        }
+        s
+    }
+}
+
+/// Rounds to 3 decimals.
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the Unix epoch (UTC).
+pub fn rfc3339_utc(unix_secs: u64) -> String {
+    let days = unix_secs / 86_400;
+    let rem = unix_secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Howard Hinnant's civil_from_days, for days >= 0.
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(clients: u32) -> Params {
+        Params {
+            rooms: 2,
+            clients_per_room: clients,
+            hz: 30.0,
+            payload_bytes: 48,
+            duration_s: 10.0,
+            warmup_s: 2.0,
+            drain_ms: 500,
+            seed: 1,
+            tick_capacity: 64,
+            connect_concurrency: 32,
+            server: "in-process".into(),
+            url: "https://127.0.0.1:1/chorus".into(),
+        }
+    }
+
+    fn measurements(window_s: f64) -> Measurements {
+        Measurements {
+            window_s,
+            connect_join_us: new_histogram(),
+            cpu: CpuFigures::default(),
+            memory: MemFigures::default(),
+            server_counters: Some(ServerCounters {
+                ticks_in: 1,
+                ticks_out: 2,
+                ticks_dropped: 3,
+                ticks_rejected: 4,
+            }),
+        }
+    }
+
+    fn totals(sent: u64, delivered: u64, latencies: &[u64]) -> ClientTotals {
+        let mut t = ClientTotals {
+            sent,
+            delivered,
+            ..ClientTotals::default()
+        };
+        for &us in latencies {
+            t.record_latency_us(us);
+        }
+        t
+    }
+
+    #[test]
+    fn expected_and_loss_follow_room_size() {
+        // 1000 ticks in rooms of 5: 4000 expected; 3990 delivered = 0.25 % loss.
+        let r = Report::compute(
+            params(5),
+            RunMeta::default(),
+            &totals(1000, 3990, &[]),
+            measurements(10.0),
+        );
+        assert_eq!(r.expected, 4000);
+        assert_eq!(r.loss_pct, 0.25);
+        assert_eq!(r.sent_per_s, 100.0);
+        assert_eq!(r.expected_per_s, 400.0);
+        assert_eq!(r.delivered_per_s, 399.0);
+
+        let none_lost = Report::compute(
+            params(5),
+            RunMeta::default(),
+            &totals(1000, 4000, &[]),
+            measurements(10.0),
+        );
+        assert_eq!(none_lost.loss_pct, 0.0);
+    }
+
+    #[test]
+    fn nothing_expected_means_no_loss_and_no_nan() {
+        // A room of one: nobody to deliver to.
+        let r = Report::compute(
+            params(1),
+            RunMeta::default(),
+            &totals(50, 0, &[]),
+            measurements(0.0),
+        );
+        assert_eq!(r.expected, 0);
+        assert_eq!(r.loss_pct, 0.0);
+        assert_eq!(r.sent_per_s, 0.0);
+        assert_eq!(r.latency_ms, Percentiles::default());
+        assert!(r.json_line().is_ok());
+    }
+
+    #[test]
+    fn merge_adds_every_counter_and_histogram() {
+        let mut a = totals(10, 20, &[1000, 2000]);
+        a.duplicates = 1;
+        a.misrouted = 2;
+        a.too_old = 3;
+        a.undecodable = 4;
+        a.sdk_dropped = 5;
+        a.send_errors = 6;
+        let mut b = totals(5, 7, &[1500]);
+        b.duplicates = 10;
+        b.misrouted = 20;
+        b.too_old = 30;
+        b.undecodable = 40;
+        b.sdk_dropped = 50;
+        b.send_errors = 60;
+        let mut m = ClientTotals::default();
+        m.merge(&a);
+        m.merge(&b);
+        assert_eq!((m.sent, m.delivered), (15, 27));
+        assert_eq!((m.duplicates, m.misrouted, m.too_old), (11, 22, 33));
+        assert_eq!((m.undecodable, m.sdk_dropped, m.send_errors), (44, 55, 66));
+        assert_eq!(m.latency_us.len(), 3);
+
+        let r = Report::compute(params(3), RunMeta::default(), &m, measurements(1.0));
+        assert_eq!(r.expected, 30);
+        assert_eq!(r.loss_pct, 10.0);
+        assert_eq!(r.duplicates, 11);
+        assert_eq!(r.misrouted, 22);
+        assert_eq!(r.sdk_dropped, 55);
+        assert_eq!(r.latency_ms.samples, 3);
+        // Exact below 2048 µs; above, 3 significant digits (2 µs buckets, etc.).
+        assert_eq!(r.latency_ms.p50, Some(1.5));
+        assert_eq!(r.latency_ms.max, Some(2.0));
+    }
+
+    #[test]
+    fn percentiles_are_ms_with_three_decimals() {
+        let lat: Vec<u64> = (1..=1000).collect(); // 1 µs .. 1000 µs
+        let r = Report::compute(
+            params(2),
+            RunMeta::default(),
+            &totals(1000, 1000, &lat),
+            measurements(1.0),
+        );
+        let l = r.latency_ms;
+        assert_eq!(l.samples, 1000);
+        assert_eq!(l.p50, Some(0.5));
+        assert_eq!(l.p90, Some(0.9));
+        assert_eq!(l.p99, Some(0.99));
+        assert_eq!(l.p999, Some(0.999));
+        assert_eq!(l.max, Some(1.0));
+        // Out-of-range values saturate instead of failing.
+        let mut t = ClientTotals::default();
+        t.record_latency_us(0);
+        t.record_latency_us(u64::MAX);
+        assert_eq!(t.latency_us.len(), 2);
+    }
+
+    #[test]
+    fn json_line_has_the_documented_keys_and_parses_back() {
+        let meta = RunMeta {
+            timestamp: rfc3339_utc(1_700_000_000),
+            timestamp_unix: 1_700_000_000,
+            git_commit: Some("abc".into()),
+            git_dirty: Some(false),
+            cores: 2,
+        };
+        let r = Report::compute(
+            params(5),
+            meta,
+            &totals(100, 400, &[500, 700]),
+            measurements(2.0),
+        );
+        let line = r.json_line().expect("serializes");
+        assert!(!line.contains('\n'), "one line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        for key in [
+            "schema",
+            "timestamp",
+            "timestamp_unix",
+            "git_commit",
+            "git_dirty",
+            "cores",
+            "params",
+            "window_s",
+            "sent",
+            "sent_per_s",
+            "expected",
+            "expected_per_s",
+            "delivered",
+            "delivered_per_s",
+            "loss_pct",
+            "duplicates",
+            "misrouted",
+            "too_old",
+            "undecodable",
+            "send_errors",
+            "sdk_dropped",
+            "receivers_ended_early",
+            "latency_ms",
+            "connect_join_ms",
+            "cpu",
+            "memory",
+            "server_counters",
+        ] {
+            assert!(v.get(key).is_some(), "missing key {key}");
+        }
+        for key in ["p50", "p90", "p99", "p999", "max", "samples"] {
+            assert!(v["latency_ms"].get(key).is_some(), "latency_ms.{key}");
+        }
+        for key in [
+            "rooms",
+            "clients_per_room",
+            "hz",
+            "payload_bytes",
+            "duration_s",
+            "warmup_s",
+            "seed",
+        ] {
+            assert!(v["params"].get(key).is_some(), "params.{key}");
+        }
+        for key in ["server_pct", "loadgen_pct", "bench_process_pct", "clk_tck"] {
+            assert!(v["cpu"].get(key).is_some(), "cpu.{key}");
+        }
+        for key in ["peak_rss_mib", "rss_end_mib", "scope"] {
+            assert!(v["memory"].get(key).is_some(), "memory.{key}");
+        }
+        for key in ["ticks_in", "ticks_out", "ticks_dropped", "ticks_rejected"] {
+            assert!(
+                v["server_counters"].get(key).is_some(),
+                "server_counters.{key}"
+            );
+        }
+        assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(v["timestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["expected"], 400);
+        assert_eq!(v["latency_ms"]["max"], 0.7);
+        let back: Report = serde_json::from_str(&line).expect("parses back");
+        assert_eq!(back, r);
+        // The table mentions the headline figures.
+        let table = r.table();
+        assert!(table.contains("loss"));
+        assert!(table.contains("p99"));
+    }
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_709_251_199), "2024-02-29T23:59:59Z");
+    }
+}
