@@ -114,7 +114,13 @@ impl Client {
     /// Joins (by default creating) a room.
     ///
     /// On success the returned [`Room`]'s replica holds the snapshot the server sent;
-    /// events after it update the replica as they arrive.
+    /// events after it update the replica as they arrive. One client may join many
+    /// rooms (up to the server's `max_rooms_per_session`).
+    ///
+    /// Server refusals come back as [`RequestError::Server`] with codes such as
+    /// `RoomNotFound` (without `create_if_missing`), `RoomFull`, `TooManyJoined`,
+    /// `AlreadyJoined` or `InvalidRoomId`. If this future is dropped before the
+    /// reply, a late `Joined` is answered with a `Leave`, so no membership lingers.
     pub async fn join(&self, room_id: &str, options: JoinOptions) -> Result<Room, RequestError> {
         let wire_options = options.wire_options();
         let reply = self
@@ -129,6 +135,10 @@ impl Client {
             .await?;
         match reply {
             Reply::Joined(joined) => match joined.take() {
+                // The connection may have ended between the reply and now.
+                Some(_) if self.is_closed() => {
+                    Err(RequestError::Closed(self.handle.shared.closed_error()))
+                }
                 Some(room) => Ok(Room::new(Arc::clone(&self.handle), room)),
                 None => Err(RequestError::UnexpectedReply("joined")),
             },

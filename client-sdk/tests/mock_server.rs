@@ -243,10 +243,19 @@ async fn handshake_and_clock_sync() {
         greet(&mut peer).await;
         // Nothing else but pings until the client closes.
         assert!(peer.next().await.is_none());
-        assert!(peer.pings >= 4, "initial sync pings: {}", peer.pings);
+        assert!(peer.pings >= 6, "sync pings: {}", peer.pings);
     })
     .await;
-    let client = Client::connect(&url, options()).await.expect("connect");
+    let client = Client::connect(
+        &url,
+        ConnectOptions {
+            clock_sync_interval: Duration::from_millis(100),
+            clock_refresh_pings: 2,
+            ..options()
+        },
+    )
+    .await
+    .expect("connect");
     assert_eq!(client.session_id(), 77);
     assert_eq!(client.server_hello().server_name, "mock/0");
     assert_eq!(client.limits(), &Limits::default());
@@ -260,6 +269,9 @@ async fn handshake_and_clock_sync() {
     );
     let server_now = client.server_time().0;
     assert!(server_now.abs_diff(unix_us() + SERVER_AHEAD_US) < 100_000);
+    // The background re-sync adds samples.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(client.clock().samples >= 6, "{:?}", client.clock());
     client.close().await;
     assert_eq!(client.closed().await, CloseReason::Local);
     server.await.expect("server script");
@@ -778,4 +790,52 @@ async fn untrusted_certificate_is_refused() {
         "{result:?}"
     );
     server.abort();
+}
+
+#[tokio::test]
+async fn local_close_fails_pending_requests() {
+    let (url, server) = mock(|mut peer| async move {
+        greet(&mut peer).await;
+        answer_join(&mut peer).await;
+        // Read the command and never answer it.
+        assert!(matches!(
+            peer.expect_next().await,
+            ClientMessage::Command { .. }
+        ));
+        let reason = tokio::time::timeout(Duration::from_secs(5), peer.conn.closed())
+            .await
+            .expect("client closes");
+        match reason {
+            wtransport::error::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.code().into_inner(), 0)
+            }
+            other => panic!("expected a clean close, got {other:?}"),
+        }
+    })
+    .await;
+    let client = Client::connect(&url, options()).await.expect("connect");
+    let room = client
+        .join("lobby", JoinOptions::default())
+        .await
+        .expect("join");
+    let mut commands = room.commands();
+    let pending = tokio::spawn({
+        let room = room.clone();
+        async move { room.send_command("chat", b"never acked", None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.close().await;
+    assert!(matches!(
+        pending.await.expect("task"),
+        Err(RequestError::Closed(CloseReason::Local))
+    ));
+    assert!(matches!(
+        commands.recv().await,
+        Err(tokio::sync::broadcast::error::RecvError::Closed)
+    ));
+    assert!(matches!(
+        room.delete_state("x").await,
+        Err(RequestError::Closed(CloseReason::Local))
+    ));
+    server.await.expect("server script");
 }
