@@ -46,6 +46,13 @@ pub struct ClientTotals {
     pub receivers_ended_early: u64,
     /// One-way latency of delivered ticks, µs.
     pub latency_us: Histogram<u64>,
+    /// How late each in-window send fired after its scheduled instant, µs: large
+    /// values mean the load generator cannot keep its schedule.
+    pub send_lateness_us: Histogram<u64>,
+    /// From the SDK stamping a tick (`received_at`) to the bench's receiver task
+    /// reading it, µs: not part of the latency; large values mean the receiving
+    /// side of the load generator is behind.
+    pub handoff_us: Histogram<u64>,
 }
 
 impl Default for ClientTotals {
@@ -61,6 +68,8 @@ impl Default for ClientTotals {
             sdk_dropped: 0,
             receivers_ended_early: 0,
             latency_us: new_histogram(),
+            send_lateness_us: new_histogram(),
+            handoff_us: new_histogram(),
         }
     }
 }
@@ -77,18 +86,28 @@ impl ClientTotals {
         self.undecodable += other.undecodable;
         self.sdk_dropped += other.sdk_dropped;
         self.receivers_ended_early += other.receivers_ended_early;
-        // Same bounds on both sides, so adding cannot fail; saturate if it did.
-        if self.latency_us.add(&other.latency_us).is_err() {
-            for v in other.latency_us.iter_recorded() {
-                self.latency_us
-                    .saturating_record_n(v.value_iterated_to(), v.count_at_value());
-            }
-        }
+        merge_histogram(&mut self.latency_us, &other.latency_us);
+        merge_histogram(&mut self.send_lateness_us, &other.send_lateness_us);
+        merge_histogram(&mut self.handoff_us, &other.handoff_us);
     }
 
     /// Records one delivered tick's latency.
     pub fn record_latency_us(&mut self, us: u64) {
-        self.latency_us.saturating_record(us.clamp(1, HIST_MAX_US));
+        record(&mut self.latency_us, us);
+    }
+}
+
+/// Records `us`, clamped into the histogram's range.
+pub fn record(h: &mut Histogram<u64>, us: u64) {
+    h.saturating_record(us.clamp(1, HIST_MAX_US));
+}
+
+fn merge_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    // Same bounds on both sides, so adding cannot fail; saturate if it did.
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
     }
 }
 
@@ -193,6 +212,8 @@ pub struct Report {
     pub params: Params,
     /// Length of the measured window, s.
     pub window_s: f64,
+    /// `rooms × clients × hz`: the send rate asked for.
+    pub nominal_sent_per_s: f64,
     pub sent: u64,
     pub sent_per_s: f64,
     /// `sent × (clients_per_room − 1)`: every other member should get each tick.
@@ -210,6 +231,10 @@ pub struct Report {
     pub sdk_dropped: u64,
     pub receivers_ended_early: u64,
     pub latency_ms: Percentiles,
+    /// See [`ClientTotals::send_lateness_us`].
+    pub send_lateness_ms: Percentiles,
+    /// See [`ClientTotals::handoff_us`].
+    pub receive_handoff_ms: Percentiles,
     /// Connect + join time per client.
     pub connect_join_ms: Percentiles,
     pub cpu: CpuFigures,
@@ -249,11 +274,13 @@ impl Report {
         } else {
             0.0
         };
+        let nominal = f64::from(params.rooms) * f64::from(params.clients_per_room) * params.hz;
         Report {
             schema: SCHEMA.to_owned(),
             meta,
             params,
             window_s: round3(m.window_s),
+            nominal_sent_per_s: round3(nominal),
             sent: totals.sent,
             sent_per_s: per_s(totals.sent),
             expected,
@@ -269,6 +296,8 @@ impl Report {
             sdk_dropped: totals.sdk_dropped,
             receivers_ended_early: totals.receivers_ended_early,
             latency_ms: Percentiles::from_us(&totals.latency_us),
+            send_lateness_ms: Percentiles::from_us(&totals.send_lateness_us),
+            receive_handoff_ms: Percentiles::from_us(&totals.handoff_us),
             connect_join_ms: Percentiles::from_us(&m.connect_join_us),
             cpu: m.cpu,
             memory: m.memory,
@@ -310,7 +339,10 @@ impl Report {
         };
         row(
             "ticks sent",
-            format!("{} ({:.1}/s)", self.sent, self.sent_per_s),
+            format!(
+                "{} ({:.1}/s of {:.1}/s asked)",
+                self.sent, self.sent_per_s, self.nominal_sent_per_s
+            ),
         );
         row(
             "expected deliveries",
@@ -347,6 +379,16 @@ impl Report {
         row(
             "latency ms p99.9/max",
             format!("{} / {} ({} samples)", opt(l.p999), opt(l.max), l.samples),
+        );
+        let sl = &self.send_lateness_ms;
+        row(
+            "send lateness ms p50/p99/max",
+            format!("{} / {} / {}", opt(sl.p50), opt(sl.p99), opt(sl.max)),
+        );
+        let h = &self.receive_handoff_ms;
+        row(
+            "SDK->bench handoff ms p50/p99/max",
+            format!("{} / {} / {}", opt(h.p50), opt(h.p99), opt(h.max)),
         );
         let c = &self.connect_join_ms;
         row(
@@ -462,6 +504,7 @@ mod tests {
         assert_eq!(r.expected, 4000);
         assert_eq!(r.loss_pct, 0.25);
         assert_eq!(r.sent_per_s, 100.0);
+        assert_eq!(r.nominal_sent_per_s, 300.0);
         assert_eq!(r.expected_per_s, 400.0);
         assert_eq!(r.delivered_per_s, 399.0);
 
@@ -576,6 +619,7 @@ mod tests {
             "cores",
             "params",
             "window_s",
+            "nominal_sent_per_s",
             "sent",
             "sent_per_s",
             "expected",
@@ -591,6 +635,8 @@ mod tests {
             "sdk_dropped",
             "receivers_ended_early",
             "latency_ms",
+            "send_lateness_ms",
+            "receive_handoff_ms",
             "connect_join_ms",
             "cpu",
             "memory",

@@ -12,7 +12,7 @@ use crate::payload::{self, Header, Seen, SeenWindow};
 use crate::procfs;
 use crate::report::{
     ClientTotals, CpuFigures, Measurements, MemFigures, Params, Report, RunMeta, ServerCounters,
-    new_histogram, rfc3339_utc,
+    new_histogram, record, rfc3339_utc,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use chorus_client::{Client, ConnectOptions, JoinOptions, Room};
@@ -445,9 +445,8 @@ async fn measure(
     while let Ok(Some(joined)) =
         tokio::time::timeout_at(collect_deadline, senders.join_next()).await
     {
-        let (sent, errors, first_error) = joined.context("sender task failed")?;
-        totals.sent += sent;
-        totals.send_errors += errors;
+        let (sender_totals, first_error) = joined.context("sender task failed")?;
+        totals.merge(&sender_totals);
         if send_error.is_none() {
             send_error = first_error;
         }
@@ -520,7 +519,7 @@ async fn sleep_until(t: Instant) {
 }
 
 /// Sends ticks from `start + offset` every `period` until the window ends.
-/// Returns (sent in window, refused in window, first refusal).
+/// Returns the sender's counts (sent, refused, lateness) and its first refusal.
 async fn send_loop(
     room: Room,
     index: u32,
@@ -529,15 +528,16 @@ async fn send_loop(
     tl: Timeline,
     offset: Duration,
     period: Duration,
-) -> (u64, u64, Option<String>) {
+) -> (ClientTotals, Option<String>) {
     let mut buf = payload::padded_buffer(size, seed);
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::from_std(tl.start + offset), period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let (mut sent, mut errors, mut first_error) = (0u64, 0u64, None);
+    let mut totals = ClientTotals::default();
+    let mut first_error = None;
     let mut seq = 0u32;
     loop {
-        ticker.tick().await;
+        let scheduled = ticker.tick().await.into_std();
         let now = Instant::now();
         if now >= tl.window_end {
             break;
@@ -551,22 +551,29 @@ async fn send_loop(
         seq = seq.wrapping_add(1);
         if header.write(&mut buf).is_err() {
             // Unreachable: the size was checked against the header length.
-            errors += 1;
+            totals.send_errors += 1;
             continue;
         }
         let in_window = send_ns >= tl.window_start_ns;
+        if in_window {
+            let late = now.saturating_duration_since(scheduled).as_micros();
+            record(
+                &mut totals.send_lateness_us,
+                u64::try_from(late).unwrap_or(u64::MAX),
+            );
+        }
         match room.send_tick(&buf) {
-            Ok(_) if in_window => sent += 1,
+            Ok(_) if in_window => totals.sent += 1,
             Ok(_) => {}
             Err(e) => {
                 if in_window {
-                    errors += 1;
+                    totals.send_errors += 1;
                 }
                 first_error.get_or_insert_with(|| e.to_string());
             }
         }
     }
-    (sent, errors, first_error)
+    (totals, first_error)
 }
 
 /// Receives ticks until the drain deadline, counting those sent in the window.
@@ -610,6 +617,13 @@ async fn receive_loop(
             Seen::TooOld => totals.too_old += 1,
             Seen::New => {
                 totals.delivered += 1;
+                let handoff = Instant::now()
+                    .saturating_duration_since(tick.received_at)
+                    .as_micros();
+                record(
+                    &mut totals.handoff_us,
+                    u64::try_from(handoff).unwrap_or(u64::MAX),
+                );
                 let sent_at = tl.epoch + Duration::from_nanos(h.send_ns);
                 let us = tick
                     .received_at
