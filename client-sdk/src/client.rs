@@ -257,15 +257,9 @@ async fn handshake(
         Err(HelloError::Connect(e)) => return Err(e),
         Err(HelloError::Stream(text)) => return Err(closed_during_handshake(conn, text).await),
     };
-    // From now on the bound is the announced one. The decoder cannot change its
-    // bound, so it is replaced; it is empty here unless the server sent more
-    // before any request, in which case the pre-hello bound stays.
+    // From now on the bound is the announced one.
     if options.max_frame_bytes.is_none() {
-        if decoder.buffered() == 0 {
-            decoder = FrameDecoder::new(hello.limits.max_frame_bytes);
-        } else {
-            debug!("bytes after the server hello; keeping the default frame bound");
-        }
+        decoder.set_max_frame_bytes(hello.limits.max_frame_bytes);
     }
     Ok((
         ControlStream {

@@ -22,8 +22,8 @@ use crate::options::ConnectOptions;
 use crate::replica::{Applied, RoomEvent, RoomReplica, event_room};
 use crate::room::{CommandAck, StateAck, TickEvent};
 use bytes::Bytes;
-use chorus_protocol::codec::validate_client_message;
 use chorus_protocol::frame::get_varint_u32;
+use chorus_protocol::validate_client_message;
 use chorus_protocol::{
     ClientMessage, Datagram, DecodeError, ErrorCode, ErrorFrame, FrameDecoder, Limits, MemberId,
     RequestId, RoomSlot, RoomSnapshot, ServerHello, ServerMessage, decode_datagram,

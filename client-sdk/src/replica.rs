@@ -312,7 +312,7 @@ impl RoomReplica {
                 if let Err(stale) = self.admit(seq) {
                     return stale;
                 }
-                let value = value.map(|v| Bytes::from(v.into_vec()));
+                let value = value.map(Bytes::from);
                 match &value {
                     Some(bytes) => {
                         self.state.insert(
@@ -413,7 +413,7 @@ mod tests {
             room: SLOT,
             seq: Seq(seq),
             key: key.into(),
-            value: value.map(|v| v.to_vec().into()),
+            value: value.map(|v| v.to_vec()),
             version,
             author: MemberId(1),
         }

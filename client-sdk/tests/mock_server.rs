@@ -346,7 +346,7 @@ async fn join_state_and_commands_apply_before_acks() {
                     room,
                     seq: Seq(6),
                     key,
-                    value: Some(value.into()),
+                    value: Some(value),
                     version: 4,
                     author: MemberId(2),
                 })

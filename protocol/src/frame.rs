@@ -94,6 +94,12 @@ impl FrameDecoder {
         }
     }
 
+    /// Changes the largest frame accepted from now on (e.g. to the limit a peer
+    /// announced). A frame whose length was already read keeps its check.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: u32) {
+        self.max_frame_bytes = max_frame_bytes;
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()

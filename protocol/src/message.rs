@@ -173,7 +173,8 @@ pub enum ServerMessage {
         room: RoomSlot,
         seq: Seq,
         key: String,
-        value: Option<serde_bytes::ByteBuf>,
+        #[serde(with = "serde_bytes")]
+        value: Option<Vec<u8>>,
         version: u64,
         author: MemberId,
     },

@@ -44,8 +44,10 @@ pub struct MemberId(pub u32);
 pub struct Seq(pub u64);
 
 impl Seq {
+    /// The following sequence number (saturating: 2^64 events never happen, and
+    /// a peer's value must not be able to cause an overflow panic).
     pub fn next(self) -> Seq {
-        Seq(self.0 + 1)
+        Seq(self.0.saturating_add(1))
     }
 }
 

@@ -232,7 +232,7 @@ fn vectors() -> Vec<Vector> {
                 room: RoomSlot(1),
                 seq: Seq(8),
                 key: "title".into(),
-                value: Some(serde_bytes::ByteBuf::from(b"Hi".to_vec())),
+                value: Some(b"Hi".to_vec()),
                 version: 4,
                 author: MemberId(2),
             },

@@ -6,22 +6,33 @@
 //! most 14 days, starting now or earlier. It is reused across restarts while it
 //! has more than [`DEV_RENEW_BEFORE`] left, and made anew otherwise. Its SHA-256
 //! is printed at start and written beside it for clients to read.
+//!
+//! The certificate and key are kept in one file, replaced by an atomic rename,
+//! so servers starting at once on the same directory never read a certificate
+//! with another one's key. Every certificate, PEM or development, is checked
+//! against its key here, so a bad pair is a clear start-up error and never a
+//! panic deeper down.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use wtransport::Identity;
-use wtransport::tls::{Certificate, CertificateChain, PrivateKey};
+use wtransport::tls::Certificate;
+use wtransport::tls::rustls;
+use wtransport::tls::rustls::pki_types::pem::PemObject;
+use wtransport::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Longest validity browsers accept for a hash-pinned certificate.
 pub const DEV_VALIDITY: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 /// A development certificate with less than this left is replaced at start.
 pub const DEV_RENEW_BEFORE: Duration = Duration::from_secs(2 * 24 * 60 * 60);
 
+/// Certificate, key and end of validity, in one file.
+const DEV_IDENTITY_FILE: &str = "dev-identity.pem";
+/// The certificate alone, for tools that want it.
 const DEV_CERT_FILE: &str = "dev-cert.pem";
-const DEV_KEY_FILE: &str = "dev-key.pem";
 const DEV_HASH_FILE: &str = "dev-cert.sha256";
-const DEV_EXPIRY_FILE: &str = "dev-cert.not-after";
+const NOT_AFTER_LABEL: &str = "chorus-dev-not-after:";
 
 /// Where the server's certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,20 +53,17 @@ pub enum CertError {
     },
     #[error("could not generate a development certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("could not load PEM certificate {cert} and key {key}: {reason}")]
-    Pem {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
-    #[error("the certificate is invalid: {0}")]
+    #[error("{path}: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error("the certificate and key cannot be used: {0}")]
     Invalid(String),
 }
 
-/// A loaded certificate.
-#[derive(Debug)]
+/// A loaded certificate, checked against its key.
+#[derive(Debug, Clone)]
 pub struct ServerCertificate {
-    pub identity: Identity,
+    /// TLS 1.3 server configuration with the WebTransport ALPN.
+    pub tls: rustls::ServerConfig,
     /// SHA-256 of the leaf certificate (DER), as browsers pin it.
     pub sha256: [u8; 32],
     /// End of validity, where known (always for development certificates).
@@ -63,6 +71,34 @@ pub struct ServerCertificate {
 }
 
 impl ServerCertificate {
+    /// Checks the pair and builds the TLS configuration.
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        not_after: Option<SystemTime>,
+    ) -> Result<Self, CertError> {
+        let leaf = chain
+            .first()
+            .ok_or_else(|| CertError::Invalid("no certificate given".into()))?;
+        let sha256 = *Certificate::from_der(leaf.to_vec())
+            .map_err(|e| CertError::Invalid(e.to_string()))?
+            .hash()
+            .as_ref();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| CertError::Invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| CertError::Invalid(e.to_string()))?;
+        tls.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
+        Ok(ServerCertificate {
+            tls,
+            sha256,
+            not_after,
+        })
+    }
+
     /// The hash as lowercase hex.
     pub fn sha256_hex(&self) -> String {
         hex(&self.sha256)
@@ -75,29 +111,23 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// Loads (or, for development, makes) the certificate.
-pub async fn load(source: &CertificateSource) -> Result<ServerCertificate, CertError> {
+pub fn load(source: &CertificateSource) -> Result<ServerCertificate, CertError> {
     match source {
-        CertificateSource::Development { dir } => load_or_make_dev(dir, SystemTime::now()).await,
+        CertificateSource::Development { dir } => load_or_make_dev(dir, SystemTime::now()),
         CertificateSource::Pem { cert, key } => {
-            let identity =
-                Identity::load_pemfiles(cert, key)
-                    .await
-                    .map_err(|e| CertError::Pem {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                        reason: e.to_string(),
-                    })?;
-            let leaf = identity
-                .certificate_chain()
-                .as_slice()
-                .first()
-                .ok_or_else(|| CertError::Invalid("the PEM file holds no certificate".into()))?;
-            let sha256 = *leaf.hash().as_ref();
-            Ok(ServerCertificate {
-                identity,
-                sha256,
-                not_after: None,
-            })
+            let pem_err = |path: &Path| {
+                let path = path.to_owned();
+                move |e: rustls::pki_types::pem::Error| CertError::Pem {
+                    path,
+                    reason: e.to_string(),
+                }
+            };
+            let chain = CertificateDer::pem_file_iter(cert)
+                .map_err(pem_err(cert))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(pem_err(cert))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(pem_err(key))?;
+            ServerCertificate::new(chain, key, None)
         }
     }
 }
@@ -109,18 +139,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     }
 }
 
-/// The development certificate in `dir`, made anew when missing, unreadable or
-/// within [`DEV_RENEW_BEFORE`] of its end.
-pub async fn load_or_make_dev(dir: &Path, now: SystemTime) -> Result<ServerCertificate, CertError> {
-    if let Some(existing) = read_dev(dir, now).await {
+/// The development certificate in `dir`, made anew when missing, unreadable,
+/// not matching its key, or within [`DEV_RENEW_BEFORE`] of its end.
+pub fn load_or_make_dev(dir: &Path, now: SystemTime) -> Result<ServerCertificate, CertError> {
+    if let Some(existing) = read_dev(dir, now) {
         return Ok(existing);
     }
     make_dev(dir, now)
 }
 
-async fn read_dev(dir: &Path, now: SystemTime) -> Option<ServerCertificate> {
-    let not_after_secs: u64 = std::fs::read_to_string(dir.join(DEV_EXPIRY_FILE))
+fn read_dev(dir: &Path, now: SystemTime) -> Option<ServerCertificate> {
+    let pem = std::fs::read(dir.join(DEV_IDENTITY_FILE)).ok()?;
+    let not_after_secs: u64 = std::str::from_utf8(&pem)
         .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(NOT_AFTER_LABEL))?
         .trim()
         .parse()
         .ok()?;
@@ -129,39 +162,17 @@ async fn read_dev(dir: &Path, now: SystemTime) -> Option<ServerCertificate> {
         tracing::info!("development certificate is near its end; making a new one");
         return None;
     }
-    let identity = Identity::load_pemfiles(dir.join(DEV_CERT_FILE), dir.join(DEV_KEY_FILE))
-        .await
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .ok()?;
-    let sha256 = *identity
-        .certificate_chain()
-        .as_slice()
-        .first()?
-        .hash()
-        .as_ref();
-    Some(ServerCertificate {
-        identity,
-        sha256,
-        not_after: Some(not_after),
-    })
-}
-
-fn identity_from_der(
-    cert_der: Vec<u8>,
-    key_der: Vec<u8>,
-    not_after: Option<SystemTime>,
-) -> Result<ServerCertificate, CertError> {
-    let certificate =
-        Certificate::from_der(cert_der).map_err(|e| CertError::Invalid(e.to_string()))?;
-    let sha256 = *certificate.hash().as_ref();
-    let identity = Identity::new(
-        CertificateChain::single(certificate),
-        PrivateKey::from_der_pkcs8(key_der),
-    );
-    Ok(ServerCertificate {
-        identity,
-        sha256,
-        not_after,
-    })
+    let key = PrivateKeyDer::from_pem_slice(&pem).ok()?;
+    match ServerCertificate::new(chain, key, Some(not_after)) {
+        Ok(cert) => Some(cert),
+        Err(e) => {
+            tracing::warn!(error = %e, "development certificate unusable; making a new one");
+            None
+        }
+    }
 }
 
 fn make_dev(dir: &Path, now: SystemTime) -> Result<ServerCertificate, CertError> {
@@ -181,24 +192,24 @@ fn make_dev(dir: &Path, now: SystemTime) -> Result<ServerCertificate, CertError>
     params.not_before = to_offset(not_before);
     params.not_after = to_offset(not_after);
     let cert = params.self_signed(&key)?;
+    let loaded = ServerCertificate::new(
+        vec![cert.der().clone()],
+        PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| CertError::Invalid(e.into()))?,
+        Some(not_after),
+    )?;
 
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    write_file(&dir.join(DEV_CERT_FILE), cert.pem().as_bytes(), false)?;
-    write_file(
-        &dir.join(DEV_KEY_FILE),
-        key.serialize_pem().as_bytes(),
-        true,
-    )?;
     let not_after_secs = not_after
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let loaded = identity_from_der(cert.der().to_vec(), key.serialize_der(), Some(not_after))?;
-    write_file(
-        &dir.join(DEV_EXPIRY_FILE),
-        format!("{not_after_secs}\n").as_bytes(),
-        false,
-    )?;
-    write_file(
+    let identity = format!(
+        "{NOT_AFTER_LABEL} {not_after_secs}\n{}{}",
+        cert.pem(),
+        key.serialize_pem()
+    );
+    write_atomically(&dir.join(DEV_IDENTITY_FILE), identity.as_bytes(), true)?;
+    write_atomically(&dir.join(DEV_CERT_FILE), cert.pem().as_bytes(), false)?;
+    write_atomically(
         &dir.join(DEV_HASH_FILE),
         format!("{}\n", loaded.sha256_hex()).as_bytes(),
         false,
@@ -213,9 +224,14 @@ fn to_offset(t: SystemTime) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), CertError> {
+/// Writes a sibling temporary file, then renames it over `path`: readers see
+/// the old file or the new one, never a mix.
+fn write_atomically(path: &Path, contents: &[u8], private: bool) -> Result<(), CertError> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp-{}-{unique}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     if private {
         use std::os::unix::fs::OpenOptionsExt;
@@ -223,8 +239,16 @@ fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), CertErr
     }
     #[cfg(not(unix))]
     let _ = private;
-    let mut file = options.open(path).map_err(io_err(path))?;
-    file.write_all(contents).map_err(io_err(path))
+    let result = (|| {
+        let mut file = options.open(&tmp).map_err(io_err(&tmp))?;
+        file.write_all(contents).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Where the development certificate's hash is written, for clients to read.
@@ -242,14 +266,12 @@ mod tests {
         dir
     }
 
-    #[tokio::test]
-    async fn dev_certificate_is_made_once_and_reused_while_valid() {
+    #[test]
+    fn dev_certificate_is_made_once_and_reused_while_valid() {
         let dir = temp_dir("reuse");
         let now = SystemTime::now();
-        let first = load_or_make_dev(&dir, now).await.expect("made");
-        let again = load_or_make_dev(&dir, now + Duration::from_secs(3600))
-            .await
-            .expect("reused");
+        let first = load_or_make_dev(&dir, now).expect("made");
+        let again = load_or_make_dev(&dir, now + Duration::from_secs(3600)).expect("reused");
         assert_eq!(first.sha256, again.sha256);
         let written = std::fs::read_to_string(dev_hash_file(&dir)).expect("hash file");
         assert_eq!(written.trim(), first.sha256_hex());
@@ -259,39 +281,80 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(DEV_KEY_FILE))
-                .expect("key")
+            let mode = std::fs::metadata(dir.join(DEV_IDENTITY_FILE))
+                .expect("identity")
                 .permissions()
                 .mode();
-            assert_eq!(mode & 0o077, 0, "private key is readable by its owner only");
+            assert_eq!(mode & 0o077, 0, "the key is readable by its owner only");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[tokio::test]
-    async fn dev_certificate_near_its_end_is_replaced() {
+    #[test]
+    fn dev_certificate_near_its_end_is_replaced() {
         let dir = temp_dir("renew");
         let now = SystemTime::now();
-        let first = load_or_make_dev(&dir, now).await.expect("made");
+        let first = load_or_make_dev(&dir, now).expect("made");
         let late = now + DEV_VALIDITY - DEV_RENEW_BEFORE + Duration::from_secs(60);
-        let second = load_or_make_dev(&dir, late).await.expect("renewed");
+        let second = load_or_make_dev(&dir, late).expect("renewed");
         assert_ne!(first.sha256, second.sha256);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    #[tokio::test]
-    async fn unreadable_dev_files_are_replaced_not_fatal() {
+    #[test]
+    fn unreadable_or_mismatched_dev_files_are_replaced_not_fatal() {
         let dir = temp_dir("corrupt");
         let now = SystemTime::now();
-        load_or_make_dev(&dir, now).await.expect("made");
-        std::fs::write(dir.join(DEV_CERT_FILE), "garbage").expect("write");
-        let again = load_or_make_dev(&dir, now).await.expect("made anew");
+        load_or_make_dev(&dir, now).expect("made");
+        std::fs::write(dir.join(DEV_IDENTITY_FILE), "garbage").expect("write");
+        let again = load_or_make_dev(&dir, now).expect("made anew");
         assert_eq!(
             std::fs::read_to_string(dev_hash_file(&dir))
                 .expect("hash")
                 .trim(),
             again.sha256_hex()
         );
+        // A certificate with someone else's key is refused and replaced.
+        let identity = std::fs::read_to_string(dir.join(DEV_IDENTITY_FILE)).expect("read");
+        let other = temp_dir("corrupt-other");
+        load_or_make_dev(&other, now).expect("made");
+        let other_identity = std::fs::read_to_string(other.join(DEV_IDENTITY_FILE)).expect("read");
+        let key_start = |s: &str| s.find("-----BEGIN PRIVATE KEY").expect("key block");
+        let mixed = format!(
+            "{}{}",
+            &identity[..key_start(&identity)],
+            &other_identity[key_start(&other_identity)..]
+        );
+        std::fs::write(dir.join(DEV_IDENTITY_FILE), mixed).expect("write");
+        let replaced = load_or_make_dev(&dir, now).expect("made anew");
+        assert_ne!(replaced.sha256, again.sha256);
         let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&other);
+    }
+
+    #[test]
+    fn a_pem_pair_that_does_not_match_is_a_clear_error() {
+        let a = temp_dir("pem-a");
+        let b = temp_dir("pem-b");
+        load_or_make_dev(&a, SystemTime::now()).expect("made");
+        load_or_make_dev(&b, SystemTime::now()).expect("made");
+        let source = CertificateSource::Pem {
+            cert: a.join(DEV_CERT_FILE),
+            key: b.join(DEV_IDENTITY_FILE),
+        };
+        let err = load(&source).expect_err("mismatched key");
+        assert!(matches!(err, CertError::Invalid(_)), "{err}");
+        let ok = CertificateSource::Pem {
+            cert: a.join(DEV_CERT_FILE),
+            key: a.join(DEV_IDENTITY_FILE),
+        };
+        load(&ok).expect("matching pair loads");
+        let missing = CertificateSource::Pem {
+            cert: a.join("nope.pem"),
+            key: a.join(DEV_IDENTITY_FILE),
+        };
+        assert!(matches!(load(&missing), Err(CertError::Pem { .. })));
+        let _ = std::fs::remove_dir_all(&a);
+        let _ = std::fs::remove_dir_all(&b);
     }
 }

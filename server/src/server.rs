@@ -11,6 +11,7 @@ use crate::rooms::{RoomRegistry, RoomSettings};
 use crate::session::{SessionConfig, SessionContext};
 use crate::stats::ServerStats;
 use crate::transport::webtransport::{WEBTRANSPORT_PATH, handle_incoming};
+use chorus_protocol::ErrorCode;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -117,7 +118,7 @@ impl Server {
             )));
         }
 
-        let certificate = cert::load(&config.certificate).await?;
+        let certificate = cert::load(&config.certificate)?;
         let clock = ServerClock::new();
         let stats = Arc::new(ServerStats::default());
         let registry = RoomRegistry::new(config.rooms.clone(), clock, stats.clone());
@@ -137,7 +138,7 @@ impl Server {
                 SocketAddr::V6(v6) => builder.with_bind_address_v6(*v6, Ipv6DualStackConfig::Deny),
             };
             let wt_config = builder
-                .with_identity(certificate.identity.clone_identity())
+                .with_custom_tls(certificate.tls.clone())
                 .keep_alive_interval(Some(config.keep_alive))
                 .max_idle_timeout(Some(config.idle_timeout))
                 .map_err(|_| {
@@ -233,7 +234,10 @@ impl RunningServer {
             task.abort();
         }
         for endpoint in &self.endpoints {
-            endpoint.close(wtransport::VarInt::from_u32(0), b"server shutting down");
+            endpoint.close(
+                wtransport::VarInt::from_u32(u32::from(ErrorCode::ShuttingDown.as_u16())),
+                b"server shutting down",
+            );
         }
         for endpoint in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;

@@ -649,7 +649,7 @@ impl Room {
                 room: self.slot,
                 seq,
                 key,
-                value: value.map(serde_bytes::ByteBuf::from),
+                value,
                 version,
                 author,
             },

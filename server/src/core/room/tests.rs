@@ -240,7 +240,7 @@ fn state_versions_increase_and_events_come_before_the_ack() {
                     room: RoomSlot(7),
                     seq: Seq(2),
                     key: "title".into(),
-                    value: Some(serde_bytes::ByteBuf::from(b"Hello".to_vec())),
+                    value: Some(b"Hello".to_vec()),
                     version: 1,
                     author: MemberId(1),
                 },
