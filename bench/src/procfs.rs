@@ -100,6 +100,27 @@ pub fn status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Busy clock ticks of the whole machine (all cores, all processes) from the
+/// `cpu` line of `/proc/stat`: everything but idle and iowait.
+pub fn machine_busy_ticks() -> Option<u64> {
+    parse_proc_stat_busy(&fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// See [`machine_busy_ticks`].
+pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let values: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice]; guest
+    // time is already inside user, so only the first 8 are summed.
+    let total: u64 = values.iter().take(8).sum();
+    let idle = values.get(3)? + values.get(4).copied().unwrap_or(0);
+    Some(total.saturating_sub(idle))
+}
+
 /// CPU % of one core for `ticks` clock ticks over `secs` seconds.
 pub fn cpu_pct(ticks: u64, clk_tck: u64, secs: f64) -> f64 {
     if secs <= 0.0 || clk_tck == 0 {
@@ -120,6 +141,14 @@ mod tests {
         assert_eq!(parse_stat_cpu_ticks(stat), Some(333));
         assert_eq!(parse_stat_cpu_ticks("garbage"), None);
         assert_eq!(parse_stat_cpu_ticks("1 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn machine_busy_excludes_idle_and_iowait() {
+        let stat = "cpu  10 1 5 100 7 2 3 4 9 9\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(parse_proc_stat_busy(stat), Some(10 + 1 + 5 + 2 + 3 + 4));
+        assert_eq!(parse_proc_stat_busy("intr 1 2\n"), None);
+        assert!(machine_busy_ticks().is_some());
     }
 
     #[test]

@@ -138,6 +138,10 @@ pub struct CpuFigures {
     pub loadgen_pct: Option<f64>,
     /// The whole bench process (server + clients + main thread when in process).
     pub bench_process_pct: Option<f64>,
+    /// Every process on the machine (`/proc/stat`), same unit: a value well
+    /// above `bench_process_pct` (+ `server_pct` for an external server) means
+    /// something else was competing for the cores during the run.
+    pub machine_pct: Option<f64>,
     /// Clock ticks per second used to convert `/proc` times.
     pub clk_tck: u64,
 }
@@ -399,6 +403,14 @@ impl Report {
         row("load-generator CPU", pct(self.cpu.loadgen_pct));
         row("bench process CPU", pct(self.cpu.bench_process_pct));
         row(
+            "whole machine CPU",
+            format!(
+                "{} of {} % (all processes)",
+                pct(self.cpu.machine_pct),
+                100 * self.meta.cores
+            ),
+        );
+        row(
             "peak RSS / RSS at end",
             format!(
                 "{} / {} ({})",
@@ -658,7 +670,13 @@ mod tests {
         ] {
             assert!(v["params"].get(key).is_some(), "params.{key}");
         }
-        for key in ["server_pct", "loadgen_pct", "bench_process_pct", "clk_tck"] {
+        for key in [
+            "server_pct",
+            "loadgen_pct",
+            "bench_process_pct",
+            "machine_pct",
+            "clk_tck",
+        ] {
             assert!(v["cpu"].get(key).is_some(), "cpu.{key}");
         }
         for key in ["peak_rss_mib", "rss_end_mib", "scope"] {

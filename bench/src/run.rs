@@ -222,6 +222,7 @@ struct CpuSample {
     client_threads: u64,
     process: Option<u64>,
     server_process: Option<u64>,
+    machine: Option<u64>,
 }
 
 fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
@@ -232,6 +233,7 @@ fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
         client_threads: by_prefix[1],
         process: procfs::process_cpu_ticks("self"),
         server_process: server_pid.and_then(|pid| procfs::process_cpu_ticks(&pid.to_string())),
+        machine: procfs::machine_busy_ticks(),
     }
 }
 
@@ -481,6 +483,10 @@ async fn measure(
         },
         loadgen_pct: Some(pct(cpu0.client_threads, cpu1.client_threads)),
         bench_process_pct: match (cpu0.process, cpu1.process) {
+            (Some(a), Some(b)) => Some(pct(a, b)),
+            _ => None,
+        },
+        machine_pct: match (cpu0.machine, cpu1.machine) {
             (Some(a), Some(b)) => Some(pct(a, b)),
             _ => None,
         },
