@@ -121,6 +121,39 @@ pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
     Some(total.saturating_sub(idle))
 }
 
+/// Kernel UDP counters of this network namespace (`/proc/net/snmp`), all
+/// sockets on the machine: loopback traffic of other programs counts too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    pub in_datagrams: u64,
+    pub out_datagrams: u64,
+    /// Datagrams dropped because a socket's receive buffer was full.
+    pub rcvbuf_errors: u64,
+    pub sndbuf_errors: u64,
+}
+
+/// See [`UdpCounters`].
+pub fn udp_counters() -> Option<UdpCounters> {
+    parse_snmp_udp(&fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
+/// Parses the two `Udp:` lines (names, then values) of `/proc/net/snmp`.
+pub fn parse_snmp_udp(snmp: &str) -> Option<UdpCounters> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = lines.next()?.split_ascii_whitespace().skip(1).collect();
+    let values: Vec<&str> = lines.next()?.split_ascii_whitespace().skip(1).collect();
+    let get = |key: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == key)?;
+        values.get(i)?.parse().ok()
+    };
+    Some(UdpCounters {
+        in_datagrams: get("InDatagrams")?,
+        out_datagrams: get("OutDatagrams")?,
+        rcvbuf_errors: get("RcvbufErrors")?,
+        sndbuf_errors: get("SndbufErrors")?,
+    })
+}
+
 /// CPU % of one core for `ticks` clock ticks over `secs` seconds.
 pub fn cpu_pct(ticks: u64, clk_tck: u64, secs: f64) -> f64 {
     if secs <= 0.0 || clk_tck == 0 {
@@ -149,6 +182,21 @@ mod tests {
         assert_eq!(parse_proc_stat_busy(stat), Some(10 + 1 + 5 + 2 + 3 + 4));
         assert_eq!(parse_proc_stat_busy("intr 1 2\n"), None);
         assert!(machine_busy_ticks().is_some());
+    }
+
+    #[test]
+    fn snmp_udp_lines_are_matched_by_name() {
+        let snmp = "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 10 0 3 20 3 1\nUdpLite: InDatagrams\nUdpLite: 0\n";
+        assert_eq!(
+            parse_snmp_udp(snmp),
+            Some(UdpCounters {
+                in_datagrams: 10,
+                out_datagrams: 20,
+                rcvbuf_errors: 3,
+                sndbuf_errors: 1,
+            })
+        );
+        assert_eq!(parse_snmp_udp("Udp: InDatagrams\n"), None);
     }
 
     #[test]

@@ -166,6 +166,17 @@ pub struct ServerCounters {
     pub ticks_rejected: u64,
 }
 
+/// Kernel UDP counters over the run (whole machine, from `/proc/net/snmp`):
+/// `rcvbuf_errors` are packets dropped because a socket's receive buffer was
+/// full, invisible to QUIC and to the server's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelUdp {
+    pub in_datagrams: u64,
+    pub out_datagrams: u64,
+    pub rcvbuf_errors: u64,
+    pub sndbuf_errors: u64,
+}
+
 /// Latency percentiles in ms (3 decimals); `None` with no samples.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
@@ -244,6 +255,8 @@ pub struct Report {
     pub cpu: CpuFigures,
     pub memory: MemFigures,
     pub server_counters: Option<ServerCounters>,
+    /// From the start of sending to the drain deadline.
+    pub kernel_udp: Option<KernelUdp>,
 }
 
 /// Inputs of [`Report::compute`] besides the merged totals.
@@ -254,6 +267,7 @@ pub struct Measurements {
     pub cpu: CpuFigures,
     pub memory: MemFigures,
     pub server_counters: Option<ServerCounters>,
+    pub kernel_udp: Option<KernelUdp>,
 }
 
 impl Report {
@@ -306,6 +320,7 @@ impl Report {
             cpu: m.cpu,
             memory: m.memory,
             server_counters: m.server_counters,
+            kernel_udp: m.kernel_udp,
         }
     }
 
@@ -429,6 +444,15 @@ impl Report {
             ),
             None => row("server counters", "- (external server)".to_owned()),
         }
+        if let Some(k) = &self.kernel_udp {
+            row(
+                "kernel UDP in/out/rcvbuf-drops",
+                format!(
+                    "{} / {} / {} (whole machine, warm-up to drain)",
+                    k.in_datagrams, k.out_datagrams, k.rcvbuf_errors
+                ),
+            );
+        }
         s
     }
 }
@@ -489,6 +513,7 @@ mod tests {
                 ticks_dropped: 3,
                 ticks_rejected: 4,
             }),
+            kernel_udp: Some(KernelUdp::default()),
         }
     }
 
@@ -653,6 +678,7 @@ mod tests {
             "cpu",
             "memory",
             "server_counters",
+            "kernel_udp",
         ] {
             assert!(v.get(key).is_some(), "missing key {key}");
         }

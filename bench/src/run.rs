@@ -11,8 +11,8 @@
 use crate::payload::{self, Header, Seen, SeenWindow};
 use crate::procfs;
 use crate::report::{
-    ClientTotals, CpuFigures, Measurements, MemFigures, Params, Report, RunMeta, ServerCounters,
-    new_histogram, record, rfc3339_utc,
+    ClientTotals, CpuFigures, KernelUdp, Measurements, MemFigures, Params, Report, RunMeta,
+    ServerCounters, new_histogram, record, rfc3339_utc,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use chorus_client::{Client, ConnectOptions, JoinOptions, Room};
@@ -429,6 +429,7 @@ async fn measure(
         ));
     }
 
+    let udp0 = procfs::udp_counters();
     sleep_until(tl.window_start).await;
     let cpu0 = sample_cpu(server_pid);
     let counters0 = stats.as_deref().map(server_counters);
@@ -438,6 +439,7 @@ async fn measure(
     let (peak_rss_mib, rss_end_mib) = procfs::memory_mib(&mem_pid);
     sleep_until(tl.recv_deadline).await;
     let counters1 = stats.as_deref().map(server_counters);
+    let udp1 = procfs::udp_counters();
 
     // Senders stop at the window end and receivers at the drain deadline; this
     // bound only guards against a task that does not.
@@ -506,6 +508,15 @@ async fn measure(
         (Some(a), Some(b)) => Some(counters_delta(a, b)),
         _ => None,
     };
+    let kernel_udp = match (udp0, udp1) {
+        (Some(a), Some(b)) => Some(KernelUdp {
+            in_datagrams: b.in_datagrams.saturating_sub(a.in_datagrams),
+            out_datagrams: b.out_datagrams.saturating_sub(a.out_datagrams),
+            rcvbuf_errors: b.rcvbuf_errors.saturating_sub(a.rcvbuf_errors),
+            sndbuf_errors: b.sndbuf_errors.saturating_sub(a.sndbuf_errors),
+        }),
+        _ => None,
+    };
     Ok((
         totals,
         Measurements {
@@ -516,6 +527,7 @@ async fn measure(
             cpu,
             memory,
             server_counters,
+            kernel_udp,
         },
     ))
 }
