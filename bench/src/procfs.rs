@@ -121,6 +121,17 @@ pub fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
     Some(total.saturating_sub(idle))
 }
 
+/// Online CPUs of the machine (`cpuN` lines of `/proc/stat`), regardless of
+/// this process's affinity mask.
+pub fn machine_cores() -> Option<usize> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let n = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    (n > 0).then_some(n)
+}
+
 /// Kernel UDP counters of this network namespace (`/proc/net/snmp`), all
 /// sockets on the machine: loopback traffic of other programs counts too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -182,6 +193,7 @@ mod tests {
         assert_eq!(parse_proc_stat_busy(stat), Some(10 + 1 + 5 + 2 + 3 + 4));
         assert_eq!(parse_proc_stat_busy("intr 1 2\n"), None);
         assert!(machine_busy_ticks().is_some());
+        assert!(machine_cores().is_some_and(|n| n >= 1));
     }
 
     #[test]

@@ -215,7 +215,10 @@ pub struct RunMeta {
     pub git_commit: Option<String>,
     /// Uncommitted changes in the work tree (`None`: unknown).
     pub git_dirty: Option<bool>,
+    /// Online CPUs of the machine.
     pub cores: usize,
+    /// CPUs this process may run on (its affinity mask, e.g. under `taskset`).
+    pub usable_cores: usize,
 }
 
 /// Everything the bench reports; serialized as the JSON line.
@@ -343,7 +346,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  commit {} {} | {} cores | {}",
+            "  commit {} {} | {} cores ({} usable by the bench) | {}",
             self.meta.git_commit.as_deref().unwrap_or("?"),
             match self.meta.git_dirty {
                 Some(true) => "(dirty tree)",
@@ -351,6 +354,7 @@ impl Report {
                 None => "",
             },
             self.meta.cores,
+            self.meta.usable_cores,
             self.meta.timestamp
         );
         let mut row = |k: &str, v: String| {
@@ -637,6 +641,7 @@ mod tests {
             git_commit: Some("abc".into()),
             git_dirty: Some(false),
             cores: 2,
+            usable_cores: 2,
         };
         let r = Report::compute(
             params(5),
@@ -654,6 +659,7 @@ mod tests {
             "git_commit",
             "git_dirty",
             "cores",
+            "usable_cores",
             "params",
             "window_s",
             "nominal_sent_per_s",

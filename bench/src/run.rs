@@ -672,6 +672,7 @@ async fn close_all(clients: Vec<Connected>) {
 }
 
 fn run_meta() -> RunMeta {
+    let usable = std::thread::available_parallelism().map_or(0, |n| n.get());
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -681,7 +682,8 @@ fn run_meta() -> RunMeta {
         timestamp_unix: unix,
         git_commit: git(&["rev-parse", "HEAD"]),
         git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cores: procfs::machine_cores().unwrap_or(usable),
+        usable_cores: usable,
     }
 }
 
