@@ -140,7 +140,9 @@ pub struct CpuFigures {
     pub bench_process_pct: Option<f64>,
     /// Every process on the machine (`/proc/stat`), same unit: a value well
     /// above `bench_process_pct` (+ `server_pct` for an external server) means
-    /// something else was competing for the cores during the run.
+    /// something else was competing for the cores during the run. The kernel
+    /// samples this per timer tick, so at partial load it can read lower than
+    /// the per-thread figures; at saturation both agree.
     pub machine_pct: Option<f64>,
     /// Clock ticks per second used to convert `/proc` times.
     pub clk_tck: u64,
@@ -424,7 +426,7 @@ impl Report {
         row(
             "whole machine CPU",
             format!(
-                "{} of {} % (all processes)",
+                "{} of {} % (all processes, tick-sampled)",
                 pct(self.cpu.machine_pct),
                 100 * self.meta.cores
             ),
