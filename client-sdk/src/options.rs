@@ -101,6 +101,12 @@ pub struct ConnectOptions {
     pub keep_alive_interval: Option<Duration>,
     /// QUIC idle timeout (the smaller of both sides' applies). Default: 30 s.
     pub max_idle_timeout: Duration,
+    /// Outgoing datagram bytes queued before the oldest ticks are dropped.
+    /// Default: 16 KiB (quinn's own 1 MiB would queue seconds of stale ticks).
+    pub datagram_send_buffer_bytes: usize,
+    /// Incoming datagram bytes queued before the oldest ticks are dropped, so a
+    /// busy application reads fresh ticks, not a backlog. Default: 64 KiB.
+    pub datagram_receive_buffer_bytes: usize,
 }
 
 impl Default for ConnectOptions {
@@ -122,6 +128,8 @@ impl Default for ConnectOptions {
             max_frame_bytes: None,
             keep_alive_interval: Some(Duration::from_secs(5)),
             max_idle_timeout: Duration::from_secs(30),
+            datagram_send_buffer_bytes: 16 * 1024,
+            datagram_receive_buffer_bytes: 64 * 1024,
         }
     }
 }
@@ -156,16 +164,26 @@ impl ConnectOptions {
             Trust::NativeRoots => builder.with_native_certs(),
             Trust::CaPem(pem) => builder.with_custom_tls(tls_config_from_pem(pem)?),
         };
-        let builder = builder
-            .max_idle_timeout(Some(self.max_idle_timeout))
-            .map_err(|_| {
+        // The whole transport configuration is ours: idle timeout, keep-alive,
+        // and small datagram buffers, so ticks stay newest-wins end to end.
+        let idle =
+            wtransport::quinn::IdleTimeout::try_from(self.max_idle_timeout).map_err(|_| {
                 ConnectError::Tls(format!(
                     "idle timeout {:?} is out of range",
                     self.max_idle_timeout
                 ))
-            })?
-            .keep_alive_interval(self.keep_alive_interval);
-        Ok(builder.build())
+            })?;
+        let mut transport = wtransport::quinn::TransportConfig::default();
+        transport
+            .max_idle_timeout(Some(idle))
+            .keep_alive_interval(self.keep_alive_interval)
+            .datagram_send_buffer_size(self.datagram_send_buffer_bytes)
+            .datagram_receive_buffer_size(Some(self.datagram_receive_buffer_bytes));
+        let mut config = builder.build();
+        config
+            .quic_config_mut()
+            .transport_config(Arc::new(transport));
+        Ok(config)
     }
 }
 

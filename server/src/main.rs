@@ -64,6 +64,13 @@ struct Args {
     /// Seconds of silence after which a connection is dropped.
     #[arg(long, env = "CHORUS_IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
     idle_timeout_secs: u64,
+    /// Outgoing datagram bytes queued per connection; the oldest ticks are
+    /// dropped past it, so a slow receiver gets fresh ticks, not late ones.
+    #[arg(long, env = "CHORUS_DATAGRAM_SEND_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_DATAGRAM_SEND_BUFFER as u64, value_parser = clap::value_parser!(u64).range(2048..=64 * 1024 * 1024))]
+    datagram_send_buffer_bytes: u64,
+    /// Incoming datagram bytes queued per connection before the oldest are dropped.
+    #[arg(long, env = "CHORUS_DATAGRAM_RECEIVE_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_DATAGRAM_RECEIVE_BUFFER as u64, value_parser = clap::value_parser!(u64).range(2048..=64 * 1024 * 1024))]
+    datagram_receive_buffer_bytes: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_server=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     log: String,
@@ -89,6 +96,8 @@ impl Args {
                 },
             },
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            datagram_send_buffer_bytes: self.datagram_send_buffer_bytes as usize,
+            datagram_receive_buffer_bytes: self.datagram_receive_buffer_bytes as usize,
             ..ServerConfig::default()
         };
         config.keep_alive = config.keep_alive.min(config.idle_timeout / 2);

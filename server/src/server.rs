@@ -33,10 +33,22 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Keep-alive interval, so a quiet but healthy client is not timed out.
     pub keep_alive: Duration,
+    /// Outgoing datagram bytes queued per connection. When a receiver cannot
+    /// take ticks as fast as they come, the oldest queued ones are dropped: this
+    /// bound is what makes the tick lane newest-wins instead of seconds behind.
+    pub datagram_send_buffer_bytes: usize,
+    /// Incoming datagram bytes queued per connection before the oldest are
+    /// dropped (also the largest datagram a client may send).
+    pub datagram_receive_buffer_bytes: usize,
 }
 
 /// The default port for both WebTransport (UDP) and, later, WebSocket (TCP).
 pub const DEFAULT_PORT: u16 = 4433;
+/// quinn's own default is 1 MiB, which at tick rates is seconds of stale ticks.
+pub const DEFAULT_DATAGRAM_SEND_BUFFER: usize = 16 * 1024;
+pub const DEFAULT_DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
+/// A datagram buffer must hold at least one full-size datagram.
+pub const MIN_DATAGRAM_BUFFER: usize = 2048;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -52,6 +64,8 @@ impl Default for ServerConfig {
             rooms: RoomSettings::default(),
             idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::from_secs(5),
+            datagram_send_buffer_bytes: DEFAULT_DATAGRAM_SEND_BUFFER,
+            datagram_receive_buffer_bytes: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
         }
     }
 }
@@ -111,6 +125,19 @@ impl Server {
         config.rooms.room.max_state_keys = config.session.limits.max_state_keys;
         config.rooms.room.max_state_total_bytes =
             u64::from(config.session.limits.max_state_total_bytes);
+        for (name, value) in [
+            ("datagram send buffer", config.datagram_send_buffer_bytes),
+            (
+                "datagram receive buffer",
+                config.datagram_receive_buffer_bytes,
+            ),
+        ] {
+            if value < MIN_DATAGRAM_BUFFER {
+                return Err(StartError::InvalidSetting(format!(
+                    "{name} of {value} bytes is below the minimum of {MIN_DATAGRAM_BUFFER}"
+                )));
+            }
+        }
         if config.idle_timeout <= config.keep_alive {
             return Err(StartError::InvalidSetting(format!(
                 "idle timeout ({:?}) must be longer than keep-alive ({:?})",
@@ -137,8 +164,12 @@ impl Server {
                 SocketAddr::V4(_) => builder.with_bind_address(*addr),
                 SocketAddr::V6(v6) => builder.with_bind_address_v6(*v6, Ipv6DualStackConfig::Deny),
             };
+            let mut transport = wtransport::quinn::TransportConfig::default();
+            transport
+                .datagram_send_buffer_size(config.datagram_send_buffer_bytes)
+                .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes));
             let wt_config = builder
-                .with_custom_tls(certificate.tls.clone())
+                .with_custom_tls_and_transport(certificate.tls.clone(), transport)
                 .keep_alive_interval(Some(config.keep_alive))
                 .max_idle_timeout(Some(config.idle_timeout))
                 .map_err(|_| {
