@@ -247,66 +247,52 @@ pub async fn run_session<R, W, C>(
 {
     let id = ctx.new_session_id();
     let span = tracing::debug_span!("session", id = %id, remote = %info.remote, transport = info.transport);
-    run_session_inner(ctx, id, info, reader, writer, closer, ticks)
-        .instrument(span)
-        .await;
-}
+    async move {
+        let outbox = Outbox::new(ctx.config.outbox_max_frames, ctx.config.outbox_max_bytes);
+        let shared = Arc::new(SessionShared::new(id, outbox, ticks));
+        ctx.stats.sessions_opened.inc();
+        tracing::debug!("session opened");
+        let writer_task = tokio::spawn(write_loop(shared.clone(), writer).in_current_span());
 
-async fn run_session_inner<R, W, C>(
-    ctx: Arc<SessionContext>,
-    id: SessionId,
-    info: SessionInfo,
-    reader: R,
-    writer: W,
-    closer: C,
-    ticks: Arc<dyn TickSink>,
-) where
-    R: TransportReader,
-    W: TransportWriter,
-    C: TransportCloser,
-{
-    let outbox = Outbox::new(ctx.config.outbox_max_frames, ctx.config.outbox_max_bytes);
-    let shared = Arc::new(SessionShared::new(id, outbox, ticks));
-    ctx.stats.sessions_opened.inc();
-    tracing::debug!("session opened");
-    let writer_task = tokio::spawn(write_loop(shared.clone(), writer).in_current_span());
+        let mut session = Session {
+            ctx: ctx.clone(),
+            shared: shared.clone(),
+            info,
+            reader,
+            datagram_errors: ErrorBudget::new(ctx.config.datagram_errors_per_second),
+        };
+        let end = session.run().await;
 
-    let mut session = Session {
-        ctx: ctx.clone(),
-        shared: shared.clone(),
-        info,
-        reader,
-        datagram_errors: ErrorBudget::new(ctx.config.datagram_errors_per_second),
-    };
-    let end = session.run().await;
-
-    // Tell the client why, if there is a why; then leave every room.
-    if let Some(error) = &end {
-        tracing::debug!(code = %error.code, message = %error.message, "closing session");
-        ctx.stats.errors_sent.inc();
-        shared
-            .outbox
-            .push_final(Bytes::from(encode_message(&ServerMessage::Error(
-                error.clone(),
-            ))));
+        // Tell the client why, if there is a why; then leave every room.
+        if let Some(error) = &end {
+            tracing::debug!(code = %error.code, message = %error.message, "closing session");
+            ctx.stats.errors_sent.inc();
+            shared
+                .outbox
+                .push_final(Bytes::from(encode_message(&ServerMessage::Error(
+                    error.clone(),
+                ))));
+        }
+        let joined: Vec<JoinedRoom> = shared.joined.load().values().cloned().collect();
+        for room in joined {
+            room.room.remove(id, LeaveReason::Disconnected).await;
+        }
+        shared.outbox.close();
+        if tokio::time::timeout(ctx.config.close_flush_timeout, writer_task)
+            .await
+            .is_err()
+        {
+            tracing::debug!("client did not take its last frames in time");
+        }
+        match &end {
+            Some(error) => closer.close(error.code.as_u16(), &error.message),
+            None => closer.close(0, "closed"),
+        }
+        ctx.stats.sessions_closed.inc();
+        tracing::debug!("session closed");
     }
-    let joined: Vec<JoinedRoom> = shared.joined.load().values().cloned().collect();
-    for room in joined {
-        room.room.remove(id, LeaveReason::Disconnected).await;
-    }
-    shared.outbox.close();
-    if tokio::time::timeout(ctx.config.close_flush_timeout, writer_task)
-        .await
-        .is_err()
-    {
-        tracing::debug!("client did not take its last frames in time");
-    }
-    match &end {
-        Some(error) => closer.close(error.code.as_u16(), &error.message),
-        None => closer.close(0, "closed"),
-    }
-    ctx.stats.sessions_closed.inc();
-    tracing::debug!("session closed");
+    .instrument(span)
+    .await;
 }
 
 async fn write_loop<W: TransportWriter>(shared: Arc<SessionShared>, mut writer: W) {
