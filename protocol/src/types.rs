@@ -101,6 +101,8 @@ pub enum LeaveReason {
     Disconnected,
     /// The member could not keep up with the room's reliable events and was cut off.
     TooSlow,
+    /// The member's connection went silent past the heartbeat timeout.
+    TimedOut,
 }
 
 impl fmt::Display for LeaveReason {
@@ -109,6 +111,7 @@ impl fmt::Display for LeaveReason {
             LeaveReason::Left => "left",
             LeaveReason::Disconnected => "disconnected",
             LeaveReason::TooSlow => "too slow",
+            LeaveReason::TimedOut => "timed out",
         })
     }
 }

@@ -227,6 +227,15 @@ fn vectors() -> Vec<Vector> {
             },
         ),
         server(
+            "member_timed_out",
+            ServerMessage::MemberLeft {
+                room: RoomSlot(1),
+                seq: Seq(8),
+                member: MemberId(4),
+                reason: LeaveReason::TimedOut,
+            },
+        ),
+        server(
             "state_changed",
             ServerMessage::StateChanged {
                 room: RoomSlot(1),
