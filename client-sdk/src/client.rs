@@ -1,24 +1,28 @@
-//! Connecting and the [`Client`] handle: the WebTransport session, the control
-//! stream handshake (`ClientHello` → `ServerHello`), the initial clock sync, and
-//! client-level operations (join, clock, errors, close).
+//! Connecting and the [`Client`] handle: choosing the transport (WebTransport,
+//! WebSocket, or WebTransport with WebSocket fallback), the handshake
+//! (`ClientHello` → `ServerHello`, written once for both transports), the
+//! initial clock sync, and client-level operations (join, clock, errors, close).
 
 use crate::clock::{ClockEstimate, LocalClock};
-use crate::driver::{ControlStream, Reply, Shared, reason_from_connection};
+use crate::driver::{Reply, Shared};
 use crate::error::{CloseReason, ConnectError, RequestError};
-use crate::options::{ConnectOptions, JoinOptions};
+use crate::options::{ConnectOptions, JoinOptions, TransportChoice};
 use crate::room::Room;
-use crate::url::ServerUrl;
+use crate::transport::{
+    Connected, Inbound, LinkClose, LinkReader, LinkWriter, OutMessage, Transport, websocket,
+    webtransport,
+};
+use crate::url::{Scheme, ServerUrl, UrlError};
 use chorus_protocol::{
-    ClientHello, ClientMessage, DecodeError, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder,
-    Limits, PROTOCOL_VERSION, ServerHello, ServerMessage, ServerTime, decode_server_message,
-    encode_frame,
+    ClientHello, ClientMessage, DecodeError, ErrorCode, ErrorDetail, ErrorFrame, Limits,
+    PROTOCOL_VERSION, ServerHello, ServerMessage, ServerTime, decode_server_message,
 };
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
-use tracing::{debug, info};
-use wtransport::{Endpoint, RecvStream};
+use tokio::time::Instant as Deadline;
+use tracing::{debug, info, trace};
 
 /// A connection to a Chorus server. Cheap to clone; all clones share one
 /// connection, which stays open while any `Client` or [`Room`] handle exists
@@ -44,71 +48,81 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("session_id", &self.session_id())
+            .field("transport", &self.transport())
             .field("closed", &self.handle.shared.close_reason())
             .finish()
     }
 }
 
 impl Client {
-    /// Connects to `url` (e.g. `https://127.0.0.1:4433/chorus`), performs the
-    /// handshake and the initial clock sync, and starts the background driver.
+    /// Connects to `url`, performs the handshake and the initial clock sync, and
+    /// starts the background driver.
     ///
-    /// Must be called within a Tokio runtime. The whole sequence is bounded by
+    /// The URL says the transport ([`ConnectOptions::transport`] can narrow it):
+    /// - `https://127.0.0.1:4433/chorus`: WebTransport; with
+    ///   [`TransportChoice::Auto`] (the default), if the WebTransport session is
+    ///   not established within [`ConnectOptions::fallback_after`] or fails
+    ///   (UDP blocked, nothing listening on UDP), WebSocket at
+    ///   `wss://127.0.0.1:4433/chorus` (or [`ConnectOptions::websocket_url`])
+    ///   with the same trust settings. [`Client::transport`] tells which one won.
+    /// - `wss://…` or `ws://…`: WebSocket (TLS, or plain TCP for loopback
+    ///   development and behind a TLS-terminating proxy).
+    ///
+    /// Must be called within a Tokio runtime. Each attempt is bounded by
     /// [`ConnectOptions::handshake_timeout`].
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Client, ConnectError> {
-        ServerUrl::parse(url)?;
-        let config = options.client_config()?;
-        let timeout = options.handshake_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let endpoint = Endpoint::client(config)?;
-        let clock = LocalClock::new();
-
-        let (conn, control, hello) = tokio::time::timeout_at(deadline, async {
-            let conn = endpoint
-                .connect(url)
-                .await
-                .map_err(|e| ConnectError::Connecting(e.to_string()))?;
-            let result = handshake(&conn, &options).await;
-            Ok::<_, ConnectError>((conn, result))
-        })
-        .await
-        .map_err(|_| ConnectError::HandshakeTimeout(timeout))
-        .and_then(|r| r)
-        .and_then(|(conn, result)| match result {
-            Ok((control, hello)) => Ok((conn, control, hello)),
-            Err(e) => {
-                conn.close(0u32.into(), b"handshake failed");
-                Err(e)
-            }
-        })?;
-        info!(
-            session_id = hello.session_id,
-            server = %hello.server_name,
-            version = %hello.version,
-            "connected"
-        );
-
-        let pings = options.clock_sync_pings;
-        let shared = Shared::start(endpoint, conn, control, hello, options, clock);
-        let client = Client {
-            handle: Arc::new(ClientHandle { shared }),
-        };
-        if pings > 0 {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let per_ping = remaining / pings.max(1);
-            let sync =
-                tokio::time::timeout(remaining, client.handle.shared.sync_clock(pings, per_ping))
+        let server = ServerUrl::parse(url)?;
+        match (server.scheme, options.transport) {
+            (Scheme::Https, TransportChoice::Auto) => {
+                // Only a session that is not established in time (or fails) falls
+                // back; once it is, the Chorus handshake's outcome is final.
+                let deadline = Deadline::now() + options.handshake_timeout;
+                let wait = options.fallback_after.min(options.handshake_timeout);
+                let webtransport_error = match webtransport_session(url, &options, wait).await {
+                    Ok(connected) => return establish(connected, options, deadline).await,
+                    Err(e) if !e.allows_fallback() => return Err(e),
+                    Err(e) => e,
+                };
+                let target = websocket_target(&server, &options)?;
+                info!(
+                    error = %webtransport_error,
+                    url = %target,
+                    "WebTransport unavailable, trying WebSocket"
+                );
+                connect_websocket(&target, options)
                     .await
-                    .unwrap_or(0);
-            if let Some(reason) = client.handle.shared.close_reason() {
-                return Err(ConnectError::Closed(reason));
+                    .map_err(|websocket_error| ConnectError::AllTransportsFailed {
+                        webtransport: Box::new(webtransport_error),
+                        websocket: Box::new(websocket_error),
+                    })
             }
-            if sync == 0 {
-                return Err(ConnectError::HandshakeTimeout(timeout));
+            (Scheme::Https, TransportChoice::WebTransport) => {
+                let deadline = Deadline::now() + options.handshake_timeout;
+                let connected =
+                    webtransport_session(url, &options, options.handshake_timeout).await?;
+                establish(connected, options, deadline).await
             }
-            debug!(samples = sync, clock = ?client.clock(), "clock synced");
+            (_, TransportChoice::WebSocket) | (Scheme::Ws | Scheme::Wss, TransportChoice::Auto) => {
+                let target = websocket_target(&server, &options)?;
+                connect_websocket(&target, options).await
+            }
+            (scheme @ (Scheme::Ws | Scheme::Wss), TransportChoice::WebTransport) => Err(
+                ConnectError::Url(UrlError::UnsupportedScheme(scheme.as_str().into())),
+            ),
         }
-        Ok(client)
+    }
+
+    /// The transport this connection uses.
+    pub fn transport(&self) -> Transport {
+        self.handle.shared.link.kind()
+    }
+
+    /// Ticks sent with [`Room::send_tick`] that never reached the network because
+    /// a newer tick of the same room replaced them while the socket was busy
+    /// (WebSocket; always 0 on WebTransport, where the QUIC datagram buffer drops
+    /// the oldest instead, see [`ConnectOptions::datagram_send_buffer_bytes`]).
+    pub fn outgoing_ticks_dropped(&self) -> u64 {
+        self.handle.shared.link.outgoing_ticks_dropped()
     }
 
     /// Joins (by default creating) a room.
@@ -162,10 +176,11 @@ impl Client {
         &self.handle.shared.hello.limits
     }
 
-    /// The largest datagram this connection can send right now (`None`: datagrams
-    /// unsupported).
+    /// The largest datagram this connection can send right now. `None` on
+    /// WebSocket (ticks travel in-band; the server's hello says
+    /// `max_datagram_size: 0` there) and when datagrams are unsupported.
     pub fn max_datagram_size(&self) -> Option<usize> {
-        self.handle.shared.conn.max_datagram_size()
+        self.handle.shared.link.max_datagram_size()
     }
 
     /// The server's clock now, according to the current estimate.
@@ -219,7 +234,8 @@ impl Client {
         self.handle.shared.wait_closed().await
     }
 
-    /// Closes the connection cleanly (WebTransport close code 0). Pending requests
+    /// Closes the connection cleanly (WebTransport close code 0, WebSocket close
+    /// code 1000). Pending requests
     /// fail with [`RequestError::Closed`]`(`[`CloseReason::Local`]`)`, streams end.
     /// Waits up to a second for the close to reach the network.
     pub async fn close(&self) {
@@ -227,103 +243,172 @@ impl Client {
     }
 }
 
-/// Opens the control stream, sends the hello and reads the server's answer.
-async fn handshake(
-    conn: &wtransport::Connection,
+impl ConnectError {
+    /// Whether a failed WebTransport attempt should be followed by WebSocket:
+    /// anything but settings that WebSocket would refuse just the same.
+    fn allows_fallback(&self) -> bool {
+        !matches!(self, ConnectError::Url(_) | ConnectError::Tls(_))
+    }
+}
+
+/// Where to reach the server by WebSocket: a `ws://`/`wss://` URL as it is; for
+/// an `https://` URL, `websocket_url` or the same URL with `wss://`.
+fn websocket_target(
+    server: &ServerUrl,
     options: &ConnectOptions,
-) -> Result<(ControlStream, ServerHello), ConnectError> {
-    let (mut send, mut recv) = match conn.open_bi().await {
-        Ok(opening) => match opening.await {
-            Ok(streams) => streams,
-            Err(e) => return Err(closed_during_handshake(conn, e.to_string()).await),
-        },
-        Err(e) => return Err(closed_during_handshake(conn, e.to_string()).await),
+) -> Result<ServerUrl, ConnectError> {
+    if server.scheme.is_websocket() {
+        return Ok(server.clone());
+    }
+    match &options.websocket_url {
+        Some(url) => {
+            let target = ServerUrl::parse(url)?;
+            if !target.scheme.is_websocket() {
+                return Err(UrlError::UnsupportedScheme(target.scheme.as_str().into()).into());
+            }
+            Ok(target)
+        }
+        None => Ok(server.websocket()),
+    }
+}
+
+/// The bound on control messages from the server until its hello says otherwise.
+fn initial_max_frame_bytes(options: &ConnectOptions) -> u32 {
+    options
+        .max_frame_bytes
+        .unwrap_or(Limits::default().max_frame_bytes)
+}
+
+/// The WebTransport session and its control stream, giving up after `wait`.
+async fn webtransport_session(
+    url: &str,
+    options: &ConnectOptions,
+    wait: Duration,
+) -> Result<Connected, ConnectError> {
+    let max_frame_bytes = initial_max_frame_bytes(options);
+    tokio::time::timeout(
+        wait,
+        webtransport::connect(url, options, max_frame_bytes, wait),
+    )
+    .await
+    .map_err(|_| ConnectError::HandshakeTimeout(wait))?
+}
+
+/// WebSocket: TCP, TLS for `wss://`, the upgrade, then the handshake.
+async fn connect_websocket(
+    target: &ServerUrl,
+    options: ConnectOptions,
+) -> Result<Client, ConnectError> {
+    let deadline = Deadline::now() + options.handshake_timeout;
+    let max_frame_bytes = initial_max_frame_bytes(&options);
+    let connected = tokio::time::timeout_at(
+        deadline,
+        websocket::connect(target, &options, max_frame_bytes),
+    )
+    .await
+    .map_err(|_| ConnectError::HandshakeTimeout(options.handshake_timeout))??;
+    establish(connected, options, deadline).await
+}
+
+/// On a connected transport: the hello exchange, the driver, the initial clock
+/// sync, all before `deadline`.
+async fn establish(
+    connected: Connected,
+    options: ConnectOptions,
+    deadline: Deadline,
+) -> Result<Client, ConnectError> {
+    let Connected {
+        link,
+        mut reader,
+        mut writer,
+    } = connected;
+    let timeout = options.handshake_timeout;
+    let clock = LocalClock::new();
+    let hello = match tokio::time::timeout_at(
+        deadline,
+        handshake(&mut reader, &mut writer, &options),
+    )
+    .await
+    {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => {
+            writer.abort(&link).await;
+            return Err(e);
+        }
+        Err(_) => {
+            writer.abort(&link).await;
+            return Err(ConnectError::HandshakeTimeout(timeout));
+        }
     };
+    // From now on the bound is the announced one.
+    if options.max_frame_bytes.is_none() {
+        reader.set_max_frame_bytes(hello.limits.max_frame_bytes);
+    }
+    info!(
+        session_id = hello.session_id,
+        server = %hello.server_name,
+        version = %hello.version,
+        transport = %link.kind(),
+        "connected"
+    );
+
+    let pings = options.clock_sync_pings;
+    let shared = Shared::start(link, reader, writer, hello, options, clock);
+    let client = Client {
+        handle: Arc::new(ClientHandle { shared }),
+    };
+    if pings > 0 {
+        let remaining = deadline.saturating_duration_since(Deadline::now());
+        let per_ping = remaining / pings.max(1);
+        let sync =
+            tokio::time::timeout(remaining, client.handle.shared.sync_clock(pings, per_ping))
+                .await
+                .unwrap_or(0);
+        if let Some(reason) = client.handle.shared.close_reason() {
+            return Err(ConnectError::Closed(reason));
+        }
+        if sync == 0 {
+            return Err(ConnectError::HandshakeTimeout(timeout));
+        }
+        debug!(samples = sync, clock = ?client.clock(), "clock synced");
+    }
+    Ok(client)
+}
+
+/// Sends the hello and reads the server's answer (the same on both transports).
+async fn handshake(
+    reader: &mut LinkReader,
+    writer: &mut LinkWriter,
+    options: &ConnectOptions,
+) -> Result<ServerHello, ConnectError> {
     let hello = ClientMessage::Hello(ClientHello {
         version: PROTOCOL_VERSION,
         client_name: options.client_name.clone(),
         capabilities: 0,
     });
-    if let Err(e) = send.write_all(&encode_frame(&hello)).await {
-        return Err(closed_during_handshake(conn, e.to_string()).await);
+    if let Err(close) = writer.send_control(OutMessage::encode(&hello)).await {
+        return Err(handshake_close(close));
     }
-    let mut decoder = FrameDecoder::new(
-        options
-            .max_frame_bytes
-            .unwrap_or(Limits::default().max_frame_bytes),
-    );
-    let hello = match read_hello(&mut recv, &mut decoder).await {
-        Ok(hello) => hello,
-        Err(HelloError::Connect(e)) => return Err(e),
-        Err(HelloError::Stream(text)) => return Err(closed_during_handshake(conn, text).await),
-    };
-    // From now on the bound is the announced one.
-    if options.max_frame_bytes.is_none() {
-        decoder.set_max_frame_bytes(hello.limits.max_frame_bytes);
-    }
-    Ok((
-        ControlStream {
-            send,
-            recv,
-            decoder,
-        },
-        hello,
-    ))
-}
-
-/// Why the hello could not be read.
-enum HelloError {
-    /// The server answered, but not with a usable hello.
-    Connect(ConnectError),
-    /// The stream failed or ended; the connection's close reason says more.
-    Stream(String),
-}
-
-impl From<ConnectError> for HelloError {
-    fn from(e: ConnectError) -> Self {
-        HelloError::Connect(e)
-    }
-}
-
-/// The error for a connection that failed during the handshake: the server's
-/// close code and reason when it closed the connection (a fatal error's code), or
-/// the stream error `text`.
-async fn closed_during_handshake(conn: &wtransport::Connection, text: String) -> ConnectError {
-    let reason = match tokio::time::timeout(Duration::from_millis(500), conn.closed()).await {
-        Ok(err) => reason_from_connection(err, None),
-        Err(_) => CloseReason::Transport(text),
-    };
-    ConnectError::Closed(reason)
-}
-
-/// Reads frames until the server's hello (or its refusal).
-async fn read_hello(
-    recv: &mut RecvStream,
-    decoder: &mut FrameDecoder,
-) -> Result<ServerHello, HelloError> {
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
-        while let Some(body) = decoder
-            .next_frame()
-            .map_err(|e| HelloError::Connect(ConnectError::Protocol(e.to_string())))?
-        {
-            match decode_server_message(&body) {
-                Ok(msg) => return Ok(hello_outcome(msg)?),
+        match reader.recv().await {
+            Ok(Inbound::Control(body)) => match decode_server_message(&body) {
+                Ok(msg) => return hello_outcome(msg),
                 Err(DecodeError::UnknownTag { tag }) => {
-                    debug!(tag, "skipping server frame with unknown tag");
+                    debug!(tag, "skipping server message with unknown tag");
                 }
-                Err(e) => return Err(ConnectError::Protocol(e.to_string()).into()),
-            }
+                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
+            },
+            Ok(Inbound::Datagram(_)) => trace!("ignoring a datagram before the hello"),
+            Err(close) => return Err(handshake_close(close)),
         }
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => decoder.extend(&buf[..n]),
-            Ok(None) => {
-                return Err(HelloError::Stream(
-                    "the server ended the control stream before its hello".into(),
-                ));
-            }
-            Err(e) => return Err(HelloError::Stream(e.to_string())),
-        }
+    }
+}
+
+/// The error for a connection that ended during the handshake.
+fn handshake_close(close: LinkClose) -> ConnectError {
+    match close.into_reason(None) {
+        CloseReason::Protocol(text) => ConnectError::Protocol(text),
+        reason => ConnectError::Closed(reason),
     }
 }
 

@@ -1,15 +1,17 @@
 //! The connection driver: the state shared by every handle of one connection and
-//! the background tasks that move bytes.
+//! the background tasks that move messages. It is the same for both transports:
+//! it sees control message bodies and datagrams, and the transport
+//! ([`crate::transport`]) turns them into bytes on a QUIC stream and datagrams,
+//! or into WebSocket messages.
 //!
 //! Tasks (all end when the connection ends):
-//! - **reader**: reads the control stream, splits frames, decodes them and
+//! - **reader**: takes control messages and datagrams from the transport and
 //!   dispatches: replies complete the matching pending request, room events update
 //!   the room's replica and are then broadcast, pongs feed the clock estimator,
-//!   errors without a request id go to the client-level error channel.
-//! - **writer**: the only writer of the control stream, fed whole frames by a
-//!   bounded queue, so concurrent callers never interleave partial frames.
-//! - **datagrams**: receives datagrams, decodes ticks and routes them by room slot
-//!   to the room's tick broadcast.
+//!   errors without a request id go to the client-level error channel, ticks are
+//!   routed by room slot to the room's tick broadcast.
+//! - **writer**: the transport's only writer, fed whole control messages by a
+//!   bounded queue, so concurrent callers never interleave partial messages.
 //! - **clock**: re-syncs the clock every `clock_sync_interval`.
 //!
 //! Locking: `Shared::state` (pending requests, rooms, close reason) and each
@@ -21,13 +23,12 @@ use crate::error::{CloseReason, RequestError};
 use crate::options::ConnectOptions;
 use crate::replica::{Applied, RoomEvent, RoomReplica, event_room};
 use crate::room::{CommandAck, StateAck, TickEvent};
+use crate::transport::{Inbound, Link, LinkClose, LinkReader, LinkWriter, OutMessage};
 use bytes::Bytes;
-use chorus_protocol::frame::get_varint_u32;
 use chorus_protocol::validate_client_message;
 use chorus_protocol::{
-    ClientMessage, Datagram, DecodeError, ErrorCode, ErrorFrame, FrameDecoder, Limits, MemberId,
-    RequestId, RoomSlot, RoomSnapshot, ServerHello, ServerMessage, decode_datagram,
-    decode_server_message, encode_frame,
+    ClientMessage, Datagram, DecodeError, ErrorFrame, Limits, MemberId, RequestId, RoomSlot,
+    RoomSnapshot, ServerHello, ServerMessage, decode_datagram, decode_server_message,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -35,21 +36,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, trace, warn};
-use wtransport::endpoint::endpoint_side;
-use wtransport::error::ConnectionError;
-use wtransport::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 
 /// Locks a std mutex, ignoring poisoning (no critical section leaves data
 /// half-updated in a way a panic elsewhere could expose).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
-
-/// How long to wait for the connection's own close reason after a stream error.
-const CLOSE_REASON_GRACE: Duration = Duration::from_secs(1);
-
-/// Bytes read from the control stream per read call.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// A reply routed to the request that asked for it.
 pub(crate) enum Reply {
@@ -197,8 +189,8 @@ struct DriverState {
 
 /// State shared by the client handles, room handles and driver tasks of one connection.
 pub(crate) struct Shared {
-    pub(crate) conn: Connection,
-    endpoint: Endpoint<endpoint_side::Client>,
+    /// The transport: ticks, close, datagram size.
+    pub(crate) link: Link,
     pub(crate) hello: ServerHello,
     pub(crate) options: ConnectOptions,
     pub(crate) clock: LocalClock,
@@ -208,7 +200,7 @@ pub(crate) struct Shared {
     hello_offset_us: i64,
     /// Count of clock samples taken, to wake whoever waits for a pong.
     samples: watch::Sender<u64>,
-    writer: mpsc::Sender<Bytes>,
+    writer: mpsc::Sender<OutMessage>,
     state: Mutex<DriverState>,
     closed: watch::Sender<Option<CloseReason>>,
     pub(crate) errors: broadcast::Sender<ErrorFrame>,
@@ -218,51 +210,37 @@ pub(crate) struct Shared {
     last_error: Mutex<Option<ErrorFrame>>,
 }
 
-/// The halves of the control stream and the decoder that read the hello, handed
-/// to the driver once the handshake is done.
-pub(crate) struct ControlStream {
-    pub(crate) send: SendStream,
-    pub(crate) recv: RecvStream,
-    pub(crate) decoder: FrameDecoder,
-}
-
 impl Shared {
-    /// Builds the shared state and starts the driver tasks.
+    /// Builds the shared state and starts the driver tasks on a transport whose
+    /// handshake is done.
     pub(crate) fn start(
-        endpoint: Endpoint<endpoint_side::Client>,
-        conn: Connection,
-        control: ControlStream,
+        link: Link,
+        reader: LinkReader,
+        writer: LinkWriter,
         hello: ServerHello,
         options: ConnectOptions,
         clock: LocalClock,
     ) -> Arc<Shared> {
-        let (writer, writer_rx) = mpsc::channel(options.write_queue.max(1));
+        let (writer_tx, writer_rx) = mpsc::channel(options.write_queue.max(1));
         let (errors, _) = broadcast::channel(options.error_capacity.max(1));
         let hello_offset_us = saturating_offset(hello.server_time.0, clock.now_us());
         let shared = Arc::new(Shared {
             hello_offset_us,
-            conn,
-            endpoint,
+            link,
             hello,
             estimator: Mutex::new(ClockEstimator::new(options.clock_window)),
             options,
             clock,
             samples: watch::Sender::new(0),
-            writer,
+            writer: writer_tx,
             state: Mutex::new(DriverState::default()),
             closed: watch::Sender::new(None),
             errors,
             next_request_id: AtomicU32::new(1),
             last_error: Mutex::new(None),
         });
-        let ControlStream {
-            send,
-            recv,
-            decoder,
-        } = control;
-        tokio::spawn(Arc::clone(&shared).run_writer(send, writer_rx));
-        tokio::spawn(Arc::clone(&shared).run_reader(recv, decoder));
-        tokio::spawn(Arc::clone(&shared).run_datagrams());
+        tokio::spawn(writer.run(Arc::clone(&shared), writer_rx));
+        tokio::spawn(Arc::clone(&shared).run_reader(reader));
         if !shared.options.clock_sync_interval.is_zero() {
             tokio::spawn(Arc::clone(&shared).run_clock());
         }
@@ -295,6 +273,11 @@ impl Shared {
         self.close_reason().unwrap_or(CloseReason::Local)
     }
 
+    /// A receiver of the close reason (set once, when the connection ends).
+    pub(crate) fn closed_watch(&self) -> watch::Receiver<Option<CloseReason>> {
+        self.closed.subscribe()
+    }
+
     /// Waits until the connection has ended.
     pub(crate) async fn wait_closed(&self) -> CloseReason {
         let mut rx = self.closed.subscribe();
@@ -305,7 +288,7 @@ impl Shared {
     }
 
     /// Ends the connection once (later calls do nothing): records the reason, fails
-    /// pending requests, ends every room's streams and closes the QUIC connection.
+    /// pending requests, ends every room's streams and closes the transport.
     pub(crate) fn shutdown(&self, reason: CloseReason) {
         let (pending, rooms) = {
             let mut st = lock(&self.state);
@@ -329,34 +312,20 @@ impl Shared {
         for room in rooms.values() {
             room.detach();
         }
-        let (code, text): (u32, &[u8]) = match &reason {
-            CloseReason::Protocol(_) => (
-                u32::from(ErrorCode::Malformed.as_u16()),
-                b"protocol error".as_slice(),
-            ),
-            _ => (0, b"closed".as_slice()),
-        };
-        // A no-op when the connection is already closed.
-        self.conn.close(VarInt::from_u32(code), text);
+        self.link.close(&reason);
     }
 
     /// Closes the connection and waits (briefly) until the close has been sent.
     pub(crate) async fn close_gracefully(&self) {
         self.shutdown(CloseReason::Local);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        self.link.wait_closed().await;
     }
 
-    /// The close reason after a stream failed: the connection's own reason if it
-    /// closes within a short grace period, else `fallback` as a transport error.
-    async fn reason_after_failure(&self, fallback: String) -> CloseReason {
-        match tokio::time::timeout(CLOSE_REASON_GRACE, self.conn.closed()).await {
-            Ok(err) => self.reason_from_connection(err),
-            Err(_) => CloseReason::Transport(fallback),
-        }
-    }
-
-    fn reason_from_connection(&self, err: ConnectionError) -> CloseReason {
-        reason_from_connection(err, lock(&self.last_error).take())
+    /// Ends the connection because the transport saw it end: with the server's
+    /// error frame sent just before, when the close code names the same error.
+    pub(crate) fn link_failed(&self, close: LinkClose) {
+        let last_error = lock(&self.last_error).take();
+        self.shutdown(close.into_reason(last_error));
     }
 
     // ---- requests ------------------------------------------------------------
@@ -385,8 +354,8 @@ impl Shared {
             id
         };
         let _guard = PendingGuard { shared: self, id };
-        let frame = self.encode_request(&build(id))?;
-        match tokio::time::timeout_at(deadline, self.writer.send(frame)).await {
+        let message = self.encode_request(&build(id))?;
+        match tokio::time::timeout_at(deadline, self.writer.send(message)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(RequestError::Closed(self.closed_error())),
             Err(_) => return Err(RequestError::Timeout),
@@ -399,22 +368,20 @@ impl Shared {
     }
 
     /// Encodes a client message after checking it against the server's limits.
-    fn encode_request(&self, msg: &ClientMessage) -> Result<Bytes, RequestError> {
+    fn encode_request(&self, msg: &ClientMessage) -> Result<OutMessage, RequestError> {
         let limits = &self.hello.limits;
         validate_client_message(msg, limits)?;
-        let frame = encode_frame(msg);
-        if let Ok(Some((body_len, _))) = get_varint_u32(&frame) {
-            Limits::check("frame", body_len as usize, limits.max_frame_bytes)?;
-        }
-        Ok(frame)
+        let message = OutMessage::encode(msg);
+        Limits::check("frame", message.body().len(), limits.max_frame_bytes)?;
+        Ok(message)
     }
 
-    /// Queues a frame without waiting (used from `Drop`, where nothing can wait).
+    /// Queues a message without waiting (used from `Drop`, where nothing can wait).
     fn send_nowait(&self, msg: &ClientMessage) {
         match self.encode_request(msg) {
-            Ok(frame) => {
-                if let Err(e) = self.writer.try_send(frame) {
-                    debug!(message = msg.name(), error = %e, "could not queue frame");
+            Ok(message) => {
+                if let Err(e) = self.writer.try_send(message) {
+                    debug!(message = msg.name(), error = %e, "could not queue message");
                 }
             }
             Err(e) => debug!(message = msg.name(), error = %e, "not sending"),
@@ -463,68 +430,44 @@ impl Shared {
 
     // ---- reader --------------------------------------------------------------
 
-    async fn run_reader(self: Arc<Self>, mut recv: RecvStream, mut decoder: FrameDecoder) {
+    async fn run_reader(self: Arc<Self>, mut reader: LinkReader) {
         let mut closed = self.closed.subscribe();
-        let mut buf = vec![0u8; READ_CHUNK];
-        // Frames that arrived together with the hello.
-        if let Err(reason) = self.drain_frames(&mut decoder) {
-            self.shutdown(reason);
-            return;
-        }
         loop {
-            let read = tokio::select! {
-                read = recv.read(&mut buf) => read,
-                _ = closed.wait_for(Option::is_some) => return,
+            let inbound = tokio::select! {
+                inbound = reader.recv() => inbound,
+                _ = closed.wait_for(Option::is_some) => break,
             };
-            match read {
-                Ok(Some(n)) => {
-                    decoder.extend(&buf[..n]);
-                    if let Err(reason) = self.drain_frames(&mut decoder) {
+            match inbound {
+                Ok(Inbound::Control(body)) => {
+                    if let Err(reason) = self.on_control(&body) {
                         self.shutdown(reason);
-                        return;
+                        break;
                     }
                 }
-                Ok(None) => {
-                    let reason = self
-                        .reason_after_failure("the server ended the control stream".into())
-                        .await;
-                    self.shutdown(reason);
-                    return;
-                }
-                Err(e) => {
-                    let reason = self
-                        .reason_after_failure(format!("control stream read failed: {e}"))
-                        .await;
-                    self.shutdown(reason);
-                    return;
+                Ok(Inbound::Datagram(bytes)) => self.on_datagram(bytes),
+                Err(close) => {
+                    self.link_failed(close);
+                    break;
                 }
             }
         }
+        reader.finish().await;
     }
 
-    /// Handles every complete frame in the decoder.
-    fn drain_frames(self: &Arc<Self>, decoder: &mut FrameDecoder) -> Result<(), CloseReason> {
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(body)) => match decode_server_message(&body) {
-                    Ok(msg) => self.dispatch(msg),
-                    Err(DecodeError::UnknownTag { tag }) => {
-                        debug!(tag, "skipping server frame with unknown tag");
-                    }
-                    Err(e) => {
-                        return Err(CloseReason::Protocol(format!(
-                            "undecodable frame from the server: {e}"
-                        )));
-                    }
-                },
-                Ok(None) => return Ok(()),
-                Err(e) => {
-                    return Err(CloseReason::Protocol(format!(
-                        "bad frame from the server: {e}"
-                    )));
-                }
+    /// Handles one control message body from the server.
+    fn on_control(self: &Arc<Self>, body: &[u8]) -> Result<(), CloseReason> {
+        match decode_server_message(body) {
+            Ok(msg) => self.dispatch(msg),
+            Err(DecodeError::UnknownTag { tag }) => {
+                debug!(tag, "skipping server message with unknown tag");
+            }
+            Err(e) => {
+                return Err(CloseReason::Protocol(format!(
+                    "undecodable message from the server: {e}"
+                )));
             }
         }
+        Ok(())
     }
 
     /// Routes one decoded server message.
@@ -655,46 +598,7 @@ impl Shared {
         }
     }
 
-    // ---- writer --------------------------------------------------------------
-
-    async fn run_writer(self: Arc<Self>, mut send: SendStream, mut rx: mpsc::Receiver<Bytes>) {
-        let mut closed = self.closed.subscribe();
-        loop {
-            let frame = tokio::select! {
-                frame = rx.recv() => frame,
-                _ = closed.wait_for(Option::is_some) => return,
-            };
-            let Some(frame) = frame else { return };
-            let write = tokio::select! {
-                write = send.write_all(&frame) => write,
-                _ = closed.wait_for(Option::is_some) => return,
-            };
-            if let Err(e) = write {
-                let reason = self
-                    .reason_after_failure(format!("control stream write failed: {e}"))
-                    .await;
-                self.shutdown(reason);
-                return;
-            }
-        }
-    }
-
-    // ---- datagrams -----------------------------------------------------------
-
-    async fn run_datagrams(self: Arc<Self>) {
-        let mut closed = self.closed.subscribe();
-        loop {
-            let datagram = tokio::select! {
-                d = self.conn.receive_datagram() => d,
-                _ = closed.wait_for(Option::is_some) => return,
-            };
-            match datagram {
-                Ok(datagram) => self.on_datagram(datagram.payload()),
-                // The reader sees the same failure and records the reason.
-                Err(_) => return,
-            }
-        }
-    }
+    // ---- ticks ---------------------------------------------------------------
 
     fn on_datagram(&self, bytes: Bytes) {
         let received_at = Instant::now();
@@ -743,7 +647,7 @@ impl Shared {
                 tokio::time::sleep(self.options.clock_ping_spacing).await;
             }
             let before = *rx.borrow_and_update();
-            let ping = encode_frame(&ClientMessage::Ping {
+            let ping = OutMessage::encode(&ClientMessage::Ping {
                 client_time: self.clock.now_us(),
             });
             match tokio::time::timeout(per_ping, self.writer.send(ping)).await {
@@ -798,92 +702,5 @@ struct PendingGuard<'a> {
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         lock(&self.shared.state).pending.remove(&self.id);
-    }
-}
-
-/// Maps the transport's close error to a [`CloseReason`].
-pub(crate) fn reason_from_connection(
-    err: ConnectionError,
-    last_error: Option<ErrorFrame>,
-) -> CloseReason {
-    match err {
-        ConnectionError::ApplicationClosed(close) => {
-            application_close_reason(close.code().into_inner(), close.reason(), last_error)
-        }
-        ConnectionError::LocallyClosed => CloseReason::Local,
-        ConnectionError::TimedOut => CloseReason::Transport("idle timeout".into()),
-        other => CloseReason::Transport(other.to_string()),
-    }
-}
-
-/// The reason for a WebTransport close by the server with `code` and `reason`
-/// text. A non-zero code is the Chorus error code; the error frame sent just
-/// before (same code) carries the full message and detail.
-pub(crate) fn application_close_reason(
-    code: u64,
-    reason: &[u8],
-    last_error: Option<ErrorFrame>,
-) -> CloseReason {
-    let text = String::from_utf8_lossy(reason).into_owned();
-    if code == 0 {
-        return CloseReason::ServerClosed { reason: text };
-    }
-    match u16::try_from(code) {
-        Ok(code) => {
-            let code = ErrorCode::from_u16(code);
-            match last_error {
-                Some(frame) if frame.code == code => CloseReason::Server(frame),
-                _ => CloseReason::Server(ErrorFrame::new(None, code, text)),
-            }
-        }
-        Err(_) => CloseReason::Transport(format!("closed with code {code}: {text}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chorus_protocol::ErrorDetail;
-
-    #[test]
-    fn close_code_zero_is_a_normal_close() {
-        assert_eq!(
-            application_close_reason(0, b"bye", None),
-            CloseReason::ServerClosed {
-                reason: "bye".into()
-            }
-        );
-    }
-
-    #[test]
-    fn close_code_is_the_error_code_and_prefers_the_error_frame() {
-        let frame = ErrorFrame::new(
-            None,
-            ErrorCode::SlowConsumer,
-            "too slow: 1000 events queued",
-        )
-        .with_detail(ErrorDetail::Limit {
-            limit: 1000,
-            actual: 1001,
-        });
-        assert_eq!(
-            application_close_reason(400, b"slow", Some(frame.clone())),
-            CloseReason::Server(frame.clone())
-        );
-        // A frame with another code is not the cause.
-        assert_eq!(
-            application_close_reason(501, b"shutting down", Some(frame)),
-            CloseReason::Server(ErrorFrame::new(
-                None,
-                ErrorCode::ShuttingDown,
-                "shutting down"
-            ))
-        );
-        let r = application_close_reason(777, b"\xffnew", None);
-        assert_eq!(r.code(), Some(ErrorCode::Unknown(777)));
-        assert!(matches!(
-            application_close_reason(70_000, b"", None),
-            CloseReason::Transport(_)
-        ));
     }
 }

@@ -16,22 +16,24 @@ pub enum CloseReason {
     /// This client closed it: [`Client::close`](crate::Client::close), or every
     /// `Client` and `Room` handle was dropped.
     Local,
-    /// The server closed the connection normally (close code 0), e.g. on shutdown.
+    /// The server closed the connection normally (WebTransport close code 0,
+    /// WebSocket close code 1000).
     ServerClosed {
         /// The close reason text the server gave (may be empty).
         reason: String,
     },
     /// The server closed the connection because of an error. Holds the `Error` frame
     /// the server sent just before closing when there was one, otherwise an error
-    /// built from the WebTransport close code (the code *is* the Chorus error code)
-    /// and the close reason text.
+    /// built from the close code and the close reason text: the WebTransport close
+    /// code *is* the Chorus error code, a WebSocket close code is 4000 + the
+    /// Chorus error code (e.g. 4400 for `SlowConsumer`).
     Server(ErrorFrame),
     /// The server sent bytes this client cannot understand (an undecodable frame,
     /// a frame over the size limit, a broken handshake); the client closed the
     /// connection.
     Protocol(String),
-    /// The connection failed below Chorus: idle timeout, QUIC or HTTP/3 error,
-    /// network error.
+    /// The connection failed below Chorus: idle timeout, QUIC, HTTP/3 or WebSocket
+    /// error, network error, or a WebSocket close code outside 1000/1001/4000-4999.
     Transport(String),
 }
 
@@ -63,24 +65,33 @@ impl fmt::Display for CloseReason {
 /// Why [`Client::connect`](crate::Client::connect) failed.
 #[derive(Debug, Error)]
 pub enum ConnectError {
-    /// The server URL is not a valid WebTransport URL.
+    /// The server URL (or [`websocket_url`](crate::ConnectOptions::websocket_url))
+    /// is not a valid Chorus URL, or does not fit the chosen
+    /// [`TransportChoice`](crate::TransportChoice).
     #[error("invalid server URL: {0}")]
     Url(#[from] UrlError),
     /// The trust settings could not be turned into a TLS configuration (e.g. a PEM
     /// without certificates, an empty hash list).
     #[error("invalid TLS trust settings: {0}")]
     Tls(String),
-    /// A local I/O failure, e.g. binding the UDP socket.
+    /// A local I/O failure, e.g. binding the UDP socket or configuring the TCP one.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The WebTransport session could not be established (DNS, QUIC or TLS handshake,
-    /// certificate rejected, session refused by the server).
-    #[error("WebTransport connection failed: {0}")]
+    /// The transport connection could not be established: DNS, QUIC or TCP
+    /// connect, TLS handshake, certificate rejected, WebTransport session or
+    /// WebSocket upgrade refused. The text names the transport.
+    #[error("connection failed: {0}")]
     Connecting(String),
+    /// The server answered the WebSocket upgrade with this HTTP status instead of
+    /// 101, e.g. 403 (origin refused, PROTOCOL.md §1.4) or 404 (wrong path).
+    #[error("the server refused the WebSocket upgrade with HTTP status {0}")]
+    HttpStatus(u16),
     /// The session was established but failed before the Chorus handshake finished.
     #[error("connection failed during the handshake: {0}")]
     Closed(CloseReason),
-    /// The handshake (connection, hello and initial clock sync) did not finish in time.
+    /// The handshake (connection, hello and initial clock sync) did not finish in
+    /// time; for the WebTransport attempt of [`TransportChoice::Auto`](crate::TransportChoice::Auto),
+    /// the session was not established within `fallback_after`.
     #[error("handshake did not complete within {0:?}")]
     HandshakeTimeout(Duration),
     /// The server speaks an incompatible protocol version.
@@ -97,6 +108,15 @@ pub enum ConnectError {
     /// The server broke the protocol during the handshake.
     #[error("protocol error during the handshake: {0}")]
     Protocol(String),
+    /// [`TransportChoice::Auto`](crate::TransportChoice::Auto): neither transport
+    /// connected. Holds why each attempt failed.
+    #[error("WebTransport failed ({webtransport}), then WebSocket failed ({websocket})")]
+    AllTransportsFailed {
+        /// Why the WebTransport attempt failed (or gave up after `fallback_after`).
+        webtransport: Box<ConnectError>,
+        /// Why the WebSocket attempt failed.
+        websocket: Box<ConnectError>,
+    },
 }
 
 /// Why a request (join, leave, set/delete state, command) failed.
@@ -161,7 +181,8 @@ pub enum TickError {
         max: usize,
     },
     /// The encoded datagram does not fit this connection's current maximum
-    /// datagram size (path MTU).
+    /// datagram size (path MTU). WebTransport only: on WebSocket ticks travel
+    /// in-band and only the payload limit applies.
     #[error("tick datagram of {len} bytes exceeds the connection's maximum datagram size {max}")]
     DatagramTooLarge {
         /// Encoded datagram length.
@@ -169,7 +190,7 @@ pub enum TickError {
         /// The connection's current maximum.
         max: usize,
     },
-    /// The server's endpoint does not accept datagrams.
+    /// The server's endpoint does not accept datagrams (WebTransport only).
     #[error("the connection does not support datagrams")]
     DatagramsUnsupported,
     /// The room handle is no longer joined.

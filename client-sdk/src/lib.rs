@@ -51,6 +51,7 @@ pub mod error;
 pub mod options;
 pub mod replica;
 pub mod room;
+mod transport;
 pub mod url;
 
 pub use chorus_protocol::{
@@ -60,7 +61,8 @@ pub use chorus_protocol::{
 pub use client::Client;
 pub use clock::ClockEstimate;
 pub use error::{CloseReason, ConnectError, RequestError, TickError};
-pub use options::{ConnectOptions, JoinOptions, Trust};
+pub use options::{ConnectOptions, JoinOptions, TransportChoice, Trust};
 pub use replica::{CommandEvent, RoomEvent, RoomView, StateValue};
 pub use room::{CommandAck, Room, StateAck, TickEvent, TickReceiver};
-pub use url::{ServerUrl, UrlError};
+pub use transport::Transport;
+pub use url::{Scheme, ServerUrl, UrlError};

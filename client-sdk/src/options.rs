@@ -1,5 +1,6 @@
-//! Settings: how to connect ([`ConnectOptions`], [`Trust`]) and how to join a room
-//! ([`JoinOptions`]), and turning them into a wtransport client configuration.
+//! Settings: how to connect ([`ConnectOptions`], [`Trust`], [`TransportChoice`])
+//! and how to join a room ([`JoinOptions`]), and turning them into a wtransport
+//! client configuration or a rustls configuration for `wss://`.
 
 use crate::error::ConnectError;
 use chorus_protocol::{DisplayInfo, JoinOption};
@@ -7,11 +8,32 @@ use std::sync::Arc;
 use std::time::Duration;
 use wtransport::ClientConfig;
 use wtransport::tls::Sha256Digest;
+use wtransport::tls::client::ServerHashVerification;
+use wtransport::tls::rustls;
 use wtransport::tls::rustls::RootCertStore;
 use wtransport::tls::rustls::pki_types::CertificateDer;
 use wtransport::tls::rustls::pki_types::pem::PemObject;
 
-/// How the client decides to trust the server's TLS certificate.
+/// Which transport [`Client::connect`](crate::Client::connect) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TransportChoice {
+    /// With an `https://` URL: WebTransport, falling back to WebSocket (`wss://`
+    /// at the same host, port and path, or
+    /// [`websocket_url`](ConnectOptions::websocket_url)) when the WebTransport
+    /// session is not established within
+    /// [`fallback_after`](ConnectOptions::fallback_after) or fails (UDP blocked,
+    /// nothing listening on UDP). With a `ws://` or `wss://` URL: WebSocket.
+    #[default]
+    Auto,
+    /// Only WebTransport; the URL must be `https://`.
+    WebTransport,
+    /// Only WebSocket: a `ws://`/`wss://` URL as given, or an `https://` URL's
+    /// [`websocket_url`](ConnectOptions::websocket_url) or `wss://` equivalent.
+    WebSocket,
+}
+
+/// How the client decides to trust the server's TLS certificate. The same
+/// settings apply to WebTransport and to WebSocket over TLS (`wss://`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Trust {
     /// Accept a certificate whose SHA-256 (of its DER encoding) is one of these, as
@@ -60,10 +82,21 @@ impl Trust {
 pub struct ConnectOptions {
     /// How to trust the server certificate. Default: [`Trust::NativeRoots`].
     pub trust: Trust,
+    /// Which transport to use. Default: [`TransportChoice::Auto`].
+    pub transport: TransportChoice,
+    /// With [`TransportChoice::Auto`] and an `https://` URL: how long to wait for
+    /// the WebTransport (QUIC) session before trying WebSocket instead. Default: 3 s.
+    pub fallback_after: Duration,
+    /// Where to reach the server by WebSocket when the URL given to `connect` is
+    /// `https://` (a `ws://` or `wss://` URL). Default `None`: the same URL with
+    /// `wss://`, as the server listens on TCP at its WebTransport port and path.
+    pub websocket_url: Option<String>,
     /// Sent in the hello, for the server's logs. Default: `chorus-client-rust/<version>`.
     pub client_name: String,
-    /// Bound on the whole connect: WebTransport session, hello exchange and initial
-    /// clock sync. Default: 10 s.
+    /// Bound on connecting: transport connection (QUIC session, or TCP, TLS and
+    /// WebSocket upgrade), hello exchange and initial clock sync. Default: 10 s.
+    /// After a WebTransport attempt that gave up ([`TransportChoice::Auto`]), the
+    /// WebSocket attempt has this much time of its own.
     pub handshake_timeout: Duration,
     /// How long a request waits for its reply before failing with
     /// [`RequestError::Timeout`](crate::RequestError::Timeout). Default: 10 s.
@@ -97,11 +130,17 @@ pub struct ConnectOptions {
     /// §3 says, the protocol default (4 MiB) until the server hello, then the
     /// `max_frame_bytes` the server announced.
     pub max_frame_bytes: Option<u32>,
-    /// QUIC keep-alive interval. Default: 5 s.
+    /// Keep-alive interval: QUIC keep-alives on WebTransport, a WebSocket Ping on
+    /// WebSocket. Default: 5 s. `None` sends none.
     pub keep_alive_interval: Option<Duration>,
-    /// QUIC idle timeout (the smaller of both sides' applies). Default: 30 s.
+    /// Idle timeout: on WebTransport the QUIC idle timeout (the smaller of both
+    /// sides' applies); on WebSocket the connection ends with
+    /// [`CloseReason::Transport`](crate::CloseReason::Transport)`("idle timeout")`
+    /// when nothing (no message, ping or pong) arrives for this long. Default: 30 s.
+    /// [`Duration::ZERO`] disables the WebSocket check.
     pub max_idle_timeout: Duration,
-    /// Outgoing datagram bytes queued before the oldest ticks are dropped.
+    /// Outgoing datagram bytes queued before the oldest ticks are dropped
+    /// (WebTransport; on WebSocket each room keeps only its newest unsent tick).
     /// Default: 16 KiB (quinn's own 1 MiB would queue seconds of stale ticks).
     pub datagram_send_buffer_bytes: usize,
     /// Incoming datagram bytes queued before the oldest ticks are dropped, so a
@@ -113,6 +152,9 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
             trust: Trust::NativeRoots,
+            transport: TransportChoice::Auto,
+            fallback_after: Duration::from_secs(3),
+            websocket_url: None,
             client_name: format!("chorus-client-rust/{}", env!("CARGO_PKG_VERSION")),
             handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -187,9 +229,57 @@ impl ConnectOptions {
     }
 }
 
+impl ConnectOptions {
+    /// The rustls client configuration for `wss://`: the same trust settings as
+    /// WebTransport, ALPN `http/1.1`, the ring provider (the one wtransport uses).
+    pub(crate) fn websocket_tls_config(&self) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConnectError::Tls(e.to_string()))?;
+        let mut config = match &self.trust {
+            Trust::CertificateHashes(hashes) => {
+                if hashes.is_empty() {
+                    return Err(ConnectError::Tls("no certificate hash given".into()));
+                }
+                // wtransport's verifier applies the browser rules (ECDSA P-256,
+                // at most 14 days) and compares the leaf certificate's hash.
+                let verifier =
+                    ServerHashVerification::new(hashes.iter().map(|h| Sha256Digest::new(*h)));
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth()
+            }
+            Trust::NativeRoots => {
+                let roots = wtransport::tls::build_native_cert_store();
+                if roots.is_empty() {
+                    return Err(ConnectError::Tls(
+                        "no root certificates found on this system".into(),
+                    ));
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            Trust::CaPem(pem) => builder
+                .with_root_certificates(roots_from_pem(pem)?)
+                .with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
 /// A rustls client configuration (TLS 1.3, WebTransport ALPN, ring provider) that
 /// trusts exactly the certificates in `pem`.
-fn tls_config_from_pem(pem: &[u8]) -> Result<wtransport::tls::rustls::ClientConfig, ConnectError> {
+fn tls_config_from_pem(pem: &[u8]) -> Result<rustls::ClientConfig, ConnectError> {
+    Ok(wtransport::tls::client::build_default_tls_config(
+        Arc::new(roots_from_pem(pem)?),
+        None,
+    ))
+}
+
+/// The certificates in `pem` as a root store.
+fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, ConnectError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| ConnectError::Tls(format!("bad PEM: {e}")))?;
@@ -202,10 +292,7 @@ fn tls_config_from_pem(pem: &[u8]) -> Result<wtransport::tls::rustls::ClientConf
             "no CERTIFICATE section in the PEM".into(),
         ));
     }
-    Ok(wtransport::tls::client::build_default_tls_config(
-        Arc::new(roots),
-        None,
-    ))
+    Ok(roots)
 }
 
 /// Settings of [`Client::join`](crate::Client::join).
@@ -301,5 +388,24 @@ mod tests {
         assert!(matches!(bad_pem.client_config(), Err(ConnectError::Tls(_))));
         let hash = ConnectOptions::with_cert_hashes([[7u8; 32]]);
         assert!(hash.client_config().is_ok());
+        // The same checks for wss://.
+        assert!(matches!(
+            empty.websocket_tls_config(),
+            Err(ConnectError::Tls(_))
+        ));
+        assert!(matches!(
+            bad_pem.websocket_tls_config(),
+            Err(ConnectError::Tls(_))
+        ));
+        let config = hash.websocket_tls_config().expect("hash trust");
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn transport_defaults() {
+        let o = ConnectOptions::default();
+        assert_eq!(o.transport, TransportChoice::Auto);
+        assert_eq!(o.fallback_after, Duration::from_secs(3));
+        assert_eq!(o.websocket_url, None);
     }
 }

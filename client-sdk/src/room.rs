@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::broadcast;
-use wtransport::error::SendDatagramError;
 
 /// The server's acknowledgement of a state write or delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,19 +234,24 @@ impl Room {
     }
 
     /// The largest tick payload that can be sent now: the server's
-    /// `max_tick_payload_bytes`, or less if this connection's datagrams are smaller.
+    /// `max_tick_payload_bytes`, or less if this connection's datagrams are smaller
+    /// (WebTransport; on WebSocket ticks travel in-band and only the server's
+    /// limit applies).
     pub fn max_tick_payload(&self) -> usize {
         let shared = &self.handle.client.shared;
         let limit = shared.hello.limits.max_tick_payload_bytes as usize;
-        match shared.conn.max_datagram_size() {
-            Some(max) => limit.min(max.saturating_sub(chorus_protocol::TICK_MAX_OVERHEAD)),
-            None => 0,
-        }
+        shared.link.max_tick_payload(limit)
     }
 
     /// Sends a tick to the room's other members: unreliable, unordered, never
     /// blocks. Returns the tick's sequence number: per room and client, starting at
     /// 0 and wrapping; a refused tick does not use one.
+    ///
+    /// On WebTransport the tick is a QUIC datagram. On WebSocket it waits in a
+    /// one-tick slot per room until the socket can take it; a newer tick replaces
+    /// one still waiting there (newest wins, counted by
+    /// [`Client::outgoing_ticks_dropped`](crate::Client::outgoing_ticks_dropped)),
+    /// so a slow socket never queues stale ticks.
     pub fn send_tick(&self, payload: &[u8]) -> Result<u32, TickError> {
         let shared = &self.handle.client.shared;
         if let Some(reason) = shared.close_reason() {
@@ -271,24 +275,7 @@ impl Room {
             seq: *seq,
             payload,
         }));
-        let max_datagram = shared
-            .conn
-            .max_datagram_size()
-            .ok_or(TickError::DatagramsUnsupported)?;
-        if bytes.len() > max_datagram {
-            return Err(TickError::DatagramTooLarge {
-                len: bytes.len(),
-                max: max_datagram,
-            });
-        }
-        shared.conn.send_datagram(&bytes).map_err(|e| match e {
-            SendDatagramError::NotConnected => TickError::Closed(shared.closed_error()),
-            SendDatagramError::UnsupportedByPeer => TickError::DatagramsUnsupported,
-            SendDatagramError::TooLarge => TickError::DatagramTooLarge {
-                len: bytes.len(),
-                max: max_datagram,
-            },
-        })?;
+        shared.link.send_tick(shared, room.slot, bytes)?;
         let sent = *seq;
         *seq = seq.wrapping_add(1);
         Ok(sent)

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use chorus_client::{
     Client, CloseReason, ConnectError, ConnectOptions, JoinOptions, RequestError, RoomEvent,
-    TickError,
+    TickError, Transport, TransportChoice,
 };
 use chorus_protocol::{
     ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder,
@@ -257,6 +257,7 @@ async fn handshake_and_clock_sync() {
     .await
     .expect("connect");
     assert_eq!(client.session_id(), 77);
+    assert_eq!(client.transport(), Transport::WebTransport);
     assert_eq!(client.server_hello().server_name, "mock/0");
     assert_eq!(client.limits(), &Limits::default());
     let clock = client.clock();
@@ -777,11 +778,15 @@ async fn untrusted_certificate_is_refused() {
     })
     .await;
     // Trust a different hash than the mock's certificate.
+    let options = ConnectOptions {
+        handshake_timeout: Duration::from_secs(5),
+        ..ConnectOptions::with_cert_hashes([[0u8; 32]])
+    };
     let result = Client::connect(
         &url,
         ConnectOptions {
-            handshake_timeout: Duration::from_secs(5),
-            ..ConnectOptions::with_cert_hashes([[0u8; 32]])
+            transport: TransportChoice::WebTransport,
+            ..options.clone()
         },
     )
     .await;
@@ -789,6 +794,29 @@ async fn untrusted_certificate_is_refused() {
         matches!(result, Err(ConnectError::Connecting(_))),
         "{result:?}"
     );
+    server.abort();
+    // With the default fallback, WebSocket is tried too (nothing listens on TCP
+    // there) and the error says what each attempt met.
+    let (url, server) = mock(|peer| async move {
+        drop(peer);
+    })
+    .await;
+    match Client::connect(&url, options).await {
+        Err(ConnectError::AllTransportsFailed {
+            webtransport,
+            websocket,
+        }) => {
+            assert!(
+                matches!(*webtransport, ConnectError::Connecting(ref m) if m.contains("certificate")),
+                "{webtransport:?}"
+            );
+            assert!(
+                matches!(*websocket, ConnectError::Connecting(_)),
+                "{websocket:?}"
+            );
+        }
+        other => panic!("expected both attempts to fail, got {other:?}"),
+    }
     server.abort();
 }
 
