@@ -64,6 +64,8 @@ pub enum CertError {
 pub struct ServerCertificate {
     /// TLS 1.3 server configuration with the WebTransport ALPN.
     pub tls: rustls::ServerConfig,
+    /// TLS 1.2/1.3 server configuration for the TCP listener (HTTP/1.1).
+    pub tcp_tls: rustls::ServerConfig,
     /// SHA-256 of the leaf certificate (DER), as browsers pin it.
     pub sha256: [u8; 32],
     /// End of validity, where known (always for development certificates).
@@ -85,15 +87,23 @@ impl ServerCertificate {
             .hash()
             .as_ref();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| CertError::Invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| CertError::Invalid(e.to_string()))?;
+        tls.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
+        let mut tcp_tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| CertError::Invalid(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| CertError::Invalid(e.to_string()))?;
-        tls.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
+        tcp_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ServerCertificate {
             tls,
+            tcp_tls,
             sha256,
             not_after,
         })

@@ -11,6 +11,9 @@
 pub mod cert;
 pub mod clock;
 pub mod core;
+pub mod http;
+pub mod metrics;
+pub mod origin;
 pub mod rooms;
 pub mod server;
 pub mod session;

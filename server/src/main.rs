@@ -4,6 +4,7 @@
 use anyhow::Context;
 use chorus_protocol::Limits;
 use chorus_server::cert::{CertificateSource, dev_hash_file};
+use chorus_server::http::TcpTls;
 use chorus_server::{Server, ServerConfig};
 use clap::Parser;
 use std::net::SocketAddr;
@@ -61,9 +62,25 @@ struct Args {
     /// Milliseconds a client has to complete the handshake.
     #[arg(long, env = "CHORUS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
     handshake_timeout_ms: u64,
-    /// Seconds of silence after which a connection is dropped.
-    #[arg(long, env = "CHORUS_IDLE_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
-    idle_timeout_secs: u64,
+    /// TCP addresses for WebSocket and HTTP (comma-separated); by default the
+    /// --listen addresses, so UDP and TCP share each port number.
+    #[arg(long, env = "CHORUS_TCP_LISTEN", value_delimiter = ',')]
+    tcp_listen: Option<Vec<SocketAddr>>,
+    /// TLS on the TCP listener: `auto` (TLS and plain on one port), `on`, or
+    /// `off` (plain, behind a TLS-terminating proxy).
+    #[arg(long, env = "CHORUS_TCP_TLS", default_value = "auto")]
+    tcp_tls: TcpTls,
+    /// Web origins allowed to connect besides loopback and same-host pages
+    /// (comma-separated `scheme://host[:port]`, or `*` for any).
+    #[arg(long, env = "CHORUS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Seconds between heartbeats (QUIC keep-alive, WebSocket ping).
+    #[arg(long, env = "CHORUS_HEARTBEAT_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_interval_secs: u64,
+    /// Seconds of silence after which a connection is dropped and its members
+    /// leave with reason TimedOut (longer than the interval).
+    #[arg(long, env = "CHORUS_HEARTBEAT_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
+    heartbeat_timeout_secs: u64,
     /// Outgoing datagram bytes queued per connection; the oldest ticks are
     /// dropped past it, so a slow receiver gets fresh ticks, not late ones.
     #[arg(long, env = "CHORUS_DATAGRAM_SEND_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_DATAGRAM_SEND_BUFFER as u64, value_parser = clap::value_parser!(u64).range(2048..=64 * 1024 * 1024))]
@@ -95,12 +112,15 @@ impl Args {
                     dir: self.cert_dir.clone(),
                 },
             },
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            tcp_listen: self.tcp_listen.clone(),
+            tcp_tls: self.tcp_tls,
+            allowed_origins: self.allowed_origins.clone(),
+            heartbeat_interval: Duration::from_secs(self.heartbeat_interval_secs),
+            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
             datagram_send_buffer_bytes: self.datagram_send_buffer_bytes as usize,
             datagram_receive_buffer_bytes: self.datagram_receive_buffer_bytes as usize,
             ..ServerConfig::default()
         };
-        config.keep_alive = config.keep_alive.min(config.idle_timeout / 2);
         config.session.limits = Limits {
             max_frame_bytes: self.max_frame_bytes,
             max_tick_payload_bytes: self.max_tick_payload_bytes,
@@ -132,12 +152,18 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("could not start the server")?;
 
-    println!(
-        "Chorus {} listening (WebTransport):",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("Chorus {} listening", env!("CARGO_PKG_VERSION"));
     for url in server.urls() {
-        println!("  {url}");
+        println!("  WebTransport  {url}");
+    }
+    for addr in server.tcp_addrs() {
+        let (ws, http) = match config.tcp_tls {
+            TcpTls::Auto => ("ws:// and wss://", "http:// and https://"),
+            TcpTls::Required => ("wss://", "https://"),
+            TcpTls::Off => ("ws://", "http://"),
+        };
+        println!("  WebSocket     {ws}{addr}/chorus");
+        println!("  HTTP          {http}{addr}/health, /stats, /metrics, /cert-hash");
     }
     println!("certificate sha256: {}", server.certificate().sha256_hex());
     if let CertificateSource::Development { dir } = &config.certificate {

@@ -1,23 +1,31 @@
 //! Starting and stopping a server: listeners, certificate, shared context.
 //!
-//! [`Server::start`] binds every configured address, loads or makes the
-//! certificate, and spawns one accept loop per listener. It returns a
-//! [`RunningServer`] that tells where it listens and stops it. Tests, the bench
-//! and the `chorus` binary all start servers this way.
+//! [`Server::start`] loads or makes the certificate, binds every configured
+//! address (a UDP endpoint for WebTransport and, on the same port number by
+//! default, a TCP listener for WebSocket and HTTP), and spawns the accept loops.
+//! It returns a [`RunningServer`] that tells where it listens and stops it.
+//! Tests, the bench and the `chorus` binary all start servers this way.
 
 use crate::cert::{self, CertError, CertificateSource, ServerCertificate};
 use crate::clock::ServerClock;
+use crate::http::{self, HttpState, TcpTls};
+use crate::metrics::Metrics;
+use crate::origin::OriginPolicy;
 use crate::rooms::{RoomRegistry, RoomSettings};
 use crate::session::{SessionConfig, SessionContext};
 use crate::stats::ServerStats;
-use crate::transport::webtransport::{WEBTRANSPORT_PATH, handle_incoming};
+use crate::transport::websocket::WsSettings;
+use crate::transport::webtransport::{WEBTRANSPORT_PATH, WtSettings, handle_incoming};
 use chorus_protocol::ErrorCode;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use wtransport::config::Ipv6DualStackConfig;
+use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, ServerConfig as WtServerConfig};
 
 /// Everything a server needs to start.
@@ -26,13 +34,23 @@ pub struct ServerConfig {
     /// UDP addresses for WebTransport. Both loopback families by default,
     /// because Chromium resolves `localhost` to `::1` for QUIC.
     pub listen: Vec<SocketAddr>,
+    /// TCP addresses for WebSocket and HTTP. `None`: the same addresses and
+    /// port numbers as `listen` (UDP and TCP side by side, as HTTP/3 servers do).
+    pub tcp_listen: Option<Vec<SocketAddr>>,
+    /// Whether the TCP listener speaks TLS, plain, or both.
+    pub tcp_tls: TcpTls,
     pub certificate: CertificateSource,
+    /// Origins allowed besides loopback and same-host ones (`*`: any).
+    pub allowed_origins: Vec<String>,
     pub session: SessionConfig,
     pub rooms: RoomSettings,
-    /// A QUIC connection silent this long is closed.
-    pub idle_timeout: Duration,
-    /// Keep-alive interval, so a quiet but healthy client is not timed out.
-    pub keep_alive: Duration,
+    /// How often an idle connection is probed (QUIC keep-alive, WebSocket ping).
+    pub heartbeat_interval: Duration,
+    /// A connection silent this long is closed and its members leave with
+    /// `TimedOut` (QUIC idle timeout, WebSocket read timeout).
+    pub heartbeat_timeout: Duration,
+    /// WebSocket control messages longer than this are chunked.
+    pub websocket_chunk_bytes: usize,
     /// Outgoing datagram bytes queued per connection. When a receiver cannot
     /// take ticks as fast as they come, the oldest queued ones are dropped: this
     /// bound is what makes the tick lane newest-wins instead of seconds behind.
@@ -42,7 +60,7 @@ pub struct ServerConfig {
     pub datagram_receive_buffer_bytes: usize,
 }
 
-/// The default port for both WebTransport (UDP) and, later, WebSocket (TCP).
+/// The default port for both WebTransport (UDP) and WebSocket/HTTP (TCP).
 pub const DEFAULT_PORT: u16 = 4433;
 /// quinn's own default is 1 MiB, which at tick rates is seconds of stale ticks.
 pub const DEFAULT_DATAGRAM_SEND_BUFFER: usize = 16 * 1024;
@@ -57,13 +75,17 @@ impl Default for ServerConfig {
                 SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
                 SocketAddr::from((Ipv6Addr::LOCALHOST, DEFAULT_PORT)),
             ],
+            tcp_listen: None,
+            tcp_tls: TcpTls::Auto,
             certificate: CertificateSource::Development {
                 dir: PathBuf::from("certs"),
             },
+            allowed_origins: Vec::new(),
             session: SessionConfig::default(),
             rooms: RoomSettings::default(),
-            idle_timeout: Duration::from_secs(30),
-            keep_alive: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(30),
+            websocket_chunk_bytes: 16 * 1024,
             datagram_send_buffer_bytes: DEFAULT_DATAGRAM_SEND_BUFFER,
             datagram_receive_buffer_bytes: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
         }
@@ -72,7 +94,7 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// A configuration for tests and in-process benches: one ephemeral port on
-    /// 127.0.0.1 and a development certificate in `cert_dir`.
+    /// 127.0.0.1 (UDP and TCP) and a development certificate in `cert_dir`.
     pub fn ephemeral(cert_dir: impl Into<PathBuf>) -> Self {
         ServerConfig {
             listen: vec![SocketAddr::from((Ipv4Addr::LOCALHOST, 0))],
@@ -89,9 +111,10 @@ impl ServerConfig {
 pub enum StartError {
     #[error(transparent)]
     Certificate(#[from] CertError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} ({protocol}): {source}")]
     Bind {
         addr: SocketAddr,
+        protocol: &'static str,
         source: std::io::Error,
     },
     #[error("no listen address configured")]
@@ -104,47 +127,151 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Server;
 
+type WtEndpoint = Endpoint<endpoint_side::Server>;
+
 /// A started server. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
 pub struct RunningServer {
-    addrs: Vec<SocketAddr>,
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
     certificate: ServerCertificate,
     stats: Arc<ServerStats>,
     registry: Arc<RoomRegistry>,
-    endpoints: Vec<Arc<Endpoint<wtransport::endpoint::endpoint_side::Server>>>,
+    ctx: Arc<SessionContext>,
+    ready: Arc<AtomicBool>,
+    endpoints: Vec<Arc<WtEndpoint>>,
     accept_tasks: Vec<JoinHandle<()>>,
 }
 
-impl Server {
-    /// Binds, loads the certificate and starts accepting.
-    pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError> {
-        if config.listen.is_empty() {
-            return Err(StartError::NoListenAddress);
-        }
-        // The room's member cap and the announced limit are one setting.
-        config.rooms.room.max_members = config.session.limits.max_members_per_room;
-        config.rooms.room.max_state_keys = config.session.limits.max_state_keys;
-        config.rooms.room.max_state_total_bytes =
-            u64::from(config.session.limits.max_state_total_bytes);
-        for (name, value) in [
-            ("datagram send buffer", config.datagram_send_buffer_bytes),
-            (
-                "datagram receive buffer",
-                config.datagram_receive_buffer_bytes,
-            ),
-        ] {
-            if value < MIN_DATAGRAM_BUFFER {
-                return Err(StartError::InvalidSetting(format!(
-                    "{name} of {value} bytes is below the minimum of {MIN_DATAGRAM_BUFFER}"
-                )));
-            }
-        }
-        if config.idle_timeout <= config.keep_alive {
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer")
+            .field("udp_addrs", &self.udp_addrs)
+            .field("tcp_addrs", &self.tcp_addrs)
+            .field("cert_hash", &self.certificate.sha256_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+fn check(config: &mut ServerConfig) -> Result<(), StartError> {
+    if config.listen.is_empty() {
+        return Err(StartError::NoListenAddress);
+    }
+    // The room's caps and the announced limits are one setting each.
+    config.rooms.room.max_members = config.session.limits.max_members_per_room;
+    config.rooms.room.max_state_keys = config.session.limits.max_state_keys;
+    config.rooms.room.max_state_total_bytes =
+        u64::from(config.session.limits.max_state_total_bytes);
+    for (name, value) in [
+        ("datagram send buffer", config.datagram_send_buffer_bytes),
+        (
+            "datagram receive buffer",
+            config.datagram_receive_buffer_bytes,
+        ),
+    ] {
+        if value < MIN_DATAGRAM_BUFFER {
             return Err(StartError::InvalidSetting(format!(
-                "idle timeout ({:?}) must be longer than keep-alive ({:?})",
-                config.idle_timeout, config.keep_alive
+                "{name} of {value} bytes is below the minimum of {MIN_DATAGRAM_BUFFER}"
             )));
         }
+    }
+    if config.heartbeat_timeout <= config.heartbeat_interval {
+        return Err(StartError::InvalidSetting(format!(
+            "heartbeat timeout ({:?}) must be longer than the heartbeat interval ({:?})",
+            config.heartbeat_timeout, config.heartbeat_interval
+        )));
+    }
+    if config.heartbeat_interval.is_zero() {
+        return Err(StartError::InvalidSetting(
+            "heartbeat interval must be above zero".into(),
+        ));
+    }
+    if config.websocket_chunk_bytes < 1024 {
+        return Err(StartError::InvalidSetting(format!(
+            "WebSocket chunk size {} is below the minimum of 1024",
+            config.websocket_chunk_bytes
+        )));
+    }
+    Ok(())
+}
 
+fn bind_udp(
+    addr: SocketAddr,
+    config: &ServerConfig,
+    certificate: &ServerCertificate,
+) -> Result<WtEndpoint, StartError> {
+    let builder = WtServerConfig::builder();
+    let builder = match addr {
+        SocketAddr::V4(_) => builder.with_bind_address(addr),
+        SocketAddr::V6(v6) => builder.with_bind_address_v6(v6, Ipv6DualStackConfig::Deny),
+    };
+    let mut transport = wtransport::quinn::TransportConfig::default();
+    transport
+        .datagram_send_buffer_size(config.datagram_send_buffer_bytes)
+        .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes));
+    let wt_config = builder
+        .with_custom_tls_and_transport(certificate.tls.clone(), transport)
+        .keep_alive_interval(Some(config.heartbeat_interval))
+        .max_idle_timeout(Some(config.heartbeat_timeout))
+        .map_err(|_| {
+            StartError::InvalidSetting(format!(
+                "heartbeat timeout {:?} is out of range",
+                config.heartbeat_timeout
+            ))
+        })?
+        .build();
+    Endpoint::server(wt_config).map_err(|source| StartError::Bind {
+        addr,
+        protocol: "udp",
+        source,
+    })
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr,
+            protocol: "tcp",
+            source,
+        })
+}
+
+fn local_addr(
+    addr: SocketAddr,
+    protocol: &'static str,
+    got: std::io::Result<SocketAddr>,
+) -> Result<SocketAddr, StartError> {
+    got.map_err(|source| StartError::Bind {
+        addr,
+        protocol,
+        source,
+    })
+}
+
+/// Binds UDP and TCP on the same port number. For port 0, the ephemeral UDP
+/// port may be taken on TCP by another program; then both are tried again.
+async fn bind_pair(
+    addr: SocketAddr,
+    config: &ServerConfig,
+    certificate: &ServerCertificate,
+) -> Result<(WtEndpoint, TcpListener), StartError> {
+    let attempts = if addr.port() == 0 { 16 } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let endpoint = bind_udp(addr, config, certificate)?;
+        let udp = local_addr(addr, "udp", endpoint.local_addr())?;
+        match bind_tcp(udp).await {
+            Ok(tcp) => return Ok((endpoint, tcp)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or(StartError::NoListenAddress))
+}
+
+impl Server {
+    /// Loads the certificate, binds and starts accepting.
+    pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError> {
+        check(&mut config)?;
         let certificate = cert::load(&config.certificate)?;
         let clock = ServerClock::new();
         let stats = Arc::new(ServerStats::default());
@@ -157,89 +284,135 @@ impl Server {
         ));
 
         let mut endpoints = Vec::new();
-        let mut addrs = Vec::new();
-        for addr in &config.listen {
-            let builder = WtServerConfig::builder();
-            let builder = match addr {
-                SocketAddr::V4(_) => builder.with_bind_address(*addr),
-                SocketAddr::V6(v6) => builder.with_bind_address_v6(*v6, Ipv6DualStackConfig::Deny),
-            };
-            let mut transport = wtransport::quinn::TransportConfig::default();
-            transport
-                .datagram_send_buffer_size(config.datagram_send_buffer_bytes)
-                .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes));
-            let wt_config = builder
-                .with_custom_tls_and_transport(certificate.tls.clone(), transport)
-                .keep_alive_interval(Some(config.keep_alive))
-                .max_idle_timeout(Some(config.idle_timeout))
-                .map_err(|_| {
-                    StartError::InvalidSetting(format!(
-                        "idle timeout {:?} is out of range",
-                        config.idle_timeout
-                    ))
-                })?
-                .build();
-            let endpoint = Endpoint::server(wt_config).map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            let local = endpoint.local_addr().map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            addrs.push(local);
-            endpoints.push(Arc::new(endpoint));
+        let mut listeners = Vec::new();
+        match &config.tcp_listen {
+            None => {
+                for addr in &config.listen {
+                    let (endpoint, tcp) = bind_pair(*addr, &config, &certificate).await?;
+                    endpoints.push(endpoint);
+                    listeners.push(tcp);
+                }
+            }
+            Some(tcp_addrs) => {
+                for addr in &config.listen {
+                    endpoints.push(bind_udp(*addr, &config, &certificate)?);
+                }
+                for addr in tcp_addrs {
+                    listeners.push(bind_tcp(*addr).await?);
+                }
+            }
+        }
+        let mut udp_addrs = Vec::new();
+        for (endpoint, addr) in endpoints.iter().zip(&config.listen) {
+            udp_addrs.push(local_addr(*addr, "udp", endpoint.local_addr())?);
+        }
+        let mut tcp_addrs = Vec::new();
+        for listener in &listeners {
+            tcp_addrs.push(local_addr(udp_addrs[0], "tcp", listener.local_addr())?);
         }
 
-        let accept_tasks = endpoints
+        let origins = OriginPolicy::new(&config.allowed_origins);
+        let ready = Arc::new(AtomicBool::new(false));
+        let wt = Arc::new(WtSettings {
+            handshake_timeout: config.session.handshake_timeout,
+            origins: origins.clone(),
+        });
+        let endpoints: Vec<Arc<WtEndpoint>> = endpoints.into_iter().map(Arc::new).collect();
+        let mut accept_tasks: Vec<JoinHandle<()>> = endpoints
             .iter()
             .map(|endpoint| {
                 let endpoint = endpoint.clone();
                 let ctx = ctx.clone();
-                let handshake_timeout = config.session.handshake_timeout;
+                let wt = wt.clone();
                 tokio::spawn(async move {
                     loop {
                         let incoming = endpoint.accept().await;
-                        tokio::spawn(handle_incoming(incoming, ctx.clone(), handshake_timeout));
+                        tokio::spawn(handle_incoming(incoming, ctx.clone(), wt.clone()));
                     }
                 })
             })
             .collect();
 
+        let state = Arc::new(HttpState {
+            ctx: ctx.clone(),
+            origins,
+            ws: WsSettings {
+                heartbeat_interval: config.heartbeat_interval,
+                heartbeat_timeout: config.heartbeat_timeout,
+                chunk_bytes: config.websocket_chunk_bytes,
+            },
+            cert_hash_hex: certificate.sha256_hex(),
+            ready: ready.clone(),
+            started_at: clock.now(),
+            metrics: Metrics::new(),
+        });
+        let router = http::router(state);
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certificate.tcp_tls.clone()));
+        for listener in listeners {
+            let tls = (config.tcp_tls != TcpTls::Off).then(|| acceptor.clone());
+            accept_tasks.push(tokio::spawn(http::serve(
+                listener,
+                tls,
+                config.tcp_tls,
+                router.clone(),
+                config.session.handshake_timeout,
+            )));
+        }
+        // Every listener is bound and accepting.
+        ready.store(true, Ordering::Relaxed);
+
         Ok(RunningServer {
-            addrs,
+            udp_addrs,
+            tcp_addrs,
             certificate,
             stats,
             registry,
+            ctx,
+            ready,
             endpoints,
             accept_tasks,
         })
     }
 }
 
-impl std::fmt::Debug for RunningServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer")
-            .field("addrs", &self.addrs)
-            .field("cert_hash", &self.certificate.sha256_hex())
-            .finish_non_exhaustive()
-    }
-}
-
 impl RunningServer {
-    /// The bound addresses, in configuration order (ports resolved).
+    /// The bound UDP (WebTransport) addresses, in configuration order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+        &self.udp_addrs
+    }
+
+    /// The bound TCP (WebSocket, HTTP) addresses.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
     }
 
     /// The WebTransport URL of the first listener.
     pub fn url(&self) -> String {
-        webtransport_url(self.addrs[0])
+        webtransport_url(self.udp_addrs[0])
     }
 
     /// The WebTransport URL of every listener.
     pub fn urls(&self) -> Vec<String> {
-        self.addrs.iter().copied().map(webtransport_url).collect()
+        self.udp_addrs
+            .iter()
+            .copied()
+            .map(webtransport_url)
+            .collect()
+    }
+
+    /// The plain WebSocket URL of the first TCP listener (`ws://…/chorus`).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}{WEBTRANSPORT_PATH}", self.tcp_addrs[0])
+    }
+
+    /// The TLS WebSocket URL of the first TCP listener (`wss://…/chorus`).
+    pub fn wss_url(&self) -> String {
+        format!("wss://{}{WEBTRANSPORT_PATH}", self.tcp_addrs[0])
+    }
+
+    /// The plain HTTP base URL of the first TCP listener.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.tcp_addrs[0])
     }
 
     /// SHA-256 of the certificate, for clients that pin it.
@@ -259,11 +432,21 @@ impl RunningServer {
         &self.registry
     }
 
-    /// Stops accepting and closes every connection.
+    /// Stops accepting, tells every session ShuttingDown (an `Error` frame and
+    /// close code 501, or 4501 on WebSocket), waits up to 2 s for them to close,
+    /// then closes the endpoints.
     pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Relaxed);
         for task in &self.accept_tasks {
             task.abort();
         }
+        self.ctx.begin_shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while self.stats.sessions_open() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
         for endpoint in &self.endpoints {
             endpoint.close(
                 wtransport::VarInt::from_u32(u32::from(ErrorCode::ShuttingDown.as_u16())),

@@ -21,11 +21,18 @@ impl Counter {
     }
 }
 
+/// The transports, as sessions name them.
+pub const TRANSPORTS: [&str; 2] = ["webtransport", "websocket"];
+
 /// See the [module docs](self).
 #[derive(Debug, Default)]
 pub struct ServerStats {
     pub sessions_opened: Counter,
     pub sessions_closed: Counter,
+    pub webtransport_opened: Counter,
+    pub webtransport_closed: Counter,
+    pub websocket_opened: Counter,
+    pub websocket_closed: Counter,
     pub rooms_created: Counter,
     /// Ticks accepted from clients.
     pub ticks_in: Counter,
@@ -45,6 +52,14 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
+    /// Sessions opened and closed on one transport (see [`TRANSPORTS`]).
+    pub fn transport_counters(&self, transport: &str) -> (&Counter, &Counter) {
+        match transport {
+            "websocket" => (&self.websocket_opened, &self.websocket_closed),
+            _ => (&self.webtransport_opened, &self.webtransport_closed),
+        }
+    }
+
     /// Sessions open now.
     pub fn sessions_open(&self) -> u64 {
         self.sessions_opened

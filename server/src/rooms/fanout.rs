@@ -7,7 +7,7 @@
 
 use crate::core::SessionId;
 use bytes::Bytes;
-use chorus_protocol::MemberId;
+use chorus_protocol::{MemberId, RoomSlot};
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,6 +16,9 @@ use std::sync::Arc;
 pub enum TickDelivery {
     /// Queued for sending (it may still be lost: the lane is unreliable).
     Queued,
+    /// Queued in place of an older tick of the same sender that had not been
+    /// sent yet; that older one is dropped.
+    Replaced,
     /// Larger than this receiver's transport carries; dropped.
     TooLarge,
     /// The receiver's connection is gone; dropped.
@@ -25,8 +28,9 @@ pub enum TickDelivery {
 /// A receiver's tick lane. Implementations never block and never queue without
 /// bound: when the receiver is slow, older ticks give way to newer ones.
 pub trait TickSink: Send + Sync + fmt::Debug {
-    /// Hands over one encoded tick datagram (shared bytes, encoded once per tick).
-    fn send_tick(&self, datagram: &Bytes) -> TickDelivery;
+    /// Hands over one encoded tick datagram (shared bytes, encoded once per
+    /// tick) from `sender` in room `room`.
+    fn send_tick(&self, room: RoomSlot, sender: MemberId, datagram: &Bytes) -> TickDelivery;
 }
 
 /// One receiver in a room's fan-out.

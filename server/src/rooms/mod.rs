@@ -17,8 +17,9 @@ pub use registry::{RoomRegistry, RoomSettings, RoomSummary};
 use crate::core::{RoomInput, SessionId};
 use crate::session::SessionShared;
 use arc_swap::ArcSwap;
-use chorus_protocol::{DisplayInfo, MemberId, RequestId, RoomSlot};
+use chorus_protocol::{DisplayInfo, MemberId, RequestId, RoomSlot, ServerTime};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, oneshot};
 
 /// What a room shares with the sessions in it.
@@ -28,6 +29,9 @@ pub struct RoomShared {
     pub slot: RoomSlot,
     /// Current tick fan-out table, replaced whole on every membership change.
     pub fanout: ArcSwap<Fanout>,
+    pub created_at: ServerTime,
+    /// Server time (µs) of the last request the room handled.
+    pub last_activity: AtomicU64,
 }
 
 /// How a join ended, as the joining session needs to know it. The client has

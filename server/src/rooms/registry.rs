@@ -4,8 +4,9 @@ use super::{RoomHandle, task};
 use crate::clock::ServerClock;
 use crate::core::{Room, RoomConfig};
 use crate::stats::ServerStats;
-use chorus_protocol::{ErrorCode, ErrorDetail, ErrorFrame, RequestId, RoomSlot};
+use chorus_protocol::{ErrorCode, ErrorDetail, ErrorFrame, RequestId, RoomSlot, ServerTime};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 /// Server-wide room settings.
@@ -35,6 +36,8 @@ pub struct RoomSummary {
     pub id: String,
     pub slot: RoomSlot,
     pub members: usize,
+    pub created_at: ServerTime,
+    pub last_activity: ServerTime,
 }
 
 /// See the [module docs](self).
@@ -156,6 +159,8 @@ impl RoomRegistry {
                 id: h.id().to_owned(),
                 slot: h.slot(),
                 members: h.shared.fanout.load().targets.len(),
+                created_at: h.shared.created_at,
+                last_activity: ServerTime(h.shared.last_activity.load(Ordering::Relaxed)),
             })
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));

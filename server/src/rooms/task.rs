@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chorus_protocol::{ErrorCode, ErrorFrame, LeaveReason, MemberId, encode_message};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
@@ -27,6 +28,8 @@ pub(super) fn spawn(
         id: room.id().to_owned(),
         slot: room.slot(),
         fanout: ArcSwap::from_pointee(Fanout::default()),
+        created_at: room.stats().created_at,
+        last_activity: AtomicU64::new(room.stats().last_activity.as_micros()),
     });
     let handle = RoomHandle { shared, inbox: tx };
     let task = RoomTask {
@@ -90,6 +93,10 @@ impl RoomTask {
 
     fn apply(&mut self, request: RoomRequest) {
         let now = self.clock.now();
+        self.handle
+            .shared
+            .last_activity
+            .store(now.as_micros(), Ordering::Relaxed);
         match request {
             RoomRequest::Join {
                 session,

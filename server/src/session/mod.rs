@@ -46,6 +46,9 @@ pub enum Inbound {
     Control(Bytes),
     /// One datagram.
     Datagram(Bytes),
+    /// Something the transport received but could not pass on (e.g. a text
+    /// WebSocket message); the client is told, and the session goes on.
+    Refused(ErrorFrame),
 }
 
 /// Why a transport stopped delivering.
@@ -53,6 +56,8 @@ pub enum Inbound {
 pub enum TransportError {
     #[error("the peer closed the connection")]
     Closed,
+    #[error("the peer went silent past the heartbeat timeout")]
+    TimedOut,
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("transport failed: {0}")]
@@ -125,6 +130,9 @@ pub struct SessionContext {
     pub clock: ServerClock,
     pub stats: Arc<ServerStats>,
     next_id: AtomicU64,
+    /// Flips to `true` when the server shuts down; every session then ends
+    /// with ShuttingDown.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl SessionContext {
@@ -140,7 +148,13 @@ impl SessionContext {
             clock,
             stats,
             next_id: AtomicU64::new(1),
+            shutdown: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Ends every session (and any that starts later) with ShuttingDown.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
     }
 
     fn new_session_id(&self) -> SessionId {
@@ -251,17 +265,23 @@ pub async fn run_session<R, W, C>(
         let outbox = Outbox::new(ctx.config.outbox_max_frames, ctx.config.outbox_max_bytes);
         let shared = Arc::new(SessionShared::new(id, outbox, ticks));
         ctx.stats.sessions_opened.inc();
+        let (opened, _) = ctx.stats.transport_counters(info.transport);
+        opened.inc();
+        let transport = info.transport;
         tracing::debug!("session opened");
         let writer_task = tokio::spawn(write_loop(shared.clone(), writer).in_current_span());
 
         let mut session = Session {
+            shutdown: ctx.shutdown.subscribe(),
             ctx: ctx.clone(),
             shared: shared.clone(),
             info,
             reader,
             datagram_errors: ErrorBudget::new(ctx.config.datagram_errors_per_second),
+            leave_reason: LeaveReason::Disconnected,
         };
         let end = session.run().await;
+        let leave_reason = session.leave_reason;
 
         // Tell the client why, if there is a why; then leave every room.
         if let Some(error) = &end {
@@ -275,7 +295,7 @@ pub async fn run_session<R, W, C>(
         }
         let joined: Vec<JoinedRoom> = shared.joined.load().values().cloned().collect();
         for room in joined {
-            room.room.remove(id, LeaveReason::Disconnected).await;
+            room.room.remove(id, leave_reason).await;
         }
         shared.outbox.close();
         if tokio::time::timeout(ctx.config.close_flush_timeout, writer_task)
@@ -289,6 +309,7 @@ pub async fn run_session<R, W, C>(
             None => closer.close(0, "closed"),
         }
         ctx.stats.sessions_closed.inc();
+        ctx.stats.transport_counters(transport).1.inc();
         tracing::debug!("session closed");
     }
     .instrument(span)
@@ -348,6 +369,9 @@ struct Session<R> {
     info: SessionInfo,
     reader: R,
     datagram_errors: ErrorBudget,
+    /// How the session's members leave their rooms when it ends.
+    leave_reason: LeaveReason,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A reason to end the session; `Some` is told to the client.
@@ -397,22 +421,36 @@ impl<R: TransportReader> Session<R> {
             limits: self.ctx.config.limits.clone(),
         }));
 
+        let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
                 biased;
                 () = self.shared.close_requested.notified() => return self.shared.take_close_reason(),
+                () = server_stopping(&mut shutdown) => {
+                    return Some(ErrorFrame::new(
+                        None,
+                        ErrorCode::ShuttingDown,
+                        "the server is shutting down",
+                    ));
+                }
                 inbound = self.reader.recv() => match inbound {
                     Ok(Inbound::Control(body)) => self.on_control(body).await,
                     Ok(Inbound::Datagram(bytes)) => self.on_datagram(bytes),
+                    Ok(Inbound::Refused(error)) => self.reply_error(error),
                     Err(e) => return self.transport_ended(e),
                 },
             }
         }
     }
 
-    fn transport_ended(&self, error: TransportError) -> End {
+    fn transport_ended(&mut self, error: TransportError) -> End {
         match error {
             TransportError::Closed => None,
+            TransportError::TimedOut => {
+                tracing::debug!("client went silent past the heartbeat timeout");
+                self.leave_reason = LeaveReason::TimedOut;
+                None
+            }
             TransportError::Frame(e) => {
                 let e = DecodeError::Frame(e);
                 Some(ErrorFrame::new(None, e.code(), e.to_string()).with_detail(e.detail()))
@@ -429,6 +467,7 @@ impl<R: TransportReader> Session<R> {
             match self.reader.recv().await {
                 // Datagrams before the handshake have no room to go to.
                 Ok(Inbound::Datagram(_)) => self.ctx.stats.ticks_rejected.inc(),
+                Ok(Inbound::Refused(error)) => return Err(Some(error)),
                 Ok(Inbound::Control(body)) => {
                     self.ctx.stats.reliable_in.inc();
                     let msg = decode_client_message_unchecked(&body).map_err(|e| {
@@ -728,14 +767,27 @@ impl<R: TransportReader> Session<R> {
             if target.session == self.shared.id {
                 continue;
             }
-            match target.sink.send_tick(bytes) {
+            match target.sink.send_tick(tick.room, tick.sender, bytes) {
                 TickDelivery::Queued => sent += 1,
+                TickDelivery::Replaced => {
+                    sent += 1;
+                    dropped += 1;
+                }
                 TickDelivery::TooLarge | TickDelivery::Closed => dropped += 1,
             }
         }
         self.ctx.stats.ticks_out.add(sent);
         self.ctx.stats.ticks_dropped.add(dropped);
         Ok(())
+    }
+}
+
+/// Resolves once the server is shutting down (never, if the sender is gone).
+async fn server_stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any await, so the
+    // session future stays `Send`.
+    if shutdown.wait_for(|stopping| *stopping).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

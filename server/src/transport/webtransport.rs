@@ -5,6 +5,7 @@
 //! batches on the control stream) and a tick sink (datagrams). Nothing about
 //! rooms or messages is decided here.
 
+use crate::origin::OriginPolicy;
 use crate::rooms::{TickDelivery, TickSink};
 use crate::session::{
     Inbound, SessionContext, SessionInfo, TransportCloser, TransportError, TransportReader,
@@ -12,7 +13,7 @@ use crate::session::{
 };
 use bytes::Bytes;
 use chorus_protocol::frame::put_varint_u32;
-use chorus_protocol::{ErrorCode, FrameDecoder};
+use chorus_protocol::{ErrorCode, FrameDecoder, MemberId, RoomSlot};
 use std::sync::Arc;
 use std::time::Duration;
 use wtransport::endpoint::IncomingSession;
@@ -22,12 +23,20 @@ use wtransport::{Connection, RecvStream, SendStream, VarInt};
 /// The URL path of the WebTransport endpoint.
 pub const WEBTRANSPORT_PATH: &str = "/chorus";
 
+/// Settings of the WebTransport endpoint.
+#[derive(Debug, Clone)]
+pub struct WtSettings {
+    pub handshake_timeout: Duration,
+    pub origins: OriginPolicy,
+}
+
 /// Handles one incoming WebTransport session from QUIC handshake to close.
 pub async fn handle_incoming(
     incoming: IncomingSession,
     ctx: Arc<SessionContext>,
-    handshake_timeout: Duration,
+    settings: Arc<WtSettings>,
 ) {
+    let handshake_timeout = settings.handshake_timeout;
     let remote = incoming.remote_address();
     let request = match tokio::time::timeout(handshake_timeout, incoming).await {
         Ok(Ok(request)) => request,
@@ -43,6 +52,14 @@ pub async fn handle_incoming(
     if request.path() != WEBTRANSPORT_PATH {
         tracing::debug!(%remote, path = request.path(), "WebTransport request for an unknown path");
         request.not_found().await;
+        return;
+    }
+    if !settings
+        .origins
+        .allows(request.origin(), Some(request.authority()))
+    {
+        tracing::info!(%remote, origin = request.origin().unwrap_or(""), "WebTransport session from a disallowed origin refused");
+        request.forbidden().await;
         return;
     }
     let connection = match request.accept().await {
@@ -93,6 +110,7 @@ fn connection_ended(error: ConnectionError) -> TransportError {
         ConnectionError::ApplicationClosed(_)
         | ConnectionError::ConnectionClosed(_)
         | ConnectionError::LocallyClosed => TransportError::Closed,
+        ConnectionError::TimedOut => TransportError::TimedOut,
         other => TransportError::Failed(other.to_string()),
     }
 }
@@ -102,6 +120,16 @@ struct WtReader {
     recv: RecvStream,
     decoder: FrameDecoder,
     buf: Vec<u8>,
+}
+
+impl WtReader {
+    /// Why the connection under a failed stream ended (e.g. the idle timeout).
+    fn why_closed(&self) -> TransportError {
+        match self.connection.quic_connection().close_reason() {
+            Some(wtransport::quinn::ConnectionError::TimedOut) => TransportError::TimedOut,
+            _ => TransportError::Closed,
+        }
+    }
 }
 
 impl TransportReader for WtReader {
@@ -122,7 +150,7 @@ impl TransportReader for WtReader {
                 read = self.recv.read(&mut self.buf) => match read {
                     Ok(Some(n)) => self.decoder.extend(&self.buf[..n]),
                     Ok(None) => return Err(TransportError::Closed),
-                    Err(StreamReadError::NotConnected) => return Err(TransportError::Closed),
+                    Err(StreamReadError::NotConnected) => return Err(self.why_closed()),
                     Err(e) => return Err(TransportError::Failed(e.to_string())),
                 },
             }
@@ -184,7 +212,7 @@ impl std::fmt::Debug for WtReader {
 }
 
 impl TickSink for WtTickSink {
-    fn send_tick(&self, datagram: &Bytes) -> TickDelivery {
+    fn send_tick(&self, _room: RoomSlot, _sender: MemberId, datagram: &Bytes) -> TickDelivery {
         // quinn keeps a bounded datagram send buffer and drops the oldest
         // datagrams when it is full: newest wins for a slow receiver.
         match self.connection.send_datagram(datagram) {

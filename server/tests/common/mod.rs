@@ -221,3 +221,238 @@ pub fn join_msg(room_id: &str, request_id: RequestId, options: Vec<JoinOption>) 
         options,
     }
 }
+
+/// A protocol-level WebSocket client (PROTOCOL.md §1.3).
+pub struct RawWs {
+    pub socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Chunks of a control message received so far.
+    partial: Vec<u8>,
+}
+
+pub use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// What a raw WebSocket client received.
+#[derive(Debug)]
+pub enum WsIn {
+    Control(ServerMessage),
+    Tick(Vec<u8>),
+    /// The server closed with this code.
+    Closed(Option<u16>),
+}
+
+impl RawWs {
+    pub async fn connect(server: &RunningServer) -> RawWs {
+        Self::connect_url(&server.ws_url()).await
+    }
+
+    pub async fn connect_url(url: &str) -> RawWs {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connects");
+        RawWs {
+            socket,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Connects and completes the handshake.
+    pub async fn connect_hello(server: &RunningServer) -> (RawWs, ServerHello) {
+        let mut ws = Self::connect(server).await;
+        ws.send(&hello(PROTOCOL_VERSION)).await;
+        match ws.recv().await {
+            ServerMessage::Hello(hello) => (ws, hello),
+            other => panic!("expected Hello, got {other:?}"),
+        }
+    }
+
+    pub async fn send_raw(&mut self, message: WsMessage) {
+        use futures_util::SinkExt;
+        self.socket.send(message).await.expect("ws send");
+    }
+
+    pub async fn send_lane(&mut self, lane: u8, body: &[u8]) {
+        let mut data = vec![lane];
+        data.extend_from_slice(body);
+        self.send_raw(WsMessage::Binary(data.into())).await;
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) {
+        self.send_lane(0, &encode_message(msg)).await;
+    }
+
+    pub async fn send_tick(&mut self, room: RoomSlot, sender: MemberId, seq: u32, payload: &[u8]) {
+        let datagram = encode_datagram(&Datagram::Tick(Tick {
+            room,
+            sender,
+            seq,
+            payload,
+        }));
+        self.send_lane(1, &datagram).await;
+    }
+
+    /// The next control message, tick or close, within [`WAIT`].
+    pub async fn next(&mut self) -> WsIn {
+        use futures_util::StreamExt;
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let message = match self.socket.next().await {
+                    None => return WsIn::Closed(None),
+                    Some(Err(_)) => return WsIn::Closed(None),
+                    Some(Ok(message)) => message,
+                };
+                match message {
+                    WsMessage::Binary(data) => match data.first() {
+                        Some(0) => {
+                            self.partial.extend_from_slice(&data[1..]);
+                            let body = std::mem::take(&mut self.partial);
+                            return WsIn::Control(
+                                decode_server_message(&body).expect("server message decodes"),
+                            );
+                        }
+                        Some(1) => return WsIn::Tick(data[1..].to_vec()),
+                        Some(2) => self.partial.extend_from_slice(&data[1..]),
+                        other => panic!("unknown lane {other:?}"),
+                    },
+                    WsMessage::Close(frame) => {
+                        return WsIn::Closed(frame.map(|f| u16::from(f.code)));
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("a WebSocket message in time")
+    }
+
+    /// The next control message, skipping ticks.
+    pub async fn recv(&mut self) -> ServerMessage {
+        loop {
+            match self.next().await {
+                WsIn::Control(msg) => return msg,
+                WsIn::Tick(_) => {}
+                WsIn::Closed(code) => panic!("closed ({code:?}) while waiting for a message"),
+            }
+        }
+    }
+
+    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerMessage) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.recv().await) {
+                return found;
+            }
+        }
+    }
+
+    pub async fn recv_error(&mut self) -> ErrorFrame {
+        self.recv_until(|m| match m {
+            ServerMessage::Error(e) => Some(e),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The next tick, skipping control messages.
+    pub async fn recv_tick(&mut self) -> Vec<u8> {
+        loop {
+            match self.next().await {
+                WsIn::Tick(tick) => return tick,
+                WsIn::Control(_) => {}
+                WsIn::Closed(code) => panic!("closed ({code:?}) while waiting for a tick"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed_code(&mut self) -> Option<u16> {
+        loop {
+            if let WsIn::Closed(code) = self.next().await {
+                return code;
+            }
+        }
+    }
+
+    pub async fn join(&mut self, room_id: &str, request_id: RequestId) -> RoomSnapshot {
+        self.send(&join_msg(
+            room_id,
+            request_id,
+            vec![JoinOption::CreateIfMissing],
+        ))
+        .await;
+        self.recv_until(|m| match m {
+            ServerMessage::Joined {
+                request_id: id,
+                snapshot,
+            } if id == request_id => Some(snapshot),
+            ServerMessage::Error(e) => panic!("join failed: {e}"),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn ping(&mut self) {
+        self.send(&ClientMessage::Ping { client_time: 42 }).await;
+        self.recv_until(|m| match m {
+            ServerMessage::Pong {
+                client_time: 42, ..
+            } => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+}
+
+/// A plain HTTP/1.1 GET through hyper: status, content type, body.
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    http_get_over(stream, &addr.to_string(), path, headers).await
+}
+
+/// An HTTP/1.1 GET through hyper over any stream (plain or TLS).
+pub async fn http_get_over<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::{BodyExt, Empty};
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("http handshake");
+    tokio::spawn(connection);
+    let mut request = hyper::Request::get(path).header("host", host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Empty::<Bytes>::new()).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        content_type,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
