@@ -779,6 +779,37 @@ mod tests {
         assert!(close_frame_for(&CloseReason::ServerClosed { reason: "".into() }).is_none());
     }
 
+    #[tokio::test]
+    async fn unsent_ticks_are_newest_wins_per_room() {
+        let link = WsLink {
+            shared: Arc::new(WsShared {
+                ticks: Mutex::new(Vec::new()),
+                notify: Notify::new(),
+                dropped: AtomicU64::new(0),
+                finished: watch::Sender::new(false),
+            }),
+        };
+        // Nobody writes: a stuck socket.
+        for seq in 0..100u8 {
+            link.send_tick(RoomSlot(1), &[seq]);
+        }
+        link.send_tick(RoomSlot(2), b"a");
+        link.send_tick(RoomSlot(1), b"last");
+        let pending = lock(&link.shared.ticks).clone();
+        assert_eq!(
+            pending,
+            [
+                (RoomSlot(1), tick_message(b"last")),
+                (RoomSlot(2), tick_message(b"a"))
+            ]
+        );
+        assert_eq!(link.ticks_dropped(), 100);
+        // The writer is woken (a permit is stored for it).
+        tokio::time::timeout(Duration::from_secs(1), link.shared.notify.notified())
+            .await
+            .expect("writer woken");
+    }
+
     #[test]
     fn upgrade_request_offers_the_subprotocol_without_origin() {
         let url = ServerUrl::parse("wss://[::1]:4433/chorus?x=1").expect("url");
