@@ -15,6 +15,16 @@
 //! `--cert-hash-file <path>`. For a server with a CA-issued certificate use
 //! `--ca-pem <file>` or nothing (the system roots).
 //!
+//! Transports: an `https://` URL uses WebTransport and falls back to WebSocket
+//! (`wss://` at the same host, port and path) when UDP does not get through;
+//! `--transport webtransport|websocket` forces one. A `ws://` or `wss://` URL
+//! uses WebSocket directly; on loopback no certificate is needed with `ws://`:
+//!
+//! ```sh
+//! cargo run -p chorus-client --example chat_cursor -- \
+//!     --url ws://127.0.0.1:4433/chorus --room lobby --name cy              # terminal 3
+//! ```
+//!
 //! What it does:
 //! - prints the clock offset and RTT to the server after connecting;
 //! - joins the room and prints members as they join and leave;
@@ -28,20 +38,41 @@
 
 use anyhow::{Context, Result, bail};
 use chorus_client::{
-    Client, ConnectOptions, JoinOptions, MemberId, Room, RoomEvent, TickError, Trust,
+    Client, ConnectOptions, JoinOptions, MemberId, Room, RoomEvent, ServerUrl, TickError,
+    TransportChoice, Trust,
 };
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 
+/// Which transport to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// WebTransport for https:// URLs, falling back to WebSocket; WebSocket for ws(s)://.
+    Auto,
+    /// WebTransport only (https:// URLs).
+    Webtransport,
+    /// WebSocket only (ws://, wss://, or https:// mapped to wss://).
+    Websocket,
+}
+
 /// Chat and cursors over Chorus.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Server URL.
+    /// Server URL: https:// (WebTransport, WebSocket fallback), wss:// or ws://.
     #[arg(long, default_value = "https://127.0.0.1:4433/chorus")]
     url: String,
+    /// Transport.
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    transport: TransportArg,
+    /// Milliseconds to wait for WebTransport before falling back to WebSocket.
+    #[arg(long, default_value_t = 3000)]
+    fallback_after_ms: u64,
+    /// WebSocket URL for the fallback (default: the --url with wss://).
+    #[arg(long)]
+    websocket_url: Option<String>,
     /// SHA-256 of the server certificate, hex (as the server prints it).
     #[arg(long, conflicts_with_all = ["cert_hash_file", "ca_pem"])]
     cert_hash: Option<String>,
@@ -82,7 +113,11 @@ fn trust(args: &Args) -> Result<Trust> {
         let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         return Ok(Trust::CaPem(pem));
     }
-    eprintln!("(no --cert-hash, --cert-hash-file or --ca-pem: using the system roots)");
+    // Plain ws:// needs no certificate.
+    let plain = ServerUrl::parse(&args.url).is_ok_and(|u| u.scheme == chorus_client::Scheme::Ws);
+    if !plain {
+        eprintln!("(no --cert-hash, --cert-hash-file or --ca-pem: using the system roots)");
+    }
     Ok(Trust::NativeRoots)
 }
 
@@ -225,6 +260,13 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let options = ConnectOptions {
         trust: trust(&args)?,
+        transport: match args.transport {
+            TransportArg::Auto => TransportChoice::Auto,
+            TransportArg::Webtransport => TransportChoice::WebTransport,
+            TransportArg::Websocket => TransportChoice::WebSocket,
+        },
+        fallback_after: Duration::from_millis(args.fallback_after_ms),
+        websocket_url: args.websocket_url.clone(),
         client_name: format!("chat_cursor/{}", env!("CARGO_PKG_VERSION")),
         ..ConnectOptions::default()
     };
@@ -233,8 +275,9 @@ async fn main() -> Result<()> {
         .with_context(|| format!("connecting to {}", args.url))?;
     let clock = client.clock();
     println!(
-        "connected to {} ({}), session {}; clock offset {:+.3} ms, rtt {:.3} ms ({} samples)",
+        "connected to {} over {} ({}), session {}; clock offset {:+.3} ms, rtt {:.3} ms ({} samples)",
         args.url,
+        client.transport(),
         client.server_hello().server_name,
         client.session_id(),
         clock.offset_us as f64 / 1000.0,

@@ -26,6 +26,50 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Transports
+//!
+//! The URL picks the transport; the API is the same on both.
+//!
+//! - `https://host:port/chorus`: **WebTransport** (HTTP/3 over QUIC). Ticks are
+//!   QUIC datagrams. With the default [`TransportChoice::Auto`], when the QUIC
+//!   session is not up within [`ConnectOptions::fallback_after`] (3 s) or fails
+//!   (UDP blocked by a firewall, nothing listening on UDP), the client connects
+//!   to `wss://host:port/chorus` instead (or [`ConnectOptions::websocket_url`]),
+//!   with the same [`Trust`] settings. If both fail,
+//!   [`ConnectError::AllTransportsFailed`] says what each attempt met.
+//! - `wss://…` / `ws://…`: **WebSocket** (TCP, with or without TLS), as
+//!   PROTOCOL.md §1.3 defines it: binary messages with a lane byte, control
+//!   messages over 16 KiB sent in chunks so ticks pass between the pieces,
+//!   ticks in-band. `ws://` suits loopback development and servers behind a
+//!   TLS-terminating proxy.
+//!
+//! [`Client::transport`] tells which one is in use. Differences that show:
+//! [`Client::max_datagram_size`] is `None` on WebSocket (only the server's
+//! `max_tick_payload_bytes` limits ticks there), and a WebSocket client keeps at
+//! most one unsent tick per room, replacing it with a newer one
+//! ([`Client::outgoing_ticks_dropped`] counts those). Servers close a WebSocket
+//! with code 4000 + the Chorus error code; that becomes the same
+//! [`CloseReason::Server`] as a WebTransport close code.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use chorus_client::{Client, ConnectOptions, Transport, TransportChoice};
+//! use std::time::Duration;
+//!
+//! // Plain WebSocket to a local development server: no certificate involved.
+//! let local = Client::connect("ws://127.0.0.1:4433/chorus", ConnectOptions::default()).await?;
+//! assert_eq!(local.transport(), Transport::WebSocket);
+//!
+//! // WebTransport, or WebSocket after one second without a QUIC session.
+//! let options = ConnectOptions {
+//!     fallback_after: Duration::from_secs(1),
+//!     ..ConnectOptions::with_ca_pem(std::fs::read("ca.pem")?)
+//! };
+//! let client = Client::connect("https://chorus.example.com/chorus", options).await?;
+//! println!("connected over {}", client.transport());
+//! # Ok(()) }
+//! ```
+//!
 //! Modules:
 //! - [`client`]: connecting, the handshake and the [`Client`] handle.
 //! - [`room`]: the [`Room`] handle: replica reads, requests, ticks.
@@ -33,14 +77,16 @@
 //! - [`clock`]: the NTP-style clock estimator.
 //! - [`options`]: [`ConnectOptions`], [`Trust`], [`JoinOptions`].
 //! - [`error`]: one error type per boundary and [`CloseReason`].
-//! - [`url`]: server URL validation.
+//! - [`url`]: server URL validation and the `https://` → `wss://` mapping.
 //!
-//! One connection runs a few background tasks (see the `driver` module source):
-//! a control-stream reader that applies events to each room's replica *before*
-//! broadcasting them and completing requests, a single control-stream writer fed
-//! by a bounded queue, a datagram reader that routes ticks, and a periodic clock
-//! re-sync. Every queue is bounded: ticks are newest-wins, reliable events report
-//! `Lagged` to a receiver that falls behind (the replica stays correct).
+//! One connection runs a few background tasks (see the `driver` and `transport`
+//! module sources), the same for both transports: a reader that applies events
+//! to each room's replica *before* broadcasting them and completing requests and
+//! routes ticks, a single writer fed by a bounded queue (on WebSocket it also
+//! writes the pending ticks and pings), and a periodic clock re-sync. Only the
+//! bytes differ per transport. Every queue is bounded: ticks are newest-wins,
+//! reliable events report `Lagged` to a receiver that falls behind (the replica
+//! stays correct).
 //! When the connection ends every pending request fails with
 //! [`RequestError::Closed`] and every event and tick stream ends.
 
