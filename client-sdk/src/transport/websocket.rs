@@ -501,8 +501,9 @@ impl WsWriter {
     ) -> Result<(), WsError> {
         let shared = Arc::clone(&self.shared);
         loop {
+            // Unbiased: a steady stream of ticks must not starve control
+            // messages (ticks also go out before each control message piece).
             tokio::select! {
-                biased;
                 _ = shared.notify.notified() => {
                     if self.feed_ticks().await? {
                         self.sink.flush().await?;
