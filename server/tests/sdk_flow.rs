@@ -340,3 +340,121 @@ async fn server_shutdown_is_a_typed_close_for_clients() {
     assert_eq!(reason.code(), Some(ErrorCode::ShuttingDown), "{reason:?}");
     assert!(matches!(reason, CloseReason::Server(_)));
 }
+
+#[tokio::test]
+async fn sdk_clients_on_different_transports_share_a_room() {
+    use chorus_client::{Transport, TransportChoice};
+    let server = start_server().await;
+    let hash = server.cert_hash();
+    let wt = connect(&server).await;
+    let ws = Client::connect(&server.ws_url(), ConnectOptions::with_cert_hashes([hash]))
+        .await
+        .expect("ws connects");
+    let wss = Client::connect(
+        &server.url(),
+        ConnectOptions {
+            transport: TransportChoice::WebSocket,
+            ..ConnectOptions::with_cert_hashes([hash])
+        },
+    )
+    .await
+    .expect("wss connects");
+    assert_eq!(wt.transport(), Transport::WebTransport);
+    assert_eq!(ws.transport(), Transport::WebSocket);
+    assert_eq!(wss.transport(), Transport::WebSocket);
+
+    let r_wt = wt
+        .join("mixed-sdk", JoinOptions::named("wt"))
+        .await
+        .expect("join");
+    let r_ws = ws
+        .join("mixed-sdk", JoinOptions::named("ws"))
+        .await
+        .expect("join");
+    let r_wss = wss
+        .join("mixed-sdk", JoinOptions::named("wss"))
+        .await
+        .expect("join");
+    assert_eq!(r_wss.members().len(), 3);
+
+    // Each one's tick reaches both others.
+    let mut ticks = [r_wt.ticks(), r_ws.ticks(), r_wss.ticks()];
+    let rooms = [&r_wt, &r_ws, &r_wss];
+    for (i, sender) in rooms.iter().enumerate() {
+        sender
+            .send_tick(format!("from {i}").as_bytes())
+            .expect("tick");
+        for (j, receiver) in ticks.iter_mut().enumerate() {
+            if i == j {
+                continue;
+            }
+            let tick = tokio::time::timeout(WAIT, receiver.recv())
+                .await
+                .expect("tick in time")
+                .expect("tick");
+            assert_eq!(tick.sender, sender.me());
+            assert_eq!(tick.payload, format!("from {i}").as_bytes());
+        }
+    }
+    // State written over WebSocket is seen over WebTransport, and back.
+    r_ws.set_state("k", b"from ws").await.expect("set");
+    let ack = r_wt.set_state("j", b"from wt").await.expect("set");
+    let mut events = r_wss.events();
+    let cmd = r_wss.send_command("sync", b"", None).await.expect("cmd");
+    next_event(&mut events, |e| match e {
+        RoomEvent::Command(c) if c.seq == cmd.seq => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(r_wss.state("k").expect("k").value, &b"from ws"[..]);
+    assert_eq!(r_wss.state("j").expect("j").version, ack.version);
+    let mut ws_events = r_ws.events();
+    wt.close().await;
+    let reason = next_event(&mut ws_events, |e| match e {
+        RoomEvent::MemberLeft { member, reason, .. } if member == r_wt.me() => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, LeaveReason::Disconnected);
+}
+
+#[tokio::test]
+async fn the_sdk_falls_back_to_websocket_when_udp_does_not_answer() {
+    use chorus_client::{Transport, TransportChoice};
+    // TCP on its own port, where nothing listens on UDP: a network that drops UDP.
+    let server = start_server_with(|c| {
+        c.tcp_listen = Some(vec![std::net::SocketAddr::from(([127, 0, 0, 1], 0))]);
+    })
+    .await;
+    let tcp = server.tcp_addrs()[0];
+    assert_ne!(tcp.port(), server.local_addrs()[0].port());
+    let fallback = Client::connect(
+        &format!("https://{tcp}/chorus"),
+        ConnectOptions {
+            transport: TransportChoice::Auto,
+            fallback_after: std::time::Duration::from_millis(300),
+            ..ConnectOptions::with_cert_hashes([server.cert_hash()])
+        },
+    )
+    .await
+    .expect("connects by falling back");
+    assert_eq!(fallback.transport(), Transport::WebSocket);
+    // And it works with a WebTransport member in the same room.
+    let direct = connect(&server).await;
+    assert_eq!(direct.transport(), Transport::WebTransport);
+    let r1 = fallback
+        .join("fallback", JoinOptions::named("tcp"))
+        .await
+        .expect("join");
+    let r2 = direct
+        .join("fallback", JoinOptions::named("udp"))
+        .await
+        .expect("join");
+    let mut ticks = r1.ticks();
+    r2.send_tick(b"over udp").expect("tick");
+    let tick = tokio::time::timeout(WAIT, ticks.recv())
+        .await
+        .expect("in time")
+        .expect("tick");
+    assert_eq!(&tick.payload[..], b"over udp");
+}
