@@ -367,3 +367,42 @@ async fn requests_for_a_room_slot_not_joined_are_refused() {
         (ErrorCode::NotJoined, Some(11))
     );
 }
+
+#[tokio::test]
+async fn webtransport_sessions_from_disallowed_origins_are_refused() {
+    use wtransport::endpoint::ConnectOptions;
+    use wtransport::error::ConnectingError;
+    let server =
+        start_server_with(|c| c.allowed_origins = vec!["https://app.example.com".into()]).await;
+    let connect = |origin: &'static str| {
+        let config = wtransport::ClientConfig::builder()
+            .with_bind_default()
+            .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(
+                server.cert_hash(),
+            )])
+            .build();
+        let url = server.url();
+        async move {
+            let endpoint = wtransport::Endpoint::client(config).expect("endpoint");
+            endpoint
+                .connect(
+                    ConnectOptions::builder(url)
+                        .add_header("origin", origin)
+                        .build(),
+                )
+                .await
+        }
+    };
+    match connect("https://evil.example").await {
+        Err(ConnectingError::SessionRejected) => {}
+        other => panic!("expected a refused session, got {other:?}"),
+    }
+    for allowed in ["https://app.example.com", "http://127.0.0.1:8080"] {
+        assert!(connect(allowed).await.is_ok(), "{allowed} may connect");
+    }
+    assert_eq!(
+        server.stats().sessions_opened.get(),
+        0,
+        "no session for any of them yet"
+    );
+}
