@@ -6,8 +6,10 @@
 //! - [`report`]: the pure accounting and its table / JSON output.
 //! - [`procfs`]: CPU and memory from `/proc`.
 //! - [`run`]: one run, end to end.
+//! - [`transports`]: which transport each client uses.
 
 pub mod payload;
 pub mod procfs;
 pub mod report;
 pub mod run;
+pub mod transports;

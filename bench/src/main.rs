@@ -4,19 +4,53 @@
 //! cargo run --release -p chorus-bench -- --rooms 10 --clients 5 --hz 30 --duration 20
 //! ```
 //!
-//! Prints a table, then one JSON line (also appended to `--json-out`).
+//! Prints a table, then one JSON line per run (also appended to `--json-out`).
+//! `--transport both` runs the scenario once per transport and prints the two
+//! side by side.
 
 use anyhow::{Context, Result, bail};
 use chorus_bench::payload;
+use chorus_bench::report::{Report, side_by_side};
 use chorus_bench::run::{BenchConfig, Target, run};
-use clap::Parser;
+use chorus_bench::transports::TransportMix;
+use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// What `--transport` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    /// Every client on WebTransport.
+    Webtransport,
+    /// Every client on WebSocket.
+    Websocket,
+    /// Two runs of the same scenario, WebTransport then WebSocket.
+    Both,
+    /// Half of each room's clients on each transport (even in-room indices on
+    /// WebTransport), latency also reported per sender -> receiver transport.
+    Mixed,
+}
+
+impl TransportArg {
+    fn runs(self) -> Vec<TransportMix> {
+        match self {
+            TransportArg::Webtransport => vec![TransportMix::WebTransport],
+            TransportArg::Websocket => vec![TransportMix::WebSocket],
+            TransportArg::Both => vec![TransportMix::WebTransport, TransportMix::WebSocket],
+            TransportArg::Mixed => vec![TransportMix::Mixed],
+        }
+    }
+}
+
+/// Pause between the runs of `--transport both`, so that the first run's
+/// sessions are gone from the server before the second connects.
+const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
+
 /// Load and latency bench for Chorus: R rooms x C clients send P-byte ticks at
-/// H Hz through a real WebTransport server (in process by default).
+/// H Hz through a real server over WebTransport and/or WebSocket (in process by
+/// default).
 #[derive(Debug, Parser)]
 #[command(name = "chorus-bench", version)]
 struct Cli {
@@ -44,9 +78,22 @@ struct Cli {
     /// Seed for payload padding and the order of the send stagger.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Target an external server at this URL instead of starting one in process.
+    /// Which transport the clients use: webtransport, websocket, both (one run
+    /// each, side by side) or mixed (both in every room).
+    #[arg(long, value_enum, default_value_t = TransportArg::Webtransport)]
+    transport: TransportArg,
+    /// Target an external server at this URL (`https://`) instead of starting
+    /// one in process.
     #[arg(long, requires = "cert_hash")]
     url: Option<String>,
+    /// With --url: the server's WebSocket URL (`ws://` or `wss://`). Default:
+    /// --url with `ws://` (`wss://` with --ws-tls).
+    #[arg(long, requires = "url")]
+    ws_url: Option<String>,
+    /// WebSocket over TLS (`wss://`, trusting the server's certificate hash)
+    /// instead of plain `ws://`.
+    #[arg(long)]
+    ws_tls: bool,
     /// SHA-256 of the external server's certificate (hex, `:` allowed).
     #[arg(long, requires = "url")]
     cert_hash: Option<String>,
@@ -77,11 +124,27 @@ fn seconds(name: &str, v: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("--{name} {v} is not a valid duration"))
 }
 
+/// One configuration per run.
+fn configs(cli: &Cli) -> Result<Vec<BenchConfig>> {
+    let base = config(cli)?;
+    Ok(cli
+        .transport
+        .runs()
+        .into_iter()
+        .map(|transport| BenchConfig {
+            transport,
+            ..base.clone()
+        })
+        .collect())
+}
+
+/// The configuration of the first run.
 fn config(cli: &Cli) -> Result<BenchConfig> {
     payload::check_size(cli.payload_bytes, usize::MAX)?;
     let target = match (&cli.url, &cli.cert_hash) {
         (Some(url), Some(hash)) => Target::External {
             url: url.clone(),
+            ws_url: cli.ws_url.clone(),
             cert_hash: chorus_client::Trust::parse_hash(hash)
                 .context("--cert-hash must be 64 hex digits")?,
             server_pid: cli.server_pid,
@@ -108,6 +171,8 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         server_threads: cli.server_threads,
         client_threads: cli.client_threads,
         target,
+        transport: cli.transport.runs()[0],
+        ws_tls: cli.ws_tls,
     })
 }
 
@@ -130,12 +195,43 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: &Cli) -> Result<()> {
-    let cfg = config(cli)?;
-    let report = run(&cfg)?;
-    let line = report.json_line().context("serializing the report")?;
+    let configs = configs(cli)?;
+    let mut reports = Vec::with_capacity(configs.len());
+    let mut failure = None;
+    for (i, cfg) in configs.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(SETTLE_BETWEEN_RUNS);
+        }
+        match run(cfg).with_context(|| format!("{} run", cfg.transport)) {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    // Whatever completed is printed, even if a later run failed.
+    print_reports(cli, &reports)?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn print_reports(cli: &Cli, reports: &[Report]) -> Result<()> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let lines = reports
+        .iter()
+        .map(Report::json_line)
+        .collect::<Result<Vec<_>, _>>()
+        .context("serializing the report")?;
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", report.table())?;
-    writeln!(out, "{line}")?;
+    write!(out, "{}", side_by_side(reports))?;
+    for line in &lines {
+        writeln!(out, "{line}")?;
+    }
     out.flush()?;
     if let Some(path) = &cli.json_out {
         let mut f = std::fs::OpenOptions::new()
@@ -143,7 +239,9 @@ fn real_main(cli: &Cli) -> Result<()> {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        for line in &lines {
+            writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -179,8 +277,56 @@ mod tests {
             config(&cli).expect("valid").target,
             Target::External {
                 server_pid: Some(1),
+                ws_url: None,
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn transport_flag_gives_one_config_per_run() {
+        let mixes = |args: &[&str]| -> Vec<TransportMix> {
+            let cli =
+                Cli::try_parse_from(std::iter::once("chorus-bench").chain(args.iter().copied()))
+                    .expect("parses");
+            configs(&cli)
+                .expect("valid")
+                .into_iter()
+                .map(|c| c.transport)
+                .collect()
+        };
+        assert_eq!(mixes(&[]), [TransportMix::WebTransport]);
+        assert_eq!(
+            mixes(&["--transport", "websocket"]),
+            [TransportMix::WebSocket]
+        );
+        assert_eq!(mixes(&["--transport", "mixed"]), [TransportMix::Mixed]);
+        assert_eq!(
+            mixes(&["--transport", "both", "--rooms", "3"]),
+            [TransportMix::WebTransport, TransportMix::WebSocket]
+        );
+        assert!(Cli::try_parse_from(["chorus-bench", "--transport", "quic"]).is_err());
+        // --ws-url only with an external server.
+        assert!(Cli::try_parse_from(["chorus-bench", "--ws-url", "ws://x/chorus"]).is_err());
+        let cli = Cli::try_parse_from([
+            "chorus-bench",
+            "--transport",
+            "both",
+            "--url",
+            "https://127.0.0.1:4433/chorus",
+            "--cert-hash",
+            &"ab".repeat(32),
+            "--ws-url",
+            "wss://127.0.0.1:4433/chorus",
+        ])
+        .expect("parses");
+        let cfgs = configs(&cli).expect("valid");
+        assert_eq!(cfgs.len(), 2);
+        for cfg in cfgs {
+            let Target::External { ws_url, .. } = cfg.target else {
+                panic!("external");
+            };
+            assert_eq!(ws_url.as_deref(), Some("wss://127.0.0.1:4433/chorus"));
+        }
     }
 }

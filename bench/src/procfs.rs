@@ -100,6 +100,13 @@ pub fn status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Resets a process's peak RSS (`VmHWM`) to its current RSS by writing `5` to
+/// `/proc/PID/clear_refs` (Linux 4.0+; for another process, needs the right to
+/// ptrace it). Returns whether it worked.
+pub fn reset_peak_rss(pid: &str) -> bool {
+    fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// Busy clock ticks of the whole machine (all cores, all processes) from the
 /// `cpu` line of `/proc/stat`: everything but idle and iowait.
 pub fn machine_busy_ticks() -> Option<u64> {
@@ -231,6 +238,9 @@ mod tests {
         assert!(clock_ticks_per_second() > 0);
         assert!(process_cpu_ticks("self").is_some());
         assert!(memory_mib("self").0.is_some());
+        assert!(reset_peak_rss("self"));
+        let (peak, rss) = memory_mib("self");
+        assert!(peak.is_some() && rss.is_some());
         assert_eq!(cpu_pct(100, 100, 2.0), 50.0);
         assert_eq!(cpu_pct(100, 100, 0.0), 0.0);
     }

@@ -2,12 +2,17 @@
 //! bench prints (a table and one JSON line). No clocks, no I/O: every input is
 //! an argument, so the arithmetic is unit-tested on known numbers.
 
+use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Schema tag of the JSON line; bump when keys change meaning.
-pub const SCHEMA: &str = "chorus-bench/1";
+/// 2: `transport`, `clients_per_room_by_transport`, `by_pair`,
+/// `sdk_outgoing_replaced`, `server_sessions_opened`, `params.ws_url`; server
+/// counters also for an external server (from its `/stats`).
+pub const SCHEMA: &str = "chorus-bench/2";
 
 /// Largest latency or connect time recorded, in µs (larger values saturate).
 const HIST_MAX_US: u64 = 60_000_000;
@@ -53,6 +58,27 @@ pub struct ClientTotals {
     /// reading it, µs: not part of the latency; large values mean the receiving
     /// side of the load generator is behind.
     pub handoff_us: Histogram<u64>,
+    /// `sent`, by the sender's transport.
+    pub sent_by: PerTransport,
+    /// `delivered` and its latency by (sender transport, receiver transport).
+    pub pairs: BTreeMap<(ClientTransport, ClientTransport), PairTotals>,
+}
+
+/// Deliveries from senders on one transport to receivers on one transport.
+#[derive(Debug, Clone)]
+pub struct PairTotals {
+    pub delivered: u64,
+    /// One-way latency, µs.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Default for PairTotals {
+    fn default() -> Self {
+        PairTotals {
+            delivered: 0,
+            latency_us: new_histogram(),
+        }
+    }
 }
 
 impl Default for ClientTotals {
@@ -70,6 +96,8 @@ impl Default for ClientTotals {
             latency_us: new_histogram(),
             send_lateness_us: new_histogram(),
             handoff_us: new_histogram(),
+            sent_by: PerTransport::default(),
+            pairs: BTreeMap::new(),
         }
     }
 }
@@ -89,11 +117,35 @@ impl ClientTotals {
         merge_histogram(&mut self.latency_us, &other.latency_us);
         merge_histogram(&mut self.send_lateness_us, &other.send_lateness_us);
         merge_histogram(&mut self.handoff_us, &other.handoff_us);
+        self.sent_by.webtransport += other.sent_by.webtransport;
+        self.sent_by.websocket += other.sent_by.websocket;
+        for (pair, theirs) in &other.pairs {
+            let ours = self.pairs.entry(*pair).or_default();
+            ours.delivered += theirs.delivered;
+            merge_histogram(&mut ours.latency_us, &theirs.latency_us);
+        }
     }
 
-    /// Records one delivered tick's latency.
+    /// Records one delivered tick's latency (overall only; see
+    /// [`record_delivery`](Self::record_delivery) for the whole bookkeeping).
     pub fn record_latency_us(&mut self, us: u64) {
         record(&mut self.latency_us, us);
+    }
+
+    /// Records one in-window tick handed to the SDK by a sender on `from`.
+    pub fn record_sent(&mut self, from: ClientTransport) {
+        self.sent += 1;
+        *self.sent_by.get_mut(from) += 1;
+    }
+
+    /// Records one in-window tick from a sender on `from`, received for the
+    /// first time by a receiver on `to`, `us` after it was sent.
+    pub fn record_delivery(&mut self, from: ClientTransport, to: ClientTransport, us: u64) {
+        self.delivered += 1;
+        self.record_latency_us(us);
+        let pair = self.pairs.entry((from, to)).or_default();
+        pair.delivered += 1;
+        record(&mut pair.latency_us, us);
     }
 }
 
@@ -126,7 +178,10 @@ pub struct Params {
     pub connect_concurrency: usize,
     /// `"in-process"` or `"external"`.
     pub server: String,
+    /// The WebTransport URL (used by WebTransport clients).
     pub url: String,
+    /// The WebSocket URL, when some clients used WebSocket.
+    pub ws_url: Option<String>,
 }
 
 /// CPU use over the measured window, in % of one core (200 = two cores busy).
@@ -153,13 +208,18 @@ pub struct CpuFigures {
 pub struct MemFigures {
     /// VmHWM of the measured process.
     pub peak_rss_mib: Option<f64>,
+    /// The bench reset VmHWM at the start of this run, so the peak is this
+    /// run's (from the RSS it started with); `false`: since the process
+    /// started (e.g. an earlier run of `--transport both`).
+    pub peak_since_run_start: bool,
     /// VmRSS at the end of the window.
     pub rss_end_mib: Option<f64>,
     /// Which process these figures are about.
     pub scope: String,
 }
 
-/// Server counters over the measured window (in process only).
+/// Server counters over the measured window: read directly in process, from
+/// the server's `GET /stats` (plain HTTP on its TCP port) when external.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerCounters {
     pub ticks_in: u64,
@@ -208,6 +268,21 @@ impl Percentiles {
     }
 }
 
+/// Deliveries from senders on one transport to receivers on one transport.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PairReport {
+    pub from: ClientTransport,
+    pub to: ClientTransport,
+    /// Ticks sent by the `from` clients.
+    pub sent: u64,
+    /// `sent × (room-mates on `to`)`: each `from` tick should reach every other
+    /// member on `to`.
+    pub expected: u64,
+    pub delivered: u64,
+    pub loss_pct: f64,
+    pub latency_ms: Percentiles,
+}
+
 /// Where and when the run happened.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
@@ -227,9 +302,13 @@ pub struct RunMeta {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema: String,
+    /// How this run assigned transports: `webtransport`, `websocket` or `mixed`.
+    pub transport: TransportMix,
     #[serde(flatten)]
     pub meta: RunMeta,
     pub params: Params,
+    /// How many of each room's clients used each transport.
+    pub clients_per_room_by_transport: PerTransport,
     /// Length of the measured window, s.
     pub window_s: f64,
     /// `rooms × clients × hz`: the send rate asked for.
@@ -249,8 +328,14 @@ pub struct Report {
     pub undecodable: u64,
     pub send_errors: u64,
     pub sdk_dropped: u64,
+    /// Ticks a WebSocket client's SDK replaced with a newer one of the same room
+    /// before writing them (`Client::outgoing_ticks_dropped`, whole run, part
+    /// of the loss; always 0 on WebTransport).
+    pub sdk_outgoing_replaced: u64,
     pub receivers_ended_early: u64,
     pub latency_ms: Percentiles,
+    /// Deliveries and latency per (sender transport → receiver transport).
+    pub by_pair: Vec<PairReport>,
     /// See [`ClientTotals::send_lateness_us`].
     pub send_lateness_ms: Percentiles,
     /// See [`ClientTotals::handoff_us`].
@@ -260,6 +345,9 @@ pub struct Report {
     pub cpu: CpuFigures,
     pub memory: MemFigures,
     pub server_counters: Option<ServerCounters>,
+    /// Sessions the server opened per transport while the bench connected
+    /// (checked against the plan: a mismatch fails the run).
+    pub server_sessions_opened: Option<PerTransport>,
     /// From the start of sending to the drain deadline.
     pub kernel_udp: Option<KernelUdp>,
 }
@@ -272,13 +360,57 @@ pub struct Measurements {
     pub cpu: CpuFigures,
     pub memory: MemFigures,
     pub server_counters: Option<ServerCounters>,
+    pub server_sessions_opened: Option<PerTransport>,
     pub kernel_udp: Option<KernelUdp>,
+    /// Sum of `Client::outgoing_ticks_dropped` over the clients.
+    pub sdk_outgoing_replaced: u64,
+}
+
+fn loss_pct(delivered: u64, expected: u64) -> f64 {
+    if expected > 0 {
+        round3(100.0 * (1.0 - delivered as f64 / expected as f64))
+    } else {
+        0.0
+    }
+}
+
+/// Per (sender transport → receiver transport): every tick a `from` client
+/// sent should reach each of its room-mates on `to`, i.e. `per_room[to]`
+/// clients, less the sender itself when `from == to`. Pairs with nothing
+/// expected and nothing delivered are left out.
+pub fn pair_reports(totals: &ClientTotals, per_room: PerTransport) -> Vec<PairReport> {
+    let mut out = Vec::new();
+    for from in ClientTransport::ALL {
+        for to in ClientTransport::ALL {
+            let receivers = per_room.get(to).saturating_sub(u64::from(from == to));
+            let sent = totals.sent_by.get(from);
+            let expected = sent * receivers;
+            let cell = totals.pairs.get(&(from, to));
+            let delivered = cell.map_or(0, |c| c.delivered);
+            if expected == 0 && delivered == 0 {
+                continue;
+            }
+            out.push(PairReport {
+                from,
+                to,
+                sent,
+                expected,
+                delivered,
+                loss_pct: loss_pct(delivered, expected),
+                latency_ms: cell.map_or_else(Percentiles::default, |c| {
+                    Percentiles::from_us(&c.latency_us)
+                }),
+            });
+        }
+    }
+    out
 }
 
 impl Report {
     /// Derives every figure from the merged per-client totals.
     pub fn compute(
         params: Params,
+        transport: TransportMix,
         meta: RunMeta,
         totals: &ClientTotals,
         m: Measurements,
@@ -292,16 +424,14 @@ impl Report {
                 0.0
             }
         };
-        let loss_pct = if expected > 0 {
-            round3(100.0 * (1.0 - totals.delivered as f64 / expected as f64))
-        } else {
-            0.0
-        };
         let nominal = f64::from(params.rooms) * f64::from(params.clients_per_room) * params.hz;
+        let per_room = transport.per_room(params.clients_per_room);
         Report {
             schema: SCHEMA.to_owned(),
+            transport,
             meta,
             params,
+            clients_per_room_by_transport: per_room,
             window_s: round3(m.window_s),
             nominal_sent_per_s: round3(nominal),
             sent: totals.sent,
@@ -310,21 +440,24 @@ impl Report {
             expected_per_s: per_s(expected),
             delivered: totals.delivered,
             delivered_per_s: per_s(totals.delivered),
-            loss_pct,
+            loss_pct: loss_pct(totals.delivered, expected),
             duplicates: totals.duplicates,
             misrouted: totals.misrouted,
             too_old: totals.too_old,
             undecodable: totals.undecodable,
             send_errors: totals.send_errors,
             sdk_dropped: totals.sdk_dropped,
+            sdk_outgoing_replaced: m.sdk_outgoing_replaced,
             receivers_ended_early: totals.receivers_ended_early,
             latency_ms: Percentiles::from_us(&totals.latency_us),
+            by_pair: pair_reports(totals, per_room),
             send_lateness_ms: Percentiles::from_us(&totals.send_lateness_us),
             receive_handoff_ms: Percentiles::from_us(&totals.handoff_us),
             connect_join_ms: Percentiles::from_us(&m.connect_join_us),
             cpu: m.cpu,
             memory: m.memory,
             server_counters: m.server_counters,
+            server_sessions_opened: m.server_sessions_opened,
             kernel_udp: m.kernel_udp,
         }
     }
@@ -336,19 +469,22 @@ impl Report {
 
     /// A human-readable table.
     pub fn table(&self) -> String {
+        side_by_side(std::slice::from_ref(self))
+    }
+
+    /// The first header line: the scenario.
+    fn scenario(&self) -> String {
         let p = &self.params;
-        let mut s = String::new();
-        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
-        let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} %"));
-        let mib = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MiB"));
-        let _ = writeln!(
-            s,
+        format!(
             "chorus-bench: {} rooms x {} clients, {} Hz, {} B payload, {} s measured (+{} s warm-up), server {}",
             p.rooms, p.clients_per_room, p.hz, p.payload_bytes, self.window_s, p.warmup_s, p.server
-        );
-        let _ = writeln!(
-            s,
-            "  commit {} {} | {} cores ({} usable by the bench) | {}",
+        )
+    }
+
+    /// The second header line: code and machine.
+    fn machine(&self) -> String {
+        format!(
+            "  commit {} {} | {} cores ({} usable by the bench)",
             self.meta.git_commit.as_deref().unwrap_or("?"),
             match self.meta.git_dirty {
                 Some(true) => "(dirty tree)",
@@ -357,11 +493,30 @@ impl Report {
             },
             self.meta.cores,
             self.meta.usable_cores,
-            self.meta.timestamp
+        )
+    }
+
+    /// The table's rows, label and value. Rows that only matter sometimes
+    /// (streams ended early, per-pair figures of a mixed run) are left out
+    /// when they do not apply.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
+        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} %"));
+        let mib = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MiB"));
+        let per_room = self.clients_per_room_by_transport;
+        row(
+            "transport",
+            match self.transport {
+                TransportMix::Mixed => format!(
+                    "mixed ({} WT + {} WS per room)",
+                    per_room.webtransport, per_room.websocket
+                ),
+                t => t.name().to_owned(),
+            },
         );
-        let mut row = |k: &str, v: String| {
-            let _ = writeln!(s, "  {k:<30} {v}");
-        };
+        row("started (UTC)", self.meta.timestamp.clone());
         row(
             "ticks sent",
             format!(
@@ -388,7 +543,11 @@ impl Report {
         );
         row(
             "SDK receive-buffer drops",
-            format!("{} (whole run, part of the loss)", self.sdk_dropped),
+            format!("{} (whole run, in the loss)", self.sdk_dropped),
+        );
+        row(
+            "SDK outgoing tick replaced (WS)",
+            format!("{} (whole run, in the loss)", self.sdk_outgoing_replaced),
         );
         if self.receivers_ended_early > 0 {
             row(
@@ -405,6 +564,27 @@ impl Report {
             "latency ms p99.9/max",
             format!("{} / {} ({} samples)", opt(l.p999), opt(l.max), l.samples),
         );
+        if self.by_pair.len() > 1 {
+            for pr in &self.by_pair {
+                row(
+                    &format!("{}->{} delivered / loss", pr.from.short(), pr.to.short()),
+                    format!("{} of {} ({:.3} %)", pr.delivered, pr.expected, pr.loss_pct),
+                );
+            }
+            for pr in &self.by_pair {
+                let l = &pr.latency_ms;
+                row(
+                    &format!("{}->{} ms p50/p90/p99/max", pr.from.short(), pr.to.short()),
+                    format!(
+                        "{} / {} / {} / {}",
+                        opt(l.p50),
+                        opt(l.p90),
+                        opt(l.p99),
+                        opt(l.max)
+                    ),
+                );
+            }
+        }
         let sl = &self.send_lateness_ms;
         row(
             "send lateness ms p50/p99/max",
@@ -434,12 +614,30 @@ impl Report {
         row(
             "peak RSS / RSS at end",
             format!(
-                "{} / {} ({})",
+                "{} / {}",
                 mib(self.memory.peak_rss_mib),
                 mib(self.memory.rss_end_mib),
-                self.memory.scope
             ),
         );
+        row(
+            "memory of",
+            format!(
+                "{}; peak since {}",
+                self.memory.scope,
+                if self.memory.peak_since_run_start {
+                    "run start"
+                } else {
+                    "process start"
+                }
+            ),
+        );
+        match &self.server_sessions_opened {
+            Some(s) => row(
+                "server sessions opened WT / WS",
+                format!("{} / {}", s.webtransport, s.websocket),
+            ),
+            None => row("server sessions opened", "- (not readable)".to_owned()),
+        }
         match &self.server_counters {
             Some(c) => row(
                 "server ticks in/out/dropped/rej",
@@ -448,19 +646,74 @@ impl Report {
                     c.ticks_in, c.ticks_out, c.ticks_dropped, c.ticks_rejected
                 ),
             ),
-            None => row("server counters", "- (external server)".to_owned()),
+            None => row("server counters", "- (not readable)".to_owned()),
         }
         if let Some(k) = &self.kernel_udp {
             row(
                 "kernel UDP in/out/rcvbuf-drops",
                 format!(
-                    "{} / {} / {} (whole machine, warm-up to drain)",
+                    "{} / {} / {} (machine-wide)",
                     k.in_datagrams, k.out_datagrams, k.rcvbuf_errors
                 ),
             );
         }
-        s
+        rows
     }
+}
+
+/// Several runs of one scenario as one table, one value column per run (e.g.
+/// per transport); a row one run lacks shows `-`. With one run, its table.
+pub fn side_by_side(reports: &[Report]) -> String {
+    let Some(first) = reports.first() else {
+        return String::new();
+    };
+    let columns: Vec<Vec<(String, String)>> = reports.iter().map(Report::rows).collect();
+    // Every label in order of first appearance, each placed after the label
+    // that precedes it in its own run.
+    let mut labels: Vec<String> = Vec::new();
+    for rows in &columns {
+        let mut at = 0;
+        for (label, _) in rows {
+            match labels.iter().position(|l| l == label) {
+                Some(i) => at = i + 1,
+                None => {
+                    labels.insert(at, label.clone());
+                    at += 1;
+                }
+            }
+        }
+    }
+    let value = |col: &[(String, String)], label: &str| {
+        col.iter()
+            .find(|(l, _)| l == label)
+            .map_or_else(|| "-".to_owned(), |(_, v)| v.clone())
+    };
+    let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = columns
+        .iter()
+        .map(|col| {
+            col.iter()
+                .map(|(_, v)| v.chars().count())
+                .max()
+                .unwrap_or(1)
+        })
+        .collect();
+    let mut s = String::new();
+    let _ = writeln!(s, "{}", first.scenario());
+    let _ = writeln!(s, "{}", first.machine());
+    for label in &labels {
+        let mut line = format!("  {label:<label_width$}");
+        for (i, col) in columns.iter().enumerate() {
+            let v = value(col, label);
+            if i + 1 == columns.len() {
+                let _ = write!(line, "  {v}");
+            } else {
+                let _ = write!(line, "  {v:<w$}", w = widths[i]);
+            }
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    s
 }
 
 /// Rounds to 3 decimals.
@@ -490,6 +743,8 @@ pub fn rfc3339_utc(unix_secs: u64) -> String {
 mod tests {
     use super::*;
 
+    const WT: TransportMix = TransportMix::WebTransport;
+
     fn params(clients: u32) -> Params {
         Params {
             rooms: 2,
@@ -504,6 +759,7 @@ mod tests {
             connect_concurrency: 32,
             server: "in-process".into(),
             url: "https://127.0.0.1:1/chorus".into(),
+            ws_url: None,
         }
     }
 
@@ -519,14 +775,21 @@ mod tests {
                 ticks_dropped: 3,
                 ticks_rejected: 4,
             }),
+            server_sessions_opened: Some(PerTransport::default()),
             kernel_udp: Some(KernelUdp::default()),
+            sdk_outgoing_replaced: 0,
         }
     }
 
     fn totals(sent: u64, delivered: u64, latencies: &[u64]) -> ClientTotals {
+        // All sent over WebTransport.
         let mut t = ClientTotals {
             sent,
             delivered,
+            sent_by: PerTransport {
+                webtransport: sent,
+                websocket: 0,
+            },
             ..ClientTotals::default()
         };
         for &us in latencies {
@@ -540,6 +803,7 @@ mod tests {
         // 1000 ticks in rooms of 5: 4000 expected; 3990 delivered = 0.25 % loss.
         let r = Report::compute(
             params(5),
+            WT,
             RunMeta::default(),
             &totals(1000, 3990, &[]),
             measurements(10.0),
@@ -553,6 +817,7 @@ mod tests {
 
         let none_lost = Report::compute(
             params(5),
+            WT,
             RunMeta::default(),
             &totals(1000, 4000, &[]),
             measurements(10.0),
@@ -565,6 +830,7 @@ mod tests {
         // A room of one: nobody to deliver to.
         let r = Report::compute(
             params(1),
+            WT,
             RunMeta::default(),
             &totals(50, 0, &[]),
             measurements(0.0),
@@ -600,7 +866,7 @@ mod tests {
         assert_eq!((m.undecodable, m.sdk_dropped, m.send_errors), (44, 55, 66));
         assert_eq!(m.latency_us.len(), 3);
 
-        let r = Report::compute(params(3), RunMeta::default(), &m, measurements(1.0));
+        let r = Report::compute(params(3), WT, RunMeta::default(), &m, measurements(1.0));
         assert_eq!(r.expected, 30);
         assert_eq!(r.loss_pct, 10.0);
         assert_eq!(r.duplicates, 11);
@@ -617,6 +883,7 @@ mod tests {
         let lat: Vec<u64> = (1..=1000).collect(); // 1 µs .. 1000 µs
         let r = Report::compute(
             params(2),
+            WT,
             RunMeta::default(),
             &totals(1000, 1000, &lat),
             measurements(1.0),
@@ -647,6 +914,7 @@ mod tests {
         };
         let r = Report::compute(
             params(5),
+            WT,
             meta,
             &totals(100, 400, &[500, 700]),
             measurements(2.0),
@@ -656,6 +924,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
         for key in [
             "schema",
+            "transport",
+            "clients_per_room_by_transport",
             "timestamp",
             "timestamp_unix",
             "git_commit",
@@ -678,14 +948,17 @@ mod tests {
             "undecodable",
             "send_errors",
             "sdk_dropped",
+            "sdk_outgoing_replaced",
             "receivers_ended_early",
             "latency_ms",
+            "by_pair",
             "send_lateness_ms",
             "receive_handoff_ms",
             "connect_join_ms",
             "cpu",
             "memory",
             "server_counters",
+            "server_sessions_opened",
             "kernel_udp",
         ] {
             assert!(v.get(key).is_some(), "missing key {key}");
@@ -701,6 +974,8 @@ mod tests {
             "duration_s",
             "warmup_s",
             "seed",
+            "url",
+            "ws_url",
         ] {
             assert!(v["params"].get(key).is_some(), "params.{key}");
         }
@@ -713,7 +988,12 @@ mod tests {
         ] {
             assert!(v["cpu"].get(key).is_some(), "cpu.{key}");
         }
-        for key in ["peak_rss_mib", "rss_end_mib", "scope"] {
+        for key in [
+            "peak_rss_mib",
+            "rss_end_mib",
+            "scope",
+            "peak_since_run_start",
+        ] {
             assert!(v["memory"].get(key).is_some(), "memory.{key}");
         }
         for key in ["ticks_in", "ticks_out", "ticks_dropped", "ticks_rejected"] {
@@ -723,6 +1003,22 @@ mod tests {
             );
         }
         assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(SCHEMA, "chorus-bench/2");
+        assert_eq!(v["transport"], "webtransport");
+        assert_eq!(v["clients_per_room_by_transport"]["webtransport"], 5);
+        assert_eq!(v["clients_per_room_by_transport"]["websocket"], 0);
+        for key in [
+            "from",
+            "to",
+            "sent",
+            "expected",
+            "delivered",
+            "loss_pct",
+            "latency_ms",
+        ] {
+            assert!(v["by_pair"][0].get(key).is_some(), "by_pair.{key}");
+        }
+        assert_eq!(v["server_sessions_opened"]["websocket"], 0);
         assert_eq!(v["timestamp"], "2023-11-14T22:13:20Z");
         assert_eq!(v["expected"], 400);
         assert_eq!(v["latency_ms"]["max"], 0.7);
@@ -732,6 +1028,170 @@ mod tests {
         let table = r.table();
         assert!(table.contains("loss"));
         assert!(table.contains("p99"));
+    }
+
+    /// One client's totals in a mixed room of three (0: WT, 1: WS, 2: WT):
+    /// it sent `sent` ticks and received `from` (sender index, count, µs).
+    fn client(mix: TransportMix, me: u32, sent: u64, from: &[(u32, u64, u64)]) -> ClientTotals {
+        let mut t = ClientTotals::default();
+        for _ in 0..sent {
+            t.record_sent(mix.of(me));
+        }
+        for &(sender, n, us) in from {
+            for _ in 0..n {
+                t.record_delivery(mix.of(sender), mix.of(me), us);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn pair_bookkeeping_splits_expected_delivered_and_latency() {
+        use ClientTransport::{WebSocket as WS, WebTransport as WT};
+        let mix = TransportMix::Mixed;
+        // Room of 3: clients 0 and 2 on WebTransport, 1 on WebSocket; each sends 10.
+        // 0 gets 10 from 1 (2 ms) and 10 from 2 (1 ms); 1 gets 9 from 0 and 9
+        // from 2 (1.8 ms; 2 lost); 2 gets 10 from 0 (1 ms) and 10 from 1 (2 ms).
+        // (Below 2048 µs the histogram is exact.)
+        let mut all = ClientTotals::default();
+        for c in [
+            client(mix, 0, 10, &[(1, 10, 2000), (2, 10, 1000)]),
+            client(mix, 1, 10, &[(0, 9, 1800), (2, 9, 1800)]),
+            client(mix, 2, 10, &[(0, 10, 1000), (1, 10, 2000)]),
+        ] {
+            all.merge(&c);
+        }
+        assert_eq!(all.sent, 30);
+        assert_eq!((all.sent_by.webtransport, all.sent_by.websocket), (20, 10));
+        assert_eq!(all.delivered, 58);
+
+        let mut p = params(3);
+        p.rooms = 1;
+        let r = Report::compute(p, mix, RunMeta::default(), &all, measurements(1.0));
+        assert_eq!(r.transport, TransportMix::Mixed);
+        assert_eq!(
+            r.clients_per_room_by_transport,
+            PerTransport {
+                webtransport: 2,
+                websocket: 1
+            }
+        );
+        assert_eq!((r.expected, r.delivered), (60, 58));
+        let pairs: Vec<_> = r
+            .by_pair
+            .iter()
+            .map(|p| (p.from, p.to, p.sent, p.expected, p.delivered))
+            .collect();
+        // WS -> WS: the only WebSocket client has no WebSocket room-mate.
+        assert_eq!(
+            pairs,
+            [
+                (WT, WT, 20, 20, 20),
+                (WT, WS, 20, 20, 18),
+                (WS, WT, 10, 20, 20),
+            ]
+        );
+        assert_eq!(
+            r.by_pair.iter().map(|p| p.expected).sum::<u64>(),
+            r.expected
+        );
+        assert_eq!(
+            r.by_pair.iter().map(|p| p.delivered).sum::<u64>(),
+            r.delivered
+        );
+        assert_eq!(r.by_pair[0].latency_ms.p50, Some(1.0));
+        assert_eq!(r.by_pair[1].latency_ms.max, Some(1.8));
+        assert_eq!(r.by_pair[1].loss_pct, 10.0);
+        assert_eq!(r.by_pair[2].latency_ms.samples, 20);
+        assert_eq!(r.by_pair[2].latency_ms.p99, Some(2.0));
+        assert_eq!(r.latency_ms.samples, 58);
+        let table = r.table();
+        assert!(table.contains("mixed (2 WT + 1 WS per room)"), "{table}");
+        assert!(table.contains("WT->WS delivered / loss"), "{table}");
+        assert!(table.contains("18 of 20 (10.000 %)"), "{table}");
+        assert!(table.contains("WS->WT ms p50/p90/p99/max"), "{table}");
+        assert!(!table.contains("WS->WS"), "{table}");
+    }
+
+    #[test]
+    fn single_transport_runs_have_one_pair_and_no_pair_rows() {
+        let mix = TransportMix::WebSocket;
+        let mut all = ClientTotals::default();
+        all.merge(&client(mix, 0, 5, &[(1, 5, 1500)]));
+        all.merge(&client(mix, 1, 5, &[(0, 4, 1500)]));
+        let mut p = params(2);
+        p.rooms = 1;
+        let r = Report::compute(p, mix, RunMeta::default(), &all, measurements(1.0));
+        assert_eq!(r.by_pair.len(), 1);
+        let only = r.by_pair[0];
+        assert_eq!(
+            (only.from, only.to),
+            (ClientTransport::WebSocket, ClientTransport::WebSocket)
+        );
+        assert_eq!((only.expected, only.delivered), (r.expected, r.delivered));
+        assert_eq!(only.loss_pct, r.loss_pct);
+        assert_eq!(only.latency_ms, r.latency_ms);
+        assert!(!r.table().contains("->WS delivered"));
+    }
+
+    #[test]
+    fn side_by_side_has_one_column_per_run() {
+        let wt = Report::compute(
+            params(2),
+            TransportMix::WebTransport,
+            RunMeta::default(),
+            &totals(100, 100, &[1000]),
+            measurements(1.0),
+        );
+        let mut ended = totals(100, 90, &[2000]);
+        ended.receivers_ended_early = 3;
+        let ws = Report::compute(
+            params(2),
+            TransportMix::WebSocket,
+            RunMeta::default(),
+            &ended,
+            measurements(1.0),
+        );
+        let table = side_by_side(&[wt.clone(), ws]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("chorus-bench: 2 rooms x 2 clients"));
+        let row = |label: &str| -> Vec<String> {
+            let line = lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(label))
+                .unwrap_or_else(|| panic!("no row {label}:\n{table}"));
+            line.trim_start()[label.len()..]
+                .split("  ")
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(row("transport"), ["webtransport", "websocket"]);
+        assert_eq!(row("loss"), ["0.000 %", "10.000 %"]);
+        // A row only one run has shows "-" for the other.
+        assert_eq!(
+            row("tick streams ended early"),
+            ["-", "3 (connection or room lost)"]
+        );
+        // The value columns line up.
+        let col = |label: &str| {
+            let line = lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(label))
+                .expect("row");
+            line.find("websocket")
+                .or_else(|| line.find("10.000"))
+                .expect("second column")
+        };
+        assert_eq!(col("transport"), col("loss"));
+        assert!(
+            lines.iter().all(|l| l.trim_end() == *l),
+            "no trailing spaces"
+        );
+        // One report alone is its own table.
+        assert_eq!(side_by_side(std::slice::from_ref(&wt)), wt.table());
+        assert_eq!(side_by_side(&[]), "");
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! runtime named [`CLIENT_THREAD`]. CPU is attributed by thread name from
 //! `/proc/self/task`. The orchestration itself (sleeping, sampling) runs on the
 //! calling thread, which belongs to neither.
+//!
+//! Transports: each client connects with exactly the transport
+//! [`TransportMix::of_global`] gives it (WebTransport to the `https://` URL,
+//! WebSocket to the `ws://`/`wss://` one, no fallback), and the run fails if
+//! [`Client::transport`] says otherwise or if the server's per-transport
+//! session counters disagree.
 
 use crate::payload::{self, Header, Seen, SeenWindow};
 use crate::procfs;
@@ -14,14 +20,16 @@ use crate::report::{
     ClientTotals, CpuFigures, KernelUdp, Measurements, MemFigures, Params, Report, RunMeta,
     ServerCounters, new_histogram, record, rfc3339_utc,
 };
+use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use anyhow::{Context, Result, anyhow, bail};
-use chorus_client::{Client, ConnectOptions, JoinOptions, Room};
+use chorus_client::{Client, ConnectOptions, JoinOptions, Room, Scheme, ServerUrl};
 use chorus_server::stats::ServerStats;
 use chorus_server::{RunningServer, Server, ServerConfig};
 use hdrhistogram::Histogram;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -43,7 +51,12 @@ pub enum Target {
     InProcess { cert_dir: PathBuf },
     /// An already running server.
     External {
+        /// Its WebTransport URL (`https://`).
         url: String,
+        /// Its WebSocket URL; `None`: `url` with `ws://` (or `wss://` with
+        /// [`BenchConfig::ws_tls`]), as the server listens on TCP at the same
+        /// port and path.
+        ws_url: Option<String>,
         cert_hash: [u8; 32],
         /// Sample this process's CPU and memory.
         server_pid: Option<u32>,
@@ -67,6 +80,11 @@ pub struct BenchConfig {
     pub server_threads: usize,
     pub client_threads: usize,
     pub target: Target,
+    /// Which transport each client uses.
+    pub transport: TransportMix,
+    /// WebSocket over TLS (`wss://`, trusting the same certificate hash)
+    /// instead of plain `ws://`, unless an explicit WebSocket URL says otherwise.
+    pub ws_tls: bool,
 }
 
 impl BenchConfig {
@@ -94,7 +112,11 @@ impl BenchConfig {
         self.rooms * self.clients_per_room
     }
 
-    fn params(&self, url: &str) -> Params {
+    fn uses_websocket(&self) -> bool {
+        self.transport.per_room(self.clients_per_room).websocket > 0
+    }
+
+    fn params(&self, url: &str, ws_url: &str) -> Params {
         Params {
             rooms: self.rooms,
             clients_per_room: self.clients_per_room,
@@ -111,8 +133,36 @@ impl BenchConfig {
                 Target::External { .. } => "external".into(),
             },
             url: url.to_owned(),
+            ws_url: self.uses_websocket().then(|| ws_url.to_owned()),
         }
     }
+}
+
+/// The WebSocket URL of the server at WebTransport URL `url`: same host, port
+/// and path, `ws://` or (`tls`) `wss://`.
+pub fn derive_ws_url(url: &str, tls: bool) -> Result<String> {
+    let mut u = ServerUrl::parse(url).with_context(|| format!("bad server URL {url}"))?;
+    u.scheme = if tls { Scheme::Wss } else { Scheme::Ws };
+    Ok(u.to_string())
+}
+
+/// Checks that `url` is a WebSocket URL.
+fn check_ws_url(url: &str) -> Result<()> {
+    let u = ServerUrl::parse(url).with_context(|| format!("bad WebSocket URL {url}"))?;
+    if !u.scheme.is_websocket() {
+        bail!("WebSocket URL {url} must be ws:// or wss://");
+    }
+    Ok(())
+}
+
+/// `host:port` of the plain HTTP endpoint next to the server at `url`.
+fn http_authority(url: &str) -> Result<String> {
+    let u = ServerUrl::parse(url).with_context(|| format!("bad server URL {url}"))?;
+    Ok(if u.host.contains(':') {
+        format!("[{}]:{}", u.host, u.port)
+    } else {
+        format!("{}:{}", u.host, u.port)
+    })
 }
 
 /// Runs the bench; blocks the calling thread (which must not be inside a Tokio
@@ -120,6 +170,16 @@ impl BenchConfig {
 pub fn run(cfg: &BenchConfig) -> Result<Report> {
     cfg.validate()?;
     let epoch = Instant::now();
+    // Peak RSS from here on (it is the process's high-water mark otherwise,
+    // which would carry an earlier run's peak into this one).
+    let mem_pid = match cfg.target {
+        Target::External {
+            server_pid: Some(pid),
+            ..
+        } => pid.to_string(),
+        _ => "self".to_owned(),
+    };
+    let peak_since_run_start = procfs::reset_peak_rss(&mem_pid);
 
     let server_rt = match cfg.target {
         Target::InProcess { .. } => Some(
@@ -143,18 +203,45 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         (Target::InProcess { cert_dir }, Some(rt)) => Some(start_server(cfg, cert_dir, rt)?),
         _ => None,
     };
-    let (url, cert_hash) = match (&cfg.target, &server) {
-        (_, Some(s)) => (s.url(), s.cert_hash()),
-        (Target::External { url, cert_hash, .. }, None) => (url.clone(), *cert_hash),
+    let (url, ws_url, cert_hash) = match (&cfg.target, &server) {
+        (_, Some(s)) => {
+            let ws = if cfg.ws_tls { s.wss_url() } else { s.ws_url() };
+            (s.url(), ws, s.cert_hash())
+        }
+        (
+            Target::External {
+                url,
+                ws_url,
+                cert_hash,
+                ..
+            },
+            None,
+        ) => {
+            let ws = match ws_url {
+                Some(ws) => ws.clone(),
+                None => derive_ws_url(url, cfg.ws_tls)?,
+            };
+            (url.clone(), ws, *cert_hash)
+        }
         (Target::InProcess { .. }, None) => bail!("in-process server did not start"),
     };
-    let stats = server.as_ref().map(|s| s.stats().clone());
+    check_ws_url(&ws_url)?;
+    let stats = match &server {
+        Some(s) => StatsSource::InProcess(s.stats().clone()),
+        None => StatsSource::Http {
+            authority: http_authority(&url)?,
+        },
+    };
     let server_pid = match cfg.target {
         Target::External { server_pid, .. } => server_pid,
         Target::InProcess { .. } => None,
     };
+    let urls = Urls {
+        webtransport: url.clone(),
+        websocket: ws_url.clone(),
+    };
 
-    let outcome = client_rt.block_on(drive(cfg, &url, cert_hash, epoch, stats, server_pid));
+    let outcome = client_rt.block_on(drive(cfg, &urls, cert_hash, epoch, &stats, server_pid));
 
     if let (Some(server), Some(rt)) = (server, &server_rt) {
         rt.block_on(async {
@@ -166,10 +253,12 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         rt.shutdown_timeout(Duration::from_secs(2));
     }
 
-    let (totals, measurements) = outcome?;
+    let (totals, mut measurements) = outcome?;
+    measurements.memory.peak_since_run_start = peak_since_run_start;
     let meta = run_meta();
     Ok(Report::compute(
-        cfg.params(&url),
+        cfg.params(&url, &ws_url),
+        cfg.transport,
         meta,
         &totals,
         measurements,
@@ -191,11 +280,123 @@ fn start_server(
         .context("starting the in-process server")
 }
 
+/// Where clients connect, per transport.
+#[derive(Debug, Clone)]
+struct Urls {
+    webtransport: String,
+    websocket: String,
+}
+
+impl Urls {
+    fn of(&self, t: ClientTransport) -> &str {
+        match t {
+            ClientTransport::WebTransport => &self.webtransport,
+            ClientTransport::WebSocket => &self.websocket,
+        }
+    }
+}
+
 /// One connected client.
 struct Connected {
     index: u32,
+    transport: ClientTransport,
     client: Client,
     room: Room,
+}
+
+/// Where the server's counters come from.
+#[derive(Debug)]
+enum StatsSource {
+    /// The in-process server's own counters.
+    InProcess(Arc<ServerStats>),
+    /// An external server's `GET /stats` on its TCP port (plain HTTP).
+    Http { authority: String },
+}
+
+/// The server counters the bench uses, at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub ticks: ServerCounters,
+    pub sessions_opened: PerTransport,
+}
+
+impl StatsSource {
+    /// `None` if an external server's `/stats` cannot be read (e.g. its TCP
+    /// port requires TLS); the run goes on without server counters.
+    async fn sample(&self) -> Option<StatsSnapshot> {
+        match self {
+            StatsSource::InProcess(stats) => Some(StatsSnapshot {
+                ticks: server_counters(stats),
+                sessions_opened: PerTransport {
+                    webtransport: stats.webtransport_opened.get(),
+                    websocket: stats.websocket_opened.get(),
+                },
+            }),
+            StatsSource::Http { authority } => match http_get(authority, "/stats").await {
+                Ok(body) => {
+                    let parsed = parse_stats_json(&body);
+                    if parsed.is_none() {
+                        tracing::warn!(%authority, "unexpected /stats body");
+                    }
+                    parsed
+                }
+                Err(e) => {
+                    tracing::warn!(%authority, error = %format!("{e:#}"), "cannot read /stats");
+                    None
+                }
+            },
+        }
+    }
+}
+
+/// A bounded HTTP/1.0 GET (so the reply is neither chunked nor kept alive);
+/// the body of a 200 reply.
+async fn http_get(authority: &str, path: &str) -> Result<String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .context("timed out")?
+        .context("HTTP exchange")?;
+    http_ok_body(&raw).context("not an HTTP 200 reply")
+}
+
+/// The body of a raw HTTP/1.x 200 response.
+pub fn http_ok_body(raw: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.lines().next()?;
+    let mut parts = status.split_ascii_whitespace();
+    let version = parts.next()?;
+    (version.starts_with("HTTP/1.") && parts.next()? == "200").then(|| body.to_owned())
+}
+
+/// The counters of a `/stats` body (README: `totals.ticks_*` and
+/// `totals.sessions.<transport>.opened`).
+pub fn parse_stats_json(body: &str) -> Option<StatsSnapshot> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let t = v.get("totals")?;
+    let n = |key: &str| t.get(key)?.as_u64();
+    let opened = |transport: &str| t.get("sessions")?.get(transport)?.get("opened")?.as_u64();
+    Some(StatsSnapshot {
+        ticks: ServerCounters {
+            ticks_in: n("ticks_in")?,
+            ticks_out: n("ticks_out")?,
+            ticks_dropped: n("ticks_dropped")?,
+            ticks_rejected: n("ticks_rejected")?,
+        },
+        sessions_opened: PerTransport {
+            webtransport: opened("webtransport")?,
+            websocket: opened("websocket")?,
+        },
+    })
 }
 
 /// Where the run is in time. Send times are ns since `epoch`.
@@ -258,25 +459,73 @@ fn counters_delta(a: ServerCounters, b: ServerCounters) -> ServerCounters {
 /// Runs on the client runtime (its `block_on` future stays on the calling thread).
 async fn drive(
     cfg: &BenchConfig,
-    url: &str,
+    urls: &Urls,
     cert_hash: [u8; 32],
     epoch: Instant,
-    stats: Option<Arc<ServerStats>>,
+    stats: &StatsSource,
     server_pid: Option<u32>,
 ) -> Result<(ClientTotals, Measurements)> {
-    let (clients, connect_join_us) = connect_all(cfg, url, cert_hash).await?;
+    let before = stats.sample().await;
+    let (clients, connect_join_us) = connect_all(cfg, urls, cert_hash).await?;
+    let after = stats.sample().await;
+    let sessions = match (before, after) {
+        (Some(a), Some(b)) => Some(PerTransport::delta(a.sessions_opened, b.sessions_opened)),
+        _ => None,
+    };
+    if let Err(e) = check_sessions(cfg, sessions) {
+        close_all(clients).await;
+        return Err(e);
+    }
     let result = measure(cfg, &clients, epoch, stats, server_pid).await;
     close_all(clients).await;
     let (totals, mut m) = result?;
     m.connect_join_us = connect_join_us;
+    m.server_sessions_opened = sessions;
     Ok((totals, m))
+}
+
+/// The sessions the server opened while the bench connected must be the
+/// bench's own, on the transports planned.
+fn check_sessions(cfg: &BenchConfig, opened: Option<PerTransport>) -> Result<()> {
+    let Some(opened) = opened else {
+        return Ok(());
+    };
+    let per_room = cfg.transport.per_room(cfg.clients_per_room);
+    let rooms = u64::from(cfg.rooms);
+    let planned = PerTransport {
+        webtransport: per_room.webtransport * rooms,
+        websocket: per_room.websocket * rooms,
+    };
+    if opened != planned {
+        bail!(
+            "the server opened {} WebTransport and {} WebSocket sessions while the bench \
+             connected, but the plan was {} and {}: figures would be mislabelled",
+            opened.webtransport,
+            opened.websocket,
+            planned.webtransport,
+            planned.websocket
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless the client uses the transport it was asked to.
+fn check_transport(
+    index: u32,
+    asked: ClientTransport,
+    actual: chorus_client::Transport,
+) -> Result<()> {
+    if actual != asked.sdk() {
+        bail!("client {index} asked for {asked} but the SDK connected with {actual}");
+    }
+    Ok(())
 }
 
 /// Connects and joins every client, `connect_concurrency` at a time. Any failure
 /// fails the run.
 async fn connect_all(
     cfg: &BenchConfig,
-    url: &str,
+    urls: &Urls,
     cert_hash: [u8; 32],
 ) -> Result<(Vec<Connected>, Histogram<u64>)> {
     let total = cfg.total_clients();
@@ -296,15 +545,24 @@ async fn connect_all(
     let mut set = JoinSet::new();
     for index in 0..total {
         let permits = permits.clone();
-        let options = options.clone();
-        let url = url.to_owned();
-        let room_id = format!("bench-{}", index / cfg.clients_per_room);
+        let transport = cfg.transport.of_global(cfg.clients_per_room, index);
+        let options = ConnectOptions {
+            transport: transport.choice(),
+            ..options.clone()
+        };
+        let url = urls.of(transport).to_owned();
+        // Named per transport mix, so that two runs against one external
+        // server never share a room (nor its members still leaving).
+        let room_id = format!("bench-{}-{}", cfg.transport, index / cfg.clients_per_room);
         set.spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| anyhow!("{e}"))?;
             let t0 = Instant::now();
             let client = Client::connect(&url, options)
                 .await
-                .with_context(|| format!("client {index}: connect to {url}"))?;
+                .with_context(|| format!("client {index}: connect to {url} by {transport}"))?;
+            // A silent fallback would put this client's figures under the
+            // wrong transport.
+            check_transport(index, transport, client.transport())?;
             let room = client
                 .join(&room_id, JoinOptions::named(format!("bench-{index}")))
                 .await
@@ -312,6 +570,7 @@ async fn connect_all(
             Ok::<_, anyhow::Error>((
                 Connected {
                     index,
+                    transport,
                     client,
                     room,
                 },
@@ -379,7 +638,7 @@ async fn measure(
     cfg: &BenchConfig,
     clients: &[Connected],
     epoch: Instant,
-    stats: Option<Arc<ServerStats>>,
+    stats: &StatsSource,
     server_pid: Option<u32>,
 ) -> Result<(ClientTotals, Measurements)> {
     wait_for_full_rooms(cfg, clients).await?;
@@ -419,12 +678,20 @@ async fn measure(
         let room = c.room.clone();
         let seed = cfg.seed ^ u64::from(c.index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let (index, size) = (c.index, cfg.payload_bytes);
-        senders.spawn(send_loop(room, index, size, seed, tl, offset, period));
+        let me = Sender {
+            index,
+            transport: c.transport,
+        };
+        senders.spawn(send_loop(room, me, size, seed, tl, offset, period));
         let room_index = c.index / cfg.clients_per_room;
         receivers.spawn(receive_loop(
             c.room.ticks(),
-            room_index,
-            cfg.clients_per_room,
+            RoomPlan {
+                room_index,
+                clients_per_room: cfg.clients_per_room,
+                mix: cfg.transport,
+                me: c.transport,
+            },
             tl,
         ));
     }
@@ -432,14 +699,18 @@ async fn measure(
     let udp0 = procfs::udp_counters();
     sleep_until(tl.window_start).await;
     let cpu0 = sample_cpu(server_pid);
-    let counters0 = stats.as_deref().map(server_counters);
+    let counters0 = stats.sample().await;
     sleep_until(tl.window_end).await;
     let cpu1 = sample_cpu(server_pid);
     let mem_pid = server_pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
     let (peak_rss_mib, rss_end_mib) = procfs::memory_mib(&mem_pid);
     sleep_until(tl.recv_deadline).await;
-    let counters1 = stats.as_deref().map(server_counters);
+    let counters1 = stats.sample().await;
     let udp1 = procfs::udp_counters();
+    let sdk_outgoing_replaced = clients
+        .iter()
+        .map(|c| c.client.outgoing_ticks_dropped())
+        .sum();
 
     // Senders stop at the window end and receivers at the drain deadline; this
     // bound only guards against a task that does not.
@@ -473,7 +744,7 @@ async fn measure(
         _ => 0.0,
     };
     let pct = |a: u64, b: u64| procfs::cpu_pct(b.saturating_sub(a), clk_tck, secs);
-    let in_process = stats.is_some();
+    let in_process = matches!(stats, StatsSource::InProcess(_));
     let cpu = CpuFigures {
         server_pct: if in_process {
             Some(pct(cpu0.server_threads, cpu1.server_threads))
@@ -502,10 +773,11 @@ async fn measure(
     let memory = MemFigures {
         peak_rss_mib,
         rss_end_mib,
+        peak_since_run_start: false,
         scope: scope.to_owned(),
     };
     let server_counters = match (counters0, counters1) {
-        (Some(a), Some(b)) => Some(counters_delta(a, b)),
+        (Some(a), Some(b)) => Some(counters_delta(a.ticks, b.ticks)),
         _ => None,
     };
     let kernel_udp = match (udp0, udp1) {
@@ -527,7 +799,9 @@ async fn measure(
             cpu,
             memory,
             server_counters,
+            server_sessions_opened: None,
             kernel_udp,
+            sdk_outgoing_replaced,
         },
     ))
 }
@@ -536,11 +810,18 @@ async fn sleep_until(t: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
 }
 
+/// Who sends.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    index: u32,
+    transport: ClientTransport,
+}
+
 /// Sends ticks from `start + offset` every `period` until the window ends.
 /// Returns the sender's counts (sent, refused, lateness) and its first refusal.
 async fn send_loop(
     room: Room,
-    index: u32,
+    me: Sender,
     size: usize,
     seed: u64,
     tl: Timeline,
@@ -562,7 +843,7 @@ async fn send_loop(
         }
         let send_ns = ns_since(tl.epoch, now);
         let header = Header {
-            sender: index,
+            sender: me.index,
             send_ns,
             seq,
         };
@@ -581,7 +862,7 @@ async fn send_loop(
             );
         }
         match room.send_tick(&buf) {
-            Ok(_) if in_window => totals.sent += 1,
+            Ok(_) if in_window => totals.record_sent(me.transport),
             Ok(_) => {}
             Err(e) => {
                 if in_window {
@@ -594,16 +875,26 @@ async fn send_loop(
     (totals, first_error)
 }
 
+/// What a receiver knows about its room.
+#[derive(Debug, Clone, Copy)]
+struct RoomPlan {
+    room_index: u32,
+    clients_per_room: u32,
+    /// Gives each sender's transport from its index in the room.
+    mix: TransportMix,
+    /// This receiver's transport.
+    me: ClientTransport,
+}
+
 /// Receives ticks until the drain deadline, counting those sent in the window.
 async fn receive_loop(
     mut ticks: chorus_client::TickReceiver,
-    room_index: u32,
-    clients_per_room: u32,
+    plan: RoomPlan,
     tl: Timeline,
 ) -> ClientTotals {
     let mut totals = ClientTotals::default();
-    let room_base = room_index * clients_per_room;
-    let mut seen = vec![SeenWindow::default(); clients_per_room as usize];
+    let room_base = plan.room_index * plan.clients_per_room;
+    let mut seen = vec![SeenWindow::default(); plan.clients_per_room as usize];
     let deadline = tokio::time::Instant::from_std(tl.recv_deadline);
     loop {
         let tick = match tokio::time::timeout_at(deadline, ticks.recv()).await {
@@ -618,10 +909,10 @@ async fn receive_loop(
             totals.undecodable += 1;
             continue;
         };
-        let Some(window) = h
+        let Some((in_room, window)) = h
             .sender
             .checked_sub(room_base)
-            .and_then(|k| seen.get_mut(k as usize))
+            .and_then(|k| Some((k, seen.get_mut(k as usize)?)))
         else {
             totals.misrouted += 1;
             continue;
@@ -634,7 +925,6 @@ async fn receive_loop(
             Seen::Duplicate => totals.duplicates += 1,
             Seen::TooOld => totals.too_old += 1,
             Seen::New => {
-                totals.delivered += 1;
                 let handoff = Instant::now()
                     .saturating_duration_since(tick.received_at)
                     .as_micros();
@@ -647,7 +937,11 @@ async fn receive_loop(
                     .received_at
                     .saturating_duration_since(sent_at)
                     .as_micros();
-                totals.record_latency_us(u64::try_from(us).unwrap_or(u64::MAX));
+                totals.record_delivery(
+                    plan.mix.of(in_room),
+                    plan.me,
+                    u64::try_from(us).unwrap_or(u64::MAX),
+                );
             }
         }
     }
@@ -692,4 +986,143 @@ fn git(args: &[&str]) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(transport: TransportMix, rooms: u32, clients: u32) -> BenchConfig {
+        BenchConfig {
+            rooms,
+            clients_per_room: clients,
+            hz: 30.0,
+            payload_bytes: 48,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            drain: Duration::from_millis(100),
+            seed: 1,
+            tick_capacity: 64,
+            connect_concurrency: 1,
+            server_threads: 1,
+            client_threads: 1,
+            target: Target::InProcess {
+                cert_dir: PathBuf::from("unused"),
+            },
+            transport,
+            ws_tls: false,
+        }
+    }
+
+    #[test]
+    fn websocket_url_follows_the_webtransport_one() {
+        let url = "https://127.0.0.1:4433/chorus";
+        assert_eq!(
+            derive_ws_url(url, false).expect("valid"),
+            "ws://127.0.0.1:4433/chorus"
+        );
+        assert_eq!(
+            derive_ws_url(url, true).expect("valid"),
+            "wss://127.0.0.1:4433/chorus"
+        );
+        assert_eq!(
+            derive_ws_url("https://[::1]:9/x?y=1", false).expect("valid"),
+            "ws://[::1]:9/x?y=1"
+        );
+        assert!(derive_ws_url("http://x/chorus", false).is_err());
+        assert!(check_ws_url("ws://127.0.0.1:1/chorus").is_ok());
+        assert!(check_ws_url("wss://127.0.0.1:1/chorus").is_ok());
+        assert!(check_ws_url("https://127.0.0.1:1/chorus").is_err());
+        assert_eq!(http_authority(url).expect("valid"), "127.0.0.1:4433");
+        assert_eq!(
+            http_authority("https://[::1]:4433/chorus").expect("valid"),
+            "[::1]:4433"
+        );
+    }
+
+    #[test]
+    fn a_client_on_the_wrong_transport_fails_the_run() {
+        assert!(
+            check_transport(
+                3,
+                ClientTransport::WebSocket,
+                chorus_client::Transport::WebSocket
+            )
+            .is_ok()
+        );
+        let err = check_transport(
+            3,
+            ClientTransport::WebTransport,
+            chorus_client::Transport::WebSocket,
+        )
+        .expect_err("fallback must fail");
+        assert!(
+            err.to_string().contains("client 3 asked for webtransport"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn server_sessions_must_match_the_plan() {
+        // 4 rooms of 5 mixed: 3 WT + 2 WS per room.
+        let c = cfg(TransportMix::Mixed, 4, 5);
+        let planned = PerTransport {
+            webtransport: 12,
+            websocket: 8,
+        };
+        assert!(check_sessions(&c, Some(planned)).is_ok());
+        assert!(check_sessions(&c, None).is_ok(), "unknown: not checked");
+        let fell_back = PerTransport {
+            webtransport: 11,
+            websocket: 9,
+        };
+        let err = check_sessions(&c, Some(fell_back)).expect_err("mismatch");
+        assert!(err.to_string().contains("mislabelled"), "{err}");
+        let c = cfg(TransportMix::WebSocket, 2, 3);
+        assert!(
+            check_sessions(
+                &c,
+                Some(PerTransport {
+                    webtransport: 0,
+                    websocket: 6
+                })
+            )
+            .is_ok()
+        );
+        assert!(c.uses_websocket());
+        assert!(!cfg(TransportMix::WebTransport, 1, 2).uses_websocket());
+        assert!(!cfg(TransportMix::Mixed, 1, 1).uses_websocket());
+    }
+
+    #[test]
+    fn stats_are_read_from_an_http_reply() {
+        let body = r#"{"server_time":"x","totals":{"rooms":1,"members":2,
+            "sessions":{"webtransport":{"open":1,"opened":4},"websocket":{"open":1,"opened":3},"total_open":2},
+            "ticks_in":10,"ticks_out":20,"ticks_dropped":2,"ticks_rejected":1,"reliable_in":0}}"#;
+        let raw = format!(
+            "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let got = http_ok_body(raw.as_bytes()).expect("200");
+        assert_eq!(got, body);
+        assert_eq!(
+            parse_stats_json(&got),
+            Some(StatsSnapshot {
+                ticks: ServerCounters {
+                    ticks_in: 10,
+                    ticks_out: 20,
+                    ticks_dropped: 2,
+                    ticks_rejected: 1,
+                },
+                sessions_opened: PerTransport {
+                    webtransport: 4,
+                    websocket: 3,
+                },
+            })
+        );
+        assert_eq!(http_ok_body(b"HTTP/1.1 404 Not Found\r\n\r\n{}"), None);
+        assert_eq!(http_ok_body(b"garbage"), None);
+        assert_eq!(parse_stats_json(r#"{"totals":{"ticks_in":1}}"#), None);
+        assert_eq!(parse_stats_json("not json"), None);
+    }
 }
