@@ -614,23 +614,17 @@ impl Report {
         row(
             "peak RSS / RSS at end",
             format!(
-                "{} / {}",
+                "{}{} / {}",
                 mib(self.memory.peak_rss_mib),
+                if self.memory.peak_since_run_start {
+                    ""
+                } else {
+                    " (since process start)"
+                },
                 mib(self.memory.rss_end_mib),
             ),
         );
-        row(
-            "memory of",
-            format!(
-                "{}; peak since {}",
-                self.memory.scope,
-                if self.memory.peak_since_run_start {
-                    "run start"
-                } else {
-                    "process start"
-                }
-            ),
-        );
+        row("memory of", self.memory.scope.clone());
         match &self.server_sessions_opened {
             Some(s) => row(
                 "server sessions opened WT / WS",
