@@ -172,6 +172,36 @@ pub fn parse_snmp_udp(snmp: &str) -> Option<UdpCounters> {
     })
 }
 
+/// Kernel TCP segment counters of this network namespace (`/proc/net/snmp`),
+/// all sockets on the machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpCounters {
+    pub in_segs: u64,
+    pub out_segs: u64,
+    pub retrans_segs: u64,
+}
+
+/// See [`TcpCounters`].
+pub fn tcp_counters() -> Option<TcpCounters> {
+    parse_snmp_tcp(&fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
+/// Parses the two `Tcp:` lines (names, then values) of `/proc/net/snmp`.
+pub fn parse_snmp_tcp(snmp: &str) -> Option<TcpCounters> {
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let names: Vec<&str> = lines.next()?.split_ascii_whitespace().skip(1).collect();
+    let values: Vec<&str> = lines.next()?.split_ascii_whitespace().skip(1).collect();
+    let get = |key: &str| -> Option<u64> {
+        let i = names.iter().position(|n| *n == key)?;
+        values.get(i)?.parse().ok()
+    };
+    Some(TcpCounters {
+        in_segs: get("InSegs")?,
+        out_segs: get("OutSegs")?,
+        retrans_segs: get("RetransSegs")?,
+    })
+}
+
 /// CPU % of one core for `ticks` clock ticks over `secs` seconds.
 pub fn cpu_pct(ticks: u64, clk_tck: u64, secs: f64) -> f64 {
     if secs <= 0.0 || clk_tck == 0 {
@@ -216,6 +246,22 @@ mod tests {
             })
         );
         assert_eq!(parse_snmp_udp("Udp: InDatagrams\n"), None);
+    }
+
+    #[test]
+    fn snmp_tcp_lines_are_matched_by_name() {
+        // MaxConn is -1 on Linux: not a u64, and not needed.
+        let snmp = "Tcp: RtoAlgorithm MaxConn ActiveOpens InSegs OutSegs RetransSegs InErrs\nTcp: 1 -1 5 100 90 3 0\nUdp: InDatagrams\nUdp: 1\n";
+        assert_eq!(
+            parse_snmp_tcp(snmp),
+            Some(TcpCounters {
+                in_segs: 100,
+                out_segs: 90,
+                retrans_segs: 3,
+            })
+        );
+        assert_eq!(parse_snmp_tcp("Tcp: InSegs\n"), None);
+        assert!(tcp_counters().is_some());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// Schema tag of the JSON line; bump when keys change meaning.
-/// 2: `transport`, `clients_per_room_by_transport`, `by_pair`,
+/// 2: `transport`, `clients_per_room_by_transport`, `by_pair`, `kernel_tcp`,
 /// `sdk_outgoing_replaced`, `server_sessions_opened`, `params.ws_url`; server
 /// counters also for an external server (from its `/stats`).
 pub const SCHEMA: &str = "chorus-bench/2";
@@ -239,6 +239,15 @@ pub struct KernelUdp {
     pub sndbuf_errors: u64,
 }
 
+/// Kernel TCP segment counters over the run (whole machine, from
+/// `/proc/net/snmp`): with WebSocket, how many segments the ticks took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelTcp {
+    pub in_segs: u64,
+    pub out_segs: u64,
+    pub retrans_segs: u64,
+}
+
 /// Latency percentiles in ms (3 decimals); `None` with no samples.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
@@ -350,6 +359,8 @@ pub struct Report {
     pub server_sessions_opened: Option<PerTransport>,
     /// From the start of sending to the drain deadline.
     pub kernel_udp: Option<KernelUdp>,
+    /// Same span as `kernel_udp`.
+    pub kernel_tcp: Option<KernelTcp>,
 }
 
 /// Inputs of [`Report::compute`] besides the merged totals.
@@ -362,6 +373,7 @@ pub struct Measurements {
     pub server_counters: Option<ServerCounters>,
     pub server_sessions_opened: Option<PerTransport>,
     pub kernel_udp: Option<KernelUdp>,
+    pub kernel_tcp: Option<KernelTcp>,
     /// Sum of `Client::outgoing_ticks_dropped` over the clients.
     pub sdk_outgoing_replaced: u64,
 }
@@ -459,6 +471,7 @@ impl Report {
             server_counters: m.server_counters,
             server_sessions_opened: m.server_sessions_opened,
             kernel_udp: m.kernel_udp,
+            kernel_tcp: m.kernel_tcp,
         }
     }
 
@@ -651,6 +664,15 @@ impl Report {
                 ),
             );
         }
+        if let Some(k) = &self.kernel_tcp {
+            row(
+                "kernel TCP segs in/out/retrans",
+                format!(
+                    "{} / {} / {} (machine-wide)",
+                    k.in_segs, k.out_segs, k.retrans_segs
+                ),
+            );
+        }
         rows
     }
 }
@@ -771,6 +793,7 @@ mod tests {
             }),
             server_sessions_opened: Some(PerTransport::default()),
             kernel_udp: Some(KernelUdp::default()),
+            kernel_tcp: Some(KernelTcp::default()),
             sdk_outgoing_replaced: 0,
         }
     }
@@ -954,6 +977,7 @@ mod tests {
             "server_counters",
             "server_sessions_opened",
             "kernel_udp",
+            "kernel_tcp",
         ] {
             assert!(v.get(key).is_some(), "missing key {key}");
         }

@@ -17,8 +17,8 @@
 use crate::payload::{self, Header, Seen, SeenWindow};
 use crate::procfs;
 use crate::report::{
-    ClientTotals, CpuFigures, KernelUdp, Measurements, MemFigures, Params, Report, RunMeta,
-    ServerCounters, new_histogram, record, rfc3339_utc,
+    ClientTotals, CpuFigures, KernelTcp, KernelUdp, Measurements, MemFigures, Params, Report,
+    RunMeta, ServerCounters, new_histogram, record, rfc3339_utc,
 };
 use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use anyhow::{Context, Result, anyhow, bail};
@@ -697,6 +697,7 @@ async fn measure(
     }
 
     let udp0 = procfs::udp_counters();
+    let tcp0 = procfs::tcp_counters();
     sleep_until(tl.window_start).await;
     let cpu0 = sample_cpu(server_pid);
     let counters0 = stats.sample().await;
@@ -707,6 +708,7 @@ async fn measure(
     sleep_until(tl.recv_deadline).await;
     let counters1 = stats.sample().await;
     let udp1 = procfs::udp_counters();
+    let tcp1 = procfs::tcp_counters();
     let sdk_outgoing_replaced = clients
         .iter()
         .map(|c| c.client.outgoing_ticks_dropped())
@@ -801,6 +803,14 @@ async fn measure(
             server_counters,
             server_sessions_opened: None,
             kernel_udp,
+            kernel_tcp: match (tcp0, tcp1) {
+                (Some(a), Some(b)) => Some(KernelTcp {
+                    in_segs: b.in_segs.saturating_sub(a.in_segs),
+                    out_segs: b.out_segs.saturating_sub(a.out_segs),
+                    retrans_segs: b.retrans_segs.saturating_sub(a.retrans_segs),
+                }),
+                _ => None,
+            },
             sdk_outgoing_replaced,
         },
     ))
