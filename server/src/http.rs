@@ -66,11 +66,62 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     pub started_at: ServerTime,
     pub metrics: Metrics,
+    /// Serve the demo page and the browser SDK at `/`.
+    pub serve_demo: bool,
+}
+
+/// The demo page and the browser SDK, built into the binary.
+const DEMO_HTML: &str = include_str!("../static/index.html");
+const DEMO_JS: &str = include_str!("../static/demo.js");
+const SDK_JS: &str = include_str!("../../client-sdk/js/chorus.js");
+
+/// A static asset, cross-origin isolated so the page's `performance.now()` has
+/// fine resolution for RTT figures.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::HeaderName::from_static("cross-origin-opener-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            (
+                header::HeaderName::from_static("cross-origin-embedder-policy"),
+                HeaderValue::from_static("require-corp"),
+            ),
+            (
+                header::HeaderName::from_static("cross-origin-resource-policy"),
+                HeaderValue::from_static("same-origin"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn demo_page() -> Response {
+    asset("text/html; charset=utf-8", DEMO_HTML)
+}
+
+async fn demo_script() -> Response {
+    asset("text/javascript; charset=utf-8", DEMO_JS)
+}
+
+async fn sdk_script() -> Response {
+    asset("text/javascript; charset=utf-8", SDK_JS)
 }
 
 /// The routes of the TCP listener.
 pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if state.serve_demo {
+        router = router
+            .route("/", get(demo_page))
+            .route("/demo.js", get(demo_script))
+            .route("/chorus.js", get(sdk_script));
+    }
+    router
         .route("/chorus", get(websocket))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))

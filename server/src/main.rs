@@ -88,6 +88,9 @@ struct Args {
     /// Incoming datagram bytes queued per connection before the oldest are dropped.
     #[arg(long, env = "CHORUS_DATAGRAM_RECEIVE_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_DATAGRAM_RECEIVE_BUFFER as u64, value_parser = clap::value_parser!(u64).range(2048..=64 * 1024 * 1024))]
     datagram_receive_buffer_bytes: u64,
+    /// Do not serve the demo page and browser SDK at `/`.
+    #[arg(long, env = "CHORUS_NO_DEMO")]
+    no_demo: bool,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_server=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     log: String,
@@ -114,6 +117,7 @@ impl Args {
             },
             tcp_listen: self.tcp_listen.clone(),
             tcp_tls: self.tcp_tls,
+            serve_demo: !self.no_demo,
             allowed_origins: self.allowed_origins.clone(),
             heartbeat_interval: Duration::from_secs(self.heartbeat_interval_secs),
             heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
@@ -164,6 +168,12 @@ async fn main() -> anyhow::Result<()> {
         };
         println!("  WebSocket     {ws}{addr}/chorus");
         println!("  HTTP          {http}{addr}/health, /stats, /metrics, /cert-hash");
+    }
+    if config.serve_demo
+        && let Some(addr) = server.tcp_addrs().first()
+        && config.tcp_tls != TcpTls::Required
+    {
+        println!("  Demo page     http://{addr}/  (open it in two tabs)");
     }
     println!("certificate sha256: {}", server.certificate().sha256_hex());
     if let CertificateSource::Development { dir } = &config.certificate {

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub heartbeat_timeout: Duration,
     /// WebSocket control messages longer than this are chunked.
     pub websocket_chunk_bytes: usize,
+    /// Serve the demo page and browser SDK at `/` on the TCP listener.
+    pub serve_demo: bool,
     /// Outgoing datagram bytes queued per connection. When a receiver cannot
     /// take ticks as fast as they come, the oldest queued ones are dropped: this
     /// bound is what makes the tick lane newest-wins instead of seconds behind.
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
             websocket_chunk_bytes: 16 * 1024,
+            serve_demo: true,
             datagram_send_buffer_bytes: DEFAULT_DATAGRAM_SEND_BUFFER,
             datagram_receive_buffer_bytes: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
         }
@@ -345,6 +348,7 @@ impl Server {
             ready: ready.clone(),
             started_at: clock.now(),
             metrics: Metrics::new(),
+            serve_demo: config.serve_demo,
         });
         let router = http::router(state);
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certificate.tcp_tls.clone()));

@@ -161,3 +161,35 @@ async fn tls_and_plain_share_the_tcp_port() {
     let (status, _, _) = http_get(addr, "/health/live", &[]).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn the_demo_page_and_sdk_are_served_cross_origin_isolated_unless_disabled() {
+    let server = start_server().await;
+    let addr = server.tcp_addrs()[0];
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/demo.js", "text/javascript; charset=utf-8"),
+        ("/chorus.js", "text/javascript; charset=utf-8"),
+    ] {
+        let (status, got_type, body) = http_get(addr, path, &[]).await;
+        assert_eq!((status, got_type.as_str()), (200, content_type), "{path}");
+        assert!(!body.is_empty());
+    }
+    let headers = http_headers(addr, "/").await;
+    assert_eq!(
+        headers
+            .get("cross-origin-opener-policy")
+            .map(String::as_str),
+        Some("same-origin")
+    );
+    assert_eq!(
+        headers
+            .get("cross-origin-embedder-policy")
+            .map(String::as_str),
+        Some("require-corp")
+    );
+
+    let quiet = start_server_with(|c| c.serve_demo = false).await;
+    let (status, _, _) = http_get(quiet.tcp_addrs()[0], "/", &[]).await;
+    assert_eq!(status, 404);
+}

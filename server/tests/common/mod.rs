@@ -413,6 +413,29 @@ pub async fn http_get(
     http_get_over(stream, &addr.to_string(), path, headers).await
 }
 
+/// The response headers of a plain HTTP GET, lowercase names.
+pub async fn http_headers(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> std::collections::HashMap<String, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .expect("http handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
 /// An HTTP/1.1 GET through hyper over any stream (plain or TLS).
 pub async fn http_get_over<S>(
     stream: S,

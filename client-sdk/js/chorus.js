@@ -1,0 +1,2 @@
+// Chorus browser SDK (placeholder until it lands).
+export {};

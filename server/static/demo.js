@@ -1,0 +1,2 @@
+// The Chorus demo page script (placeholder until the demo lands).
+export {};
