@@ -106,6 +106,11 @@ struct Cli {
     /// The SDK's per-room tick receive buffer (newest-wins).
     #[arg(long, default_value_t = 64)]
     tick_capacity: usize,
+    /// WebTransport clients: incoming datagram bytes quinn buffers per
+    /// connection before dropping the oldest (the SDK's
+    /// `datagram_receive_buffer_bytes`). Default: the SDK's (64 KiB).
+    #[arg(long)]
+    datagram_receive_buffer_bytes: Option<usize>,
     /// Clients connecting at once.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
@@ -167,6 +172,7 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         drain: Duration::from_millis(cli.drain_ms),
         seed: cli.seed,
         tick_capacity: cli.tick_capacity,
+        datagram_receive_buffer_bytes: cli.datagram_receive_buffer_bytes,
         connect_concurrency: cli.connect_concurrency,
         server_threads: cli.server_threads,
         client_threads: cli.client_threads,

@@ -175,6 +175,9 @@ pub struct Params {
     pub drain_ms: u64,
     pub seed: u64,
     pub tick_capacity: usize,
+    /// The SDK's WebTransport datagram receive buffer, when not its default.
+    #[serde(default)]
+    pub datagram_receive_buffer_bytes: Option<usize>,
     pub connect_concurrency: usize,
     /// `"in-process"` or `"external"`.
     pub server: String,
@@ -772,6 +775,7 @@ mod tests {
             drain_ms: 500,
             seed: 1,
             tick_capacity: 64,
+            datagram_receive_buffer_bytes: None,
             connect_concurrency: 32,
             server: "in-process".into(),
             url: "https://127.0.0.1:1/chorus".into(),

@@ -76,6 +76,8 @@ pub struct BenchConfig {
     pub seed: u64,
     /// The SDK's per-room tick buffer (`ConnectOptions::tick_capacity`).
     pub tick_capacity: usize,
+    /// `ConnectOptions::datagram_receive_buffer_bytes`; `None`: the SDK default.
+    pub datagram_receive_buffer_bytes: Option<usize>,
     pub connect_concurrency: usize,
     pub server_threads: usize,
     pub client_threads: usize,
@@ -127,6 +129,7 @@ impl BenchConfig {
             drain_ms: u64::try_from(self.drain.as_millis()).unwrap_or(u64::MAX),
             seed: self.seed,
             tick_capacity: self.tick_capacity,
+            datagram_receive_buffer_bytes: self.datagram_receive_buffer_bytes,
             connect_concurrency: self.connect_concurrency,
             server: match self.target {
                 Target::InProcess { .. } => "in-process".into(),
@@ -529,7 +532,7 @@ async fn connect_all(
     cert_hash: [u8; 32],
 ) -> Result<(Vec<Connected>, Histogram<u64>)> {
     let total = cfg.total_clients();
-    let options = ConnectOptions {
+    let mut options = ConnectOptions {
         // The bench needs no server clock (latency is measured on this process's
         // monotonic clock), so skip the clock sync at connect and in the background.
         clock_sync_pings: 0,
@@ -537,6 +540,9 @@ async fn connect_all(
         tick_capacity: cfg.tick_capacity,
         ..ConnectOptions::with_cert_hashes([cert_hash])
     };
+    if let Some(bytes) = cfg.datagram_receive_buffer_bytes {
+        options.datagram_receive_buffer_bytes = bytes;
+    }
     // Each connect is bounded by the SDK (handshake and request timeouts); this
     // bounds the whole phase.
     let waves = u64::from(total).div_ceil(cfg.connect_concurrency as u64);
@@ -1013,6 +1019,7 @@ mod tests {
             drain: Duration::from_millis(100),
             seed: 1,
             tick_capacity: 64,
+            datagram_receive_buffer_bytes: None,
             connect_concurrency: 1,
             server_threads: 1,
             client_threads: 1,
