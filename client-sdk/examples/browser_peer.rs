@@ -1,0 +1,584 @@
+//! A scriptable native peer for the browser end-to-end tests (`tests/browser/`).
+//!
+//! It joins one room and speaks JSON lines: one object per event on stdout, one
+//! command per line on stdin. Every tick it receives it sends straight back as its
+//! own tick with the same payload (unless `--no-echo`), so a page can measure tick
+//! round trips through the server.
+//!
+//! ```sh
+//! cargo run -p chorus-client --example browser_peer -- \
+//!     --cert-hash-file certs/dev-cert.sha256 --room lobby --name peer
+//! ```
+//!
+//! stdout, one JSON object per line, `"event"` first:
+//!
+//! ```text
+//! {"event":"connected","transport":"webtransport","session":"7"}
+//! {"event":"joined","room":"lobby","me":3,"role":"editor","members":[{"id":1,"name":"ada","role":"host"},…]}
+//! {"event":"member_joined","id":4,"name":"bo","role":"editor","seq":12}
+//! {"event":"member_left","id":4,"name":"bo","reason":"left","seq":13}
+//! {"event":"tick","sender":1,"seq":42,"len":8,"hex":"0102…"}
+//! {"event":"state","key":"title","text":"Hi","hex":"4869","deleted":false,"version":5,"author":1,"seq":14}
+//! {"event":"command","kind":"chat","text":"hello","hex":"…","author":1,"seq":15,"key":null}
+//! {"event":"ack","op":"state","version":6,"seq":16}   (and op "command" with "duplicate")
+//! {"event":"error","op":"state","code":300,"message":"…"}
+//! {"event":"closed","reason":"…"}   {"event":"left"}
+//! ```
+//!
+//! stdin, one flat JSON object per line (unknown or malformed lines are answered
+//! with an `error` event and otherwise ignored):
+//!
+//! ```text
+//! {"op":"tick","text":"hello"}          or {"op":"tick","hex":"0102"}
+//! {"op":"state","key":"title","value":"Hi"}   (optional "if_version":5)
+//! {"op":"command","kind":"chat","payload":"hi"}   (optional "key":"idempotency key")
+//! {"op":"leave"}                        (also on end of input)
+//! ```
+
+use anyhow::{Context, Result, bail};
+use chorus_client::{
+    Client, ConnectOptions, JoinOptions, MemberInfo, RequestError, Room, RoomEvent, ServerUrl,
+    Transport, TransportChoice, Trust,
+};
+use clap::{Parser, ValueEnum};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Auto,
+    Webtransport,
+    Websocket,
+}
+
+/// A scriptable native Chorus peer speaking JSON lines (for the browser tests).
+#[derive(Debug, Parser)]
+struct Args {
+    /// Server URL: https:// (WebTransport), wss:// or ws://.
+    #[arg(long, default_value = "https://127.0.0.1:4433/chorus")]
+    url: String,
+    /// SHA-256 of the server certificate, hex.
+    #[arg(long, conflicts_with = "cert_hash_file")]
+    cert_hash: Option<String>,
+    /// A file holding the certificate hash (the server writes <cert-dir>/dev-cert.sha256).
+    #[arg(long)]
+    cert_hash_file: Option<PathBuf>,
+    /// Room to join.
+    #[arg(long, default_value = "lobby")]
+    room: String,
+    /// Display name.
+    #[arg(long, default_value = "native-peer")]
+    name: String,
+    /// Transport.
+    #[arg(long, value_enum, default_value_t = TransportArg::Auto)]
+    transport: TransportArg,
+    /// Do not create the room if it does not exist.
+    #[arg(long)]
+    no_create: bool,
+    /// Do not echo received ticks.
+    #[arg(long)]
+    no_echo: bool,
+}
+
+// ---------------------------------------------------------------- JSON output
+
+/// A JSON string literal.
+fn js(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Writes one event line; output errors (a closed pipe) are ignored, the peer
+/// ends when its input ends.
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn member_json(m: &MemberInfo) -> String {
+    format!(
+        "{{\"id\":{},\"name\":{},\"role\":{}}}",
+        m.id.0,
+        js(&m.display.name),
+        js(&m.role.to_string())
+    )
+}
+
+/// An `error` event: `code` is the server's error code, if the server refused.
+fn error_line(op: &str, code: Option<u16>, message: &str) -> String {
+    let code = code.map_or_else(|| "null".to_owned(), |c| c.to_string());
+    format!(
+        "{{\"event\":\"error\",\"op\":{},\"code\":{code},\"message\":{}}}",
+        js(op),
+        js(message)
+    )
+}
+
+fn request_error(op: &str, e: &RequestError) -> String {
+    error_line(op, e.code().map(|c| c.as_u16()), &e.to_string())
+}
+
+// ----------------------------------------------------------------- JSON input
+
+/// A scalar of a flat JSON object.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+    Null,
+}
+
+/// Parses one flat JSON object (`{"key": scalar, ...}`; no nesting).
+fn parse_flat_object(line: &str) -> Option<HashMap<String, Scalar>> {
+    let mut p = line.trim().chars().peekable();
+    let mut map = HashMap::new();
+    fn ws(p: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+        while p.next_if(|c| c.is_whitespace()).is_some() {}
+    }
+    fn string(p: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+        if p.next()? != '"' {
+            return None;
+        }
+        let mut s = String::new();
+        loop {
+            match p.next()? {
+                '"' => return Some(s),
+                '\\' => match p.next()? {
+                    'n' => s.push('\n'),
+                    'r' => s.push('\r'),
+                    't' => s.push('\t'),
+                    'b' => s.push('\u{8}'),
+                    'f' => s.push('\u{c}'),
+                    'u' => {
+                        let code: String = (0..4).map(|_| p.next()).collect::<Option<_>>()?;
+                        let unit = u32::from_str_radix(&code, 16).ok()?;
+                        // Surrogates (astral characters) are replaced, not combined.
+                        s.push(char::from_u32(unit).unwrap_or('\u{fffd}'));
+                    }
+                    c => s.push(c), // \" \\ \/
+                },
+                c => s.push(c),
+            }
+        }
+    }
+    ws(&mut p);
+    if p.next()? != '{' {
+        return None;
+    }
+    ws(&mut p);
+    if p.next_if_eq(&'}').is_some() {
+        return Some(map);
+    }
+    loop {
+        ws(&mut p);
+        let key = string(&mut p)?;
+        ws(&mut p);
+        if p.next()? != ':' {
+            return None;
+        }
+        ws(&mut p);
+        let value = match *p.peek()? {
+            '"' => Scalar::Str(string(&mut p)?),
+            _ => {
+                let mut word = String::new();
+                while let Some(c) = p.next_if(|c| !matches!(c, ',' | '}') && !c.is_whitespace()) {
+                    word.push(c);
+                }
+                match word.as_str() {
+                    "true" => Scalar::Bool(true),
+                    "false" => Scalar::Bool(false),
+                    "null" => Scalar::Null,
+                    w => Scalar::Num(w.parse().ok()?),
+                }
+            }
+        };
+        map.insert(key, value);
+        ws(&mut p);
+        match p.next()? {
+            ',' => continue,
+            '}' => break,
+            _ => return None,
+        }
+    }
+    ws(&mut p);
+    p.next().is_none().then_some(map)
+}
+
+fn get_str<'a>(map: &'a HashMap<String, Scalar>, key: &str) -> Option<&'a str> {
+    match map.get(key) {
+        Some(Scalar::Str(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn get_u64(map: &HashMap<String, Scalar>, key: &str) -> Option<u64> {
+    match map.get(key) {
+        Some(Scalar::Num(n)) if *n >= 0.0 && n.fract() == 0.0 && *n < 9.0e15 => Some(*n as u64),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------- peer
+
+fn trust(args: &Args) -> Result<Trust> {
+    let hex = match (&args.cert_hash, &args.cert_hash_file) {
+        (Some(hex), _) => Some(hex.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    match hex {
+        Some(hex) => match Trust::parse_hash(hex.trim()) {
+            Some(hash) => Ok(Trust::CertificateHashes(vec![hash])),
+            None => bail!("the certificate hash must be 64 hex digits"),
+        },
+        None => {
+            let plain =
+                ServerUrl::parse(&args.url).is_ok_and(|u| u.scheme == chorus_client::Scheme::Ws);
+            if !plain {
+                bail!(
+                    "--cert-hash or --cert-hash-file is required for {}",
+                    args.url
+                );
+            }
+            Ok(Trust::NativeRoots)
+        }
+    }
+}
+
+/// Echoes (unless disabled) and reports every tick from the other members.
+async fn ticks(room: Room, echo: bool) {
+    let mut ticks = room.ticks();
+    while let Some(tick) = ticks.recv().await {
+        // Echo first: the report must not add to the measured round trip.
+        let echoed = if echo {
+            match room.send_tick(&tick.payload) {
+                Ok(seq) => seq.to_string(),
+                Err(e) => js(&e.to_string()),
+            }
+        } else {
+            "null".to_owned()
+        };
+        emit(&format!(
+            "{{\"event\":\"tick\",\"sender\":{},\"seq\":{},\"len\":{},\"hex\":{},\"echo\":{echoed}}}",
+            tick.sender.0,
+            tick.seq,
+            tick.payload.len(),
+            js(&hex(&tick.payload))
+        ));
+    }
+}
+
+/// Reports the room's reliable events in order.
+async fn events(mut rx: broadcast::Receiver<RoomEvent>) {
+    loop {
+        let line = match rx.recv().await {
+            Ok(RoomEvent::MemberJoined { member, seq }) => format!(
+                "{{\"event\":\"member_joined\",\"id\":{},\"name\":{},\"role\":{},\"seq\":{}}}",
+                member.id.0,
+                js(&member.display.name),
+                js(&member.role.to_string()),
+                seq.0
+            ),
+            Ok(RoomEvent::MemberLeft {
+                member,
+                info,
+                reason,
+                seq,
+            }) => format!(
+                "{{\"event\":\"member_left\",\"id\":{},\"name\":{},\"reason\":{},\"seq\":{}}}",
+                member.0,
+                info.map_or_else(|| "null".to_owned(), |i| js(&i.display.name)),
+                js(&reason.to_string()),
+                seq.0
+            ),
+            Ok(RoomEvent::StateChanged {
+                key,
+                value,
+                version,
+                author,
+                seq,
+            }) => {
+                let bytes = value.as_deref().unwrap_or_default();
+                format!(
+                    "{{\"event\":\"state\",\"key\":{},\"text\":{},\"hex\":{},\"deleted\":{},\"version\":{version},\"author\":{},\"seq\":{}}}",
+                    js(&key),
+                    js(&String::from_utf8_lossy(bytes)),
+                    js(&hex(bytes)),
+                    value.is_none(),
+                    author.0,
+                    seq.0
+                )
+            }
+            Ok(RoomEvent::Command(cmd)) => format!(
+                "{{\"event\":\"command\",\"kind\":{},\"text\":{},\"hex\":{},\"author\":{},\"seq\":{},\"key\":{}}}",
+                js(&cmd.kind),
+                js(&String::from_utf8_lossy(&cmd.payload)),
+                js(&hex(&cmd.payload)),
+                cmd.author.0,
+                cmd.seq.0,
+                cmd.idempotency_key
+                    .as_deref()
+                    .map_or_else(|| "null".to_owned(), js)
+            ),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                format!("{{\"event\":\"lagged\",\"missed\":{n}}}")
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        emit(&line);
+    }
+}
+
+/// Reads stdin lines on a thread (stdin reads block).
+fn stdin_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if tx.blocking_send(line.trim().to_owned()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Runs one stdin command; returns false on `leave`.
+async fn command(room: &Room, line: &str) -> bool {
+    let Some(map) = parse_flat_object(line) else {
+        emit(&error_line(
+            "input",
+            None,
+            &format!("not a flat JSON object: {line}"),
+        ));
+        return true;
+    };
+    match get_str(&map, "op").unwrap_or("") {
+        "tick" => {
+            let payload = match (get_str(&map, "hex"), get_str(&map, "text")) {
+                (Some(h), _) => unhex(h),
+                (None, Some(t)) => Some(t.as_bytes().to_vec()),
+                (None, None) => None,
+            };
+            let line = match payload.map(|p| room.send_tick(&p)) {
+                Some(Ok(seq)) => format!("{{\"event\":\"ack\",\"op\":\"tick\",\"seq\":{seq}}}"),
+                Some(Err(e)) => error_line("tick", None, &e.to_string()),
+                None => error_line("tick", None, "needs \"hex\" (valid hex) or \"text\""),
+            };
+            emit(&line);
+        }
+        "state" => {
+            let (Some(key), Some(value)) = (get_str(&map, "key"), get_str(&map, "value")) else {
+                emit(&error_line("state", None, "needs \"key\" and \"value\""));
+                return true;
+            };
+            let result = match get_u64(&map, "if_version") {
+                Some(v) => room.set_state_if(key, value.as_bytes(), v).await,
+                None => room.set_state(key, value.as_bytes()).await,
+            };
+            emit(&match result {
+                Ok(ack) => format!(
+                    "{{\"event\":\"ack\",\"op\":\"state\",\"version\":{},\"seq\":{}}}",
+                    ack.version, ack.seq.0
+                ),
+                Err(e) => request_error("state", &e),
+            });
+        }
+        "command" => {
+            let kind = get_str(&map, "kind").unwrap_or("chat");
+            let payload = get_str(&map, "payload").unwrap_or("");
+            let result = room
+                .send_command(kind, payload.as_bytes(), get_str(&map, "key"))
+                .await;
+            emit(&match result {
+                Ok(ack) => format!(
+                    "{{\"event\":\"ack\",\"op\":\"command\",\"seq\":{},\"duplicate\":{}}}",
+                    ack.seq.0, ack.duplicate
+                ),
+                Err(e) => request_error("command", &e),
+            });
+        }
+        "leave" => return false,
+        other => emit(&error_line(other, None, "unknown op")),
+    }
+    true
+}
+
+async fn run(args: Args) -> Result<()> {
+    let options = ConnectOptions {
+        trust: trust(&args)?,
+        transport: match args.transport {
+            TransportArg::Auto => TransportChoice::Auto,
+            TransportArg::Webtransport => TransportChoice::WebTransport,
+            TransportArg::Websocket => TransportChoice::WebSocket,
+        },
+        client_name: format!("browser_peer/{}", env!("CARGO_PKG_VERSION")),
+        ..ConnectOptions::default()
+    };
+    let client = Client::connect(&args.url, options)
+        .await
+        .with_context(|| format!("connecting to {}", args.url))?;
+    let transport = match client.transport() {
+        Transport::WebTransport => "webtransport",
+        Transport::WebSocket => "websocket",
+    };
+    emit(&format!(
+        "{{\"event\":\"connected\",\"transport\":\"{transport}\",\"session\":\"{}\"}}",
+        client.session_id()
+    ));
+
+    let join = JoinOptions {
+        create_if_missing: !args.no_create,
+        ..JoinOptions::named(args.name.clone())
+    };
+    let room = match client.join(&args.room, join).await {
+        Ok(room) => room,
+        Err(e) => {
+            emit(&request_error("join", &e));
+            client.close().await;
+            bail!("joining {}: {e}", args.room);
+        }
+    };
+    // The view and the events after it, without a gap between them.
+    let (view, rx) = room.subscribe();
+    let members: Vec<String> = view.members.iter().map(member_json).collect();
+    emit(&format!(
+        "{{\"event\":\"joined\",\"room\":{},\"me\":{},\"role\":{},\"members\":[{}]}}",
+        js(room.id()),
+        room.me().0,
+        js(&room.role().to_string()),
+        members.join(",")
+    ));
+
+    tokio::spawn(ticks(room.clone(), !args.no_echo));
+    tokio::spawn(events(rx));
+    let mut errors = client.errors();
+    let mut lines = stdin_lines();
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) if line.is_empty() => {}
+                Some(line) => if !command(&room, &line).await { break },
+                None => break,
+            },
+            Ok(error) = errors.recv() => {
+                emit(&error_line("server", Some(error.code.as_u16()), &error.to_string()));
+            }
+            reason = client.closed() => {
+                emit(&format!("{{\"event\":\"closed\",\"reason\":{}}}", js(&reason.to_string())));
+                return Ok(());
+            }
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(5), room.leave()).await {
+        Ok(Ok(())) => emit("{\"event\":\"left\"}"),
+        Ok(Err(e)) => emit(&request_error("leave", &e)),
+        Err(_) => emit(&error_line("leave", None, "no reply within 5 s")),
+    }
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            emit(&format!(
+                "{{\"event\":\"fatal\",\"message\":{}}}",
+                js(&format!("{e:#}"))
+            ));
+            eprintln!("browser_peer: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_flat_objects() {
+        let m =
+            parse_flat_object(r#" {"op":"state", "key":"t\"i\u0074le","if_version":5,"x":null} "#)
+                .expect("parses");
+        assert_eq!(get_str(&m, "op"), Some("state"));
+        assert_eq!(get_str(&m, "key"), Some("t\"itle"));
+        assert_eq!(get_u64(&m, "if_version"), Some(5));
+        assert_eq!(m.get("x"), Some(&Scalar::Null));
+        assert!(parse_flat_object("{}").is_some_and(|m| m.is_empty()));
+        for bad in [
+            "",
+            "{",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1]",
+            "{\"a\":1} x",
+            "{\"a\":\"b",
+        ] {
+            assert!(parse_flat_object(bad).is_none(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn escapes_and_hex_round_trip() {
+        assert_eq!(js("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+        assert_eq!(
+            unhex(&hex(&[0, 1, 0xab, 0xff])),
+            Some(vec![0, 1, 0xab, 0xff])
+        );
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}
