@@ -1,2 +1,2877 @@
-// Chorus browser SDK (placeholder until it lands).
-export {};
+// Chorus browser SDK: one self-contained ES module, no dependencies.
+//
+// The server serves this file at /chorus.js; bundlers can import it as
+// `@chorus/client`. Types are in chorus.d.ts, usage in README.md, the API
+// contract in API.md and the wire format in PROTOCOL.md (repository root).
+//
+// Sections:
+//   1. Errors          ErrorCode, ChorusError, CodecError
+//   2. Codec           postcard encoders/decoders for every message (PROTOCOL.md §2, §5)
+//   3. Framing         control-stream frames (§3) and WebSocket lanes and chunks (§1.3)
+//   4. Clock           NTP-style samples and the min-RTT estimator (§9)
+//   5. Utilities       event emitter, bounded async queue, byte helpers
+//   6. Room replica    members and state of one room, updated by events (§6)
+//   7. Transports      WebTransport and WebSocket behind one small link interface
+//   8. Client          connect, handshake, requests, events, ticks, clock sync
+//
+// Conventions. In the codec layer messages have the shape serde's JSON gives
+// them (externally tagged enums, unit variants as strings, snake_case fields),
+// u64 values are bigints and byte fields are Uint8Arrays. The public client API
+// (sections 6 and 8) uses camelCase, numbers for seqs, versions and times (exact
+// below 2^53) and a bigint only for the session id.
+
+// ===========================================================================
+// 1. Errors
+// ===========================================================================
+
+/** The protocol version this SDK speaks. */
+export const PROTOCOL_VERSION = Object.freeze({ major: 1, minor: 0 });
+
+/** The SDK's version, sent in the default client name. */
+export const SDK_VERSION = '0.1.0';
+
+/** Wire error codes (PROTOCOL.md §8.1). A code's number never changes meaning. */
+export const ErrorCode = Object.freeze({
+  Malformed: 100,
+  UnknownMessage: 101,
+  FrameTooLarge: 102,
+  VersionMismatch: 103,
+  ProtocolViolation: 104,
+  LimitExceeded: 105,
+  HandshakeTimeout: 106,
+  RoomNotFound: 200,
+  RoomFull: 201,
+  TooManyRooms: 202,
+  TooManyJoined: 203,
+  AlreadyJoined: 204,
+  NotJoined: 205,
+  InvalidSender: 206,
+  InvalidRoomId: 207,
+  Forbidden: 300,
+  Conflict: 301,
+  StateFull: 302,
+  SlowConsumer: 400,
+  Internal: 500,
+  ShuttingDown: 501,
+});
+
+/** code -> snake_case name, e.g. 200 -> 'room_not_found'. */
+const ERROR_NAMES = new Map(
+  Object.entries(ErrorCode).map(([key, code]) => [
+    code,
+    key.replace(/[A-Z]/g, (c, i) => (i ? '_' : '') + c.toLowerCase()),
+  ]),
+);
+
+/**
+ * The stable name of a wire error code, e.g. `errorName(200) === 'room_not_found'`;
+ * `'unknown'` for a code this SDK does not know (newer servers may add codes).
+ * @param {number} code
+ * @returns {string}
+ */
+export function errorName(code) {
+  return ERROR_NAMES.get(code) ?? 'unknown';
+}
+
+/**
+ * Every error this SDK rejects a promise with or throws.
+ *
+ * - `code`: the numeric wire code (e.g. 200), or `null` for local conditions;
+ * - `name`: the code's name (`'room_not_found'`), or for local conditions
+ *   `'closed'` (the connection is closed or could not be opened), `'timeout'`
+ *   (no reply in time) or `'invalid_argument'` (a value that cannot be sent);
+ * - `requestId`: the request the server's error answers, or `null`;
+ * - `detail`: `{ currentVersion }` (conflict), `{ server, client }` (version
+ *   mismatch), `{ limit, actual }` (limits, room full, ...), or `null`;
+ * - `reason`: for `'closed'` errors, the connection's close reason when known.
+ */
+export class ChorusError extends Error {
+  /**
+   * @param {number|null} code
+   * @param {string} name
+   * @param {string} message
+   * @param {{ requestId?: number|null, detail?: object|null, reason?: object, cause?: unknown }} [extra]
+   */
+  constructor(code, name, message, extra = {}) {
+    super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
+    this.name = name;
+    this.code = code;
+    this.requestId = extra.requestId ?? null;
+    this.detail = extra.detail ?? null;
+    if (extra.reason !== undefined) this.reason = extra.reason;
+  }
+
+  /**
+   * The error a server `Error` frame (codec shape) stands for.
+   * @param {{ request_id: number|null, code: number, message: string, detail: unknown }} frame
+   */
+  static fromFrame(frame) {
+    return new ChorusError(frame.code, errorName(frame.code), frame.message, {
+      requestId: frame.request_id,
+      detail: errorDetail(frame.detail),
+    });
+  }
+}
+
+/** The API form of a codec `ErrorDetail`. */
+function errorDetail(detail) {
+  if (detail === 'None' || detail == null) return null;
+  if (detail.Conflict) return { currentVersion: toNumber(detail.Conflict.current_version) };
+  if (detail.Version) {
+    const { server, client } = detail.Version;
+    return { server: { ...server }, client: { ...client } };
+  }
+  if (detail.Limit) return { limit: toNumber(detail.Limit.limit), actual: toNumber(detail.Limit.actual) };
+  return null;
+}
+
+const CODEC_ERROR_CODES = {
+  empty: ErrorCode.Malformed,
+  malformed: ErrorCode.Malformed,
+  trailing: ErrorCode.Malformed,
+  unknown_tag: ErrorCode.UnknownMessage,
+  frame_too_large: ErrorCode.FrameTooLarge,
+  limit_exceeded: ErrorCode.LimitExceeded,
+  invalid: null,
+};
+
+/**
+ * A codec failure: bytes that do not decode (`kind` 'empty', 'malformed',
+ * 'trailing', 'unknown_tag', 'frame_too_large', 'limit_exceeded'; `code` the
+ * wire code the server would answer with), or a value that cannot be encoded
+ * (`kind` 'invalid', `code` null, `name` 'invalid_argument'). `path` names the
+ * field, e.g. `'Join.display.name'`.
+ */
+export class CodecError extends ChorusError {
+  /**
+   * @param {'empty'|'malformed'|'trailing'|'unknown_tag'|'frame_too_large'|'limit_exceeded'|'invalid'} kind
+   * @param {string} reason
+   * @param {{ tag?: number, detail?: object, path?: string }} [extra]
+   */
+  constructor(kind, reason, extra = {}) {
+    const code = CODEC_ERROR_CODES[kind] ?? ErrorCode.Malformed;
+    super(code, code === null ? 'invalid_argument' : errorName(code), reason, { detail: extra.detail });
+    this.kind = kind;
+    this.problem = reason;
+    this.path = extra.path ?? '';
+    if (extra.tag !== undefined) this.tag = extra.tag;
+    if (this.path) this.message = `${this.path}: ${reason}`;
+  }
+
+  /** Prepends a path segment (a field or variant name). */
+  withPath(segment) {
+    this.path = this.path ? `${segment}.${this.path}` : segment;
+    this.message = `${this.path}: ${this.problem}`;
+    return this;
+  }
+}
+
+const malformed = (reason) => new CodecError('malformed', reason);
+const invalid = (reason) => new CodecError('invalid', reason);
+
+/** Local errors of the client layer. */
+function closedError(message, reason, requestId = null) {
+  return new ChorusError(null, 'closed', message, { reason, requestId });
+}
+function timeoutError(message, requestId = null) {
+  return new ChorusError(null, 'timeout', message, { requestId });
+}
+function invalidArgument(message) {
+  return new ChorusError(null, 'invalid_argument', message);
+}
+function limitError(field, limit, actual) {
+  return new ChorusError(
+    ErrorCode.LimitExceeded,
+    errorName(ErrorCode.LimitExceeded),
+    `${field} is ${actual} bytes or items, over the limit of ${limit}`,
+    { detail: { limit, actual } },
+  );
+}
+
+// ===========================================================================
+// 2. Codec (PROTOCOL.md §2 and §5)
+// ===========================================================================
+//
+// Each wire type is an object { enc(writer, value), dec(reader) }. Message
+// schemas are built from them once, so every encoder has its decoder next to
+// it and both follow the same field order (the order in PROTOCOL.md §5).
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const MAX_SAFE_BIG = BigInt(MAX_SAFE);
+const U64_MAX = (1n << 64n) - 1n;
+
+const textEncoder = new TextEncoder();
+// ignoreBOM: a leading U+FEFF is content, not a marker to strip.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const lenientUtf8 = new TextDecoder('utf-8', { ignoreBOM: true });
+
+/** bigint or number -> number (exact below 2^53). */
+function toNumber(v) {
+  return typeof v === 'bigint' ? Number(v) : v;
+}
+
+/** Bytes to decode: a Uint8Array, an ArrayBuffer or any ArrayBufferView. */
+function inputBytes(input) {
+  if (input instanceof Uint8Array) return input;
+  if (input instanceof ArrayBuffer) return new Uint8Array(input);
+  if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
+  throw invalid('expected a Uint8Array, ArrayBuffer or ArrayBufferView');
+}
+
+/** Reads postcard values from a byte array, failing on anything out of place. */
+class Reader {
+  constructor(bytes) {
+    this.bytes = bytes;
+    this.pos = 0;
+  }
+
+  get remaining() {
+    return this.bytes.length - this.pos;
+  }
+
+  byte() {
+    if (this.pos >= this.bytes.length) throw malformed('unexpected end of input');
+    return this.bytes[this.pos++];
+  }
+
+  /**
+   * An unsigned LEB128 varint of at most `maxBytes` bytes whose last byte, at
+   * that length, is at most `lastMax` (postcard's rule, §2.1). Padded forms
+   * within the length are accepted. Exact below 2^53; longer values (lengths
+   * only) are approximate, which only matters for rejecting them.
+   */
+  varint(maxBytes, lastMax) {
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < maxBytes; i++) {
+      const byte = this.byte();
+      value += (byte & 0x7f) * scale;
+      if (byte < 0x80) {
+        if (i === maxBytes - 1 && byte > lastMax) throw malformed('varint out of range for its type');
+        return value;
+      }
+      scale *= 128;
+    }
+    throw malformed('varint too long for its type');
+  }
+
+  u16() {
+    return this.varint(3, 0x03);
+  }
+
+  u32() {
+    return this.varint(5, 0x0f);
+  }
+
+  /** A u64 varint (10 bytes at most, last byte <= 0x01) as a bigint. */
+  u64() {
+    let low = 0; // the first 7 groups (49 bits) as an exact number
+    let big = null;
+    for (let i = 0; i < 10; i++) {
+      const byte = this.byte();
+      if (i < 7) low += (byte & 0x7f) * 2 ** (7 * i);
+      else big = (big ?? BigInt(low)) | (BigInt(byte & 0x7f) << BigInt(7 * i));
+      if (byte < 0x80) {
+        if (i === 9 && byte > 0x01) throw malformed('varint out of range for u64');
+        return big ?? BigInt(low);
+      }
+    }
+    throw malformed('varint too long for u64');
+  }
+
+  /** A declared length or count, checked against the bytes left before anything is allocated. */
+  length() {
+    const n = this.varint(10, 0x01);
+    if (n > this.remaining) {
+      throw malformed(`declared length ${n} exceeds the ${this.remaining} bytes left`);
+    }
+    return n;
+  }
+
+  /** A copy of the next `n` bytes. */
+  take(n) {
+    const out = this.bytes.slice(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  string() {
+    const n = this.length();
+    const view = this.bytes.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    try {
+      return strictUtf8.decode(view);
+    } catch {
+      throw malformed('invalid UTF-8');
+    }
+  }
+}
+
+/** Appends postcard values to a growing buffer. */
+class Writer {
+  constructor(capacity = 64) {
+    this.buf = new Uint8Array(capacity);
+    this.len = 0;
+  }
+
+  reserve(n) {
+    if (this.len + n <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < this.len + n) cap *= 2;
+    const grown = new Uint8Array(cap);
+    grown.set(this.buf.subarray(0, this.len));
+    this.buf = grown;
+  }
+
+  byte(b) {
+    this.reserve(1);
+    this.buf[this.len++] = b;
+  }
+
+  /** A varint of a non-negative integer number (exact up to 2^53). */
+  varint(n) {
+    this.reserve(10);
+    while (n >= 0x80) {
+      this.buf[this.len++] = (n % 0x80) | 0x80;
+      n = Math.floor(n / 0x80);
+    }
+    this.buf[this.len++] = n;
+  }
+
+  /** A varint of a non-negative bigint (up to 2^64 - 1). */
+  varintBig(n) {
+    this.reserve(10);
+    while (n >= 0x80n) {
+      this.buf[this.len++] = Number(n & 0x7fn) | 0x80;
+      n >>= 7n;
+    }
+    this.buf[this.len++] = Number(n);
+  }
+
+  raw(bytes) {
+    this.reserve(bytes.length);
+    this.buf.set(bytes, this.len);
+    this.len += bytes.length;
+  }
+
+  finish() {
+    return this.buf.slice(0, this.len);
+  }
+}
+
+// ---- primitive wire types --------------------------------------------------
+
+/** Checks an unsigned integer for a u16/u32 (or a u64 given as a number). */
+function checkUint(v, max, type) {
+  if (typeof v === 'bigint' && v >= 0n && v <= BigInt(max)) return Number(v);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) {
+    throw invalid(`expected an integer ${type} (0 to ${max}), got ${describe(v)}`);
+  }
+  return v;
+}
+
+function describe(v) {
+  if (typeof v === 'string') return JSON.stringify(v.length > 20 ? `${v.slice(0, 20)}…` : v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (v === null || typeof v !== 'object') return String(v);
+  return Array.isArray(v) ? 'an array' : `an object (${v.constructor?.name ?? 'Object'})`;
+}
+
+/** Bytes to encode: Uint8Array, ArrayBuffer, ArrayBufferView or an array of 0-255 integers. */
+function bytesValue(v) {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (Array.isArray(v)) {
+    for (const b of v) {
+      if (!Number.isInteger(b) || b < 0 || b > 255) throw invalid('byte arrays hold integers 0 to 255');
+    }
+    return Uint8Array.from(v);
+  }
+  throw invalid(`expected bytes (Uint8Array), got ${describe(v)}`);
+}
+
+function stringBytes(v) {
+  if (typeof v !== 'string') throw invalid(`expected a string, got ${describe(v)}`);
+  if (typeof v.isWellFormed === 'function' && !v.isWellFormed()) {
+    throw invalid('string holds a lone surrogate and is not valid Unicode');
+  }
+  return textEncoder.encode(v);
+}
+
+const U16 = {
+  enc: (w, v) => w.varint(checkUint(v, 0xffff, 'u16')),
+  dec: (r) => r.u16(),
+};
+
+const U32 = {
+  enc: (w, v) => w.varint(checkUint(v, 0xffffffff, 'u32')),
+  dec: (r) => r.u32(),
+};
+
+/** u64: decodes to a bigint; encodes a bigint or a safe-integer number. */
+const U64 = {
+  enc(w, v) {
+    if (typeof v === 'bigint') {
+      if (v < 0n || v > U64_MAX) throw invalid(`expected a u64, got ${v}n`);
+      if (v <= MAX_SAFE_BIG) w.varint(Number(v));
+      else w.varintBig(v);
+    } else {
+      w.varint(checkUint(v, MAX_SAFE, 'u64'));
+    }
+  },
+  dec: (r) => r.u64(),
+};
+
+const BOOL = {
+  enc(w, v) {
+    if (typeof v !== 'boolean') throw invalid(`expected a boolean, got ${describe(v)}`);
+    w.byte(v ? 1 : 0);
+  },
+  dec(r) {
+    const b = r.byte();
+    if (b > 1) throw malformed(`bad bool byte ${b}`);
+    return b === 1;
+  },
+};
+
+const STRING = {
+  enc(w, v) {
+    const bytes = stringBytes(v);
+    w.varint(bytes.length);
+    w.raw(bytes);
+  },
+  dec: (r) => r.string(),
+};
+
+const BYTES = {
+  enc(w, v) {
+    const bytes = bytesValue(v);
+    w.varint(bytes.length);
+    w.raw(bytes);
+  },
+  dec: (r) => r.take(r.length()),
+};
+
+// ---- composite wire types --------------------------------------------------
+
+/** Option<T>: `null` (or `undefined`) is None. */
+function Option(type) {
+  return {
+    enc(w, v) {
+      if (v === null || v === undefined) {
+        w.byte(0);
+      } else {
+        w.byte(1);
+        type.enc(w, v);
+      }
+    },
+    dec(r) {
+      const b = r.byte();
+      if (b === 0) return null;
+      if (b === 1) return type.dec(r);
+      throw malformed(`bad option byte ${b}`);
+    },
+  };
+}
+
+/** Vec<T>: a count, then the elements. Every element takes at least one byte. */
+function Vec(type) {
+  return {
+    enc(w, v) {
+      if (!Array.isArray(v)) throw invalid(`expected an array, got ${describe(v)}`);
+      w.varint(v.length);
+      v.forEach((item, i) => {
+        try {
+          type.enc(w, item);
+        } catch (e) {
+          throw e instanceof CodecError ? e.withPath(`[${i}]`) : e;
+        }
+      });
+    },
+    dec(r) {
+      const n = r.length();
+      const out = [];
+      for (let i = 0; i < n; i++) {
+        try {
+          out.push(type.dec(r));
+        } catch (e) {
+          throw e instanceof CodecError ? e.withPath(`[${i}]`) : e;
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/** A struct: its fields in order, nothing between them. */
+function Struct(fields) {
+  return {
+    enc(w, v) {
+      if (v === null || typeof v !== 'object') throw invalid(`expected an object, got ${describe(v)}`);
+      for (const [name, type] of fields) {
+        try {
+          type.enc(w, v[name]);
+        } catch (e) {
+          throw e instanceof CodecError ? e.withPath(name) : e;
+        }
+      }
+    },
+    dec(r) {
+      const out = {};
+      for (const [name, type] of fields) {
+        try {
+          out[name] = type.dec(r);
+        } catch (e) {
+          throw e instanceof CodecError ? e.withPath(name) : e;
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/**
+ * An externally tagged enum. `variants` is a list of `[name]` (unit variant,
+ * a string in the JS form) or `[name, type]` (newtype or struct variant,
+ * `{ [name]: value }`). On the wire: the variant index as a u32 varint, then
+ * the content.
+ */
+function Enum(enumName, variants) {
+  const index = new Map(variants.map(([name], i) => [name, i]));
+  return {
+    enumName,
+    variants,
+    enc(w, v) {
+      let name;
+      let content;
+      if (typeof v === 'string') {
+        name = v;
+      } else if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+        const keys = Object.keys(v);
+        if (keys.length !== 1) throw invalid(`expected a ${enumName} with exactly one variant key`);
+        name = keys[0];
+        content = v[name];
+      } else {
+        throw invalid(`expected a ${enumName}, got ${describe(v)}`);
+      }
+      const i = index.get(name);
+      if (i === undefined) throw invalid(`unknown ${enumName} variant ${JSON.stringify(name)}`);
+      const type = variants[i][1];
+      if (type && typeof v === 'string') throw invalid(`${enumName}::${name} needs a value: { ${name}: ... }`);
+      if (!type && typeof v !== 'string') throw invalid(`${enumName}::${name} is a unit variant: write it as the string "${name}"`);
+      w.varint(i);
+      if (type) {
+        try {
+          type.enc(w, content);
+        } catch (e) {
+          throw e instanceof CodecError ? e.withPath(name) : e;
+        }
+      }
+    },
+    dec(r) {
+      const i = r.u32();
+      if (i >= variants.length) throw malformed(`unknown ${enumName} variant index ${i}`);
+      const [name, type] = variants[i];
+      if (!type) return name;
+      try {
+        return { [name]: type.dec(r) };
+      } catch (e) {
+        throw e instanceof CodecError ? e.withPath(name) : e;
+      }
+    },
+  };
+}
+
+// ---- the protocol's types (PROTOCOL.md §2.3, §2.4, §4, §5) ------------------
+
+/** The 15 fields of `Limits`, in wire order (§4.3). */
+const LIMIT_FIELDS = [
+  'max_frame_bytes',
+  'max_tick_payload_bytes',
+  'max_rooms_per_session',
+  'max_members_per_room',
+  'max_room_id_len',
+  'max_name_len',
+  'max_display_meta_bytes',
+  'max_state_key_len',
+  'max_state_value_bytes',
+  'max_state_total_bytes',
+  'max_state_keys',
+  'max_command_kind_len',
+  'max_command_payload_bytes',
+  'max_idempotency_key_len',
+  'max_join_options',
+];
+
+/** The server's default limits (§4.3), in codec (snake_case) form. */
+export const DEFAULT_LIMITS = Object.freeze({
+  max_frame_bytes: 4 * 1024 * 1024,
+  max_tick_payload_bytes: 1000,
+  max_rooms_per_session: 16,
+  max_members_per_room: 32,
+  max_room_id_len: 128,
+  max_name_len: 64,
+  max_display_meta_bytes: 1024,
+  max_state_key_len: 128,
+  max_state_value_bytes: 900000,
+  max_state_total_bytes: 900000,
+  max_state_keys: 1024,
+  max_command_kind_len: 64,
+  max_command_payload_bytes: 64 * 1024,
+  max_idempotency_key_len: 64,
+  max_join_options: 16,
+});
+
+/** Bytes of a tick datagram besides its payload, at most: tag 1 + room 5 + sender 5 + seq 5 + length 3. */
+export const TICK_MAX_OVERHEAD = 19;
+
+const ProtocolVersionT = Struct([['major', U16], ['minor', U16]]);
+const RoleT = Enum('Role', [['Host'], ['Editor'], ['Viewer']]);
+const LeaveReasonT = Enum('LeaveReason', [['Left'], ['Disconnected'], ['TooSlow'], ['TimedOut']]);
+const JoinOptionT = Enum('JoinOption', [['CreateIfMissing'], ['MaxMembers', U32]]);
+const DisplayInfoT = Struct([['name', STRING], ['meta', BYTES]]);
+const MemberInfoT = Struct([['id', U32], ['role', RoleT], ['display', DisplayInfoT]]);
+const StateEntryT = Struct([['key', STRING], ['value', BYTES], ['version', U64], ['author', U32]]);
+const RoomSnapshotT = Struct([
+  ['room_id', STRING],
+  ['room', U32],
+  ['you', U32],
+  ['role', RoleT],
+  ['members', Vec(MemberInfoT)],
+  ['state', Vec(StateEntryT)],
+  ['state_version', U64],
+  ['last_seq', U64],
+]);
+const LimitsT = Struct(LIMIT_FIELDS.map((name) => [name, U32]));
+const ClientHelloT = Struct([['version', ProtocolVersionT], ['client_name', STRING], ['capabilities', U64]]);
+const ServerHelloT = Struct([
+  ['version', ProtocolVersionT],
+  ['server_name', STRING],
+  ['session_id', U64],
+  ['server_time', U64],
+  ['max_datagram_size', U32],
+  ['limits', LimitsT],
+]);
+const ErrorDetailT = Enum('ErrorDetail', [
+  ['None'],
+  ['Conflict', Struct([['current_version', U64]])],
+  ['Version', Struct([['server', ProtocolVersionT], ['client', ProtocolVersionT]])],
+  ['Limit', Struct([['limit', U64], ['actual', U64]])],
+]);
+const ErrorFrameT = Struct([
+  ['request_id', Option(U32)],
+  ['code', U16],
+  ['message', STRING],
+  ['detail', ErrorDetailT],
+]);
+
+/** Client -> server, control stream (§5.1). Tag = index. */
+const ClientMessageT = Enum('ClientMessage', [
+  ['Hello', ClientHelloT],
+  [
+    'Join',
+    Struct([
+      ['request_id', U32],
+      ['room_id', STRING],
+      ['display', DisplayInfoT],
+      ['options', Vec(JoinOptionT)],
+    ]),
+  ],
+  ['Leave', Struct([['request_id', U32], ['room', U32]])],
+  [
+    'SetState',
+    Struct([
+      ['request_id', U32],
+      ['room', U32],
+      ['key', STRING],
+      ['value', BYTES],
+      ['if_version', Option(U64)],
+    ]),
+  ],
+  [
+    'DeleteState',
+    Struct([['request_id', U32], ['room', U32], ['key', STRING], ['if_version', Option(U64)]]),
+  ],
+  [
+    'Command',
+    Struct([
+      ['request_id', U32],
+      ['room', U32],
+      ['kind', STRING],
+      ['payload', BYTES],
+      ['idempotency_key', Option(STRING)],
+    ]),
+  ],
+  ['Ping', Struct([['client_time', U64]])],
+]);
+
+/** Server -> client, control stream (§5.2). */
+const ServerMessageT = Enum('ServerMessage', [
+  ['Hello', ServerHelloT],
+  ['Joined', Struct([['request_id', U32], ['snapshot', RoomSnapshotT]])],
+  ['Left', Struct([['request_id', U32], ['room', U32]])],
+  ['MemberJoined', Struct([['room', U32], ['seq', U64], ['member', MemberInfoT]])],
+  ['MemberLeft', Struct([['room', U32], ['seq', U64], ['member', U32], ['reason', LeaveReasonT]])],
+  [
+    'StateChanged',
+    Struct([
+      ['room', U32],
+      ['seq', U64],
+      ['key', STRING],
+      ['value', Option(BYTES)],
+      ['version', U64],
+      ['author', U32],
+    ]),
+  ],
+  ['StateAck', Struct([['request_id', U32], ['room', U32], ['version', U64], ['seq', U64]])],
+  [
+    'CommandEvent',
+    Struct([
+      ['room', U32],
+      ['seq', U64],
+      ['author', U32],
+      ['kind', STRING],
+      ['payload', BYTES],
+      ['idempotency_key', Option(STRING)],
+    ]),
+  ],
+  ['CommandAck', Struct([['request_id', U32], ['room', U32], ['seq', U64], ['duplicate', BOOL]])],
+  [
+    'Pong',
+    Struct([['client_time', U64], ['server_receive_time', U64], ['server_send_time', U64]]),
+  ],
+  ['Error', ErrorFrameT],
+]);
+
+/** Both directions, one per datagram (§5.3). */
+const DatagramT = Enum('Datagram', [
+  ['Tick', Struct([['room', U32], ['sender', U32], ['seq', U32], ['payload', BYTES]])],
+]);
+
+/** Number of tags each message enum has in protocol 1.0. */
+export const CLIENT_MESSAGE_TAGS = ClientMessageT.variants.length;
+export const SERVER_MESSAGE_TAGS = ServerMessageT.variants.length;
+export const DATAGRAM_TAGS = DatagramT.variants.length;
+
+// ---- whole messages ----------------------------------------------------------
+
+function encodeTop(type, message) {
+  const w = new Writer();
+  type.enc(w, message);
+  return w.finish();
+}
+
+/**
+ * Decodes exactly one message in the order of §2.5: empty input, then the tag
+ * (an unknown tag is `unknown_tag`, before anything else is read), then the
+ * content, then no bytes may be left.
+ */
+function decodeTop(type, input) {
+  const bytes = inputBytes(input);
+  if (bytes.length === 0) throw new CodecError('empty', `empty ${type.enumName}`);
+  const r = new Reader(bytes);
+  const tag = r.u32();
+  if (tag >= type.variants.length) {
+    throw new CodecError('unknown_tag', `unknown ${type.enumName} tag ${tag}`, { tag });
+  }
+  r.pos = 0;
+  let value;
+  try {
+    value = type.dec(r);
+  } catch (e) {
+    throw e instanceof CodecError ? e.withPath(type.enumName) : e;
+  }
+  if (r.remaining > 0) {
+    throw new CodecError('trailing', `${r.remaining} unexpected bytes after the ${type.enumName}`);
+  }
+  return value;
+}
+
+/**
+ * Encodes a `ClientMessage` (no length prefix).
+ * @param {object} message e.g. `{ Leave: { request_id: 2, room: 1 } }`
+ * @returns {Uint8Array}
+ */
+export function encodeClientMessage(message) {
+  return encodeTop(ClientMessageT, message);
+}
+
+/**
+ * Decodes one `ClientMessage`; with `limits` (codec form), also checks every
+ * length and count against them (§2.5 step 5) and fails with kind 'limit_exceeded'.
+ * @param {Uint8Array|ArrayBuffer|ArrayBufferView} bytes
+ * @param {object} [limits]
+ */
+export function decodeClientMessage(bytes, limits) {
+  const message = decodeTop(ClientMessageT, bytes);
+  if (limits) {
+    const v = validateClientMessage(message, limits);
+    if (v) {
+      throw new CodecError('limit_exceeded', `${v.field} is ${v.actual} bytes or items, over the limit of ${v.limit}`, {
+        detail: { limit: v.limit, actual: v.actual },
+      });
+    }
+  }
+  return message;
+}
+
+/** Encodes a `ServerMessage` (no length prefix). */
+export function encodeServerMessage(message) {
+  return encodeTop(ServerMessageT, message);
+}
+
+/**
+ * Decodes one `ServerMessage`. A tag this SDK does not know fails with kind
+ * 'unknown_tag' (code 101): clients skip such frames (§11).
+ */
+export function decodeServerMessage(bytes) {
+  return decodeTop(ServerMessageT, bytes);
+}
+
+/** Encodes a `Datagram`, e.g. `{ Tick: { room, sender, seq, payload } }`. */
+export function encodeDatagram(datagram) {
+  return encodeTop(DatagramT, datagram);
+}
+
+/**
+ * Decodes one `Datagram`; with `limits`, also checks the tick payload against
+ * `max_tick_payload_bytes`.
+ */
+export function decodeDatagram(bytes, limits) {
+  const datagram = decodeTop(DatagramT, bytes);
+  if (limits) {
+    const actual = datagram.Tick.payload.length;
+    if (actual > limits.max_tick_payload_bytes) {
+      throw new CodecError('limit_exceeded', `tick payload is ${actual} bytes, over the limit of ${limits.max_tick_payload_bytes}`, {
+        detail: { limit: limits.max_tick_payload_bytes, actual },
+      });
+    }
+  }
+  return datagram;
+}
+
+/** UTF-8 length of a string without encoding it. */
+export function utf8Length(s) {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+function byteLength(v) {
+  if (v == null) return 0;
+  return typeof v === 'string' ? utf8Length(v) : (v.byteLength ?? v.length ?? 0);
+}
+
+/**
+ * Checks every length and count of a client message (codec form) against
+ * `limits` (codec form). Limits are inclusive.
+ * @returns {{ field: string, limit: number, actual: number } | null} the first violation
+ */
+export function validateClientMessage(message, limits) {
+  const tag = Object.keys(message)[0];
+  const m = message[tag];
+  const checks = [];
+  switch (tag) {
+    case 'Hello':
+      checks.push(['client_name', byteLength(m.client_name), limits.max_name_len]);
+      break;
+    case 'Join':
+      checks.push(
+        ['room_id', byteLength(m.room_id), limits.max_room_id_len],
+        ['display name', byteLength(m.display?.name), limits.max_name_len],
+        ['display meta', byteLength(m.display?.meta), limits.max_display_meta_bytes],
+        ['join options', m.options?.length ?? 0, limits.max_join_options],
+      );
+      break;
+    case 'SetState':
+      checks.push(
+        ['state key', byteLength(m.key), limits.max_state_key_len],
+        ['state value', byteLength(m.value), limits.max_state_value_bytes],
+      );
+      break;
+    case 'DeleteState':
+      checks.push(['state key', byteLength(m.key), limits.max_state_key_len]);
+      break;
+    case 'Command':
+      checks.push(
+        ['command kind', byteLength(m.kind), limits.max_command_kind_len],
+        ['command payload', byteLength(m.payload), limits.max_command_payload_bytes],
+        ['idempotency key', byteLength(m.idempotency_key), limits.max_idempotency_key_len],
+      );
+      break;
+    default:
+      break;
+  }
+  for (const [field, actual, limit] of checks) {
+    if (actual > limit) return { field, limit, actual };
+  }
+  return null;
+}
+
+/** Converts codec-form limits (snake_case) to the API's camelCase form. */
+export function limitsToCamel(limits) {
+  const out = {};
+  for (const name of LIMIT_FIELDS) {
+    out[name.replace(/_([a-z])/g, (_, c) => c.toUpperCase())] = limits[name];
+  }
+  return Object.freeze(out);
+}
+
+// ===========================================================================
+// 3. Framing: control-stream frames (§3) and WebSocket lanes (§1.3)
+// ===========================================================================
+
+/** Longest frame length prefix (a u32 varint). */
+export const MAX_FRAME_PREFIX = 5;
+
+/**
+ * Reads a frame length prefix (u32 varint, at most 5 bytes) at `start`.
+ * @returns {{ value: number, used: number } | null} null when more bytes are needed
+ * @throws {CodecError} 'malformed' for a prefix that runs 5 bytes or overflows u32
+ */
+export function readFrameLength(bytes, start = 0, end = bytes.length) {
+  let value = 0;
+  let scale = 1;
+  for (let i = 0; i < MAX_FRAME_PREFIX; i++) {
+    if (start + i >= end) return null;
+    const byte = bytes[start + i];
+    value += (byte & 0x7f) * scale;
+    if (byte < 0x80) {
+      if (value > 0xffffffff) throw malformed('frame length prefix overflows u32');
+      return { value, used: i + 1 };
+    }
+    scale *= 128;
+  }
+  throw malformed('frame length prefix is not a varint of at most 5 bytes');
+}
+
+/**
+ * One control-stream frame: varint body length, then the body.
+ * @param {Uint8Array} body
+ */
+export function encodeFrame(body) {
+  const b = inputBytes(body);
+  const w = new Writer(b.length + MAX_FRAME_PREFIX);
+  w.varint(checkUint(b.length, 0xffffffff, 'frame length'));
+  w.raw(b);
+  return w.finish();
+}
+
+/**
+ * Splits a byte stream into frame bodies (§3). Feed it with `push`, take
+ * bodies with `next` until it returns null. A declared length over
+ * `maxFrameBytes` fails as soon as the prefix is read, before any of the body
+ * is buffered; the buffer only grows with bytes that actually arrived.
+ */
+export class FrameDecoder {
+  constructor(maxFrameBytes = DEFAULT_LIMITS.max_frame_bytes) {
+    this.maxFrameBytes = maxFrameBytes;
+    this.buf = new Uint8Array(0);
+    this.start = 0;
+    this.end = 0;
+    this.pendingLength = -1;
+  }
+
+  /** Changes the largest body accepted from now on. */
+  setMaxFrameBytes(max) {
+    this.maxFrameBytes = max;
+  }
+
+  /** Bytes received but not yet returned. */
+  get buffered() {
+    return this.end - this.start;
+  }
+
+  push(chunk) {
+    const bytes = inputBytes(chunk);
+    if (bytes.length === 0) return;
+    if (this.start === this.end) {
+      this.start = 0;
+      this.end = 0;
+    }
+    if (this.end + bytes.length > this.buf.length) {
+      const live = this.end - this.start;
+      if (live + bytes.length <= this.buf.length) {
+        this.buf.copyWithin(0, this.start, this.end);
+      } else {
+        const grown = new Uint8Array(Math.max(live + bytes.length, this.buf.length * 2, 256));
+        grown.set(this.buf.subarray(this.start, this.end));
+        this.buf = grown;
+      }
+      this.start = 0;
+      this.end = live;
+    }
+    this.buf.set(bytes, this.end);
+    this.end += bytes.length;
+  }
+
+  /**
+   * The next complete body (a copy), or null if more bytes are needed.
+   * @throws {CodecError} 'malformed' (bad prefix) or 'frame_too_large'; the stream is then unusable
+   */
+  next() {
+    if (this.pendingLength < 0) {
+      const prefix = readFrameLength(this.buf, this.start, this.end);
+      if (prefix === null) return null;
+      if (prefix.value > this.maxFrameBytes) {
+        throw new CodecError('frame_too_large', `frame of ${prefix.value} bytes exceeds the maximum of ${this.maxFrameBytes}`, {
+          detail: { limit: this.maxFrameBytes, actual: prefix.value },
+        });
+      }
+      this.start += prefix.used;
+      this.pendingLength = prefix.value;
+    }
+    if (this.end - this.start < this.pendingLength) return null;
+    const body = this.buf.slice(this.start, this.start + this.pendingLength);
+    this.start += this.pendingLength;
+    this.pendingLength = -1;
+    return body;
+  }
+}
+
+/** WebSocket lane bytes (§1.3). */
+export const WS_LANE_CONTROL = 0x00;
+export const WS_LANE_TICK = 0x01;
+export const WS_LANE_CHUNK = 0x02;
+/** Control messages with a larger body are sent in pieces of this size. */
+export const WS_CHUNK_BYTES = 16 * 1024;
+/** The WebSocket subprotocol offered. */
+export const WS_SUBPROTOCOL = 'chorus.v1';
+
+/**
+ * The WebSocket messages that carry one control message body: one `0x00`
+ * message, or `0x02` pieces of `chunkBytes` and a last `0x00` piece.
+ * @returns {Uint8Array[]}
+ */
+export function wsControlMessages(body, chunkBytes = WS_CHUNK_BYTES) {
+  const b = inputBytes(body);
+  if (!(chunkBytes >= 1)) throw invalid('chunkBytes must be at least 1');
+  const out = [];
+  let pos = 0;
+  do {
+    const end = Math.min(pos + chunkBytes, b.length);
+    const piece = new Uint8Array(1 + end - pos);
+    piece[0] = end === b.length ? WS_LANE_CONTROL : WS_LANE_CHUNK;
+    piece.set(b.subarray(pos, end), 1);
+    out.push(piece);
+    pos = end;
+  } while (pos < b.length);
+  return out;
+}
+
+/** The WebSocket message carrying one tick datagram. */
+export function wsTickMessage(datagram) {
+  const d = inputBytes(datagram);
+  const out = new Uint8Array(1 + d.length);
+  out[0] = WS_LANE_TICK;
+  out.set(d, 1);
+  return out;
+}
+
+/**
+ * Joins the WebSocket control lane's chunks into whole control messages; ticks
+ * may come between the chunks. Empty messages and unknown lane bytes are
+ * skipped. A reassembled message over `maxFrameBytes` is fatal.
+ */
+export class WsReassembler {
+  constructor(maxFrameBytes = DEFAULT_LIMITS.max_frame_bytes) {
+    this.maxFrameBytes = maxFrameBytes;
+    this.parts = [];
+    this.size = 0;
+    this.chunking = false;
+  }
+
+  setMaxFrameBytes(max) {
+    this.maxFrameBytes = max;
+  }
+
+  /**
+   * Takes one binary WebSocket message.
+   * @returns {{ lane: 'control'|'tick', body: Uint8Array } | null} null for a chunk or a skipped message
+   * @throws {CodecError} 'frame_too_large'
+   */
+  push(message) {
+    const m = inputBytes(message);
+    if (m.length === 0) return null;
+    const body = m.subarray(1);
+    switch (m[0]) {
+      case WS_LANE_TICK:
+        return { lane: 'tick', body };
+      case WS_LANE_CONTROL: {
+        if (!this.chunking) {
+          this.check(body.length);
+          return { lane: 'control', body };
+        }
+        this.check(this.size + body.length);
+        const whole = new Uint8Array(this.size + body.length);
+        let pos = 0;
+        for (const part of this.parts) {
+          whole.set(part, pos);
+          pos += part.length;
+        }
+        whole.set(body, pos);
+        this.parts = [];
+        this.size = 0;
+        this.chunking = false;
+        return { lane: 'control', body: whole };
+      }
+      case WS_LANE_CHUNK:
+        this.check(this.size + body.length);
+        this.parts.push(body.slice());
+        this.size += body.length;
+        this.chunking = true;
+        return null;
+      default:
+        return null;
+    }
+  }
+
+  check(size) {
+    if (size > this.maxFrameBytes) {
+      throw new CodecError('frame_too_large', `control message of ${size} bytes exceeds the maximum of ${this.maxFrameBytes}`, {
+        detail: { limit: this.maxFrameBytes, actual: size },
+      });
+    }
+  }
+}
+
+// ===========================================================================
+// 4. Clock (§9)
+// ===========================================================================
+
+/** Exchanges longer than this (client side) are discarded as stale. */
+export const MAX_SAMPLE_ROUND_TRIP_US = 60_000_000;
+
+/**
+ * One ping/pong exchange, all in microseconds since the Unix epoch (`t0`, `t3`
+ * on the client's clock, `t1`, `t2` on the server's). Returns the sample with
+ * its `offsetUs` (server minus client) and `rttUs` (without server processing,
+ * at least 0), or null when the timestamps are impossible (reply before ping,
+ * server sent before it received, or a round trip over 60 s).
+ */
+export function clockSample(t0, t1, t2, t3) {
+  [t0, t1, t2, t3] = [t0, t1, t2, t3].map(toNumber);
+  if (t3 < t0 || t2 < t1 || t3 - t0 > MAX_SAMPLE_ROUND_TRIP_US) return null;
+  return {
+    t0,
+    t1,
+    t2,
+    t3,
+    offsetUs: Math.trunc((t1 - t0 + (t2 - t3)) / 2),
+    rttUs: Math.max(0, t3 - t0 - (t2 - t1)),
+  };
+}
+
+/** The sample with the smallest RTT; among equal RTTs, the latest. */
+export function bestSample(samples) {
+  let best = null;
+  for (const s of samples) {
+    if (best === null || s.rttUs <= best.rttUs) best = s;
+  }
+  return best;
+}
+
+/** Keeps the latest `capacity` samples and estimates the offset from the min-RTT one. */
+export class ClockEstimator {
+  constructor(capacity = 32) {
+    this.capacity = Math.max(1, capacity);
+    this.samples = [];
+  }
+
+  add(sample) {
+    if (this.samples.length === this.capacity) this.samples.shift();
+    this.samples.push(sample);
+  }
+
+  get size() {
+    return this.samples.length;
+  }
+
+  /** `{ offsetUs, rttUs, samples }`; all 0 before the first sample. */
+  estimate() {
+    const best = bestSample(this.samples);
+    if (!best) return { offsetUs: 0, rttUs: 0, samples: 0 };
+    return { offsetUs: best.offsetUs, rttUs: best.rttUs, samples: this.samples.length };
+  }
+}
+
+/** This page's monotonic clock, anchored to the Unix epoch, in whole microseconds. */
+export function localNowUs() {
+  return Math.round((performance.timeOrigin + performance.now()) * 1000);
+}
+
+// ===========================================================================
+// 5. Utilities
+// ===========================================================================
+
+function reportListenerError(error) {
+  if (typeof globalThis.reportError === 'function') globalThis.reportError(error);
+  else console.error('chorus: an event listener threw', error);
+}
+
+/** A minimal event emitter with a fixed set of event names. */
+class Emitter {
+  constructor(names) {
+    this.handlers = new Map(names.map((n) => [n, new Set()]));
+  }
+
+  on(name, fn) {
+    const set = this.handlers.get(name);
+    if (!set) throw invalidArgument(`unknown event ${JSON.stringify(name)}; expected one of ${[...this.handlers.keys()].join(', ')}`);
+    if (typeof fn !== 'function') throw invalidArgument('an event listener must be a function');
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  off(name, fn) {
+    this.handlers.get(name)?.delete(fn);
+  }
+
+  emit(name, value) {
+    const set = this.handlers.get(name);
+    if (!set || set.size === 0) return;
+    for (const fn of [...set]) {
+      try {
+        fn(value);
+      } catch (e) {
+        reportListenerError(e);
+      }
+    }
+  }
+}
+
+/**
+ * A bounded async iterator: holds at most `capacity` items and drops the
+ * oldest when the consumer is slow (`dropped` counts them). Ends (after the
+ * buffered items) when its source ends; `return()` (a `break` out of
+ * `for await`) unsubscribes it.
+ */
+export class EventQueue {
+  constructor(capacity = 256, onEnd = null) {
+    this.capacity = Math.max(1, capacity);
+    this.items = [];
+    this.waiters = [];
+    this.ended = false;
+    this.dropped = 0;
+    this.onEnd = onEnd;
+  }
+
+  push(item) {
+    if (this.ended) return;
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      waiter({ value: item, done: false });
+      return;
+    }
+    if (this.items.length >= this.capacity) {
+      this.items.shift();
+      this.dropped++;
+    }
+    this.items.push(item);
+  }
+
+  end() {
+    if (this.ended) return;
+    this.ended = true;
+    for (const w of this.waiters) w({ value: undefined, done: true });
+    this.waiters = [];
+    const onEnd = this.onEnd;
+    this.onEnd = null;
+    onEnd?.(this);
+  }
+
+  next() {
+    if (this.items.length > 0) return Promise.resolve({ value: this.items.shift(), done: false });
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  return() {
+    this.items = [];
+    this.end();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+}
+
+/** Application bytes: Uint8Array/ArrayBuffer/view as is, a string as UTF-8. */
+function appBytes(v, what) {
+  if (typeof v === 'string') return stringBytes(v);
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  throw invalidArgument(`${what} must be a Uint8Array or a string, got ${describe(v)}`);
+}
+
+const EMPTY_BYTES = new Uint8Array(0);
+
+/** Parses a SHA-256 hash in hex (colons allowed), or null. */
+export function parseCertHash(hex) {
+  if (typeof hex !== 'string') return null;
+  const digits = hex.trim().replace(/:/g, '');
+  if (!/^[0-9a-fA-F]{64}$/.test(digits)) return null;
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) out[i] = parseInt(digits.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+function delay(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Settles like `promise`, or rejects with `makeError()` after `ms`. The timer never outlives it. */
+function withTimeout(promise, ms, makeError) {
+  let timer;
+  promise = Promise.resolve(promise);
+  promise.catch(() => {}); // a rejection after the timeout is not unhandled
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(makeError()), Math.max(0, ms));
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Waits for `promise` to settle or `ms` to pass, whichever comes first; never rejects. */
+function settleWithin(promise, ms) {
+  let timer;
+  return Promise.race([
+    Promise.resolve(promise).then(
+      () => {},
+      () => {},
+    ),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+// ===========================================================================
+// 6. Room replica (§6)
+// ===========================================================================
+
+const ROLE_NAMES = { Host: 'host', Editor: 'editor', Viewer: 'viewer' };
+const LEAVE_REASONS = { Left: 'left', Disconnected: 'disconnected', TooSlow: 'too_slow', TimedOut: 'timed_out' };
+
+/** A member in API form from a codec `MemberInfo`. */
+function publicMember(info) {
+  return Object.freeze({
+    id: info.id,
+    role: ROLE_NAMES[info.role] ?? null,
+    name: info.display.name,
+    meta: info.display.meta,
+  });
+}
+
+function stateValue(value, version, author) {
+  return Object.freeze({ value, text: lenientUtf8.decode(value), version, author });
+}
+
+/**
+ * Members and state of one room as of `lastSeq`. A pure state machine: it
+ * starts from the `Joined` snapshot and applies the room's events (codec form
+ * `ServerMessage`s) in sequence order, returning the event to publish. No I/O.
+ */
+export class RoomReplica {
+  /** @param {object} snapshot a codec-form `RoomSnapshot` */
+  constructor(snapshot) {
+    this.roomId = snapshot.room_id;
+    this.slot = snapshot.room;
+    this.me = snapshot.you;
+    this.snapshotRole = ROLE_NAMES[snapshot.role] ?? null;
+    /** @type {Map<number, object>} in join order */
+    this.members = new Map(snapshot.members.map((m) => [m.id, publicMember(m)]));
+    /** @type {Map<string, object>} */
+    this.state = new Map(
+      snapshot.state.map((e) => [e.key, stateValue(e.value, toNumber(e.version), e.author)]),
+    );
+    this.stateVersion = toNumber(snapshot.state_version);
+    this.lastSeq = toNumber(snapshot.last_seq);
+    /** Events whose seq skipped past lastSeq + 1 (applied anyway, counted). */
+    this.gaps = 0;
+  }
+
+  /** This client's role: from the member list when present, else from the snapshot. */
+  get role() {
+    return this.members.get(this.me)?.role ?? this.snapshotRole;
+  }
+
+  member(id) {
+    return this.members.get(id);
+  }
+
+  hasMember(id) {
+    return this.members.has(id);
+  }
+
+  /** The room slot a room event is about, or null for other messages. */
+  static eventRoom(message) {
+    const m = message.MemberJoined ?? message.MemberLeft ?? message.StateChanged ?? message.CommandEvent;
+    return m ? m.room : null;
+  }
+
+  /**
+   * Applies one server message if it is an event of this room.
+   * @returns {null | { stale: true, seq: number, last: number } | { name: string, event: object, removed: boolean }}
+   *   null when it is not an event of this room; `stale` when its seq is not after
+   *   lastSeq (ignored); otherwise the event to publish under `name` ('memberJoined',
+   *   'memberLeft', 'stateChanged', 'command'), with `removed` when this client
+   *   itself was removed from the room.
+   */
+  apply(message) {
+    const tag = Object.keys(message)[0];
+    const m = message[tag];
+    if (!m || m.room !== this.slot) return null;
+    if (!['MemberJoined', 'MemberLeft', 'StateChanged', 'CommandEvent'].includes(tag)) return null;
+    const seq = toNumber(m.seq);
+    if (seq <= this.lastSeq) return { stale: true, seq, last: this.lastSeq };
+    if (seq !== this.lastSeq + 1) this.gaps++;
+    this.lastSeq = seq;
+    switch (tag) {
+      case 'MemberJoined': {
+        const member = publicMember(m.member);
+        this.members.set(member.id, member);
+        return { name: 'memberJoined', event: member, removed: false };
+      }
+      case 'MemberLeft': {
+        const known = this.members.get(m.member);
+        this.members.delete(m.member);
+        const member = known ?? Object.freeze({ id: m.member, role: null, name: '', meta: EMPTY_BYTES });
+        const event = { member, reason: LEAVE_REASONS[m.reason] ?? String(m.reason), seq };
+        return { name: 'memberLeft', event, removed: m.member === this.me };
+      }
+      case 'StateChanged': {
+        const version = toNumber(m.version);
+        let entry = null;
+        if (m.value === null) this.state.delete(m.key);
+        else {
+          entry = stateValue(m.value, version, m.author);
+          this.state.set(m.key, entry);
+        }
+        this.stateVersion = Math.max(this.stateVersion, version);
+        const event = {
+          key: m.key,
+          value: entry ? entry.value : null,
+          text: entry ? entry.text : null,
+          version,
+          author: m.author,
+          seq,
+        };
+        return { name: 'stateChanged', event, removed: false };
+      }
+      default: {
+        const event = {
+          seq,
+          author: m.author,
+          kind: m.kind,
+          payload: m.payload,
+          text: lenientUtf8.decode(m.payload),
+          idempotencyKey: m.idempotency_key,
+        };
+        return { name: 'command', event, removed: false };
+      }
+    }
+  }
+}
+
+// ===========================================================================
+// 7. Transports
+// ===========================================================================
+//
+// Both transports are a "link" with the same small surface, so the client is
+// written once: sendControl(body), sendTick(room, datagram), maxDatagramSize(),
+// setMaxFrameBytes(n), close(chorusCode, text), and setHandlers({ control,
+// datagram, closed }). Until handlers are set (or while they are null) inbound
+// messages wait in a backlog, so nothing is lost between the handshake and the
+// client taking over. `closed(info)` is called once, with `info.kind`:
+//   'normal'   the server closed normally (WebTransport code 0, WebSocket 1000/1001)
+//   'error'    the server closed with Chorus error `info.code` (WebTransport close
+//              code, WebSocket close code 4000 + code), `info.reason` its text
+//   'lost'     the connection failed without a Chorus code (`info.reason` says how)
+//   'protocol' the server's bytes broke the framing (`info.error`, a CodecError)
+//   'local'    this client closed it
+
+/** How long a close may take to reach the network before we stop waiting. */
+const CLOSE_GRACE_MS = 1000;
+/** WebSocket: above this many buffered bytes, control pieces wait (ticks pass first). */
+const WS_HIGH_WATER_BYTES = 64 * 1024;
+/** WebTransport: datagram writes not yet taken by the browser; beyond it ticks are dropped. */
+const MAX_DATAGRAMS_IN_FLIGHT = 64;
+
+function errorText(e) {
+  return e?.message ?? String(e);
+}
+
+class Link {
+  constructor(kind) {
+    this.kind = kind;
+    this.handlers = null;
+    this.backlog = [];
+    this.closedInfo = null;
+    /** Ticks that never reached the network (replaced by a newer one, or the send queue was full). */
+    this.ticksDropped = 0;
+  }
+
+  setHandlers(handlers) {
+    this.handlers = handlers;
+    this.drain();
+  }
+
+  deliver(type, value) {
+    if (this.handlers && this.backlog.length === 0) this.handlers[type](value);
+    else {
+      this.backlog.push([type, value]);
+      this.drain();
+    }
+  }
+
+  drain() {
+    while (this.handlers && this.backlog.length > 0) {
+      const [type, value] = this.backlog.shift();
+      this.handlers[type](value);
+    }
+  }
+
+  /** Records how the connection ended (once) and tells the handlers. */
+  finish(info) {
+    if (this.closedInfo) return;
+    this.closedInfo = info;
+    this.onFinish();
+    this.deliver('closed', info);
+  }
+
+  onFinish() {}
+}
+
+/** WebSocket close code -> link close info (§1.3 "Closing"). */
+export function wsCloseInfo(code, reason = '') {
+  if (code === 1000 || code === 1001) return { kind: 'normal', reason };
+  if (code >= 4000 && code <= 4999) return { kind: 'error', code: code - 4000, reason };
+  return { kind: 'lost', reason: `WebSocket closed with code ${code}${reason ? `: ${reason}` : ''}` };
+}
+
+/**
+ * WebSocket (§1.3): every message binary, a lane byte then the body. Control
+ * messages over 16 KiB go out in chunks; they wait while the socket has more
+ * than WS_HIGH_WATER_BYTES buffered, and ticks are written before each control
+ * piece, newest-wins per room, so a big state value never holds ticks back by
+ * more than one chunk.
+ */
+class WebSocketLink extends Link {
+  constructor(ws, maxFrameBytes) {
+    super('websocket');
+    this.ws = ws;
+    this.reassembler = new WsReassembler(maxFrameBytes);
+    this.queue = [];
+    this.tickSlots = new Map();
+    this.flushTimer = null;
+    this.socketClosed = new Promise((resolve) => {
+      this.resolveSocketClosed = resolve;
+    });
+    ws.binaryType = 'arraybuffer';
+    ws.addEventListener('message', (event) => this.onMessage(event.data));
+    ws.addEventListener('close', (event) => {
+      this.resolveSocketClosed();
+      this.finish(wsCloseInfo(event.code, event.reason));
+    });
+  }
+
+  /** Opens a WebSocket offering the `chorus.v1` subprotocol; resolves once it is open. */
+  static open(url, WebSocketImpl, timeoutMs, maxFrameBytes) {
+    return new Promise((resolve, reject) => {
+      let ws;
+      try {
+        ws = new WebSocketImpl(url, [WS_SUBPROTOCOL]);
+      } catch (e) {
+        reject(closedError(`could not open a WebSocket to ${url}: ${errorText(e)}`));
+        return;
+      }
+      const link = new WebSocketLink(ws, maxFrameBytes);
+      const cleanup = () => {
+        clearTimeout(timer);
+        ws.removeEventListener('open', onOpen);
+        ws.removeEventListener('close', onClose);
+      };
+      const onOpen = () => {
+        cleanup();
+        resolve(link);
+      };
+      const onClose = (event) => {
+        cleanup();
+        const code = event?.code ? ` (close code ${event.code})` : '';
+        reject(closedError(`the WebSocket connection to ${url} failed${code}`));
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        try {
+          ws.close();
+        } catch {
+          // already closing
+        }
+        reject(timeoutError(`the WebSocket to ${url} did not open within ${timeoutMs} ms`));
+      }, timeoutMs);
+      ws.addEventListener('open', onOpen);
+      ws.addEventListener('close', onClose);
+    });
+  }
+
+  onMessage(data) {
+    if (this.closedInfo || typeof data === 'string') return; // text messages are not Chorus messages
+    let bytes;
+    if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+    else if (ArrayBuffer.isView(data)) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    else return;
+    let inbound;
+    try {
+      inbound = this.reassembler.push(bytes);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (inbound) this.deliver(inbound.lane === 'control' ? 'control' : 'datagram', inbound.body);
+  }
+
+  fail(error) {
+    if (this.closedInfo) return;
+    this.finish({ kind: 'protocol', error });
+    try {
+      this.ws.close(4000 + (error.code ?? ErrorCode.Malformed), 'protocol error');
+    } catch {
+      // already closing
+    }
+  }
+
+  onFinish() {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    this.queue = [];
+    this.tickSlots.clear();
+  }
+
+  sendControl(body) {
+    if (this.closedInfo) return;
+    for (const message of wsControlMessages(body)) this.queue.push(message);
+    this.flush();
+  }
+
+  sendTick(room, datagram) {
+    if (this.closedInfo) return false;
+    if (this.tickSlots.has(room)) this.ticksDropped++;
+    this.tickSlots.set(room, wsTickMessage(datagram));
+    this.flush();
+    return true;
+  }
+
+  flush() {
+    const ws = this.ws;
+    if (this.flushTimer !== null || this.closedInfo || ws.readyState !== 1) return;
+    for (;;) {
+      if (ws.bufferedAmount > WS_HIGH_WATER_BYTES) {
+        this.flushTimer = setTimeout(() => {
+          this.flushTimer = null;
+          this.flush();
+        }, 4);
+        return;
+      }
+      if (this.tickSlots.size > 0) {
+        for (const message of this.tickSlots.values()) ws.send(message);
+        this.tickSlots.clear();
+        continue;
+      }
+      const next = this.queue.shift();
+      if (next === undefined) return;
+      ws.send(next);
+    }
+  }
+
+  maxDatagramSize() {
+    return null; // ticks travel in-band
+  }
+
+  setMaxFrameBytes(max) {
+    this.reassembler.setMaxFrameBytes(max);
+  }
+
+  /** Closes with 1000, or 4000 + a Chorus code; resolves once closed (at most ~1 s). */
+  close(code = 0, text = 'closed') {
+    this.finish({ kind: 'local' });
+    try {
+      this.ws.close(code ? 4000 + code : 1000, text);
+    } catch {
+      // already closing
+    }
+    return settleWithin(this.socketClosed, CLOSE_GRACE_MS);
+  }
+}
+
+/** WebTransport `closed` value -> link close info. */
+export function wtCloseInfo(info) {
+  const code = Number(info?.closeCode ?? 0);
+  const reason = info?.reason ?? '';
+  return code === 0 ? { kind: 'normal', reason } : { kind: 'error', code, reason };
+}
+
+/**
+ * WebTransport (§1.1): one bidirectional control stream of varint-prefixed
+ * frames, ticks as datagrams.
+ */
+class WebTransportLink extends Link {
+  constructor(wt, stream, maxFrameBytes) {
+    super('webtransport');
+    this.wt = wt;
+    this.decoder = new FrameDecoder(maxFrameBytes);
+    this.writer = stream.writable.getWriter();
+    this.datagramWriter = null;
+    this.inFlight = 0;
+    wt.closed.then(
+      (info) => this.finish(wtCloseInfo(info)),
+      (error) => this.finish({ kind: 'lost', reason: `the WebTransport session failed: ${errorText(error)}` }),
+    );
+    this.readControl(stream.readable.getReader());
+    this.readDatagrams();
+  }
+
+  async readControl(reader) {
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.closedInfo) break;
+        this.decoder.push(value);
+        let body;
+        while (!this.closedInfo && (body = this.decoder.next()) !== null) this.deliver('control', body);
+      }
+    } catch (e) {
+      if (e instanceof CodecError) {
+        this.fail(e);
+        return;
+      }
+      // A stream error: the session is ending; `closed` says how.
+    }
+    if (this.closedInfo) return;
+    // The control stream ended, so the session is over: give `closed` a moment to say how.
+    await settleWithin(this.wt.closed, CLOSE_GRACE_MS);
+    if (this.closedInfo) return;
+    this.finish({ kind: 'lost', reason: 'the server ended the control stream' });
+    try {
+      this.wt.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  async readDatagrams() {
+    try {
+      const reader = this.wt.datagrams.readable.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.closedInfo) return;
+        this.deliver('datagram', value);
+      }
+    } catch {
+      // the session ended; `closed` reports it
+    }
+  }
+
+  fail(error) {
+    if (this.closedInfo) return;
+    this.finish({ kind: 'protocol', error });
+    try {
+      this.wt.close({ closeCode: error.code ?? ErrorCode.Malformed, reason: 'protocol error' });
+    } catch {
+      // already closed
+    }
+  }
+
+  sendControl(body) {
+    if (this.closedInfo) return;
+    this.writer.write(encodeFrame(body)).catch(() => {}); // a failed write ends the session; `closed` reports it
+  }
+
+  sendTick(room, datagram) {
+    if (this.closedInfo) return false;
+    if (this.inFlight >= MAX_DATAGRAMS_IN_FLIGHT) {
+      this.ticksDropped++; // better dropped than queued (§10)
+      return false;
+    }
+    if (!this.datagramWriter) {
+      const d = this.wt.datagrams;
+      let writable;
+      try {
+        writable = typeof d.createWritable === 'function' ? d.createWritable() : d.writable;
+      } catch {
+        writable = d.writable;
+      }
+      this.datagramWriter = writable.getWriter();
+    }
+    this.inFlight++;
+    const settle = () => {
+      this.inFlight--;
+    };
+    this.datagramWriter.write(datagram).then(settle, settle);
+    return true;
+  }
+
+  maxDatagramSize() {
+    const n = this.wt.datagrams?.maxDatagramSize;
+    return Number.isFinite(n) && n > 0 ? n : null;
+  }
+
+  setMaxFrameBytes(max) {
+    this.decoder.setMaxFrameBytes(max);
+  }
+
+  /** Closes the session with `closeCode` (0 normal, or a Chorus code); resolves once closed (at most ~1 s). */
+  close(code = 0, text = 'closed') {
+    this.finish({ kind: 'local' });
+    try {
+      this.wt.close({ closeCode: code, reason: text });
+    } catch {
+      // already closed
+    }
+    return settleWithin(this.wt.closed, CLOSE_GRACE_MS);
+  }
+}
+
+function isLoopbackHost(hostname) {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/**
+ * Where the server publishes its certificate hash: `/cert-hash` on its TCP port
+ * (the WebTransport port), over http: from an http: page, else https:. Outside
+ * a page: http: for loopback hosts, else https:.
+ */
+export function certHashUrl(serverUrl) {
+  const u = new URL(serverUrl);
+  const pageProtocol = globalThis.location?.protocol;
+  let scheme;
+  if (pageProtocol === 'http:' || pageProtocol === 'https:') scheme = pageProtocol;
+  else scheme = isLoopbackHost(u.hostname) ? 'http:' : 'https:';
+  return `${scheme}//${u.host}/cert-hash`;
+}
+
+/** The server's certificate hashes from /cert-hash; [] when unavailable (then the browser's own trust applies). */
+async function fetchCertHashes(serverUrl, opts, timeoutMs) {
+  const fetchImpl = opts.fetch ?? globalThis.fetch;
+  if (typeof fetchImpl !== 'function') return [];
+  const controller = typeof AbortController === 'function' ? new AbortController() : null;
+  const timer = setTimeout(() => controller?.abort(), Math.max(0, timeoutMs));
+  try {
+    const response = await fetchImpl.call(globalThis, certHashUrl(serverUrl), controller ? { signal: controller.signal } : undefined);
+    if (!response.ok) return [];
+    const body = await response.json();
+    if (body?.algorithm !== 'sha-256' || !Array.isArray(body.hashes)) return [];
+    return body.hashes.map(parseCertHash).filter(Boolean);
+  } catch {
+    return [];
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Opens a WebTransport session and its control stream within `waitMs`
+ * (including fetching the certificate hash when none was given). A session
+ * not ready in time is closed, never left half-open.
+ */
+async function openWebTransport(url, WebTransportImpl, opts, waitMs) {
+  const deadline = performance.now() + waitMs;
+  const remaining = () => deadline - performance.now();
+  const hashes = opts.certHashes ?? (await fetchCertHashes(url, opts, remaining()));
+  const init = hashes.length > 0 ? { serverCertificateHashes: hashes.map((value) => ({ algorithm: 'sha-256', value })) } : {};
+  let wt;
+  try {
+    wt = new WebTransportImpl(url, init);
+  } catch (e) {
+    throw closedError(`WebTransport to ${url} failed: ${errorText(e)}`);
+  }
+  wt.ready.catch(() => {});
+  wt.closed.catch(() => {});
+  const late = () => timeoutError(`the WebTransport session to ${url} was not ready within ${waitMs} ms`);
+  try {
+    await withTimeout(wt.ready, remaining(), late);
+    const stream = await withTimeout(wt.createBidirectionalStream(), remaining(), late);
+    return new WebTransportLink(wt, stream, DEFAULT_LIMITS.max_frame_bytes);
+  } catch (e) {
+    try {
+      wt.close();
+    } catch {
+      // not open
+    }
+    throw e instanceof ChorusError ? e : closedError(`WebTransport to ${url} failed: ${errorText(e)}`);
+  }
+}
+
+// ===========================================================================
+// 8. Client
+// ===========================================================================
+
+const PRIVATE = Symbol('chorus.private');
+
+const DEFAULT_CLOCK_SYNC = Object.freeze({
+  pings: 8, // pings at connect; connect resolves after them
+  intervalMs: 10000, // background re-sync period (0: none)
+  refreshPings: 3, // pings per background re-sync
+  spacingMs: 10, // pause between the pings of one sync
+  window: 32, // samples kept; the min-RTT one gives the offset
+});
+
+const DEFAULT_OPTIONS = Object.freeze({
+  transport: 'auto',
+  fallbackAfterMs: 3000,
+  certHashes: undefined,
+  websocketUrl: undefined,
+  clientName: 'chorus-js/0.1',
+  requestTimeoutMs: 10000,
+  handshakeTimeoutMs: 10000,
+});
+
+/** A server error frame seen this recently explains a connection that is lost without a code. */
+const RECENT_ERROR_MS = 3000;
+
+const LOCAL_CLOSE = Object.freeze({ code: null, name: 'closed', message: 'closed by this client', detail: null });
+
+function normalizeOptions(options) {
+  if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
+  const o = { ...DEFAULT_OPTIONS, ...options };
+  if (!['auto', 'webtransport', 'websocket'].includes(o.transport)) {
+    throw invalidArgument(`transport must be 'auto', 'webtransport' or 'websocket', got ${describe(o.transport)}`);
+  }
+  for (const key of ['fallbackAfterMs', 'requestTimeoutMs', 'handshakeTimeoutMs']) {
+    if (typeof o[key] !== 'number' || !(o[key] >= 0)) throw invalidArgument(`${key} must be a non-negative number`);
+  }
+  if (typeof o.clientName !== 'string') throw invalidArgument('clientName must be a string');
+  o.clockSync =
+    options.clockSync === false
+      ? { ...DEFAULT_CLOCK_SYNC, pings: 0, intervalMs: 0 }
+      : { ...DEFAULT_CLOCK_SYNC, ...(options.clockSync ?? {}) };
+  if (o.certHashes !== undefined && o.certHashes !== null) {
+    const list = Array.isArray(o.certHashes) ? o.certHashes : [o.certHashes];
+    o.certHashes = list.map((h) => {
+      const bytes = typeof h === 'string' ? parseCertHash(h) : h instanceof Uint8Array || h instanceof ArrayBuffer ? new Uint8Array(h) : null;
+      if (!bytes || bytes.length !== 32) throw invalidArgument(`certHashes must hold SHA-256 hashes (64 hex digits), got ${describe(h)}`);
+      return bytes;
+    });
+  } else {
+    o.certHashes = undefined;
+  }
+  return o;
+}
+
+/** The server URL: as given (https:, wss:, ws:), or https://<page host>/chorus. */
+function resolveServerUrl(url) {
+  if (url === undefined || url === null || url === '') {
+    const loc = globalThis.location;
+    if (!loc?.host) throw invalidArgument('connect() needs a server URL outside a web page');
+    // Chromium resolves `localhost` to ::1 for QUIC only; the numeric address works everywhere.
+    const host = loc.hostname === 'localhost' ? `127.0.0.1${loc.port ? `:${loc.port}` : ''}` : loc.host;
+    return new URL(`https://${host}/chorus`);
+  }
+  let parsed;
+  try {
+    parsed = new URL(String(url), globalThis.location?.href);
+  } catch {
+    throw invalidArgument(`invalid server URL ${describe(url)}`);
+  }
+  if (!['https:', 'wss:', 'ws:'].includes(parsed.protocol)) {
+    throw invalidArgument(`the server URL must be https://, wss:// or ws://, got ${parsed.protocol}//`);
+  }
+  return parsed;
+}
+
+/** The WebSocket URL for an https: server URL: `websocketUrl`, or the same host, port and path with ws: on an http: page, else wss:. */
+function websocketUrlFor(target, opts) {
+  if (opts.websocketUrl) {
+    const u = resolveServerUrl(opts.websocketUrl);
+    if (u.protocol === 'https:') throw invalidArgument('websocketUrl must be a ws:// or wss:// URL');
+    return u.href;
+  }
+  const scheme = globalThis.location?.protocol === 'http:' ? 'ws:' : 'wss:';
+  return `${scheme}//${target.host}${target.pathname}${target.search}`;
+}
+
+function frameReason(frame) {
+  return { code: frame.code, name: errorName(frame.code), message: frame.message, detail: errorDetail(frame.detail) };
+}
+
+/**
+ * Why a connection ended, from the link's close info and the last server
+ * error frame without a request id (`{ frame, at }`), which carries the details
+ * of a close just after it.
+ */
+function closeReasonFor(info, last) {
+  switch (info.kind) {
+    case 'local':
+      return LOCAL_CLOSE;
+    case 'normal':
+      return { code: null, name: 'closed', message: info.reason ? `closed by the server: ${info.reason}` : 'closed by the server', detail: null };
+    case 'error':
+      if (last && last.frame.code === info.code) return frameReason(last.frame);
+      return {
+        code: info.code,
+        name: errorName(info.code),
+        message: info.reason || `closed by the server with error ${info.code}`,
+        detail: null,
+      };
+    case 'protocol': {
+      const code = info.error?.code ?? ErrorCode.Malformed;
+      return {
+        code,
+        name: errorName(code),
+        message: `the server's data broke the protocol: ${info.error?.message ?? 'unknown error'}`,
+        detail: info.error?.detail ?? null,
+      };
+    }
+    default:
+      if (last && performance.now() - last.at < RECENT_ERROR_MS) return frameReason(last.frame);
+      return { code: null, name: 'connection_lost', message: info.reason || 'the connection was lost', detail: null };
+  }
+}
+
+/** The ChorusError a request fails with when the connection has ended for `reason`. */
+function errorForClose(reason, requestId = null) {
+  return closedError(`the connection is closed: ${reason.message}`, reason, requestId);
+}
+
+function notJoinedError() {
+  return new ChorusError(ErrorCode.NotJoined, errorName(ErrorCode.NotJoined), 'not joined to this room any more');
+}
+
+/** Sends the hello and waits for the server's (§4). Later messages wait in the link's backlog. */
+function handshake(link, opts, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let lastError = null;
+    const finish = (error, hello) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      link.setHandlers(null);
+      if (error) reject(error);
+      else resolve(hello);
+    };
+    const timer = setTimeout(
+      () => finish(timeoutError(`no hello from the server within ${Math.round(timeoutMs)} ms`)),
+      Math.max(0, timeoutMs),
+    );
+    link.setHandlers({
+      control(body) {
+        let message;
+        try {
+          message = decodeServerMessage(body);
+        } catch (e) {
+          if (e.kind === 'unknown_tag') return;
+          finish(new ChorusError(e.code, e.name, `undecodable message from the server: ${e.message}`));
+          return;
+        }
+        if (message.Hello) finish(null, message.Hello);
+        else if (message.Error) {
+          lastError = { frame: message.Error, at: performance.now() };
+          finish(ChorusError.fromFrame(message.Error));
+        } else {
+          const tag = Object.keys(message)[0];
+          finish(new ChorusError(ErrorCode.ProtocolViolation, errorName(ErrorCode.ProtocolViolation), `expected the server's hello, got ${tag}`));
+        }
+      },
+      datagram() {},
+      closed(info) {
+        const reason = closeReasonFor(info, lastError);
+        const message = `the connection closed during the handshake: ${reason.message}`;
+        finish(
+          reason.code === null
+            ? closedError(message, reason)
+            : new ChorusError(reason.code, reason.name, message, { detail: reason.detail, reason }),
+        );
+      },
+    });
+    try {
+      link.sendControl(
+        encodeClientMessage({ Hello: { version: PROTOCOL_VERSION, client_name: opts.clientName, capabilities: 0n } }),
+      );
+    } catch (e) {
+      finish(e);
+    }
+  });
+}
+
+/**
+ * The connection's state and logic, shared by the Client and Room handles:
+ * pending requests, joined rooms, clock, close. Mirrors the Rust SDK's driver.
+ */
+class Driver {
+  constructor(link, hello, opts) {
+    this.link = link;
+    this.hello = hello;
+    this.opts = opts;
+    this.limits = hello.limits;
+    this.limitsCamel = limitsToCamel(hello.limits);
+    this.pending = new Map(); // request id -> { expect, resolve, reject, timer }
+    this.rooms = new Map(); // room slot -> RoomCore
+    this.nextRequestId = 1;
+    this.closeReason = null;
+    this.linkClosing = null;
+    this.closed = new Promise((resolve) => {
+      this.resolveClosed = resolve;
+    });
+    this.events = new Emitter(['error', 'close']);
+    this.estimator = new ClockEstimator(opts.clockSync.window);
+    this.helloOffsetUs = toNumber(hello.server_time) - localNowUs();
+    this.pings = new Map(); // client_time -> resolve(gotSample)
+    this.clockTimer = null;
+    this.lastError = null; // { frame, at } of the last error frame without a request id
+    this.client = new Client(PRIVATE, this);
+    link.setMaxFrameBytes(hello.limits.max_frame_bytes);
+    link.setHandlers({
+      control: (body) => this.onControl(body),
+      datagram: (bytes) => this.onDatagram(bytes),
+      closed: (info) => this.onLinkClosed(info),
+    });
+  }
+
+  // ---- closing ---------------------------------------------------------------
+
+  closedError(requestId = null) {
+    return errorForClose(this.closeReason ?? LOCAL_CLOSE, requestId);
+  }
+
+  /**
+   * Ends the connection once: records the reason, fails pending requests, ends
+   * every room, closes the link (when `linkClose` is given) and emits 'close'.
+   */
+  shutdown(reason, linkClose) {
+    if (this.closeReason) return this.linkClosing ?? Promise.resolve();
+    this.closeReason = Object.freeze({
+      code: reason.code ?? null,
+      name: reason.name,
+      message: reason.message,
+      detail: reason.detail ?? null,
+    });
+    clearTimeout(this.clockTimer);
+    this.clockTimer = null;
+    const pending = [...this.pending];
+    this.pending.clear();
+    for (const [id, p] of pending) {
+      clearTimeout(p.timer);
+      p.reject(this.closedError(id));
+    }
+    for (const resolve of this.pings.values()) resolve(false);
+    this.pings.clear();
+    const rooms = [...this.rooms.values()];
+    this.rooms.clear();
+    for (const core of rooms) core.detach();
+    this.linkClosing = linkClose ? this.link.close(linkClose.code, linkClose.text) : Promise.resolve();
+    this.resolveClosed(this.closeReason);
+    this.events.emit('close', this.closeReason);
+    return this.linkClosing;
+  }
+
+  onLinkClosed(info) {
+    this.shutdown(closeReasonFor(info, this.lastError), null);
+  }
+
+  /** The server sent something this client cannot read: close with that error's code. */
+  protocolFailure(error, message) {
+    const code = error.code ?? ErrorCode.Malformed;
+    this.shutdown({ code, name: errorName(code), message, detail: error.detail ?? null }, { code, text: 'protocol error' });
+  }
+
+  // ---- inbound ---------------------------------------------------------------
+
+  onControl(body) {
+    let message;
+    try {
+      message = decodeServerMessage(body);
+    } catch (e) {
+      if (e instanceof CodecError && e.kind === 'unknown_tag') return; // a newer server's message (§11)
+      this.protocolFailure(e, `undecodable message from the server: ${e.message}`);
+      return;
+    }
+    try {
+      this.dispatch(message);
+    } catch (e) {
+      reportListenerError(e);
+    }
+  }
+
+  dispatch(message) {
+    const tag = Object.keys(message)[0];
+    const m = message[tag];
+    switch (tag) {
+      case 'Hello':
+        return; // a second hello: ignored
+      case 'Joined':
+        return this.onJoined(m.request_id, m.snapshot);
+      case 'Left': {
+        const core = this.rooms.get(m.room);
+        if (core) this.detachRoom(core);
+        this.reply(m.request_id, 'Left', undefined);
+        return;
+      }
+      case 'StateAck':
+        this.reply(m.request_id, 'StateAck', { version: toNumber(m.version), seq: toNumber(m.seq) });
+        return;
+      case 'CommandAck':
+        this.reply(m.request_id, 'CommandAck', { seq: toNumber(m.seq), duplicate: m.duplicate });
+        return;
+      case 'Pong':
+        return this.onPong(m);
+      case 'Error':
+        return this.onError(m);
+      default: {
+        // MemberJoined, MemberLeft, StateChanged, CommandEvent
+        const core = this.rooms.get(RoomReplica.eventRoom(message));
+        if (core) core.apply(message);
+      }
+    }
+  }
+
+  onJoined(requestId, snapshot) {
+    const p = this.pending.get(requestId);
+    if (!p || p.expect !== 'Joined') {
+      // Nobody waits for this room (the join timed out): leave it again so no membership lingers.
+      this.sendNoWait({ Leave: { request_id: this.allocRequestId(), room: snapshot.room } });
+      if (p) this.reply(requestId, 'Joined', undefined);
+      return;
+    }
+    const core = new RoomCore(this, snapshot);
+    this.rooms.get(core.slot)?.detach();
+    this.rooms.set(core.slot, core);
+    this.reply(requestId, 'Joined', core.room);
+  }
+
+  /** Completes a pending request. Returns false when nobody waits for `id`. */
+  reply(id, kind, value) {
+    const p = this.pending.get(id);
+    if (!p) return false;
+    this.pending.delete(id);
+    clearTimeout(p.timer);
+    if (kind === 'Error') p.reject(value);
+    else if (kind !== p.expect) {
+      p.reject(
+        new ChorusError(ErrorCode.ProtocolViolation, errorName(ErrorCode.ProtocolViolation), `the server answered request ${id} with ${kind}, expected ${p.expect}`, {
+          requestId: id,
+        }),
+      );
+    } else p.resolve(value);
+    return true;
+  }
+
+  onError(frame) {
+    const error = ChorusError.fromFrame(frame);
+    if (frame.request_id !== null && this.reply(frame.request_id, 'Error', error)) return;
+    if (frame.request_id === null) this.lastError = { frame, at: performance.now() };
+    this.events.emit('error', error);
+  }
+
+  onPong(m) {
+    const t3 = localNowUs();
+    const t0 = toNumber(m.client_time);
+    const resolve = this.pings.get(t0);
+    if (!resolve) return; // not a ping of ours, or one we gave up on
+    this.pings.delete(t0);
+    const sample = clockSample(t0, m.server_receive_time, m.server_send_time, t3);
+    if (sample) this.estimator.add(sample);
+    resolve(sample !== null);
+  }
+
+  onDatagram(bytes) {
+    const receivedAt = performance.now();
+    let datagram;
+    try {
+      datagram = decodeDatagram(bytes, this.limits);
+    } catch {
+      return; // undecodable, unknown tag or over the limit: dropped (§7)
+    }
+    const tick = datagram.Tick;
+    const core = this.rooms.get(tick.room);
+    // Ticks can overtake the control stream: ignore ticks from members this client
+    // does not know (yet, or any more), and echoes of its own.
+    if (!core || tick.sender === core.me || !core.replica.hasMember(tick.sender)) return;
+    core.deliverTick({ sender: tick.sender, seq: tick.seq, payload: tick.payload, receivedAt });
+  }
+
+  // ---- requests --------------------------------------------------------------
+
+  allocRequestId() {
+    for (;;) {
+      const id = this.nextRequestId;
+      this.nextRequestId = id >= 0xffffffff ? 1 : id + 1;
+      if (!this.pending.has(id)) return id;
+    }
+  }
+
+  /** Encodes and checks a message against the server's limits; throws ChorusError. */
+  encodeChecked(message) {
+    const body = encodeClientMessage(message);
+    const v = validateClientMessage(message, this.limits);
+    if (v) throw limitError(v.field, v.limit, v.actual);
+    if (body.length > this.limits.max_frame_bytes) throw limitError('message', this.limits.max_frame_bytes, body.length);
+    return body;
+  }
+
+  /**
+   * Sends the request `build(requestId)` and resolves with its reply of kind
+   * `expect` ('Joined', 'Left', 'StateAck', 'CommandAck'), rejects with the
+   * server's error, a timeout, or 'closed'.
+   */
+  request(expect, build) {
+    if (this.closeReason) return Promise.reject(this.closedError());
+    const id = this.allocRequestId();
+    let body;
+    try {
+      body = this.encodeChecked(build(id));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      const ms = this.opts.requestTimeoutMs;
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(timeoutError(`no reply to request ${id} within ${ms} ms (it may still have been applied)`, id));
+      }, ms);
+      this.pending.set(id, { expect, resolve, reject, timer });
+      this.link.sendControl(body);
+    });
+  }
+
+  /** Sends a message nobody waits for. */
+  sendNoWait(message) {
+    if (this.closeReason) return;
+    try {
+      this.link.sendControl(this.encodeChecked(message));
+    } catch {
+      // nothing to report to: the message is best effort
+    }
+  }
+
+  detachRoom(core) {
+    if (this.rooms.get(core.slot) === core) this.rooms.delete(core.slot);
+    core.detach();
+  }
+
+  // ---- ticks -----------------------------------------------------------------
+
+  /** The largest tick payload sendable now: the server's limit, and on WebTransport the datagram size minus the tick header. */
+  maxTickPayload() {
+    const limit = this.limits.max_tick_payload_bytes;
+    if (this.link.kind === 'websocket') return limit;
+    const sizes = [this.link.maxDatagramSize(), this.hello.max_datagram_size || null].filter((n) => n !== null);
+    if (sizes.length === 0) return 0; // no datagrams on this connection
+    return Math.max(0, Math.min(limit, Math.min(...sizes) - TICK_MAX_OVERHEAD));
+  }
+
+  // ---- clock -----------------------------------------------------------------
+
+  clockEstimate() {
+    const e = this.estimator.estimate();
+    return e.samples > 0 ? e : { offsetUs: this.helloOffsetUs, rttUs: 0, samples: 0 };
+  }
+
+  /** Sends `pings` pings one after another, each waiting up to `perPingMs`; returns the samples gained. */
+  async syncClock(pings, perPingMs) {
+    let gained = 0;
+    for (let i = 0; i < pings && !this.closeReason; i++) {
+      if (i > 0 && this.opts.clockSync.spacingMs > 0) await delay(this.opts.clockSync.spacingMs);
+      if (this.closeReason) break;
+      let t0 = localNowUs();
+      while (this.pings.has(t0)) t0++;
+      const answered = new Promise((resolve) => this.pings.set(t0, resolve));
+      this.link.sendControl(encodeClientMessage({ Ping: { client_time: t0 } }));
+      let timer;
+      const gotSample = await Promise.race([
+        answered,
+        new Promise((resolve) => {
+          timer = setTimeout(() => resolve(false), Math.max(1, perPingMs));
+        }),
+      ]);
+      clearTimeout(timer);
+      this.pings.delete(t0);
+      if (gotSample) gained++;
+    }
+    return gained;
+  }
+
+  scheduleClockSync() {
+    const { intervalMs, refreshPings } = this.opts.clockSync;
+    if (!(intervalMs > 0) || !(refreshPings > 0) || this.closeReason) return;
+    this.clockTimer = setTimeout(async () => {
+      this.clockTimer = null;
+      await this.syncClock(refreshPings, this.opts.requestTimeoutMs);
+      this.scheduleClockSync();
+    }, intervalMs);
+  }
+}
+
+/** One joined room: its replica, listeners and iterators. Owned by the Driver. */
+class RoomCore {
+  constructor(driver, snapshot) {
+    this.driver = driver;
+    this.replica = new RoomReplica(snapshot);
+    this.slot = this.replica.slot;
+    this.me = this.replica.me;
+    this.id = this.replica.roomId;
+    this.events = new Emitter(['tick', 'memberJoined', 'memberLeft', 'stateChanged', 'command']);
+    this.tickQueues = new Set();
+    this.commandQueues = new Set();
+    this.joined = true;
+    this.tickSeq = 0;
+    this.room = new Room(PRIVATE, this);
+  }
+
+  /** Applies a room event to the replica, then publishes it. */
+  apply(message) {
+    const out = this.replica.apply(message);
+    if (!out || out.stale) return;
+    this.events.emit(out.name, out.event);
+    if (out.name === 'command') for (const q of this.commandQueues) q.push(out.event);
+    if (out.removed) this.driver.detachRoom(this);
+  }
+
+  deliverTick(tick) {
+    this.events.emit('tick', tick);
+    for (const q of this.tickQueues) q.push(tick);
+  }
+
+  queue(set, capacity) {
+    const q = new EventQueue(capacity, () => set.delete(q));
+    if (this.joined) set.add(q);
+    else q.end();
+    return q;
+  }
+
+  /** No longer joined: ends the iterators (after what they hold). */
+  detach() {
+    if (!this.joined) return;
+    this.joined = false;
+    for (const q of [...this.tickQueues, ...this.commandQueues]) q.end();
+  }
+}
+
+function versionArg(v, what) {
+  if (v === undefined || v === null) return null;
+  if ((typeof v === 'number' && Number.isInteger(v) && v >= 0) || (typeof v === 'bigint' && v >= 0n)) return v;
+  throw invalidArgument(`${what} must be a non-negative integer, got ${describe(v)}`);
+}
+
+/**
+ * A joined room. Its replica (members, state, lastSeq) is updated before the
+ * matching event fires and before the ack of your own write resolves.
+ */
+export class Room {
+  #core;
+
+  constructor(token, core) {
+    if (token !== PRIVATE) throw new TypeError('Room objects come from client.join()');
+    this.#core = core;
+  }
+
+  /** The room's string id. */
+  get id() {
+    return this.#core.id;
+  }
+
+  /** The room's numeric slot on this server. */
+  get slot() {
+    return this.#core.slot;
+  }
+
+  /** This client's member id in the room. */
+  get me() {
+    return this.#core.me;
+  }
+
+  /** This client's role: 'host', 'editor' or 'viewer'. */
+  get role() {
+    return this.#core.replica.role;
+  }
+
+  /** Members in join order, this client included: `[{ id, role, name, meta }]`. */
+  get members() {
+    return [...this.#core.replica.members.values()];
+  }
+
+  /** One member by id, or undefined. */
+  member(id) {
+    return this.#core.replica.member(id);
+  }
+
+  /** The seq of the last room event applied. */
+  get lastSeq() {
+    return this.#core.replica.lastSeq;
+  }
+
+  /** The state map's version (the highest version written). */
+  get stateVersion() {
+    return this.#core.replica.stateVersion;
+  }
+
+  /** False once the room was left, this client was removed, or the connection closed. */
+  get joined() {
+    return this.#core.joined;
+  }
+
+  /** The largest tick payload `sendTick` accepts now. */
+  get maxTickPayload() {
+    return this.#core.driver.maxTickPayload();
+  }
+
+  /** One state key: `{ value, text, version, author }`, or undefined. */
+  getState(key) {
+    return this.#core.replica.state.get(key);
+  }
+
+  /** All state, sorted by key: `Map<key, { value, text, version, author }>`. */
+  stateEntries() {
+    const entries = [...this.#core.replica.state.entries()];
+    entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return new Map(entries);
+  }
+
+  #request(expect, build) {
+    const core = this.#core;
+    if (!core.joined) return Promise.reject(core.driver.closeReason ? core.driver.closedError() : notJoinedError());
+    return core.driver.request(expect, build);
+  }
+
+  /**
+   * Sets a state key (value: Uint8Array, or a string sent as UTF-8). With
+   * `ifVersion`, only if the key's version is that (0: only if absent).
+   * @returns {Promise<{ version: number, seq: number }>}
+   */
+  setState(key, value, options = {}) {
+    const slot = this.#core.slot;
+    return this.#request('StateAck', (id) => ({
+      SetState: {
+        request_id: id,
+        room: slot,
+        key,
+        value: appBytes(value, 'a state value'),
+        if_version: versionArg(options?.ifVersion, 'ifVersion'),
+      },
+    }));
+  }
+
+  /**
+   * Deletes a state key. Deleting an absent key resolves with `{ version: 0 }`
+   * and no event.
+   * @returns {Promise<{ version: number, seq: number }>}
+   */
+  deleteState(key, options = {}) {
+    const slot = this.#core.slot;
+    return this.#request('StateAck', (id) => ({
+      DeleteState: { request_id: id, room: slot, key, if_version: versionArg(options?.ifVersion, 'ifVersion') },
+    }));
+  }
+
+  /**
+   * Sends an application command to every member (this client included).
+   * A repeated `idempotencyKey` resolves with `duplicate: true` and the first seq.
+   * @returns {Promise<{ seq: number, duplicate: boolean }>}
+   */
+  sendCommand(kind, payload = EMPTY_BYTES, options = {}) {
+    const slot = this.#core.slot;
+    return this.#request('CommandAck', (id) => ({
+      Command: {
+        request_id: id,
+        room: slot,
+        kind,
+        payload: appBytes(payload, 'a command payload'),
+        idempotency_key: options?.idempotencyKey ?? null,
+      },
+    }));
+  }
+
+  /**
+   * Sends a tick (unreliable, newest-wins). Returns its tick seq. Throws a
+   * ChorusError 'limit_exceeded' when the payload is over `maxTickPayload`
+   * (the server's limit, and on WebTransport the datagram size minus the tick
+   * header), 'not_joined' or 'closed'.
+   */
+  sendTick(payload) {
+    const core = this.#core;
+    const driver = core.driver;
+    if (driver.closeReason) throw driver.closedError();
+    if (!core.joined) throw notJoinedError();
+    const bytes = appBytes(payload, 'a tick payload');
+    const max = driver.maxTickPayload();
+    if (bytes.length > max) {
+      const why = max < driver.limits.max_tick_payload_bytes ? `the largest that fits this connection's datagrams` : `the server's max_tick_payload_bytes`;
+      throw new ChorusError(ErrorCode.LimitExceeded, errorName(ErrorCode.LimitExceeded), `tick payload of ${bytes.length} bytes is over ${max}, ${why}`, {
+        detail: { limit: max, actual: bytes.length },
+      });
+    }
+    const seq = core.tickSeq;
+    driver.link.sendTick(core.slot, encodeDatagram({ Tick: { room: core.slot, sender: core.me, seq, payload: bytes } }));
+    core.tickSeq = (seq + 1) >>> 0;
+    return seq;
+  }
+
+  /**
+   * Listens to 'tick', 'memberJoined', 'memberLeft', 'stateChanged' or 'command'.
+   * @returns {() => void} removes the listener
+   */
+  on(event, listener) {
+    return this.#core.events.on(event, listener);
+  }
+
+  off(event, listener) {
+    this.#core.events.off(event, listener);
+  }
+
+  /** Ticks from now on as a bounded async iterator (the oldest are dropped when you fall behind). */
+  ticks(options = {}) {
+    return this.#core.queue(this.#core.tickQueues, options?.capacity ?? 256);
+  }
+
+  /** Commands from now on as a bounded async iterator. */
+  commands(options = {}) {
+    return this.#core.queue(this.#core.commandQueues, options?.capacity ?? 1024);
+  }
+
+  /** Leaves the room (resolves at once if it is no longer joined). */
+  async leave() {
+    const core = this.#core;
+    if (!core.joined) return;
+    try {
+      await core.driver.request('Left', (id) => ({ Leave: { request_id: id, room: core.slot } }));
+    } catch (e) {
+      core.driver.detachRoom(core);
+      if (e instanceof ChorusError && (e.name === 'closed' || e.code === ErrorCode.NotJoined)) return;
+      throw e;
+    }
+  }
+}
+
+/** A connection to a Chorus server, from `connect()`. */
+export class Client {
+  #d;
+
+  constructor(token, driver) {
+    if (token !== PRIVATE) throw new TypeError('Client objects come from connect()');
+    this.#d = driver;
+  }
+
+  /** 'webtransport' or 'websocket'. */
+  get transport() {
+    return this.#d.link.kind;
+  }
+
+  /** This session's id on the server (a bigint). */
+  get sessionId() {
+    return this.#d.hello.session_id;
+  }
+
+  /** The server's limits, camelCase: `{ maxFrameBytes, maxTickPayloadBytes, ... }`. */
+  get limits() {
+    return this.#d.limitsCamel;
+  }
+
+  /** The server's hello, in codec form. */
+  get serverHello() {
+    return this.#d.hello;
+  }
+
+  /** The largest tick payload usable now (transport datagram size and server limit). */
+  get maxTickPayload() {
+    return this.#d.maxTickPayload();
+  }
+
+  /** Ticks that never reached the network (replaced by a newer one, or the send queue was full). */
+  get ticksDropped() {
+    return this.#d.link.ticksDropped;
+  }
+
+  /** Estimated server time now, in microseconds since the Unix epoch. */
+  serverTime() {
+    return localNowUs() + this.#d.clockEstimate().offsetUs;
+  }
+
+  /** Estimated server time at a `performance.now()` timestamp (e.g. a tick's `receivedAt`). */
+  serverTimeAt(perfNow) {
+    return Math.round((performance.timeOrigin + perfNow) * 1000) + this.#d.clockEstimate().offsetUs;
+  }
+
+  /** `{ offsetUs, rttUs, samples }`: server clock minus local clock, from the min-RTT sample. */
+  get clock() {
+    return this.#d.clockEstimate();
+  }
+
+  /** Runs a clock sync now and returns the new estimate. */
+  async syncClock(pings = this.#d.opts.clockSync.refreshPings) {
+    await this.#d.syncClock(pings, this.#d.opts.requestTimeoutMs);
+    return this.clock;
+  }
+
+  /** Why the connection ended (`{ code, name, message, detail }`), or null while open. */
+  get closeReason() {
+    return this.#d.closeReason;
+  }
+
+  /** Resolves with the close reason when the connection ends. */
+  get closed() {
+    return this.#d.closed;
+  }
+
+  /**
+   * Listens to 'error' (a ChorusError not tied to a request) or 'close' (the
+   * close reason, once).
+   * @returns {() => void} removes the listener
+   */
+  on(event, listener) {
+    return this.#d.events.on(event, listener);
+  }
+
+  off(event, listener) {
+    this.#d.events.off(event, listener);
+  }
+
+  /**
+   * Joins a room, creating it unless `createIfMissing: false`.
+   * @param {string} roomId
+   * @param {{ name?: string, meta?: Uint8Array|string, createIfMissing?: boolean, maxMembers?: number }} [options]
+   * @returns {Promise<Room>}
+   */
+  join(roomId, options = {}) {
+    return this.#d.request('Joined', (id) => {
+      const wireOptions = [];
+      if (options?.createIfMissing ?? true) wireOptions.push('CreateIfMissing');
+      if (options?.maxMembers !== undefined && options?.maxMembers !== null) wireOptions.push({ MaxMembers: options.maxMembers });
+      return {
+        Join: {
+          request_id: id,
+          room_id: roomId,
+          display: {
+            name: options?.name ?? '',
+            meta: options?.meta === undefined || options?.meta === null ? EMPTY_BYTES : appBytes(options.meta, 'meta'),
+          },
+          options: wireOptions,
+        },
+      };
+    });
+  }
+
+  /** Closes the connection (WebSocket 1000, WebTransport code 0); resolves once the close is sent (at most ~1 s). */
+  close() {
+    return this.#d.shutdown(LOCAL_CLOSE, { code: 0, text: 'closed' });
+  }
+}
+
+/** Hello, then the initial clock sync, before `deadline` (a performance.now() time). */
+async function establish(link, opts, deadline) {
+  let hello;
+  try {
+    hello = await handshake(link, opts, deadline - performance.now());
+  } catch (e) {
+    link.close(e.code === ErrorCode.Malformed || e.code === ErrorCode.FrameTooLarge ? e.code : 0, 'handshake failed');
+    throw e;
+  }
+  const driver = new Driver(link, hello, opts);
+  const pings = opts.clockSync.pings;
+  if (pings > 0) {
+    const perPing = (deadline - performance.now()) / pings;
+    const gained = await driver.syncClock(pings, perPing);
+    if (driver.closeReason) throw driver.closedError();
+    if (gained === 0) {
+      driver.shutdown(LOCAL_CLOSE, { code: 0, text: 'no pong' });
+      throw timeoutError('the server answered no clock sync ping in time');
+    }
+  }
+  driver.scheduleClockSync();
+  return driver.client;
+}
+
+/**
+ * Connects to a Chorus server, performs the handshake and the initial clock
+ * sync. `url`: `https://host:port/chorus` (WebTransport, falling back to
+ * WebSocket with `transport: 'auto'`), or `wss://` / `ws://` (WebSocket);
+ * omitted in a page: `https://<page host>/chorus`.
+ * @returns {Promise<Client>}
+ */
+export async function connect(url, options = {}) {
+  const opts = normalizeOptions(options);
+  const target = resolveServerUrl(url);
+  const WebSocketImpl = opts.WebSocket ?? globalThis.WebSocket;
+  const WebTransportImpl = opts.WebTransport ?? globalThis.WebTransport;
+  let deadline = performance.now() + opts.handshakeTimeoutMs;
+
+  const viaWebSocket = (wsUrl) => {
+    if (typeof WebSocketImpl !== 'function') return Promise.reject(closedError('WebSocket is not available here'));
+    deadline = performance.now() + opts.handshakeTimeoutMs;
+    return WebSocketLink.open(wsUrl, WebSocketImpl, opts.handshakeTimeoutMs, DEFAULT_LIMITS.max_frame_bytes);
+  };
+
+  let link;
+  if (target.protocol !== 'https:') {
+    if (opts.transport === 'webtransport') throw invalidArgument(`transport 'webtransport' needs an https:// URL`);
+    link = await viaWebSocket(target.href);
+  } else if (opts.transport === 'websocket') {
+    link = await viaWebSocket(websocketUrlFor(target, opts));
+  } else if (typeof WebTransportImpl !== 'function') {
+    if (opts.transport === 'webtransport') throw closedError('WebTransport is not available here');
+    link = await viaWebSocket(websocketUrlFor(target, opts)); // auto: no WebTransport in this browser
+  } else if (opts.transport === 'webtransport') {
+    link = await openWebTransport(target.href, WebTransportImpl, opts, opts.handshakeTimeoutMs);
+  } else {
+    const wait = Math.min(opts.fallbackAfterMs, opts.handshakeTimeoutMs);
+    try {
+      link = await openWebTransport(target.href, WebTransportImpl, opts, wait);
+    } catch (webTransportError) {
+      const wsUrl = websocketUrlFor(target, opts);
+      try {
+        link = await viaWebSocket(wsUrl);
+      } catch (webSocketError) {
+        throw new ChorusError(
+          webSocketError.code ?? null,
+          webSocketError.name ?? 'closed',
+          `WebTransport failed (${webTransportError.message}), then WebSocket failed (${webSocketError.message})`,
+          { cause: webSocketError },
+        );
+      }
+    }
+  }
+  return establish(link, opts, deadline);
+}
+
+/**
+ * The codec and framing, for tests and advanced users: encoders and decoders
+ * of every message in codec form, frames, WebSocket lanes.
+ */
+export const codec = Object.freeze({
+  encodeClientMessage,
+  decodeClientMessage,
+  encodeServerMessage,
+  decodeServerMessage,
+  encodeDatagram,
+  decodeDatagram,
+  validateClientMessage,
+  limitsToCamel,
+  utf8Length,
+  encodeFrame,
+  readFrameLength,
+  FrameDecoder,
+  wsControlMessages,
+  wsTickMessage,
+  WsReassembler,
+  CodecError,
+  DEFAULT_LIMITS,
+  TICK_MAX_OVERHEAD,
+  CLIENT_MESSAGE_TAGS,
+  SERVER_MESSAGE_TAGS,
+  DATAGRAM_TAGS,
+  MAX_FRAME_PREFIX,
+  WS_LANE_CONTROL,
+  WS_LANE_TICK,
+  WS_LANE_CHUNK,
+  WS_CHUNK_BYTES,
+  WS_SUBPROTOCOL,
+});
