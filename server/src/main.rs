@@ -88,6 +88,10 @@ struct Args {
     /// Incoming datagram bytes queued per connection before the oldest are dropped.
     #[arg(long, env = "CHORUS_DATAGRAM_RECEIVE_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_DATAGRAM_RECEIVE_BUFFER as u64, value_parser = clap::value_parser!(u64).range(2048..=64 * 1024 * 1024))]
     datagram_receive_buffer_bytes: u64,
+    /// Kernel receive/send buffer per UDP socket, in bytes (capped by the
+    /// kernel's net.core.rmem_max / wmem_max).
+    #[arg(long, env = "CHORUS_UDP_SOCKET_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_UDP_SOCKET_BUFFER as u64, value_parser = clap::value_parser!(u64).range(65536..=1024 * 1024 * 1024))]
+    udp_socket_buffer_bytes: u64,
     /// Do not serve the demo page and browser SDK at `/`.
     #[arg(long, env = "CHORUS_NO_DEMO")]
     no_demo: bool,
@@ -123,6 +127,7 @@ impl Args {
             heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
             datagram_send_buffer_bytes: self.datagram_send_buffer_bytes as usize,
             datagram_receive_buffer_bytes: self.datagram_receive_buffer_bytes as usize,
+            udp_socket_buffer_bytes: self.udp_socket_buffer_bytes as usize,
             ..ServerConfig::default()
         };
         config.session.limits = Limits {

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use wtransport::config::Ipv6DualStackConfig;
 use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, ServerConfig as WtServerConfig};
 
@@ -60,6 +59,10 @@ pub struct ServerConfig {
     /// Incoming datagram bytes queued per connection before the oldest are
     /// dropped (also the largest datagram a client may send).
     pub datagram_receive_buffer_bytes: usize,
+    /// Kernel receive and send buffer of each UDP socket. Every WebTransport
+    /// client shares the one socket, so the kernel default (208 KiB) overflows
+    /// under load; the kernel caps this at `net.core.rmem_max`/`wmem_max`.
+    pub udp_socket_buffer_bytes: usize,
 }
 
 /// The default port for both WebTransport (UDP) and WebSocket/HTTP (TCP).
@@ -67,6 +70,7 @@ pub const DEFAULT_PORT: u16 = 4433;
 /// quinn's own default is 1 MiB, which at tick rates is seconds of stale ticks.
 pub const DEFAULT_DATAGRAM_SEND_BUFFER: usize = 16 * 1024;
 pub const DEFAULT_DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
+pub const DEFAULT_UDP_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// A datagram buffer must hold at least one full-size datagram.
 pub const MIN_DATAGRAM_BUFFER: usize = 2048;
 
@@ -91,6 +95,7 @@ impl Default for ServerConfig {
             serve_demo: true,
             datagram_send_buffer_bytes: DEFAULT_DATAGRAM_SEND_BUFFER,
             datagram_receive_buffer_bytes: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
+            udp_socket_buffer_bytes: DEFAULT_UDP_SOCKET_BUFFER,
         }
     }
 }
@@ -197,16 +202,39 @@ fn check(config: &mut ServerConfig) -> Result<(), StartError> {
     Ok(())
 }
 
+/// A UDP socket with the configured kernel buffers (best effort: the kernel
+/// caps them, and a refusal is logged, not fatal).
+fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    for (what, result) in [
+        ("receive", socket.set_recv_buffer_size(buffer_bytes)),
+        ("send", socket.set_send_buffer_size(buffer_bytes)),
+    ] {
+        if let Err(e) = result {
+            tracing::warn!(%addr, error = %e, "could not set the UDP {what} buffer");
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 fn bind_udp(
     addr: SocketAddr,
     config: &ServerConfig,
     certificate: &ServerCertificate,
 ) -> Result<WtEndpoint, StartError> {
-    let builder = WtServerConfig::builder();
-    let builder = match addr {
-        SocketAddr::V4(_) => builder.with_bind_address(addr),
-        SocketAddr::V6(v6) => builder.with_bind_address_v6(v6, Ipv6DualStackConfig::Deny),
-    };
+    let socket =
+        udp_socket(addr, config.udp_socket_buffer_bytes).map_err(|source| StartError::Bind {
+            addr,
+            protocol: "udp",
+            source,
+        })?;
+    let builder = WtServerConfig::builder().with_bind_socket(socket);
     let mut transport = wtransport::quinn::TransportConfig::default();
     transport
         .datagram_send_buffer_size(config.datagram_send_buffer_bytes)
