@@ -149,7 +149,7 @@ export class CodecError extends ChorusError {
    * @param {{ tag?: number, detail?: object, path?: string }} [extra]
    */
   constructor(kind, reason, extra = {}) {
-    const code = CODEC_ERROR_CODES[kind] ?? ErrorCode.Malformed;
+    const code = kind in CODEC_ERROR_CODES ? CODEC_ERROR_CODES[kind] : ErrorCode.Malformed;
     super(code, code === null ? 'invalid_argument' : errorName(code), reason, { detail: extra.detail });
     this.kind = kind;
     this.problem = reason;
@@ -1166,7 +1166,7 @@ export function clockSample(t0, t1, t2, t3) {
     t1,
     t2,
     t3,
-    offsetUs: Math.trunc((t1 - t0 + (t2 - t3)) / 2),
+    offsetUs: Math.trunc((t1 - t0 + (t2 - t3)) / 2) || 0, // toward zero like integer division; never -0
     rttUs: Math.max(0, t3 - t0 - (t2 - t1)),
   };
 }
