@@ -1,0 +1,276 @@
+// A scripted Chorus server behind fake WebSocket and WebTransport classes, for
+// testing the client without a network. It speaks the real wire format (the
+// SDK's own codec and framing), answers Hello and Ping by itself, and lets a
+// test answer or inject everything else. Imported by the tests; running it
+// alone does nothing.
+
+import {
+  DEFAULT_LIMITS,
+  FrameDecoder,
+  WsReassembler,
+  decodeClientMessage,
+  encodeFrame,
+  encodeServerMessage,
+  localNowUs,
+  wsControlMessages,
+  wsTickMessage,
+} from '../../chorus.js';
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 0));
+
+/** Waits until `predicate()` is truthy (polling), or fails after `ms`. */
+export async function until(predicate, ms = 2000, what = 'condition') {
+  const end = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+export class FakeServer {
+  constructor(options = {}) {
+    /** Server clock minus client clock, in µs. */
+    this.offsetUs = options.offsetUs ?? 0;
+    this.limits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
+    this.maxDatagramSize = options.maxDatagramSize ?? 0;
+    /** Every client message received, decoded, in order. */
+    this.received = [];
+    /** Every tick datagram received (bytes). */
+    this.datagrams = [];
+    /** Raw WebSocket messages received (bytes, lane byte included). */
+    this.wsMessages = [];
+    /** tag -> (message body, server) => void; overrides the default answers. */
+    this.handlers = {};
+    this.conn = null;
+    this.connections = [];
+    const server = this;
+    this.WebSocket = class extends FakeWebSocket {
+      constructor(url, protocols) {
+        super(server, url, protocols);
+      }
+    };
+    this.WebTransport = class extends FakeWebTransport {
+      constructor(url, init) {
+        super(server, url, init);
+      }
+    };
+  }
+
+  now() {
+    return localNowUs() + this.offsetUs;
+  }
+
+  hello(overrides = {}) {
+    return {
+      version: { major: 1, minor: 0 },
+      server_name: 'fake/0',
+      session_id: 81985529216486895n,
+      server_time: BigInt(this.now()),
+      max_datagram_size: this.maxDatagramSize,
+      limits: this.limits,
+      ...overrides,
+    };
+  }
+
+  /** Called by a connection for each client control message body. */
+  receive(body) {
+    const message = decodeClientMessage(body);
+    this.received.push(message);
+    const tag = Object.keys(message)[0];
+    const m = message[tag];
+    if (this.handlers[tag]) {
+      this.handlers[tag](m, this);
+      return;
+    }
+    if (tag === 'Hello') this.send({ Hello: this.hello() });
+    else if (tag === 'Ping') {
+      const t = BigInt(this.now());
+      this.send({ Pong: { client_time: m.client_time, server_receive_time: t, server_send_time: t } });
+    }
+  }
+
+  /** Messages of one tag received so far. */
+  got(tag) {
+    return this.received.filter((m) => m[tag]).map((m) => m[tag]);
+  }
+
+  send(message) {
+    this.conn.sendControl(encodeServerMessage(message));
+  }
+
+  sendRaw(body) {
+    this.conn.sendControl(body);
+  }
+
+  sendDatagram(bytes) {
+    this.conn.sendDatagram(bytes);
+  }
+
+  close(code, reason = '') {
+    this.conn.serverClose(code, reason);
+  }
+
+  /** A snapshot for a `Joined` reply. */
+  static snapshot(overrides = {}) {
+    return {
+      room_id: 'lobby',
+      room: 1,
+      you: 2,
+      role: 'Editor',
+      members: [
+        { id: 1, role: 'Host', display: { name: 'ada', meta: new Uint8Array() } },
+        { id: 2, role: 'Editor', display: { name: 'bob', meta: new Uint8Array() } },
+      ],
+      state: [],
+      state_version: 0n,
+      last_seq: 2n,
+      ...overrides,
+    };
+  }
+}
+
+/** The browser WebSocket API, as much as the SDK uses. */
+class FakeWebSocket extends EventTarget {
+  constructor(server, url, protocols) {
+    super();
+    this.server = server;
+    this.url = url;
+    this.protocols = protocols;
+    this.readyState = 0;
+    this.bufferedAmount = 0;
+    this.binaryType = 'blob';
+    this.closeCalls = [];
+    this.reassembler = new WsReassembler(server.limits.max_frame_bytes);
+    server.conn = this;
+    server.connections.push(this);
+    setTimeout(() => {
+      if (server.refuseWebSocket) {
+        this.readyState = 3;
+        this.dispatchEvent(Object.assign(new Event('close'), { code: 1006, reason: '' }));
+        return;
+      }
+      this.readyState = 1;
+      this.dispatchEvent(new Event('open'));
+    }, 0);
+  }
+
+  send(data) {
+    if (this.readyState !== 1) throw new Error('not open');
+    const bytes = new Uint8Array(data);
+    this.server.wsMessages.push(bytes);
+    const inbound = this.reassembler.push(bytes);
+    if (!inbound) return;
+    if (inbound.lane === 'tick') this.server.datagrams.push(inbound.body);
+    else this.server.receive(inbound.body);
+  }
+
+  close(code = 1000, reason = '') {
+    this.closeCalls.push({ code, reason });
+    if (this.readyState >= 2) return;
+    this.readyState = 2;
+    setTimeout(() => this.finishClose(code, reason), 0);
+  }
+
+  finishClose(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.dispatchEvent(Object.assign(new Event('close'), { code, reason }));
+  }
+
+  // ---- server side ----
+
+  deliver(bytes) {
+    setTimeout(() => {
+      if (this.readyState !== 1) return;
+      this.dispatchEvent(Object.assign(new Event('message'), { data: bytes.slice().buffer }));
+    }, 0);
+  }
+
+  sendControl(body) {
+    for (const m of wsControlMessages(body)) this.deliver(m);
+  }
+
+  sendDatagram(bytes) {
+    this.deliver(wsTickMessage(bytes));
+  }
+
+  serverClose(code, reason) {
+    setTimeout(() => this.finishClose(code, reason), 0);
+  }
+}
+
+/** The browser WebTransport API, as much as the SDK uses. */
+class FakeWebTransport {
+  constructor(server, url, init) {
+    this.server = server;
+    this.url = url;
+    this.init = init;
+    this.closeCalls = [];
+    this.decoder = new FrameDecoder(server.limits.max_frame_bytes);
+    server.conn = this;
+    server.connections.push(this);
+    let resolveClosed;
+    this.closed = new Promise((resolve) => {
+      resolveClosed = resolve;
+    });
+    this.resolveClosed = resolveClosed;
+    this.ready = server.webTransportNeverReady ? new Promise(() => {}) : tick();
+    this.datagramsOut = [];
+    const self = this;
+    this.datagrams = {
+      maxDatagramSize: server.browserMaxDatagramSize ?? 1211,
+      readable: new ReadableStream({
+        start(controller) {
+          self.datagramController = controller;
+        },
+      }),
+      createWritable() {
+        return new WritableStream({
+          write(chunk) {
+            self.server.datagrams.push(new Uint8Array(chunk));
+          },
+        });
+      },
+    };
+  }
+
+  async createBidirectionalStream() {
+    const self = this;
+    const readable = new ReadableStream({
+      start(controller) {
+        self.controlController = controller;
+      },
+    });
+    const writable = new WritableStream({
+      write(chunk) {
+        self.decoder.push(chunk);
+        let body;
+        while ((body = self.decoder.next()) !== null) self.server.receive(body);
+      },
+    });
+    return { readable, writable };
+  }
+
+  close(info = {}) {
+    this.closeCalls.push(info);
+    this.resolveClosed({ closeCode: info.closeCode ?? 0, reason: info.reason ?? '' });
+  }
+
+  // ---- server side ----
+
+  sendControl(body) {
+    const frame = encodeFrame(body);
+    // Split every frame in two reads to exercise reassembly.
+    const cut = Math.max(1, frame.length >> 1);
+    this.controlController.enqueue(frame.slice(0, cut));
+    if (cut < frame.length) this.controlController.enqueue(frame.slice(cut));
+  }
+
+  sendDatagram(bytes) {
+    this.datagramController.enqueue(new Uint8Array(bytes));
+  }
+
+  serverClose(code, reason) {
+    setTimeout(() => this.resolveClosed({ closeCode: code, reason }), 0);
+  }
+}
