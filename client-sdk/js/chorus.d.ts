@@ -1,0 +1,683 @@
+// Type declarations for chorus.js, the Chorus browser SDK. Hand-written: keep
+// them in step with chorus.js (`npm run typecheck` checks them, and
+// test/types/usage.ts exercises them).
+
+// ===========================================================================
+// Errors
+// ===========================================================================
+
+/** The protocol version this SDK speaks. */
+export declare const PROTOCOL_VERSION: Readonly<ProtocolVersion>;
+/** The SDK's version. */
+export declare const SDK_VERSION: string;
+
+/** Wire error codes (PROTOCOL.md §8.1). */
+export declare const ErrorCode: Readonly<{
+  Malformed: 100;
+  UnknownMessage: 101;
+  FrameTooLarge: 102;
+  VersionMismatch: 103;
+  ProtocolViolation: 104;
+  LimitExceeded: 105;
+  HandshakeTimeout: 106;
+  RoomNotFound: 200;
+  RoomFull: 201;
+  TooManyRooms: 202;
+  TooManyJoined: 203;
+  AlreadyJoined: 204;
+  NotJoined: 205;
+  InvalidSender: 206;
+  InvalidRoomId: 207;
+  Forbidden: 300;
+  Conflict: 301;
+  StateFull: 302;
+  SlowConsumer: 400;
+  Internal: 500;
+  ShuttingDown: 501;
+}>;
+
+/** The snake_case names of the wire error codes. */
+export type ErrorCodeName =
+  | 'malformed'
+  | 'unknown_message'
+  | 'frame_too_large'
+  | 'version_mismatch'
+  | 'protocol_violation'
+  | 'limit_exceeded'
+  | 'handshake_timeout'
+  | 'room_not_found'
+  | 'room_full'
+  | 'too_many_rooms'
+  | 'too_many_joined'
+  | 'already_joined'
+  | 'not_joined'
+  | 'invalid_sender'
+  | 'invalid_room_id'
+  | 'forbidden'
+  | 'conflict'
+  | 'state_full'
+  | 'slow_consumer'
+  | 'internal'
+  | 'shutting_down'
+  /** A code this SDK does not know (newer servers may add codes). */
+  | 'unknown';
+
+/** Names of local conditions (their `code` is null). */
+export type LocalErrorName = 'closed' | 'timeout' | 'invalid_argument';
+
+/** `errorName(200) === 'room_not_found'`; `'unknown'` for codes this SDK does not know. */
+export declare function errorName(code: number): ErrorCodeName;
+
+/** Structured data with some errors. */
+export type ErrorDetail =
+  | { currentVersion: number }
+  | { server: ProtocolVersion; client: ProtocolVersion }
+  | { limit: number; actual: number }
+  | null;
+
+/** Why a connection ended; the value of the client's 'close' event. */
+export interface CloseReason {
+  /** The Chorus error code when the server closed because of one (or the client found the server's bytes malformed); null otherwise. */
+  readonly code: number | null;
+  /** An ErrorCode name, or 'closed' (a normal close by either side) or 'connection_lost' (the transport failed). */
+  readonly name: ErrorCodeName | 'closed' | 'connection_lost';
+  readonly message: string;
+  readonly detail: ErrorDetail;
+}
+
+/** Every error the SDK throws or rejects with. */
+export declare class ChorusError extends Error {
+  constructor(
+    code: number | null,
+    name: string,
+    message: string,
+    extra?: { requestId?: number | null; detail?: ErrorDetail; reason?: CloseReason; cause?: unknown },
+  );
+  /** The wire error code, e.g. 200; null for local conditions ('closed', 'timeout', 'invalid_argument'). */
+  code: number | null;
+  /** The code's name ('room_not_found'), or a local condition's. */
+  name: ErrorCodeName | LocalErrorName | (string & {});
+  /** The request the server's error answers, or null. */
+  requestId: number | null;
+  detail: ErrorDetail;
+  /** For 'closed' errors: why the connection ended, when known. */
+  reason?: CloseReason;
+  /** The error an `Error` frame (codec form) stands for. */
+  static fromFrame(frame: ErrorFrame): ChorusError;
+}
+
+/** A codec failure (bytes that do not decode) or a value that cannot be encoded ('invalid'). */
+export declare class CodecError extends ChorusError {
+  constructor(kind: CodecErrorKind, reason: string, extra?: { tag?: number; detail?: ErrorDetail; path?: string });
+  kind: CodecErrorKind;
+  /** What is wrong, without the path. */
+  problem: string;
+  /** The field, e.g. 'ClientMessage.Join.display.name'; '' at the top. */
+  path: string;
+  /** For 'unknown_tag': the tag. */
+  tag?: number;
+  withPath(segment: string): this;
+}
+
+export type CodecErrorKind = 'empty' | 'malformed' | 'trailing' | 'unknown_tag' | 'frame_too_large' | 'limit_exceeded' | 'invalid';
+
+// ===========================================================================
+// Client API
+// ===========================================================================
+
+export type TransportName = 'webtransport' | 'websocket';
+
+export interface ClockSyncOptions {
+  /** Pings at connect (connect resolves after them). Default 8; 0 skips the initial sync. */
+  pings?: number;
+  /** Background re-sync period. Default 10000; 0 turns it off. */
+  intervalMs?: number;
+  /** Pings per background re-sync. Default 3. */
+  refreshPings?: number;
+  /** Pause between the pings of one sync. Default 10. */
+  spacingMs?: number;
+  /** Samples kept; the one with the least RTT gives the offset. Default 32. */
+  window?: number;
+}
+
+export interface ConnectOptions {
+  /** Default 'auto': WebTransport for an https: URL, WebSocket if it is missing or not ready by `fallbackAfterMs`. */
+  transport?: 'auto' | TransportName;
+  /** Default 3000. */
+  fallbackAfterMs?: number;
+  /** SHA-256 certificate hashes (hex, colons allowed, or 32 bytes). Default: fetched from `/cert-hash` when WebTransport is tried; `[]` pins none. */
+  certHashes?: string | Uint8Array | ReadonlyArray<string | Uint8Array | ArrayBuffer>;
+  /** Default: the server URL's host, port and path with ws: on an http: page, else wss:. */
+  websocketUrl?: string;
+  /** Sent in the hello. Default 'chorus-js/0.1'. */
+  clientName?: string;
+  /** Default 10000. */
+  requestTimeoutMs?: number;
+  /** Bound on connecting, the hello and the initial clock sync. Default 10000. */
+  handshakeTimeoutMs?: number;
+  /** Default `{ pings: 8, intervalMs: 10000 }`; false turns clock sync off. */
+  clockSync?: ClockSyncOptions | false;
+  /** A WebSocket constructor to use instead of the global one (polyfills, tests). */
+  WebSocket?: unknown;
+  /** A WebTransport constructor to use instead of the global one; null to act as if there were none. */
+  WebTransport?: unknown;
+  /** A fetch to use for `/cert-hash` instead of the global one. */
+  fetch?: (url: string, init?: { signal?: AbortSignal }) => Promise<{ ok: boolean; json(): Promise<unknown> }>;
+}
+
+/** The server's limits (PROTOCOL.md §4.3), camelCase. */
+export interface Limits {
+  readonly maxFrameBytes: number;
+  readonly maxTickPayloadBytes: number;
+  readonly maxRoomsPerSession: number;
+  readonly maxMembersPerRoom: number;
+  readonly maxRoomIdLen: number;
+  readonly maxNameLen: number;
+  readonly maxDisplayMetaBytes: number;
+  readonly maxStateKeyLen: number;
+  readonly maxStateValueBytes: number;
+  readonly maxStateTotalBytes: number;
+  readonly maxStateKeys: number;
+  readonly maxCommandKindLen: number;
+  readonly maxCommandPayloadBytes: number;
+  readonly maxIdempotencyKeyLen: number;
+  readonly maxJoinOptions: number;
+}
+
+export interface ClockEstimate {
+  /** Server clock minus local clock, µs (from the hello's rough time until the first sample). */
+  offsetUs: number;
+  /** RTT of the sample the offset comes from, µs (0 before the first sample). */
+  rttUs: number;
+  /** Samples in the window (0: not synced). */
+  samples: number;
+}
+
+export type Role = 'host' | 'editor' | 'viewer';
+export type LeaveReason = 'left' | 'disconnected' | 'too_slow' | 'timed_out';
+
+export interface Member {
+  readonly id: number;
+  /** null only for a member this client never saw (in a 'memberLeft' event). */
+  readonly role: Role | null;
+  readonly name: string;
+  readonly meta: Uint8Array;
+}
+
+export interface StateValue {
+  readonly value: Uint8Array;
+  /** The value decoded as UTF-8 (invalid sequences become U+FFFD). */
+  readonly text: string;
+  /** The room's state version at this key's last write; use it as `ifVersion`. */
+  readonly version: number;
+  readonly author: number;
+}
+
+export interface TickEvent {
+  sender: number;
+  /** The sender's tick counter (wraps at 2^32). */
+  seq: number;
+  payload: Uint8Array;
+  /** performance.now() when it arrived; `client.serverTimeAt(receivedAt)` converts it. */
+  receivedAt: number;
+}
+
+export interface MemberLeftEvent {
+  member: Member;
+  reason: LeaveReason;
+  seq: number;
+}
+
+export interface StateChangedEvent {
+  key: string;
+  /** null when the key was deleted. */
+  value: Uint8Array | null;
+  text: string | null;
+  version: number;
+  author: number;
+  seq: number;
+}
+
+export interface CommandEvent {
+  seq: number;
+  author: number;
+  kind: string;
+  payload: Uint8Array;
+  text: string;
+  idempotencyKey: string | null;
+}
+
+export interface RoomEvents {
+  tick: TickEvent;
+  memberJoined: Member;
+  memberLeft: MemberLeftEvent;
+  stateChanged: StateChangedEvent;
+  command: CommandEvent;
+}
+
+export interface ClientEvents {
+  /** A server error not tied to a request (e.g. a refused tick), or the reason for an imminent close. */
+  error: ChorusError;
+  /** Once, when the connection ends. */
+  close: CloseReason;
+}
+
+export interface JoinOptions {
+  /** Display name. Default ''. */
+  name?: string;
+  /** Opaque display data relayed to others (a string is sent as UTF-8). Default empty. */
+  meta?: Uint8Array | string;
+  /** Create the room if it does not exist. Default true. */
+  createIfMissing?: boolean;
+  /** When this join creates the room: its member cap. */
+  maxMembers?: number;
+}
+
+export interface StateAck {
+  /** The version the write produced (0 for deleting an absent key). */
+  version: number;
+  /** The seq of the write's stateChanged event (for a quiet delete: the room's last seq). */
+  seq: number;
+}
+
+export interface CommandAck {
+  seq: number;
+  /** The idempotency key had been used: nothing was broadcast, `seq` is the first command's. */
+  duplicate: boolean;
+}
+
+export type Bytes = Uint8Array | ArrayBuffer | ArrayBufferView;
+
+/** A bounded async iterator: the oldest items are dropped when the consumer falls behind. */
+export declare class EventQueue<T> implements AsyncIterableIterator<T> {
+  constructor(capacity?: number, onEnd?: ((queue: EventQueue<T>) => void) | null);
+  readonly capacity: number;
+  /** Items dropped so far because the consumer was slow. */
+  dropped: number;
+  readonly ended: boolean;
+  push(item: T): void;
+  end(): void;
+  next(): Promise<IteratorResult<T, undefined>>;
+  return(): Promise<IteratorResult<T, undefined>>;
+  [Symbol.asyncIterator](): this;
+}
+
+/** A connection to a Chorus server, from `connect()`. */
+export declare class Client {
+  private constructor();
+  readonly transport: TransportName;
+  readonly sessionId: bigint;
+  readonly limits: Limits;
+  /** The server's hello, in codec form. */
+  readonly serverHello: ServerHello;
+  /** The largest tick payload usable now (transport datagram size and server limit). */
+  readonly maxTickPayload: number;
+  /** Ticks that never reached the network (replaced by a newer one, or the send queue was full). */
+  readonly ticksDropped: number;
+  readonly clock: ClockEstimate;
+  /** Why the connection ended, or null while it is open. */
+  readonly closeReason: CloseReason | null;
+  /** Resolves with the close reason when the connection ends. */
+  readonly closed: Promise<CloseReason>;
+  /** Estimated server time now, µs since the Unix epoch. */
+  serverTime(): number;
+  /** Estimated server time at a performance.now() timestamp, µs since the Unix epoch. */
+  serverTimeAt(performanceNow: number): number;
+  /** Runs a clock sync now; resolves with the new estimate. */
+  syncClock(pings?: number): Promise<ClockEstimate>;
+  /** @returns a function that removes the listener */
+  on<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): () => void;
+  off<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): void;
+  join(roomId: string, options?: JoinOptions): Promise<Room>;
+  /** Closes the connection; resolves once the close is sent (at most about a second). */
+  close(): Promise<void>;
+}
+
+/** A joined room. Its replica is updated before events fire and before your own write's ack resolves. */
+export declare class Room {
+  private constructor();
+  readonly id: string;
+  readonly slot: number;
+  /** This client's member id. */
+  readonly me: number;
+  readonly role: Role | null;
+  /** Members in join order, this client included. */
+  readonly members: Member[];
+  readonly lastSeq: number;
+  readonly stateVersion: number;
+  /** False once left, removed by the server, or closed. */
+  readonly joined: boolean;
+  readonly maxTickPayload: number;
+  member(id: number): Member | undefined;
+  getState(key: string): StateValue | undefined;
+  /** All state, sorted by key. */
+  stateEntries(): Map<string, StateValue>;
+  setState(key: string, value: Bytes | string, options?: { ifVersion?: number | bigint }): Promise<StateAck>;
+  deleteState(key: string, options?: { ifVersion?: number | bigint }): Promise<StateAck>;
+  sendCommand(kind: string, payload?: Bytes | string, options?: { idempotencyKey?: string }): Promise<CommandAck>;
+  /** Sends a tick; returns its seq. Throws ChorusError 'limit_exceeded' (over maxTickPayload), 'not_joined' or 'closed'. */
+  sendTick(payload: Bytes | string): number;
+  /** @returns a function that removes the listener */
+  on<E extends keyof RoomEvents>(event: E, listener: (value: RoomEvents[E]) => void): () => void;
+  off<E extends keyof RoomEvents>(event: E, listener: (value: RoomEvents[E]) => void): void;
+  /** Ticks from now on. Default capacity 256. */
+  ticks(options?: { capacity?: number }): EventQueue<TickEvent>;
+  /** Commands from now on. Default capacity 1024. */
+  commands(options?: { capacity?: number }): EventQueue<CommandEvent>;
+  leave(): Promise<void>;
+}
+
+/**
+ * Connects, performs the handshake and the initial clock sync.
+ * @param url `https://host:port/chorus` (WebTransport, falling back to WebSocket with transport 'auto'),
+ *   `wss://` or `ws://` (WebSocket); omitted in a page: `https://<page host>/chorus`.
+ */
+export declare function connect(url?: string, options?: ConnectOptions): Promise<Client>;
+
+// ===========================================================================
+// Codec: messages in serde's JSON shape (PROTOCOL.md §5)
+// ===========================================================================
+//
+// Enums are externally tagged (`{ Join: {...} }`, unit variants as strings),
+// fields snake_case, byte fields Uint8Array. Decoders return u64 fields as
+// bigint; encoders also take safe-integer numbers there (type parameter U)
+// and plain arrays of 0-255 for bytes.
+
+export interface ProtocolVersion {
+  major: number;
+  minor: number;
+}
+
+export type WireRole = 'Host' | 'Editor' | 'Viewer';
+export type WireLeaveReason = 'Left' | 'Disconnected' | 'TooSlow' | 'TimedOut';
+export type JoinOption = 'CreateIfMissing' | { MaxMembers: number };
+
+export interface DisplayInfo {
+  name: string;
+  meta: Uint8Array;
+}
+
+export interface MemberInfo {
+  id: number;
+  role: WireRole;
+  display: DisplayInfo;
+}
+
+export interface StateEntry<U = bigint> {
+  key: string;
+  value: Uint8Array;
+  version: U;
+  author: number;
+}
+
+export interface RoomSnapshot<U = bigint> {
+  room_id: string;
+  room: number;
+  you: number;
+  role: WireRole;
+  members: MemberInfo[];
+  state: StateEntry<U>[];
+  state_version: U;
+  last_seq: U;
+}
+
+/** Limits in codec (snake_case) form. */
+export interface WireLimits {
+  max_frame_bytes: number;
+  max_tick_payload_bytes: number;
+  max_rooms_per_session: number;
+  max_members_per_room: number;
+  max_room_id_len: number;
+  max_name_len: number;
+  max_display_meta_bytes: number;
+  max_state_key_len: number;
+  max_state_value_bytes: number;
+  max_state_total_bytes: number;
+  max_state_keys: number;
+  max_command_kind_len: number;
+  max_command_payload_bytes: number;
+  max_idempotency_key_len: number;
+  max_join_options: number;
+}
+
+export interface ClientHello<U = bigint> {
+  version: ProtocolVersion;
+  client_name: string;
+  capabilities: U;
+}
+
+export interface ServerHello<U = bigint> {
+  version: ProtocolVersion;
+  server_name: string;
+  session_id: U;
+  server_time: U;
+  max_datagram_size: number;
+  limits: WireLimits;
+}
+
+export type WireErrorDetail<U = bigint> =
+  | 'None'
+  | { Conflict: { current_version: U } }
+  | { Version: { server: ProtocolVersion; client: ProtocolVersion } }
+  | { Limit: { limit: U; actual: U } };
+
+export interface ErrorFrame<U = bigint> {
+  request_id: number | null;
+  code: number;
+  message: string;
+  detail: WireErrorDetail<U>;
+}
+
+export type ClientMessage<U = bigint> =
+  | { Hello: ClientHello<U> }
+  | { Join: { request_id: number; room_id: string; display: DisplayInfo; options: JoinOption[] } }
+  | { Leave: { request_id: number; room: number } }
+  | { SetState: { request_id: number; room: number; key: string; value: Uint8Array; if_version: U | null } }
+  | { DeleteState: { request_id: number; room: number; key: string; if_version: U | null } }
+  | { Command: { request_id: number; room: number; kind: string; payload: Uint8Array; idempotency_key: string | null } }
+  | { Ping: { client_time: U } };
+
+export type ServerMessage<U = bigint> =
+  | { Hello: ServerHello<U> }
+  | { Joined: { request_id: number; snapshot: RoomSnapshot<U> } }
+  | { Left: { request_id: number; room: number } }
+  | { MemberJoined: { room: number; seq: U; member: MemberInfo } }
+  | { MemberLeft: { room: number; seq: U; member: number; reason: WireLeaveReason } }
+  | { StateChanged: { room: number; seq: U; key: string; value: Uint8Array | null; version: U; author: number } }
+  | { StateAck: { request_id: number; room: number; version: U; seq: U } }
+  | {
+      CommandEvent: { room: number; seq: U; author: number; kind: string; payload: Uint8Array; idempotency_key: string | null };
+    }
+  | { CommandAck: { request_id: number; room: number; seq: U; duplicate: boolean } }
+  | { Pong: { client_time: U; server_receive_time: U; server_send_time: U } }
+  | { Error: ErrorFrame<U> };
+
+export interface Tick {
+  room: number;
+  sender: number;
+  /** Per-sender counter, wrapping at 2^32. */
+  seq: number;
+  payload: Uint8Array;
+}
+
+export type Datagram = { Tick: Tick };
+
+/** What encoders accept for u64 fields. */
+export type U64Input = bigint | number;
+
+export type BytesInput = Bytes | number[];
+
+export declare const DEFAULT_LIMITS: Readonly<WireLimits>;
+/** Bytes of a tick besides its payload, at most (19). */
+export declare const TICK_MAX_OVERHEAD: number;
+export declare const CLIENT_MESSAGE_TAGS: number;
+export declare const SERVER_MESSAGE_TAGS: number;
+export declare const DATAGRAM_TAGS: number;
+
+export declare function encodeClientMessage(message: ClientMessage<U64Input>): Uint8Array;
+/** With `limits`, also checks lengths and counts (kind 'limit_exceeded'). */
+export declare function decodeClientMessage(bytes: Bytes, limits?: WireLimits): ClientMessage;
+export declare function encodeServerMessage(message: ServerMessage<U64Input>): Uint8Array;
+/** Unknown tags fail with kind 'unknown_tag' (clients skip those frames). */
+export declare function decodeServerMessage(bytes: Bytes): ServerMessage;
+export declare function encodeDatagram(datagram: Datagram): Uint8Array;
+/** With `limits`, also checks the tick payload size. */
+export declare function decodeDatagram(bytes: Bytes, limits?: WireLimits): Datagram;
+/** The first length or count over `limits`, or null. */
+export declare function validateClientMessage(
+  message: ClientMessage<U64Input>,
+  limits: WireLimits,
+): { field: string; limit: number; actual: number } | null;
+export declare function limitsToCamel(limits: WireLimits): Limits;
+/** UTF-8 length of a string, without encoding it. */
+export declare function utf8Length(s: string): number;
+
+// ---- framing ----
+
+/** Longest frame length prefix (5). */
+export declare const MAX_FRAME_PREFIX: number;
+/** Reads a frame length prefix; null when more bytes are needed. Throws CodecError 'malformed'. */
+export declare function readFrameLength(bytes: Uint8Array, start?: number, end?: number): { value: number; used: number } | null;
+/** varint length prefix + body. */
+export declare function encodeFrame(body: Bytes): Uint8Array;
+
+/** Splits a control stream into frame bodies. */
+export declare class FrameDecoder {
+  constructor(maxFrameBytes?: number);
+  maxFrameBytes: number;
+  readonly buffered: number;
+  setMaxFrameBytes(max: number): void;
+  push(chunk: Bytes): void;
+  /** The next body, or null. Throws CodecError 'malformed' or 'frame_too_large'. */
+  next(): Uint8Array | null;
+}
+
+export declare const WS_LANE_CONTROL: 0;
+export declare const WS_LANE_TICK: 1;
+export declare const WS_LANE_CHUNK: 2;
+/** Control messages over this many bytes are chunked (16 KiB). */
+export declare const WS_CHUNK_BYTES: number;
+export declare const WS_SUBPROTOCOL: 'chorus.v1';
+
+/** The WebSocket messages of one control message body: one 0x00 message or 0x02 chunks and a last 0x00 piece. */
+export declare function wsControlMessages(body: Bytes, chunkBytes?: number): Uint8Array[];
+/** The WebSocket message (lane 0x01) carrying one tick datagram. */
+export declare function wsTickMessage(datagram: Bytes): Uint8Array;
+
+/** Joins the WebSocket control lane's chunks. */
+export declare class WsReassembler {
+  constructor(maxFrameBytes?: number);
+  maxFrameBytes: number;
+  setMaxFrameBytes(max: number): void;
+  /** A whole control message or a tick; null for a chunk or a skipped message. Throws CodecError 'frame_too_large'. */
+  push(message: Bytes): { lane: 'control' | 'tick'; body: Uint8Array } | null;
+}
+
+/** How a link saw its connection end. */
+export type LinkCloseInfo =
+  | { kind: 'normal'; reason: string }
+  | { kind: 'error'; code: number; reason: string }
+  | { kind: 'lost'; reason: string }
+  | { kind: 'protocol'; error: CodecError }
+  | { kind: 'local' };
+
+/** WebSocket close code: 1000/1001 normal, 4000+N Chorus error N, anything else lost. */
+export declare function wsCloseInfo(code: number, reason?: string): LinkCloseInfo;
+/** WebTransport `closed` value: code 0 normal, else the Chorus error code. */
+export declare function wtCloseInfo(info: { closeCode?: number; reason?: string } | undefined): LinkCloseInfo;
+/** Where the server publishes its certificate hash for this server URL. */
+export declare function certHashUrl(serverUrl: string | URL): string;
+/** 64 hex digits (colons allowed) -> 32 bytes, or null. */
+export declare function parseCertHash(hex: string): Uint8Array | null;
+
+// ---- clock ----
+
+export declare const MAX_SAMPLE_ROUND_TRIP_US: number;
+
+export interface ClockSample {
+  t0: number;
+  t1: number;
+  t2: number;
+  t3: number;
+  /** ((t1 - t0) + (t2 - t3)) / 2, toward zero. */
+  offsetUs: number;
+  /** (t3 - t0) - (t2 - t1), at least 0. */
+  rttUs: number;
+}
+
+/** One ping/pong exchange (µs since the epoch), or null when its timestamps are impossible. */
+export declare function clockSample(t0: U64Input, t1: U64Input, t2: U64Input, t3: U64Input): ClockSample | null;
+/** The least-RTT sample, the latest among equals; null for none. */
+export declare function bestSample(samples: Iterable<ClockSample>): ClockSample | null;
+
+export declare class ClockEstimator {
+  constructor(capacity?: number);
+  readonly capacity: number;
+  readonly samples: ClockSample[];
+  readonly size: number;
+  add(sample: ClockSample): void;
+  estimate(): ClockEstimate;
+}
+
+/** performance.timeOrigin + performance.now(), in whole µs. */
+export declare function localNowUs(): number;
+
+// ---- replica ----
+
+export type ReplicaOutcome =
+  | null
+  | { stale: true; seq: number; last: number }
+  | { name: 'memberJoined'; event: Member; removed: false }
+  | { name: 'memberLeft'; event: MemberLeftEvent; removed: boolean }
+  | { name: 'stateChanged'; event: StateChangedEvent; removed: false }
+  | { name: 'command'; event: CommandEvent; removed: false };
+
+/** Members and state of one room, updated by its events in seq order (pure, no I/O). */
+export declare class RoomReplica {
+  constructor(snapshot: RoomSnapshot<U64Input>);
+  readonly roomId: string;
+  readonly slot: number;
+  readonly me: number;
+  readonly role: Role | null;
+  readonly members: Map<number, Member>;
+  readonly state: Map<string, StateValue>;
+  readonly stateVersion: number;
+  readonly lastSeq: number;
+  /** Events whose seq skipped ahead (applied anyway). */
+  readonly gaps: number;
+  member(id: number): Member | undefined;
+  hasMember(id: number): boolean;
+  apply(message: ServerMessage<U64Input>): ReplicaOutcome;
+  static eventRoom(message: ServerMessage<U64Input>): number | null;
+}
+
+/** The codec and framing in one object. */
+export declare const codec: Readonly<{
+  encodeClientMessage: typeof encodeClientMessage;
+  decodeClientMessage: typeof decodeClientMessage;
+  encodeServerMessage: typeof encodeServerMessage;
+  decodeServerMessage: typeof decodeServerMessage;
+  encodeDatagram: typeof encodeDatagram;
+  decodeDatagram: typeof decodeDatagram;
+  validateClientMessage: typeof validateClientMessage;
+  limitsToCamel: typeof limitsToCamel;
+  utf8Length: typeof utf8Length;
+  encodeFrame: typeof encodeFrame;
+  readFrameLength: typeof readFrameLength;
+  FrameDecoder: typeof FrameDecoder;
+  wsControlMessages: typeof wsControlMessages;
+  wsTickMessage: typeof wsTickMessage;
+  WsReassembler: typeof WsReassembler;
+  CodecError: typeof CodecError;
+  DEFAULT_LIMITS: typeof DEFAULT_LIMITS;
+  TICK_MAX_OVERHEAD: number;
+  CLIENT_MESSAGE_TAGS: number;
+  SERVER_MESSAGE_TAGS: number;
+  DATAGRAM_TAGS: number;
+  MAX_FRAME_PREFIX: number;
+  WS_LANE_CONTROL: 0;
+  WS_LANE_TICK: 1;
+  WS_LANE_CHUNK: 2;
+  WS_CHUNK_BYTES: number;
+  WS_SUBPROTOCOL: 'chorus.v1';
+}>;

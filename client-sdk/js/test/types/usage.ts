@@ -1,0 +1,124 @@
+// Type-level checks of chorus.d.ts: the API.md example and the codec, as a
+// TypeScript user would write them. Checked by `npm run typecheck` (tsc,
+// no emit) and by test/types.test.js; never run.
+
+import {
+  ChorusError,
+  ClockEstimator,
+  CodecError,
+  ErrorCode,
+  FrameDecoder,
+  RoomReplica,
+  WsReassembler,
+  clockSample,
+  codec,
+  connect,
+  decodeServerMessage,
+  encodeClientMessage,
+  errorName,
+  type Client,
+  type CloseReason,
+  type Room,
+  type ServerMessage,
+  type StateValue,
+} from '@chorus/client';
+import { DEFAULT_LIMITS } from '../../chorus.js';
+
+export async function apiExample(): Promise<void> {
+  const client: Client = await connect('https://127.0.0.1:4433/chorus', {
+    transport: 'auto',
+    fallbackAfterMs: 3000,
+    certHashes: undefined,
+    websocketUrl: undefined,
+    clientName: 'chorus-js/0.1',
+    requestTimeoutMs: 10000,
+    clockSync: { pings: 8, intervalMs: 10000 },
+  });
+  const transport: 'webtransport' | 'websocket' = client.transport;
+  const session: bigint = client.sessionId;
+  const maxTick: number = client.limits.maxTickPayloadBytes + client.maxTickPayload;
+  const now: number = client.serverTime();
+  const { offsetUs, rttUs, samples } = client.clock;
+  void [transport, session, maxTick, now, offsetUs, rttUs, samples];
+  const onError = (err: ChorusError) => console.log(err.code, err.name, err.requestId, err.detail);
+  const off = client.on('error', onError);
+  client.on('close', (reason: CloseReason) => console.log(reason.code, reason.name, reason.message));
+  client.off('error', onError);
+  off();
+
+  const room: Room = await client.join('lobby', { name: 'ada', meta: new Uint8Array(), createIfMissing: true, maxMembers: undefined });
+  const ids: [string, number, number] = [room.id, room.slot, room.me];
+  const role: 'host' | 'editor' | 'viewer' | null = room.role;
+  const names: string[] = room.members.map((m) => `${m.id} ${m.role} ${m.name} ${m.meta.length}`);
+  const last: number = room.lastSeq;
+  const entry: StateValue | undefined = room.getState('title');
+  const entries: Map<string, StateValue> = room.stateEntries();
+  void [ids, role, names, last, entry?.text, entry?.version, entry?.author, entry?.value, entries];
+  const { version, seq } = await room.setState('title', 'Hello', { ifVersion: 3 });
+  await room.setState('blob', new Uint8Array([1, 2]));
+  await room.deleteState('title', { ifVersion: version });
+  const ack = await room.sendCommand('chat', 'hi', { idempotencyKey: 'k1' });
+  const dup: boolean = ack.duplicate;
+  const tickSeq: number = room.sendTick(new Uint8Array(8));
+  void [seq, dup, tickSeq];
+  room.on('tick', ({ sender, seq, payload, receivedAt }) => void [sender, seq, payload.length, client.serverTimeAt(receivedAt)]);
+  room.on('memberJoined', (member) => void member.name);
+  room.on('memberLeft', ({ member, reason }) => void [member.id, reason === 'timed_out']);
+  room.on('stateChanged', ({ key, value, text, version, author, seq }) => void [key, value?.length, text, version, author, seq]);
+  room.on('command', ({ seq, author, kind, payload, text, idempotencyKey }) => void [seq, author, kind, payload, text, idempotencyKey]);
+  for await (const tick of room.ticks()) void tick.payload;
+  for await (const cmd of room.commands({ capacity: 16 })) void cmd.kind;
+  await room.leave();
+
+  try {
+    await client.join('x');
+  } catch (e) {
+    if (e instanceof ChorusError && e.code === ErrorCode.RoomNotFound && e.name === 'room_not_found') {
+      const d = e.detail;
+      if (d && 'currentVersion' in d) void d.currentVersion;
+    }
+  }
+  const n: 200 = ErrorCode.RoomNotFound;
+  void [n, errorName(301)];
+  await client.close();
+}
+
+export function codecExample(): void {
+  const body: Uint8Array = encodeClientMessage({
+    Join: { request_id: 1, room_id: 'lobby', display: { name: 'Ada', meta: new Uint8Array() }, options: ['CreateIfMissing', { MaxMembers: 8 }] },
+  });
+  encodeClientMessage({ Ping: { client_time: 5 } });
+  encodeClientMessage({ SetState: { request_id: 3, room: 1, key: 'k', value: new Uint8Array(), if_version: 70000n } });
+  const message: ServerMessage = decodeServerMessage(body);
+  if ('Hello' in message) {
+    const id: bigint = message.Hello.session_id;
+    void id;
+  }
+  const decoder = new FrameDecoder(DEFAULT_LIMITS.max_frame_bytes);
+  decoder.push(codec.encodeFrame(body));
+  const frame: Uint8Array | null = decoder.next();
+  const ws = new WsReassembler();
+  const inbound = ws.push(codec.wsControlMessages(body)[0]);
+  if (inbound?.lane === 'control') void inbound.body;
+  const sample = clockSample(0, 510, 510, 20);
+  const estimator = new ClockEstimator(8);
+  if (sample) estimator.add(sample);
+  const replica = new RoomReplica({
+    room_id: 'r',
+    room: 1,
+    you: 1,
+    role: 'Host',
+    members: [],
+    state: [],
+    state_version: 0,
+    last_seq: 1n,
+  });
+  const outcome = replica.apply({ StateChanged: { room: 1, seq: 2n, key: 'k', value: null, version: 1n, author: 1 } });
+  if (outcome && 'name' in outcome && outcome.name === 'stateChanged') void outcome.event.key;
+  try {
+    codec.decodeDatagram(new Uint8Array([9]));
+  } catch (e) {
+    if (e instanceof CodecError) void [e.kind, e.path, e.problem, e.code];
+  }
+  void [frame, estimator.estimate().offsetUs];
+}
