@@ -1,0 +1,75 @@
+// End to end over WebSocket against a real server: starts target/debug/chorus
+// (or $CHORUS_BIN) on a free port and runs test/support/e2e-scenario.js in a
+// child node with a global WebSocket. Skipped when the binary is missing
+// (build it with `cargo build -p chorus-server`). Node has no WebTransport;
+// the real-browser tests cover that transport.
+
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const binary = process.env.CHORUS_BIN || fileURLToPath(new URL('../../../target/debug/chorus', import.meta.url));
+const scenario = fileURLToPath(new URL('./support/e2e-scenario.js', import.meta.url));
+
+/** Starts the server; resolves with its port once it prints its WebTransport URL. */
+function startServer(t) {
+  const certDir = mkdtempSync(join(tmpdir(), 'chorus-js-e2e-'));
+  const server = spawn(binary, ['--listen', '127.0.0.1:0', '--cert-dir', certDir, '--log', 'warn', '--no-demo'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => {
+    server.kill();
+    rmSync(certDir, { recursive: true, force: true });
+  });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`the server printed no URL in time:\n${out}`)), 15_000);
+    const onData = (chunk) => {
+      out += chunk;
+      const m = /WebTransport\s+https:\/\/127\.0\.0\.1:(\d+)\/chorus/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    };
+    server.stdout.on('data', onData);
+    server.stderr.on('data', (chunk) => {
+      out += chunk;
+    });
+    server.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the server exited with ${code}:\n${out}`));
+    });
+  });
+}
+
+function runScenario(port) {
+  const flags = typeof WebSocket === 'undefined' ? ['--experimental-websocket', '--no-warnings'] : [];
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...flags, scenario, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('WebSocket end to end against target/debug/chorus', { skip: !existsSync(binary) && `no server binary at ${binary}`, timeout: 60_000 }, async (t) => {
+  const port = await startServer(t);
+  const { code, stdout, stderr } = await runScenario(port);
+  const last = stdout.trim().split('\n').at(-1) ?? '';
+  let result;
+  try {
+    result = JSON.parse(last);
+  } catch {
+    assert.fail(`the scenario printed no result (exit ${code}):\n${stdout}\n${stderr}`);
+  }
+  assert.ok(result.ok, result.error);
+  assert.equal(code, 0, stderr);
+  t.diagnostic(result.steps.join(', '));
+});

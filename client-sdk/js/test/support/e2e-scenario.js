@@ -1,0 +1,155 @@
+// The end-to-end scenario of test/e2e-websocket.test.js, run in a child node
+// that has a global WebSocket: `node --experimental-websocket
+// e2e-scenario.js <port>`. Without a port argument (as when the test runner
+// loads every file under test/) it does nothing.
+
+import assert from 'node:assert/strict';
+import { ChorusError, ErrorCode, connect } from '../../chorus.js';
+
+const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function rejects(promise, name) {
+  try {
+    await promise;
+  } catch (e) {
+    assert.ok(e instanceof ChorusError, `${e}`);
+    assert.equal(e.name, name, e.message);
+    return e;
+  }
+  assert.fail(`expected ${name}`);
+}
+
+export async function run(port) {
+  const ws = `ws://127.0.0.1:${port}/chorus`;
+  const steps = [];
+
+  // Both URL forms: ws:// directly, and https:// with no WebTransport here (node) and an explicit WebSocket URL.
+  const a = await connect(ws, { clientName: 'e2e-a' });
+  const b = await connect(`https://127.0.0.1:${port}/chorus`, { websocketUrl: ws, clientName: 'e2e-b' });
+  assert.equal(a.transport, 'websocket');
+  assert.equal(b.transport, 'websocket');
+  assert.equal(typeof a.sessionId, 'bigint');
+  assert.notEqual(a.sessionId, b.sessionId);
+  assert.equal(a.serverHello.max_datagram_size, 0, 'WebSocket: no datagrams');
+  assert.equal(a.maxTickPayload, a.limits.maxTickPayloadBytes);
+  assert.equal(a.clock.samples, 8);
+  assert.ok(Math.abs(a.clock.offsetUs) < 100_000, `offset ${a.clock.offsetUs} µs on one machine`);
+  assert.ok(Math.abs(a.serverTime() - Date.now() * 1000) < 200_000);
+  steps.push('connected');
+
+  const roomId = `e2e-${process.pid}`;
+  const ra = await a.join(roomId, { name: 'ada', meta: '{"color":"#e33"}' });
+  const bJoined = new Promise((resolve) => ra.on('memberJoined', resolve));
+  const rb = await b.join(roomId, { name: 'bo' });
+  assert.equal(ra.role, 'host');
+  assert.equal(rb.role, 'editor');
+  assert.deepEqual(rb.members.map((m) => m.name), ['ada', 'bo']);
+  assert.equal(new TextDecoder().decode(rb.members[0].meta), '{"color":"#e33"}');
+  assert.equal((await bJoined).name, 'bo');
+  assert.equal(ra.members.length, 2);
+  steps.push('joined');
+
+  // State: the writer's replica is current when its ack resolves; the other sees the event.
+  const seenByB = new Promise((resolve) => rb.on('stateChanged', resolve));
+  const ack = await ra.setState('title', 'Hello');
+  assert.equal(ra.getState('title').text, 'Hello');
+  assert.equal(ra.getState('title').version, ack.version);
+  const event = await seenByB;
+  assert.deepEqual([event.key, event.text, event.version, event.seq, event.author], ['title', 'Hello', ack.version, ack.seq, ra.me]);
+  assert.equal(rb.getState('title').text, 'Hello');
+  const conflict = await rejects(rb.setState('title', 'x', { ifVersion: ack.version + 5 }), 'conflict');
+  assert.equal(conflict.code, ErrorCode.Conflict);
+  assert.deepEqual(conflict.detail, { currentVersion: ack.version });
+  const quiet = await ra.deleteState('absent');
+  assert.equal(quiet.version, 0);
+  steps.push('state');
+
+  // A value far over 16 KiB travels chunked both ways.
+  const big = Uint8Array.from({ length: 300_000 }, (_, i) => (i * 31) & 0xff);
+  const bigSeen = new Promise((resolve) => rb.on('stateChanged', (e) => e.key === 'big' && resolve(e)));
+  await ra.setState('big', big);
+  assert.deepEqual((await bigSeen).value, big);
+  assert.deepEqual(rb.getState('big').value, big);
+  steps.push('big state');
+
+  // Commands, idempotency.
+  const commands = ra.commands();
+  const first = await rb.sendCommand('chat', 'hi all', { idempotencyKey: 'msg-1' });
+  const again = await rb.sendCommand('chat', 'ignored', { idempotencyKey: 'msg-1' });
+  assert.equal(first.duplicate, false);
+  assert.deepEqual(again, { seq: first.seq, duplicate: true });
+  const { value: cmd } = await commands.next();
+  assert.deepEqual([cmd.kind, cmd.text, cmd.author, cmd.idempotencyKey, cmd.seq], ['chat', 'hi all', rb.me, 'msg-1', first.seq]);
+  await commands.return();
+  steps.push('commands');
+
+  // Ticks both ways; the server limit applies on WebSocket.
+  const ticksAtA = [];
+  ra.on('tick', (t) => ticksAtA.push(t));
+  const ticksAtB = rb.ticks();
+  for (let i = 0; i < 10; i++) rb.sendTick(Uint8Array.of(i));
+  ra.sendTick(new Uint8Array(a.maxTickPayload).fill(7));
+  const { value: tickAtB } = await ticksAtB.next();
+  assert.equal(tickAtB.sender, ra.me);
+  assert.equal(tickAtB.payload.length, a.maxTickPayload);
+  const tooBig = (() => {
+    try {
+      ra.sendTick(new Uint8Array(a.maxTickPayload + 1));
+    } catch (e) {
+      return e;
+    }
+  })();
+  assert.equal(tooBig?.code, ErrorCode.LimitExceeded);
+  // The server keeps only the newest undelivered tick per sender for a busy
+  // receiver (§1.3), so a burst may arrive thinned out, but the newest arrives.
+  for (let i = 0; i < 200 && ticksAtA.at(-1)?.seq !== 9; i++) await wait(10);
+  assert.equal(ticksAtA.at(-1)?.seq, 9, 'the newest tick arrives');
+  assert.ok(ticksAtA.every((t) => t.sender === rb.me));
+  assert.deepEqual(ticksAtA.map((t) => t.seq), [...ticksAtA.map((t) => t.seq)].sort((x, y) => x - y), 'in order on one socket');
+  assert.equal(b.ticksDropped, 0, 'the sender sent every tick');
+  steps.push(`ticks (${ticksAtA.length} of 10 delivered, newest last)`);
+
+  // Refusals.
+  assert.equal((await rejects(a.join(`${roomId}-missing`, { createIfMissing: false }), 'room_not_found')).code, 200);
+  assert.equal((await rejects(a.join(roomId), 'already_joined')).code, 204);
+  assert.equal((await rejects(a.join('bad\nid'), 'invalid_room_id')).code, 207);
+  const long = await rejects(a.join('r'.repeat(129)), 'limit_exceeded');
+  assert.deepEqual(long.detail, { limit: 128, actual: 129 }, 'checked locally against the announced limit');
+  steps.push('refusals');
+
+  // Leave and disconnect show up with their reasons.
+  const bLeft = new Promise((resolve) => ra.on('memberLeft', resolve));
+  await rb.leave();
+  assert.equal(rb.joined, false);
+  assert.equal((await bLeft).reason, 'left');
+  await b.join(roomId, { name: 'bo again' });
+  const bGone = new Promise((resolve) => ra.on('memberLeft', (e) => e.member.name === 'bo again' && resolve(e)));
+  const bClosed = new Promise((resolve) => b.on('close', resolve));
+  await b.close();
+  assert.equal((await bClosed).name, 'closed');
+  assert.equal((await bGone).reason, 'disconnected');
+  assert.equal((await rejects(b.join('x'), 'closed')).code, null);
+  steps.push('leave and close');
+
+  await a.close();
+  return steps;
+}
+
+const port = process.argv[2];
+if (port) {
+  const timer = setTimeout(() => {
+    console.error('scenario timed out');
+    process.exit(2);
+  }, 25_000);
+  run(port).then(
+    (steps) => {
+      clearTimeout(timer);
+      console.log(JSON.stringify({ ok: true, steps }));
+    },
+    (e) => {
+      clearTimeout(timer);
+      console.log(JSON.stringify({ ok: false, error: `${e?.stack ?? e}` }));
+      process.exit(1);
+    },
+  );
+}
