@@ -256,7 +256,7 @@ export interface RoomEvents {
 }
 
 export interface ClientEvents {
-  /** A server error not tied to a request (e.g. a refused tick), or the reason for an imminent close. */
+  /** A server error no pending request takes: not tied to a request (a refused tick, the reason for an imminent close), or answering one that timed out. */
   error: ChorusError;
   /** Once, when the connection ends. */
   close: CloseReason;

@@ -27,7 +27,7 @@
 /** The protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = Object.freeze({ major: 1, minor: 0 });
 
-/** The SDK's version, sent in the default client name. */
+/** The SDK's version (the default client name is `chorus-js/0.1`). */
 export const SDK_VERSION = '0.1.0';
 
 /** Wire error codes (PROTOCOL.md §8.1). A code's number never changes meaning. */
@@ -2723,8 +2723,9 @@ export class Client {
   }
 
   /**
-   * Listens to 'error' (a ChorusError not tied to a request) or 'close' (the
-   * close reason, once).
+   * Listens to 'error' (a server error no pending request takes: not tied to a
+   * request, e.g. a refused tick, or answering one that timed out) or 'close'
+   * (the close reason, once).
    * @returns {() => void} removes the listener
    */
   on(event, listener) {
