@@ -2074,7 +2074,18 @@ function handshake(link, opts, timeoutMs) {
           finish(new ChorusError(e.code, e.name, `undecodable message from the server: ${e.message}`));
           return;
         }
-        if (message.Hello) finish(null, message.Hello);
+        if (message.Hello && message.Hello.version.major !== PROTOCOL_VERSION.major) {
+          const server = { ...message.Hello.version };
+          const client = { ...PROTOCOL_VERSION };
+          finish(
+            new ChorusError(
+              ErrorCode.VersionMismatch,
+              errorName(ErrorCode.VersionMismatch),
+              `the server speaks protocol ${server.major}.${server.minor}, this client ${client.major}.${client.minor}`,
+              { detail: { server, client } },
+            ),
+          );
+        } else if (message.Hello) finish(null, message.Hello);
         else if (message.Error) {
           lastError = { frame: message.Error, at: performance.now() };
           finish(ChorusError.fromFrame(message.Error));

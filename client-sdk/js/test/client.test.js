@@ -302,6 +302,20 @@ test('version mismatch at the handshake rejects connect with the server detail',
   assert.deepEqual(e.detail, { server: { major: 2, minor: 0 }, client: { major: 1, minor: 0 } });
 });
 
+test('a server hello with another major version is refused; another minor is fine', async () => {
+  const newer = new FakeServer();
+  newer.handlers.Hello = () => newer.send({ Hello: newer.hello({ version: { major: 2, minor: 0 } }) });
+  const e = await rejection(connect('ws://127.0.0.1:1/chorus', { WebSocket: newer.WebSocket, ...fast }));
+  assert.equal(e.code, ErrorCode.VersionMismatch);
+  assert.deepEqual(e.detail, { server: { major: 2, minor: 0 }, client: { major: 1, minor: 0 } });
+  await until(() => newer.connections[0].readyState === 3, 2000, 'the socket closed');
+  const minor = new FakeServer();
+  minor.handlers.Hello = () => minor.send({ Hello: minor.hello({ version: { major: 1, minor: 3 } }) });
+  const client = await connect('ws://127.0.0.1:1/chorus', { WebSocket: minor.WebSocket, ...fast });
+  assert.deepEqual(client.serverHello.version, { major: 1, minor: 3 });
+  await client.close();
+});
+
 test('a refused WebSocket and a silent server fail connect', async () => {
   const refusing = new FakeServer();
   refusing.refuseWebSocket = true;
