@@ -8,6 +8,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTcpServer } from 'node:net';
+import { createSocket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -107,8 +109,8 @@ function tail(stream, max = 200) {
 /** Builds the server and the native peer (a no-op when they are up to date). */
 export function cargoBuild() {
   for (const args of [
-    ['build', '-p', 'chorus-server'],
-    ['build', '-p', 'chorus-client', '--example', 'browser_peer'],
+    ['build', '--locked', '-p', 'chorus-server'],
+    ['build', '--locked', '-p', 'chorus-client', '--example', 'browser_peer'],
   ]) {
     const r = spawnSync('cargo', args, { cwd: REPO, stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`cargo ${args.join(' ')} failed (${r.status ?? r.signal})`);
@@ -118,13 +120,13 @@ export function cargoBuild() {
 // --------------------------------------------------------------------- server
 
 /**
- * Starts `chorus --listen 127.0.0.1:0` with a fresh certificate directory.
+ * Starts `chorus --listen 127.0.0.1:0` (or `listen`) with a fresh certificate directory.
  * Resolves with { port, certHash, httpBase, wtUrl, wsUrl, output, stop }.
  */
-export async function startServer(t, extraArgs = []) {
+export async function startServer(t, { listen = '127.0.0.1:0', args = [] } = {}) {
   const certDir = mkdtempSync(join(tmpdir(), 'chorus-cert-'));
   const child = spawnGroup(CHORUS_BIN, [
-    '--listen', '127.0.0.1:0', '--cert-dir', certDir, '--log', 'warn', ...extraArgs,
+    '--listen', listen, '--cert-dir', certDir, '--log', 'warn', ...args,
   ], { env: { ...process.env, RUST_BACKTRACE: '0' } });
   const output = [];
   const server = {
@@ -158,6 +160,34 @@ export async function startServer(t, extraArgs = []) {
   return server;
 }
 
+/** A port number free for TCP and UDP on both 127.0.0.1 and ::1 (for a localhost server). */
+export async function freeDualStackPort() {
+  const tryBind = (make) => new Promise((res) => {
+    const s = make();
+    s.once('error', () => res(false));
+    s.once('listening', () => s.close(() => res(true)));
+  });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 40000);
+    let free = true;
+    for (const host of ['127.0.0.1', '::1']) {
+      free &&= await tryBind(() => createTcpServer().listen(port, host));
+      free &&= await tryBind(() => {
+        const u = createSocket(host === '::1' ? 'udp6' : 'udp4');
+        u.bind(port, host);
+        return u;
+      });
+    }
+    if (free) return port;
+  }
+  throw new Error('no port free on both loopback families');
+}
+
+/** The demo page's URL on `server` with these query parameters. */
+export function demoUrl(server, params = {}, host = '127.0.0.1') {
+  return `http://${host}:${server.port}/?${new URLSearchParams(params)}`;
+}
+
 // ------------------------------------------------------------------- Chromium
 
 let playwright;
@@ -182,6 +212,24 @@ export async function openPage(browser, url) {
   page.on('console', (m) => page.logs.push(`[${m.type()}] ${m.text()}`));
   page.on('pageerror', (e) => page.logs.push(`[pageerror] ${e.message}`));
   await page.goto(url, { timeout: 20000 });
+  return page;
+}
+
+/**
+ * Opens the demo page and waits until it has joined its room. `page.demo` is
+ * { transport, me, role, room }. Failures carry the page's console output.
+ */
+export async function openDemo(browser, url) {
+  const page = await openPage(browser, url);
+  try {
+    await page.waitForFunction(() => window.chorusDemo !== undefined, null, { timeout: 15000 });
+    page.demo = await page.evaluate(async () => {
+      const { client, room } = await window.chorusDemo.joined;
+      return { transport: client.transport, me: room.me, role: room.role, room: room.id };
+    });
+  } catch (e) {
+    throw new Error(`the demo at ${url} did not join: ${e.message}\npage console:\n${page.logs.join('\n')}`);
+  }
   return page;
 }
 
@@ -374,4 +422,31 @@ export async function startPeer(t, server, { room, name = 'native-peer', transpo
   if (joined.event !== 'joined') throw new Error(`browser_peer could not join: ${JSON.stringify(joined)}`);
   peer.me = joined.me;
   return peer;
+}
+
+// ------------------------------------------------------------ demo self-test
+
+/** The demo page in self-test mode, reporting to `listener`. */
+export function selfTestUrl(server, listener, params) {
+  return demoUrl(server, { ...params, report: listener.url });
+}
+
+/**
+ * Waits for the page's self-test result; failures say what the page logged. A
+ * page error (a module that failed to load) with no result 3 s later fails at once.
+ */
+export async function selfTestResult(listener, ms, context = () => '') {
+  const isResult = (m) => m.kind === 'result';
+  try {
+    const first = await listener.waitFor((m) => isResult(m) || (m.kind === 'log' && m.text.startsWith('page error')), ms, 'the self-test result');
+    if (isResult(first)) return first;
+    return await listener.waitFor(isResult, 3000, 'the self-test result after a page error');
+  } catch (e) {
+    throw new Error(`${e.message}\npage logs:\n${listener.logs()}\n${context()}`);
+  }
+}
+
+/** One line per self-test check, for t.diagnostic. */
+export function summarize(result) {
+  return (result.checks ?? []).map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}`).join('\n');
 }
