@@ -155,6 +155,8 @@ export interface ConnectOptions {
   requestTimeoutMs?: number;
   /** Bound on connecting, the hello and the initial clock sync. Default 10000. */
   handshakeTimeoutMs?: number;
+  /** WebSocket: a Ping sent after a quiet spell and unanswered this long means the connection is lost. Default 30000; 0 turns it off. */
+  idleTimeoutMs?: number;
   /** Default `{ pings: 8, intervalMs: 10000 }`; false turns clock sync off. */
   clockSync?: ClockSyncOptions | false;
   /** A WebSocket constructor to use instead of the global one (polyfills, tests). */

@@ -1934,6 +1934,7 @@ const DEFAULT_OPTIONS = Object.freeze({
   clientName: 'chorus-js/0.1',
   requestTimeoutMs: 10000,
   handshakeTimeoutMs: 10000,
+  idleTimeoutMs: 30000,
 });
 
 /** A server error frame seen this recently explains a connection that is lost without a code. */
@@ -1947,7 +1948,7 @@ function normalizeOptions(options) {
   if (!['auto', 'webtransport', 'websocket'].includes(o.transport)) {
     throw invalidArgument(`transport must be 'auto', 'webtransport' or 'websocket', got ${describe(o.transport)}`);
   }
-  for (const key of ['fallbackAfterMs', 'requestTimeoutMs', 'handshakeTimeoutMs']) {
+  for (const key of ['fallbackAfterMs', 'requestTimeoutMs', 'handshakeTimeoutMs', 'idleTimeoutMs']) {
     if (typeof o[key] !== 'number' || !(o[key] >= 0)) throw invalidArgument(`${key} must be a non-negative number`);
   }
   if (typeof o.clientName !== 'string') throw invalidArgument('clientName must be a string');
@@ -2140,6 +2141,9 @@ class Driver {
     this.pings = new Map(); // client_time -> resolve(gotSample)
     this.clockTimer = null;
     this.lastError = null; // { frame, at } of the last error frame without a request id
+    this.lastInboundAt = performance.now();
+    this.probe = null; // { sentAt } of the watchdog's unanswered ping
+    this.watchdog = null;
     this.client = new Client(PRIVATE, this);
     link.setMaxFrameBytes(hello.limits.max_frame_bytes);
     link.setHandlers({
@@ -2169,6 +2173,8 @@ class Driver {
     });
     clearTimeout(this.clockTimer);
     this.clockTimer = null;
+    clearInterval(this.watchdog);
+    this.watchdog = null;
     const pending = [...this.pending];
     this.pending.clear();
     for (const [id, p] of pending) {
@@ -2199,6 +2205,7 @@ class Driver {
   // ---- inbound ---------------------------------------------------------------
 
   onControl(body) {
+    this.heard();
     let message;
     try {
       message = decodeServerMessage(body);
@@ -2297,6 +2304,7 @@ class Driver {
 
   onDatagram(bytes) {
     const receivedAt = performance.now();
+    this.heard();
     let datagram;
     try {
       datagram = decodeDatagram(bytes, this.limits);
@@ -2410,6 +2418,42 @@ class Driver {
       if (gotSample) gained++;
     }
     return gained;
+  }
+
+  // ---- idle watchdog (WebSocket) ----------------------------------------------
+
+  heard() {
+    this.lastInboundAt = performance.now();
+    this.probe = null;
+  }
+
+  /**
+   * WebSocket only (QUIC has its own idle timeout, and browsers hide WebSocket
+   * pings): after a quiet spell, send a Ping (which is also a clock sample);
+   * if it stays unanswered for `idleTimeoutMs`, the connection is lost. Only
+   * an unanswered probe counts, so a throttled background tab that merely
+   * received nothing is never cut off.
+   */
+  startWatchdog() {
+    const idle = this.opts.idleTimeoutMs;
+    if (this.link.kind !== 'websocket' || !(idle > 0) || this.closeReason) return;
+    const period = Math.max(10, Math.min(idle / 3, 10000));
+    this.watchdog = setInterval(() => {
+      const now = performance.now();
+      if (this.probe && now - this.probe.sentAt >= idle) {
+        const seconds = Math.round(idle / 100) / 10;
+        this.shutdown(
+          { code: null, name: 'connection_lost', message: `no answer from the server for ${seconds} s`, detail: null },
+          { code: 0, text: 'idle timeout' },
+        );
+      } else if (!this.probe && now - this.lastInboundAt >= period) {
+        this.probe = { sentAt: now };
+        let t0 = localNowUs();
+        while (this.pings.has(t0)) t0++;
+        this.pings.set(t0, () => {});
+        this.link.sendControl(encodeClientMessage({ Ping: { client_time: t0 } }));
+      }
+    }, period);
   }
 
   scheduleClockSync() {
@@ -2799,6 +2843,7 @@ async function establish(link, opts, deadline) {
     }
   }
   driver.scheduleClockSync();
+  driver.startWatchdog();
   return driver.client;
 }
 

@@ -267,6 +267,21 @@ test('close codes without an error frame: 4501, 1000, 1006', async () => {
   }
 });
 
+test('WebSocket watchdog: a quiet connection is probed with a Ping; an unanswered probe means lost', async () => {
+  const { server, client } = await connected({}, { idleTimeoutMs: 90 });
+  const pingsAtConnect = server.got('Ping').length;
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(client.closeReason, null, 'answered probes keep it open');
+  assert.ok(server.got('Ping').length > pingsAtConnect, 'the watchdog probed');
+  const reason = new Promise((resolve) => client.on('close', resolve));
+  server.handlers.Ping = () => {}; // the server goes silent
+  const r = await reason;
+  assert.equal(r.name, 'connection_lost');
+  assert.equal(r.code, null);
+  assert.match(r.message, /no answer from the server/);
+  assert.deepEqual(server.connections[0].closeCalls[0], { code: 1000, reason: 'idle timeout' });
+});
+
 test('close(): one close event, 1000 on the wire, everything ends', async () => {
   const { server, client, room } = await joined();
   const reasons = [];
@@ -596,7 +611,7 @@ test('without certHashes, the hash comes from /cert-hash on the same host and po
 });
 
 test('options are validated', async () => {
-  for (const options of [{ transport: 'udp' }, { requestTimeoutMs: -1 }, { certHashes: ['xyz'] }, { clientName: 5 }]) {
+  for (const options of [{ transport: 'udp' }, { requestTimeoutMs: -1 }, { idleTimeoutMs: 'x' }, { certHashes: ['xyz'] }, { clientName: 5 }]) {
     assert.equal((await rejection(connect('ws://127.0.0.1:1/chorus', options))).name, 'invalid_argument');
   }
   assert.equal((await rejection(connect('http://127.0.0.1:1/chorus'))).name, 'invalid_argument');
