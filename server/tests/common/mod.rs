@@ -90,17 +90,6 @@ impl RawClient {
         self.send_raw(&frame).await;
     }
 
-    pub async fn send(&mut self, msg: &ClientMessage) {
-        self.send_raw(&encode_frame(msg)).await;
-    }
-
-    /// The next server message; panics after [`WAIT`] or if the stream ends.
-    pub async fn recv(&mut self) -> ServerMessage {
-        self.try_recv()
-            .await
-            .unwrap_or_else(|e| panic!("no message: {e}"))
-    }
-
     /// The next server message, or why there is none.
     pub async fn try_recv(&mut self) -> Result<ServerMessage, String> {
         tokio::time::timeout(WAIT, async {
@@ -117,42 +106,6 @@ impl RawClient {
         })
         .await
         .map_err(|_| "timed out".to_owned())?
-    }
-
-    /// Skips messages until one matches.
-    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerMessage) -> Option<T>) -> T {
-        loop {
-            if let Some(found) = pick(self.recv().await) {
-                return found;
-            }
-        }
-    }
-
-    /// The next error message, skipping others.
-    pub async fn recv_error(&mut self) -> ErrorFrame {
-        self.recv_until(|m| match m {
-            ServerMessage::Error(e) => Some(e),
-            _ => None,
-        })
-        .await
-    }
-
-    pub async fn join(&mut self, room_id: &str, request_id: RequestId) -> RoomSnapshot {
-        self.send(&join_msg(
-            room_id,
-            request_id,
-            vec![JoinOption::CreateIfMissing],
-        ))
-        .await;
-        self.recv_until(|m| match m {
-            ServerMessage::Joined {
-                request_id: id,
-                snapshot,
-            } if id == request_id => Some(snapshot),
-            ServerMessage::Error(e) => panic!("join failed: {e}"),
-            _ => None,
-        })
-        .await
     }
 
     pub fn send_datagram(&self, bytes: &[u8]) {
@@ -188,9 +141,55 @@ impl RawClient {
             _ => None,
         }
     }
+}
+
+/// What both raw clients can do, written once over their `send` and `recv`.
+#[allow(async_fn_in_trait)] // test-only, used with concrete types
+pub trait RawProtocol {
+    async fn send(&mut self, msg: &ClientMessage);
+
+    /// The next control message; panics after [`WAIT`] or if the connection ends.
+    async fn recv(&mut self) -> ServerMessage;
+
+    /// Skips messages until one matches.
+    async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerMessage) -> Option<T>) -> T {
+        loop {
+            if let Some(found) = pick(self.recv().await) {
+                return found;
+            }
+        }
+    }
+
+    /// The next error message, skipping others.
+    async fn recv_error(&mut self) -> ErrorFrame {
+        self.recv_until(|m| match m {
+            ServerMessage::Error(e) => Some(e),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Joins (creating if needed) and returns the snapshot.
+    async fn join(&mut self, room_id: &str, request_id: RequestId) -> RoomSnapshot {
+        self.send(&join_msg(
+            room_id,
+            request_id,
+            vec![JoinOption::CreateIfMissing],
+        ))
+        .await;
+        self.recv_until(|m| match m {
+            ServerMessage::Joined {
+                request_id: id,
+                snapshot,
+            } if id == request_id => Some(snapshot),
+            ServerMessage::Error(e) => panic!("join failed: {e}"),
+            _ => None,
+        })
+        .await
+    }
 
     /// A ping round trip: proves the session still serves this client.
-    pub async fn ping(&mut self) {
+    async fn ping(&mut self) {
         self.send(&ClientMessage::Ping { client_time: 42 }).await;
         self.recv_until(|m| match m {
             ServerMessage::Pong {
@@ -199,6 +198,35 @@ impl RawClient {
             _ => None,
         })
         .await;
+    }
+}
+
+impl RawProtocol for RawClient {
+    async fn send(&mut self, msg: &ClientMessage) {
+        self.send_raw(&encode_frame(msg)).await;
+    }
+
+    async fn recv(&mut self) -> ServerMessage {
+        self.try_recv()
+            .await
+            .unwrap_or_else(|e| panic!("no message: {e}"))
+    }
+}
+
+impl RawProtocol for RawWs {
+    async fn send(&mut self, msg: &ClientMessage) {
+        self.send_lane(0, &encode_message(msg)).await;
+    }
+
+    /// The next control message, skipping ticks.
+    async fn recv(&mut self) -> ServerMessage {
+        loop {
+            match self.next().await {
+                WsIn::Control(msg) => return msg,
+                WsIn::Tick(_) => {}
+                WsIn::Closed(code) => panic!("closed ({code:?}) while waiting for a message"),
+            }
+        }
     }
 }
 
@@ -278,10 +306,6 @@ impl RawWs {
         self.send_raw(WsMessage::Binary(data.into())).await;
     }
 
-    pub async fn send(&mut self, msg: &ClientMessage) {
-        self.send_lane(0, &encode_message(msg)).await;
-    }
-
     pub async fn send_tick(&mut self, room: RoomSlot, sender: MemberId, seq: u32, payload: &[u8]) {
         let datagram = encode_datagram(&Datagram::Tick(Tick {
             room,
@@ -326,33 +350,6 @@ impl RawWs {
         .expect("a WebSocket message in time")
     }
 
-    /// The next control message, skipping ticks.
-    pub async fn recv(&mut self) -> ServerMessage {
-        loop {
-            match self.next().await {
-                WsIn::Control(msg) => return msg,
-                WsIn::Tick(_) => {}
-                WsIn::Closed(code) => panic!("closed ({code:?}) while waiting for a message"),
-            }
-        }
-    }
-
-    pub async fn recv_until<T>(&mut self, mut pick: impl FnMut(ServerMessage) -> Option<T>) -> T {
-        loop {
-            if let Some(found) = pick(self.recv().await) {
-                return found;
-            }
-        }
-    }
-
-    pub async fn recv_error(&mut self) -> ErrorFrame {
-        self.recv_until(|m| match m {
-            ServerMessage::Error(e) => Some(e),
-            _ => None,
-        })
-        .await
-    }
-
     /// The next tick, skipping control messages.
     pub async fn recv_tick(&mut self) -> Vec<u8> {
         loop {
@@ -371,35 +368,6 @@ impl RawWs {
                 return code;
             }
         }
-    }
-
-    pub async fn join(&mut self, room_id: &str, request_id: RequestId) -> RoomSnapshot {
-        self.send(&join_msg(
-            room_id,
-            request_id,
-            vec![JoinOption::CreateIfMissing],
-        ))
-        .await;
-        self.recv_until(|m| match m {
-            ServerMessage::Joined {
-                request_id: id,
-                snapshot,
-            } if id == request_id => Some(snapshot),
-            ServerMessage::Error(e) => panic!("join failed: {e}"),
-            _ => None,
-        })
-        .await
-    }
-
-    pub async fn ping(&mut self) {
-        self.send(&ClientMessage::Ping { client_time: 42 }).await;
-        self.recv_until(|m| match m {
-            ServerMessage::Pong {
-                client_time: 42, ..
-            } => Some(()),
-            _ => None,
-        })
-        .await;
     }
 }
 
