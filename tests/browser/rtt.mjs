@@ -4,10 +4,14 @@
 // the page times each round trip with performance.now() (5 µs resolution: the page
 // is cross-origin isolated). Path: page → server → native peer → server → page.
 //
+// The server and the peer are release builds (npm run rtt builds them first);
+// CHORUS_PROFILE=debug node rtt.mjs measures the debug builds instead.
+//
 //   RTT_COUNT=1000 RTT_BROWSERS=chromium,firefox RTT_TRANSPORTS=wt,ws npm run rtt
 
+import { loadavg } from 'node:os';
 import {
-  startServer, startPeer, startListener, launchChromium, launchFirefox, selfTestUrl, selfTestResult,
+  PROFILE, startServer, startPeer, startListener, launchChromium, launchFirefox, selfTestUrl, selfTestResult,
 } from './lib/harness.mjs';
 
 const COUNT = Number(process.env.RTT_COUNT ?? 1000);
@@ -62,7 +66,7 @@ for (const b of BROWSERS) {
 }
 
 const f = (x) => (x === null || x === undefined ? '-' : x.toFixed(3));
-console.log(`\nTick round trip (page → server → native echo peer → server → page), ${COUNT} sequential 64-byte ticks after 50 warm-up, loopback:`);
+console.log(`\nTick round trip (page → server → native echo peer → server → page), ${COUNT} sequential 64-byte ticks after 50 warm-up, loopback, ${PROFILE} server and peer, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}:`);
 console.log('browser   transport      p50 ms   p90 ms   p99 ms   max ms  mean ms  lost  clock-sync rtt ms');
 for (const r of rows) {
   if (!r.ok) {

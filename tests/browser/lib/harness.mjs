@@ -16,8 +16,11 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-export const CHORUS_BIN = process.env.CHORUS_BIN ?? join(REPO, 'target/debug/chorus');
-export const PEER_BIN = process.env.CHORUS_PEER_BIN ?? join(REPO, 'target/debug/examples/browser_peer');
+// Cargo profile of the binaries: debug for the tests, release for `npm run rtt`
+// (CHORUS_PROFILE); CHORUS_BIN / CHORUS_PEER_BIN name binaries directly.
+export const PROFILE = process.env.CHORUS_PROFILE === 'release' ? 'release' : 'debug';
+export const CHORUS_BIN = process.env.CHORUS_BIN ?? join(REPO, 'target', PROFILE, 'chorus');
+export const PEER_BIN = process.env.CHORUS_PEER_BIN ?? join(REPO, 'target', PROFILE, 'examples/browser_peer');
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 export const FIREFOX = process.env.FIREFOX_BIN ?? '/usr/bin/firefox-esr';
 
@@ -108,9 +111,10 @@ function tail(stream, max = 200) {
 
 /** Builds the server and the native peer (a no-op when they are up to date). */
 export function cargoBuild() {
+  const profile = PROFILE === 'release' ? ['--release'] : [];
   for (const args of [
-    ['build', '--locked', '-p', 'chorus-server'],
-    ['build', '--locked', '-p', 'chorus-client', '--example', 'browser_peer'],
+    ['build', ...profile, '--locked', '-p', 'chorus-server'],
+    ['build', ...profile, '--locked', '-p', 'chorus-client', '--example', 'browser_peer'],
   ]) {
     const r = spawnSync('cargo', args, { cwd: REPO, stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`cargo ${args.join(' ')} failed (${r.status ?? r.signal})`);
