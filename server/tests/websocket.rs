@@ -261,31 +261,7 @@ async fn a_websocket_reader_ignoring_reliable_events_is_disconnected_with_its_re
     let (mut flooder, _) = RawClient::connect_hello(&server).await;
     let sleeper_room = sleeper.join("flood-ws", 1).await;
     let room = flooder.join("flood-ws", 1).await;
-    let payload = vec![0u8; 32 * 1024];
-    let mut request_id = 10;
-    let (member, reason) = loop {
-        request_id += 1;
-        assert!(request_id < 10_000, "the slow reader was never cut off");
-        flooder
-            .send(&ClientMessage::Command {
-                request_id,
-                room: room.room,
-                kind: "bulk".into(),
-                payload: payload.clone(),
-                idempotency_key: None,
-            })
-            .await;
-        let left = flooder
-            .recv_until(|m| match m {
-                ServerMessage::CommandAck { request_id: id, .. } if id == request_id => Some(None),
-                ServerMessage::MemberLeft { member, reason, .. } => Some(Some((member, reason))),
-                _ => None,
-            })
-            .await;
-        if let Some(left) = left {
-            break left;
-        }
-    };
+    let (_, member, reason) = flood_until_someone_leaves(&mut flooder, room.room).await;
     assert_eq!((member, reason), (sleeper_room.you, LeaveReason::TooSlow));
     // Reading now, the sleeper finds the close with code 4000 + 400.
     assert_eq!(sleeper.closed_code().await, Some(4400));

@@ -230,6 +230,40 @@ impl RawProtocol for RawWs {
     }
 }
 
+/// Sends 32 KiB commands, one at a time (each acknowledged), until the room
+/// reports a member leaving; returns the last request id sent and who left
+/// why. Used to overflow a member that does not read.
+pub async fn flood_until_someone_leaves(
+    flooder: &mut impl RawProtocol,
+    room: RoomSlot,
+) -> (RequestId, MemberId, LeaveReason) {
+    let payload = vec![0u8; 32 * 1024];
+    let mut request_id = 0;
+    loop {
+        request_id += 1;
+        assert!(request_id < 10_000, "nobody was ever cut off");
+        flooder
+            .send(&ClientMessage::Command {
+                request_id,
+                room,
+                kind: "bulk".into(),
+                payload: payload.clone(),
+                idempotency_key: None,
+            })
+            .await;
+        let left = flooder
+            .recv_until(|m| match m {
+                ServerMessage::CommandAck { request_id: id, .. } if id == request_id => Some(None),
+                ServerMessage::MemberLeft { member, reason, .. } => Some(Some((member, reason))),
+                _ => None,
+            })
+            .await;
+        if let Some((member, reason)) = left {
+            return (request_id, member, reason);
+        }
+    }
+}
+
 pub fn hello(version: ProtocolVersion) -> ClientMessage {
     ClientMessage::Hello(ClientHello {
         version,
