@@ -300,8 +300,7 @@ function nextEvent(target, event, pred, ms, what) {
 const sameBytes = (a, b) => a?.byteLength === b.byteLength && a.every((v, i) => v === b[i]);
 
 /** Sends `payload` every 50 ms from `from` until `to` receives it from `fromId`. */
-async function tickReaches(from, to, fromId, ms = 5000) {
-  const payload = cursorPayload(Math.random(), Math.random());
+async function tickReaches(from, to, fromId, payload = cursorPayload(Math.random(), Math.random()), ms = 5000) {
   const got = nextEvent(to, 'tick', (t) => t.sender === fromId && sameBytes(t.payload, payload), ms, 'tick');
   from.sendTick(payload);
   const timer = setInterval(() => from.sendTick(payload), 50);
@@ -345,6 +344,10 @@ async function selfTest() {
     check('tick first → second', parseCursor(t1.payload) !== null, { seq: t1.seq });
     const t2 = await tickReaches(room2, room, room2.me);
     check('tick second → first', parseCursor(t2.payload) !== null, { seq: t2.seq });
+    const largest = new Uint8Array(client.maxTickPayload).map((_, i) => i * 7);
+    const t3 = await tickReaches(room, room2, room.me, largest);
+    check('a tick of maxTickPayload bytes arrives', t3.payload.byteLength === largest.byteLength,
+      { maxTickPayload: client.maxTickPayload, limit: client.limits?.maxTickPayloadBytes });
 
     const title = `self-test ${Math.random().toString(36).slice(2, 8)}`;
     const sawState = nextEvent(room, 'stateChanged', (s) => s.key === 'title' && s.text === title, 5000, 'stateChanged');

@@ -452,5 +452,6 @@ export async function selfTestResult(listener, ms, context = () => '') {
 
 /** One line per self-test check, for t.diagnostic. */
 export function summarize(result) {
-  return (result.checks ?? []).map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}`).join('\n');
+  const detail = (c) => (!c.ok || c.name.includes('maxTickPayload') ? ` ${JSON.stringify(c.detail)}` : '');
+  return (result.checks ?? []).map((c) => `${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${detail(c)}`).join('\n');
 }

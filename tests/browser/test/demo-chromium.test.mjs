@@ -154,7 +154,8 @@ for (const { label, param, expected } of [TRANSPORTS[0], TRANSPORTS[1]]) {
 
 for (const { label, param, expected } of TRANSPORTS) {
   test(`Chromium: the demo's self-test (second client, typed errors) passes over ${label}`, { timeout: 60000 }, async (t) => {
-    const server = await startServer(t);
+    // Ticks up to 1200 bytes: the largest then depends on the browser's datagram size.
+    const server = await startServer(t, { args: ['--max-tick-payload-bytes', '1200'] });
     const listener = await startListener(t);
     const browser = await launchChromium(t);
     const page = await browser.newPage();

@@ -13,7 +13,8 @@ for (const { label, param, expected } of [
   { label: 'WebSocket (?transport=ws)', param: 'ws', expected: 'websocket' },
 ]) {
   test(`Firefox: the demo's self-test (second client, typed errors) passes over ${label}`, { timeout: 60000 }, async (t) => {
-    const server = await startServer(t);
+    // Ticks up to 1200 bytes: the largest then depends on the browser's datagram size.
+    const server = await startServer(t, { args: ['--max-tick-payload-bytes', '1200'] });
     const listener = await startListener(t);
     const firefox = launchFirefox(t, selfTestUrl(server, listener, { selftest: 'basic', room: `firefox-${param}`, name: 'firefox', transport: param }));
     const result = await selfTestResult(listener, 50000, () => `Firefox output:\n${firefox.output()}`);
