@@ -157,6 +157,8 @@ export interface ConnectOptions {
   handshakeTimeoutMs?: number;
   /** WebSocket: a Ping sent after a quiet spell and unanswered this long means the connection is lost. Default 30000; 0 turns it off. */
   idleTimeoutMs?: number;
+  /** In a page, close the connection on `pagehide` (Chromium may otherwise leave a closed tab's WebTransport session open until the server's heartbeat timeout). Default true. */
+  closeOnPageHide?: boolean;
   /** Default `{ pings: 8, intervalMs: 10000 }`; false turns clock sync off. */
   clockSync?: ClockSyncOptions | false;
   /** A WebSocket constructor to use instead of the global one (polyfills, tests). */

@@ -1935,6 +1935,7 @@ const DEFAULT_OPTIONS = Object.freeze({
   requestTimeoutMs: 10000,
   handshakeTimeoutMs: 10000,
   idleTimeoutMs: 30000,
+  closeOnPageHide: true,
 });
 
 /** A server error frame seen this recently explains a connection that is lost without a code. */
@@ -1952,6 +1953,7 @@ function normalizeOptions(options) {
     if (typeof o[key] !== 'number' || !(o[key] >= 0)) throw invalidArgument(`${key} must be a non-negative number`);
   }
   if (typeof o.clientName !== 'string') throw invalidArgument('clientName must be a string');
+  if (typeof o.closeOnPageHide !== 'boolean') throw invalidArgument('closeOnPageHide must be a boolean');
   o.clockSync =
     options.clockSync === false
       ? { ...DEFAULT_CLOCK_SYNC, pings: 0, intervalMs: 0 }
@@ -2844,7 +2846,24 @@ async function establish(link, opts, deadline) {
   }
   driver.scheduleClockSync();
   driver.startWatchdog();
+  if (opts.closeOnPageHide) closeOnPageHide(driver.client);
   return driver.client;
+}
+
+/**
+ * Closes the client when its page goes away. Chromium does not always close a
+ * WebTransport session when a tab closes (no CONNECTION_CLOSE, no answer to
+ * keep-alives), which would leave the member in its rooms until the server's
+ * heartbeat timeout; an explicit close tells the server at once.
+ */
+function closeOnPageHide(client) {
+  const target = globalThis;
+  if (typeof target.addEventListener !== 'function' || typeof target.document === 'undefined') return;
+  const onPageHide = () => {
+    client.close().catch(() => {});
+  };
+  target.addEventListener('pagehide', onPageHide);
+  client.on('close', () => target.removeEventListener('pagehide', onPageHide));
 }
 
 /**

@@ -93,10 +93,7 @@ async function main() {
     client = await connect(serverUrl, { transport, clientName: 'chorus-demo/0.1' });
     demo.client = client;
     client.on('close', (reason) => banner(`Disconnected: ${reason?.message || reason?.name || 'connection closed'}`));
-    // Leave at once when the tab goes away: Chromium does not always close a
-    // WebTransport session with its tab, and the server would otherwise notice
-    // only at its heartbeat timeout.
-    addEventListener('pagehide', () => client.close().catch(() => {}));
+    // The SDK closes the connection on pagehide itself (closeOnPageHide).
     client.on('error', (err) => systemLine(`server error: ${describe(err)}`));
     const room = await client.join(roomId, {
       name: myName, meta: enc.encode(JSON.stringify({ color: myColor })), createIfMissing: true,
