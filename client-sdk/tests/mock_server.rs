@@ -6,6 +6,8 @@
 //! The peer uses the long-lived self-signed test certificate in `tests/data`,
 //! trusted through `Trust::CaPem`. Its key is for these tests only.
 
+mod common;
+
 use bytes::Bytes;
 use chorus_client::{
     Client, CloseReason, ConnectError, ConnectOptions, JoinOptions, RequestError, RoomEvent,
@@ -17,31 +19,16 @@ use chorus_protocol::{
     RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, StateEntry, Tick,
     decode_client_message, decode_datagram, encode_datagram, encode_frame,
 };
+use common::{CERT, KEY, member, unix_us};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::task::JoinHandle;
 use wtransport::tls::{CertificateChain, PrivateKey};
 use wtransport::{Connection, Endpoint, Identity, RecvStream, SendStream, ServerConfig, VarInt};
 
-const CERT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/test-server.cert.pem"
-);
-const KEY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/test-server.key.pem"
-);
-
 /// The mock server's clock runs this far ahead of the client's.
 const SERVER_AHEAD_US: u64 = 3_000_000;
-
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros() as u64
-}
 
 /// The server side of one session: the control stream, with pings answered
 /// automatically.
@@ -105,17 +92,6 @@ fn hello() -> ServerHello {
         server_time: ServerTime(unix_us() + SERVER_AHEAD_US),
         max_datagram_size: 1200,
         limits: Limits::default(),
-    }
-}
-
-fn member(id: u32, name: &str) -> MemberInfo {
-    MemberInfo {
-        id: MemberId(id),
-        role: if id == 1 { Role::Host } else { Role::Editor },
-        display: DisplayInfo {
-            name: name.into(),
-            meta: vec![],
-        },
     }
 }
 

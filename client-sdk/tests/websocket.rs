@@ -8,6 +8,8 @@
 // tungstenite's upgrade callback returns `Result<Response, ErrorResponse>`.
 #![allow(clippy::result_large_err)]
 
+mod common;
+
 use bytes::Bytes;
 use chorus_client::{
     Client, CloseReason, ConnectError, ConnectOptions, JoinOptions, RequestError, Transport,
@@ -18,10 +20,11 @@ use chorus_protocol::{
     PROTOCOL_VERSION, Role, RoomSlot, RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime,
     Tick, decode_client_message, decode_datagram, encode_datagram,
 };
+use common::{CERT, KEY, member, unix_us};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -36,23 +39,7 @@ use wtransport::tls::rustls;
 use wtransport::tls::rustls::pki_types::pem::PemObject;
 use wtransport::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-const CERT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/test-server.cert.pem"
-);
-const KEY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/test-server.key.pem"
-);
-
 const SLOT: RoomSlot = RoomSlot(4);
-
-fn unix_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_micros() as u64
-}
 
 /// What the upgrade request carried.
 #[derive(Debug, Default, Clone)]
@@ -242,14 +229,7 @@ fn snapshot(room_id: &str, display: DisplayInfo) -> RoomSnapshot {
         you: MemberId(2),
         role: Role::Editor,
         members: vec![
-            MemberInfo {
-                id: MemberId(1),
-                role: Role::Host,
-                display: DisplayInfo {
-                    name: "ada".into(),
-                    meta: vec![],
-                },
-            },
+            member(1, "ada"),
             MemberInfo {
                 id: MemberId(2),
                 role: Role::Editor,

@@ -1,0 +1,36 @@
+//! What the fake-server test binaries share.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use chorus_protocol::{DisplayInfo, MemberId, MemberInfo, Role};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The fake servers' certificate and key (a long-lived self-signed pair made
+/// for these tests only; see tests/data/README).
+pub const CERT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/test-server.cert.pem"
+);
+pub const KEY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/test-server.key.pem"
+);
+
+/// Now, in microseconds since the Unix epoch (the server-time unit).
+pub fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
+}
+
+/// A member as a snapshot lists it: member 1 hosts, others edit.
+pub fn member(id: u32, name: &str) -> MemberInfo {
+    MemberInfo {
+        id: MemberId(id),
+        role: if id == 1 { Role::Host } else { Role::Editor },
+        display: DisplayInfo {
+            name: name.into(),
+            meta: vec![],
+        },
+    }
+}
