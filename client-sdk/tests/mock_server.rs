@@ -15,11 +15,11 @@ use chorus_client::{
 };
 use chorus_protocol::{
     ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder,
-    LeaveReason, Limits, MemberId, MemberInfo, PROTOCOL_VERSION, ProtocolVersion, Role, RoomSlot,
-    RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, StateEntry, Tick,
-    decode_client_message, decode_datagram, encode_datagram, encode_frame,
+    LeaveReason, Limits, MemberId, PROTOCOL_VERSION, ProtocolVersion, Role, RoomSlot, RoomSnapshot,
+    Seq, ServerHello, ServerMessage, ServerTime, StateEntry, Tick, decode_client_message,
+    decode_datagram, encode_datagram, encode_frame,
 };
-use common::{CERT, KEY, member, unix_us};
+use common::{CERT, KEY, SLOT, member, snapshot_with, unix_us};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -95,33 +95,16 @@ fn hello() -> ServerHello {
     }
 }
 
-const SLOT: RoomSlot = RoomSlot(4);
-
 /// The snapshot the mock sends for a join: member 1 ("ada") was there, the
 /// client is member 2, one key `title`.
 fn snapshot(room_id: &str, display: DisplayInfo) -> RoomSnapshot {
-    RoomSnapshot {
-        room_id: room_id.into(),
-        room: SLOT,
-        you: MemberId(2),
-        role: Role::Editor,
-        members: vec![
-            member(1, "ada"),
-            MemberInfo {
-                id: MemberId(2),
-                role: Role::Editor,
-                display,
-            },
-        ],
-        state: vec![StateEntry {
-            key: "title".into(),
-            value: b"Hello".to_vec(),
-            version: 3,
-            author: MemberId(1),
-        }],
-        state_version: 3,
-        last_seq: Seq(5),
-    }
+    let title = StateEntry {
+        key: "title".into(),
+        value: b"Hello".to_vec(),
+        version: 3,
+        author: MemberId(1),
+    };
+    snapshot_with(room_id, display, vec![title], 3, Seq(5))
 }
 
 /// Reads the client's hello. Answers with `reply` if given.

@@ -16,11 +16,11 @@ use chorus_client::{
     TransportChoice, Trust,
 };
 use chorus_protocol::{
-    ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorFrame, Limits, MemberId, MemberInfo,
-    PROTOCOL_VERSION, Role, RoomSlot, RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime,
-    Tick, decode_client_message, decode_datagram, encode_datagram,
+    ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorFrame, Limits, MemberId,
+    PROTOCOL_VERSION, RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, Tick,
+    decode_client_message, decode_datagram, encode_datagram,
 };
-use common::{CERT, KEY, member, unix_us};
+use common::{CERT, KEY, SLOT, snapshot_with, unix_us};
 use futures_util::{SinkExt, StreamExt};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -38,8 +38,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wtransport::tls::rustls;
 use wtransport::tls::rustls::pki_types::pem::PemObject;
 use wtransport::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-const SLOT: RoomSlot = RoomSlot(4);
 
 /// What the upgrade request carried.
 #[derive(Debug, Default, Clone)]
@@ -222,24 +220,9 @@ async fn greet<S: AsyncRead + AsyncWrite + Unpin>(peer: &mut Peer<S>) {
     peer.send(&ServerMessage::Hello(hello())).await;
 }
 
+/// An empty room but for its host, member 1 ("ada").
 fn snapshot(room_id: &str, display: DisplayInfo) -> RoomSnapshot {
-    RoomSnapshot {
-        room_id: room_id.into(),
-        room: SLOT,
-        you: MemberId(2),
-        role: Role::Editor,
-        members: vec![
-            member(1, "ada"),
-            MemberInfo {
-                id: MemberId(2),
-                role: Role::Editor,
-                display,
-            },
-        ],
-        state: vec![],
-        state_version: 0,
-        last_seq: Seq(1),
-    }
+    snapshot_with(room_id, display, vec![], 0, Seq(1))
 }
 
 async fn answer_join<S: AsyncRead + AsyncWrite + Unpin>(peer: &mut Peer<S>) {

@@ -1,7 +1,9 @@
 //! What the fake-server test binaries share.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
-use chorus_protocol::{DisplayInfo, MemberId, MemberInfo, Role};
+use chorus_protocol::{
+    DisplayInfo, MemberId, MemberInfo, Role, RoomSlot, RoomSnapshot, Seq, StateEntry,
+};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The fake servers' certificate and key (a long-lived self-signed pair made
@@ -32,5 +34,37 @@ pub fn member(id: u32, name: &str) -> MemberInfo {
             name: name.into(),
             meta: vec![],
         },
+    }
+}
+
+/// The room slot every fake server uses.
+pub const SLOT: RoomSlot = RoomSlot(4);
+
+/// The snapshot a fake server sends for a join: member 1 ("ada") hosts, the
+/// client is member 2 (an editor) with `display`; `state` and the sequence
+/// numbers are the caller's.
+pub fn snapshot_with(
+    room_id: &str,
+    display: DisplayInfo,
+    state: Vec<StateEntry>,
+    state_version: u64,
+    last_seq: Seq,
+) -> RoomSnapshot {
+    RoomSnapshot {
+        room_id: room_id.into(),
+        room: SLOT,
+        you: MemberId(2),
+        role: Role::Editor,
+        members: vec![
+            member(1, "ada"),
+            MemberInfo {
+                id: MemberId(2),
+                role: Role::Editor,
+                display,
+            },
+        ],
+        state,
+        state_version,
+        last_seq,
     }
 }
