@@ -8,14 +8,14 @@
 use crate::error::{ErrorCode, ErrorDetail};
 use crate::frame::{FrameError, get_varint_u32};
 use crate::limits::{LimitViolation, Limits};
-use crate::message::{ClientMessage, Datagram, ServerMessage};
+use crate::message::{ClientMessage, Datagram, HelloOption, JoinOption, ServerMessage};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Number of `ClientMessage` variants (tags `0..CLIENT_MESSAGE_TAGS`).
-pub const CLIENT_MESSAGE_TAGS: u32 = 7;
+pub const CLIENT_MESSAGE_TAGS: u32 = 11;
 /// Number of `ServerMessage` variants.
-pub const SERVER_MESSAGE_TAGS: u32 = 11;
+pub const SERVER_MESSAGE_TAGS: u32 = 15;
 /// Number of `Datagram` variants.
 pub const DATAGRAM_TAGS: u32 = 1;
 
@@ -131,7 +131,20 @@ pub fn decode_datagram<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Datagram<
 pub fn validate_client_message(msg: &ClientMessage, limits: &Limits) -> Result<(), LimitViolation> {
     match msg {
         ClientMessage::Hello(hello) => {
-            Limits::check("client_name", hello.client_name.len(), limits.max_name_len)
+            Limits::check("client_name", hello.client_name.len(), limits.max_name_len)?;
+            Limits::check(
+                "hello options",
+                hello.options.len(),
+                limits.max_join_options,
+            )?;
+            for option in &hello.options {
+                match option {
+                    HelloOption::ApiKey(key) => {
+                        Limits::check("api key", key.len(), limits.max_api_key_len)?
+                    }
+                }
+            }
+            Ok(())
         }
         ClientMessage::Join {
             room_id,
@@ -146,8 +159,39 @@ pub fn validate_client_message(msg: &ClientMessage, limits: &Limits) -> Result<(
                 display.meta.len(),
                 limits.max_display_meta_bytes,
             )?;
-            Limits::check("join options", options.len(), limits.max_join_options)
+            Limits::check("join options", options.len(), limits.max_join_options)?;
+            for option in options {
+                match option {
+                    JoinOption::Password(p) => {
+                        Limits::check("password", p.len(), limits.max_password_len)?
+                    }
+                    JoinOption::Token(t) => Limits::check("token", t.len(), limits.max_token_len)?,
+                    JoinOption::Template(t) => {
+                        Limits::check("template", t.len(), limits.max_room_id_len)?
+                    }
+                    JoinOption::Policy(policy) => {
+                        Limits::check("policy rules", policy.rules.len(), limits.max_policy_rules)?;
+                        for rule in &policy.rules {
+                            Limits::check(
+                                "policy scope",
+                                rule.scope.len(),
+                                limits.max_state_key_len,
+                            )?;
+                        }
+                    }
+                    JoinOption::CreateIfMissing | JoinOption::MaxMembers(_) => {}
+                }
+            }
+            Ok(())
         }
+        ClientMessage::Kick { reason, .. } | ClientMessage::CloseRoom { reason, .. } => {
+            Limits::check("reason", reason.len(), limits.max_reason_len)
+        }
+        ClientMessage::SetPassword { password, .. } => Limits::check(
+            "password",
+            password.as_ref().map_or(0, String::len),
+            limits.max_password_len,
+        ),
         ClientMessage::SetState { key, value, .. } => {
             Limits::check("state key", key.len(), limits.max_state_key_len)?;
             Limits::check("state value", value.len(), limits.max_state_value_bytes)
@@ -173,7 +217,9 @@ pub fn validate_client_message(msg: &ClientMessage, limits: &Limits) -> Result<(
                 limits.max_idempotency_key_len,
             )
         }
-        ClientMessage::Leave { .. } | ClientMessage::Ping { .. } => Ok(()),
+        ClientMessage::Leave { .. }
+        | ClientMessage::Ping { .. }
+        | ClientMessage::SetRole { .. } => Ok(()),
     }
 }
 
@@ -195,14 +241,18 @@ mod tests {
     #[test]
     fn tag_counts_match_the_enums() {
         // The highest tag of each enum decodes; one past it is unknown.
-        let ping = encode_message(&ClientMessage::Ping { client_time: 1 });
-        assert_eq!(ping[0] as u32, CLIENT_MESSAGE_TAGS - 1);
-        let err = encode_message(&ServerMessage::Error(crate::ErrorFrame::new(
-            None,
-            ErrorCode::Internal,
-            "x",
-        )));
-        assert_eq!(err[0] as u32, SERVER_MESSAGE_TAGS - 1);
+        let close = encode_message(&ClientMessage::CloseRoom {
+            request_id: 1,
+            room: RoomSlot(1),
+            reason: String::new(),
+        });
+        assert_eq!(close[0] as u32, CLIENT_MESSAGE_TAGS - 1);
+        let ack = encode_message(&ServerMessage::Ack {
+            request_id: 1,
+            room: RoomSlot(1),
+            seq: crate::Seq(1),
+        });
+        assert_eq!(ack[0] as u32, SERVER_MESSAGE_TAGS - 1);
         assert_eq!(
             decode_client_message(&[CLIENT_MESSAGE_TAGS as u8], &Limits::default()),
             Err(DecodeError::UnknownTag {

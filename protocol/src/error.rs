@@ -43,14 +43,38 @@ pub enum ErrorCode {
     InvalidSender,
     /// 207: the room id is empty or contains characters outside the allowed set.
     InvalidRoomId,
+    /// 208: this client was kicked from the room and its ban has not run out;
+    /// the detail carries the time left.
+    Banned,
     /// 300: the member's role does not permit this action.
     Forbidden,
     /// 301: an `if_version` precondition failed; the detail carries the current version.
     Conflict,
     /// 302: the room's state would exceed its total size or key count.
     StateFull,
+    /// 303: the server requires an API key (or a join token) and none, or a
+    /// wrong one, was given.
+    Unauthorized,
+    /// 304: a join token is malformed, badly signed, not yet valid, or for
+    /// another room.
+    InvalidToken,
+    /// 305: a join token has expired (at join, or later: the session is closed).
+    TokenExpired,
+    /// 306: the room's password does not match.
+    WrongPassword,
+    /// 307: the room has a password and the join gave none.
+    PasswordRequired,
     /// 400: the client did not read reliable events fast enough and is disconnected.
     SlowConsumer,
+    /// 401: a rate budget is spent; the detail carries when to retry. Repeated
+    /// violations close the session with this code.
+    RateLimited,
+    /// 402: too many failed attempts (wrong passwords, unknown rooms) from this
+    /// address; joins are blocked for the time in the detail.
+    Blocked,
+    /// 403: this address has its maximum number of connections, or opened new
+    /// ones too fast.
+    TooManyConnections,
     /// 500: an internal server error; the request may be retried.
     Internal,
     /// 501: the server is shutting down.
@@ -77,10 +101,19 @@ impl ErrorCode {
             ErrorCode::NotJoined => 205,
             ErrorCode::InvalidSender => 206,
             ErrorCode::InvalidRoomId => 207,
+            ErrorCode::Banned => 208,
             ErrorCode::Forbidden => 300,
             ErrorCode::Conflict => 301,
             ErrorCode::StateFull => 302,
+            ErrorCode::Unauthorized => 303,
+            ErrorCode::InvalidToken => 304,
+            ErrorCode::TokenExpired => 305,
+            ErrorCode::WrongPassword => 306,
+            ErrorCode::PasswordRequired => 307,
             ErrorCode::SlowConsumer => 400,
+            ErrorCode::RateLimited => 401,
+            ErrorCode::Blocked => 402,
+            ErrorCode::TooManyConnections => 403,
             ErrorCode::Internal => 500,
             ErrorCode::ShuttingDown => 501,
             ErrorCode::Unknown(code) => code,
@@ -104,10 +137,19 @@ impl ErrorCode {
             205 => ErrorCode::NotJoined,
             206 => ErrorCode::InvalidSender,
             207 => ErrorCode::InvalidRoomId,
+            208 => ErrorCode::Banned,
             300 => ErrorCode::Forbidden,
             301 => ErrorCode::Conflict,
             302 => ErrorCode::StateFull,
+            303 => ErrorCode::Unauthorized,
+            304 => ErrorCode::InvalidToken,
+            305 => ErrorCode::TokenExpired,
+            306 => ErrorCode::WrongPassword,
+            307 => ErrorCode::PasswordRequired,
             400 => ErrorCode::SlowConsumer,
+            401 => ErrorCode::RateLimited,
+            402 => ErrorCode::Blocked,
+            403 => ErrorCode::TooManyConnections,
             500 => ErrorCode::Internal,
             501 => ErrorCode::ShuttingDown,
             other => ErrorCode::Unknown(other),
@@ -132,10 +174,19 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::InvalidSender => "invalid_sender",
             ErrorCode::InvalidRoomId => "invalid_room_id",
+            ErrorCode::Banned => "banned",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Conflict => "conflict",
             ErrorCode::StateFull => "state_full",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::PasswordRequired => "password_required",
             ErrorCode::SlowConsumer => "slow_consumer",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Internal => "internal",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unknown(_) => "unknown",
@@ -143,7 +194,7 @@ impl ErrorCode {
     }
 
     /// Every code this build knows, for documentation and tests.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessage,
         ErrorCode::FrameTooLarge,
@@ -159,10 +210,19 @@ impl ErrorCode {
         ErrorCode::NotJoined,
         ErrorCode::InvalidSender,
         ErrorCode::InvalidRoomId,
+        ErrorCode::Banned,
         ErrorCode::Forbidden,
         ErrorCode::Conflict,
         ErrorCode::StateFull,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidToken,
+        ErrorCode::TokenExpired,
+        ErrorCode::WrongPassword,
+        ErrorCode::PasswordRequired,
         ErrorCode::SlowConsumer,
+        ErrorCode::RateLimited,
+        ErrorCode::Blocked,
+        ErrorCode::TooManyConnections,
         ErrorCode::Internal,
         ErrorCode::ShuttingDown,
     ];
@@ -204,6 +264,12 @@ pub enum ErrorDetail {
     Limit {
         limit: u64,
         actual: u64,
+    },
+    /// With [`ErrorCode::RateLimited`], [`ErrorCode::Blocked`],
+    /// [`ErrorCode::Banned`] and [`ErrorCode::TooManyConnections`]: how long to
+    /// wait before trying again.
+    RetryAfter {
+        retry_after_ms: u64,
     },
 }
 

@@ -18,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod limits;
 pub mod message;
+pub mod policy;
 pub mod types;
 
 pub use codec::{
@@ -28,6 +29,7 @@ pub use error::{ErrorCode, ErrorDetail, ErrorFrame};
 pub use frame::{FrameDecoder, FrameError, encode_frame};
 pub use limits::{LimitViolation, Limits};
 pub use message::*;
+pub use policy::{Action, PermissionPolicy, PermissionRule, Rate, RateLimits};
 pub use types::*;
 
 /// The protocol version this crate speaks.
@@ -37,4 +39,4 @@ pub use types::*;
 /// Within one major version, messages never change shape: new abilities come as
 /// new message tags or new enum variants, and the server never sends a client a
 /// tag newer than the `minor` the client announced.
-pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+pub const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion { major: 2, minor: 0 };

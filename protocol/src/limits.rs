@@ -41,8 +41,18 @@ pub struct Limits {
     pub max_command_payload_bytes: u32,
     /// Idempotency key length.
     pub max_idempotency_key_len: u32,
-    /// Options in one join request.
+    /// Options in one join request (also options in the client hello).
     pub max_join_options: u32,
+    /// Room password.
+    pub max_password_len: u32,
+    /// Reason text of a kick or room close.
+    pub max_reason_len: u32,
+    /// Signed join token.
+    pub max_token_len: u32,
+    /// API key in the client hello.
+    pub max_api_key_len: u32,
+    /// Rules in a room's permission policy.
+    pub max_policy_rules: u32,
 }
 
 impl Default for Limits {
@@ -63,6 +73,11 @@ impl Default for Limits {
             max_command_payload_bytes: 64 * 1024,
             max_idempotency_key_len: 64,
             max_join_options: 16,
+            max_password_len: 128,
+            max_reason_len: 96,
+            max_token_len: 4096,
+            max_api_key_len: 256,
+            max_policy_rules: 64,
         }
     }
 }

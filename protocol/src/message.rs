@@ -8,6 +8,7 @@
 
 use crate::error::ErrorFrame;
 use crate::limits::Limits;
+use crate::policy::{PermissionPolicy, RateLimits};
 use crate::types::{
     LeaveReason, MemberId, ProtocolVersion, RequestId, Role, RoomSlot, Seq, ServerTime,
 };
@@ -31,6 +32,23 @@ pub enum JoinOption {
     CreateIfMissing,
     /// When this join creates the room: its member cap (never above the server's).
     MaxMembers(u32),
+    /// The room's password. When this join creates the room, sets it.
+    Password(String),
+    /// A signed join token (JWT) from the application's backend: admits the
+    /// member to the room it names, with the role it names.
+    Token(String),
+    /// When this join creates the room: its permission rules (over the defaults).
+    Policy(PermissionPolicy),
+    /// When this join creates the room: a room template from the server's
+    /// configuration (policy, caps, persistence). Unknown names are refused.
+    Template(String),
+}
+
+/// Options of the client hello. A server refuses options it does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloOption {
+    /// The server's API key, when the server requires one.
+    ApiKey(String),
 }
 
 /// First message of a client on the control stream.
@@ -39,8 +57,9 @@ pub struct ClientHello {
     pub version: ProtocolVersion,
     /// Free-form client identification, e.g. `"chorus-client-rust/0.1"`.
     pub client_name: String,
-    /// Capability bits; none are defined in 1.0 and a server ignores unknown bits.
+    /// Capability bits; none are defined in 2.0 and a server ignores unknown bits.
     pub capabilities: u64,
+    pub options: Vec<HelloOption>,
 }
 
 /// Messages a client sends on the control stream.
@@ -90,6 +109,35 @@ pub enum ClientMessage {
     },
     /// Clock sync and RTT probe; answered by `Pong` at once.
     Ping { client_time: u64 },
+    /// Remove `member` from the room; it cannot rejoin during the server's ban
+    /// time. Answered by `Ack`; every member sees `MemberKicked`.
+    Kick {
+        request_id: RequestId,
+        room: RoomSlot,
+        member: MemberId,
+        reason: String,
+    },
+    /// Give `member` a role. Answered by `Ack`; every member sees `RoleChanged`.
+    SetRole {
+        request_id: RequestId,
+        room: RoomSlot,
+        member: MemberId,
+        role: Role,
+    },
+    /// Set (`Some`) or remove (`None`) the room's password. Answered by `Ack`.
+    /// Members already in the room stay.
+    SetPassword {
+        request_id: RequestId,
+        room: RoomSlot,
+        password: Option<String>,
+    },
+    /// End the room for everyone. Answered by `Ack`; every member sees
+    /// `RoomClosed` and is no longer a member.
+    CloseRoom {
+        request_id: RequestId,
+        room: RoomSlot,
+        reason: String,
+    },
 }
 
 /// One member as others see it.
@@ -129,6 +177,8 @@ pub struct RoomSnapshot {
     pub state_version: u64,
     /// The last room sequence number; the next event the member receives is after it.
     pub last_seq: Seq,
+    /// The room's own permission rules (the defaults apply where none matches).
+    pub policy: PermissionPolicy,
 }
 
 /// The server's answer to a valid `ClientHello`.
@@ -143,6 +193,20 @@ pub struct ServerHello {
     /// Largest datagram this connection carries (0 on transports without datagrams).
     pub max_datagram_size: u32,
     pub limits: Limits,
+    /// This session's rate budgets.
+    pub rate_limits: RateLimits,
+    /// Additions of later minor versions; a client skips kinds it does not know.
+    pub extensions: Vec<HelloExtension>,
+}
+
+/// A tagged, length-delimited addition to the server hello. None are defined
+/// in 2.0; the list exists so that a 2.x server can tell a 2.0 client more
+/// without breaking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloExtension {
+    pub kind: u16,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// Messages a server sends on the control stream.
@@ -211,6 +275,39 @@ pub enum ServerMessage {
         server_send_time: ServerTime,
     },
     Error(ErrorFrame),
+    /// `member`'s role changed, by `by`'s request.
+    RoleChanged {
+        room: RoomSlot,
+        seq: Seq,
+        member: MemberId,
+        role: Role,
+        by: MemberId,
+    },
+    /// `member` was removed by `by` and may not rejoin for `ban_ms`. The kicked
+    /// member receives this too, and is no longer in the room after it.
+    MemberKicked {
+        room: RoomSlot,
+        seq: Seq,
+        member: MemberId,
+        by: MemberId,
+        reason: String,
+        ban_ms: u64,
+    },
+    /// The room ended; nobody is a member any more.
+    RoomClosed {
+        room: RoomSlot,
+        seq: Seq,
+        by: MemberId,
+        reason: String,
+    },
+    /// A request that has no other answer (`Kick`, `SetRole`, `SetPassword`,
+    /// `CloseRoom`) was carried out; `seq` is the room event it caused, or the
+    /// room's last sequence number when it caused none.
+    Ack {
+        request_id: RequestId,
+        room: RoomSlot,
+        seq: Seq,
+    },
 }
 
 /// A tick: a small, frequent, unreliable update (pose, cursor, scroll).
@@ -250,6 +347,10 @@ impl ClientMessage {
             ClientMessage::DeleteState { .. } => "delete_state",
             ClientMessage::Command { .. } => "command",
             ClientMessage::Ping { .. } => "ping",
+            ClientMessage::Kick { .. } => "kick",
+            ClientMessage::SetRole { .. } => "set_role",
+            ClientMessage::SetPassword { .. } => "set_password",
+            ClientMessage::CloseRoom { .. } => "close_room",
         }
     }
 
@@ -260,7 +361,11 @@ impl ClientMessage {
             | ClientMessage::Leave { request_id, .. }
             | ClientMessage::SetState { request_id, .. }
             | ClientMessage::DeleteState { request_id, .. }
-            | ClientMessage::Command { request_id, .. } => Some(*request_id),
+            | ClientMessage::Command { request_id, .. }
+            | ClientMessage::Kick { request_id, .. }
+            | ClientMessage::SetRole { request_id, .. }
+            | ClientMessage::SetPassword { request_id, .. }
+            | ClientMessage::CloseRoom { request_id, .. } => Some(*request_id),
             ClientMessage::Hello(_) | ClientMessage::Ping { .. } => None,
         }
     }

@@ -82,13 +82,44 @@ pub enum Role {
     Viewer,
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Role {
+    /// Every role, highest first.
+    pub const ALL: [Role; 3] = [Role::Host, Role::Editor, Role::Viewer];
+
+    /// Host 2, editor 1, viewer 0. A member may grant at most its own rank, and
+    /// may kick or re-role only members of lower or equal rank.
+    pub const fn rank(self) -> u8 {
+        match self {
+            Role::Host => 2,
+            Role::Editor => 1,
+            Role::Viewer => 0,
+        }
+    }
+
+    /// The lowercase name, as [`Display`](fmt::Display) writes it.
+    pub const fn name(self) -> &'static str {
+        match self {
             Role::Host => "host",
             Role::Editor => "editor",
             Role::Viewer => "viewer",
-        })
+        }
+    }
+
+    /// The role named `name`; `leader` maps to host, `participant` to editor and
+    /// `follower` to viewer.
+    pub fn from_name(name: &str) -> Option<Role> {
+        match name {
+            "host" | "leader" | "owner" => Some(Role::Host),
+            "editor" | "participant" => Some(Role::Editor),
+            "viewer" | "follower" => Some(Role::Viewer),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -73,6 +73,16 @@ fn vectors() -> Vec<Vector> {
                 version: PROTOCOL_VERSION,
                 client_name: "chorus-client-rust/0.1.0".into(),
                 capabilities: 0,
+                options: vec![],
+            }),
+        ),
+        client(
+            "client_hello_api_key",
+            ClientMessage::Hello(ClientHello {
+                version: PROTOCOL_VERSION,
+                client_name: "app".into(),
+                capabilities: 0,
+                options: vec![HelloOption::ApiKey("k3y".into())],
             }),
         ),
         client(
@@ -82,6 +92,27 @@ fn vectors() -> Vec<Vector> {
                 room_id: "lobby".into(),
                 display: display("Ada"),
                 options: vec![JoinOption::CreateIfMissing, JoinOption::MaxMembers(8)],
+            },
+        ),
+        client(
+            "join_with_access",
+            ClientMessage::Join {
+                request_id: 7,
+                room_id: String::new(),
+                display: DisplayInfo::default(),
+                options: vec![
+                    JoinOption::CreateIfMissing,
+                    JoinOption::Password("pw".into()),
+                    JoinOption::Token("a.b.c".into()),
+                    JoinOption::Policy(PermissionPolicy {
+                        rules: vec![PermissionRule {
+                            action: Action::SetState,
+                            scope: "cursor/".into(),
+                            roles: vec![Role::Host, Role::Editor, Role::Viewer],
+                        }],
+                    }),
+                    JoinOption::Template("classroom".into()),
+                ],
             },
         ),
         client(
@@ -164,6 +195,8 @@ fn vectors() -> Vec<Vector> {
                 server_time: ServerTime(1_790_000_000_000_000),
                 max_datagram_size: 1211,
                 limits: Limits::default(),
+                rate_limits: RateLimits::default(),
+                extensions: vec![],
             }),
         ),
         server(
@@ -195,6 +228,7 @@ fn vectors() -> Vec<Vector> {
                     }],
                     state_version: 3,
                     last_seq: Seq(5),
+                    policy: PermissionPolicy::default(),
                 },
             },
         ),
@@ -331,6 +365,85 @@ fn vectors() -> Vec<Vector> {
         server(
             "error_plain",
             ServerMessage::Error(ErrorFrame::new(None, ErrorCode::SlowConsumer, "too slow")),
+        ),
+        client(
+            "kick",
+            ClientMessage::Kick {
+                request_id: 20,
+                room: RoomSlot(1),
+                member: MemberId(3),
+                reason: "spam".into(),
+            },
+        ),
+        client(
+            "set_role",
+            ClientMessage::SetRole {
+                request_id: 21,
+                room: RoomSlot(1),
+                member: MemberId(3),
+                role: Role::Viewer,
+            },
+        ),
+        client(
+            "set_password",
+            ClientMessage::SetPassword {
+                request_id: 22,
+                room: RoomSlot(1),
+                password: Some("hunter2".into()),
+            },
+        ),
+        client(
+            "close_room",
+            ClientMessage::CloseRoom {
+                request_id: 23,
+                room: RoomSlot(1),
+                reason: "done".into(),
+            },
+        ),
+        server(
+            "role_changed",
+            ServerMessage::RoleChanged {
+                room: RoomSlot(1),
+                seq: Seq(10),
+                member: MemberId(3),
+                role: Role::Viewer,
+                by: MemberId(1),
+            },
+        ),
+        server(
+            "member_kicked",
+            ServerMessage::MemberKicked {
+                room: RoomSlot(1),
+                seq: Seq(11),
+                member: MemberId(3),
+                by: MemberId(1),
+                reason: "spam".into(),
+                ban_ms: 300_000,
+            },
+        ),
+        server(
+            "room_closed",
+            ServerMessage::RoomClosed {
+                room: RoomSlot(1),
+                seq: Seq(12),
+                by: MemberId(1),
+                reason: "done".into(),
+            },
+        ),
+        server(
+            "ack",
+            ServerMessage::Ack {
+                request_id: 22,
+                room: RoomSlot(1),
+                seq: Seq(12),
+            },
+        ),
+        server(
+            "error_rate_limited",
+            ServerMessage::Error(
+                ErrorFrame::new(Some(24), ErrorCode::RateLimited, "state updates over 20/s")
+                    .with_detail(ErrorDetail::RetryAfter { retry_after_ms: 50 }),
+            ),
         ),
         datagram(
             "tick",
