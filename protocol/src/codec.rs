@@ -108,6 +108,19 @@ pub fn decode_client_message_unchecked(bytes: &[u8]) -> Result<ClientMessage, De
     decode_exact(bytes, CLIENT_MESSAGE_TAGS)
 }
 
+/// The protocol version of a `Hello` body, read from its first bytes only
+/// (tag 0, then `major` and `minor` as varints). A server uses it to answer a
+/// client of another major version with VersionMismatch even when the rest of
+/// that client's hello has another shape and does not decode.
+pub fn peek_hello_version(bytes: &[u8]) -> Option<crate::types::ProtocolVersion> {
+    let (&tag, rest) = bytes.split_first()?;
+    if tag != 0 {
+        return None;
+    }
+    let (version, _): (crate::types::ProtocolVersion, _) = postcard::take_from_bytes(rest).ok()?;
+    Some(version)
+}
+
 /// Decodes one server message. Clients skip frames with tags they do not know
 /// (they see [`DecodeError::UnknownTag`]) and carry on.
 pub fn decode_server_message(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
@@ -345,6 +358,25 @@ mod tests {
             decode_datagram(&bytes, &limits).map_err(|e| e.code()),
             Err(ErrorCode::LimitExceeded)
         );
+    }
+
+    #[test]
+    fn the_hello_version_is_readable_from_any_hello_shape() {
+        let hello = encode_message(&ClientMessage::Hello(crate::ClientHello {
+            version: crate::ProtocolVersion { major: 1, minor: 7 },
+            client_name: "old".into(),
+            capabilities: 0,
+            options: vec![],
+        }));
+        // A 1.x hello had no options: cut them off, as an old client would send it.
+        let old = &hello[..hello.len() - 1];
+        assert!(decode_client_message(old, &Limits::default()).is_err());
+        assert_eq!(
+            peek_hello_version(old),
+            Some(crate::ProtocolVersion { major: 1, minor: 7 })
+        );
+        assert_eq!(peek_hello_version(&[1, 2, 0]), None, "not a hello");
+        assert_eq!(peek_hello_version(&[0]), None, "truncated");
     }
 
     #[test]
