@@ -1,6 +1,7 @@
 //! The client's error types, one per boundary:
 //! [`ConnectError`] for [`Client::connect`](crate::Client::connect),
-//! [`RequestError`] for every request/reply call (join, leave, state, commands),
+//! [`RequestError`] for every request/reply call (join, leave, state, commands,
+//! kick, roles, password, close),
 //! [`TickError`] for [`Room::send_tick`](crate::Room::send_tick),
 //! and [`CloseReason`], why a connection ended.
 
@@ -44,6 +45,26 @@ impl CloseReason {
             CloseReason::Server(frame) => Some(frame.code),
             _ => None,
         }
+    }
+
+    /// How long to wait before reconnecting, when the server's error says so
+    /// (e.g. [`ErrorCode::RateLimited`] after repeated violations, or
+    /// [`ErrorCode::TooManyConnections`]). See [`retry_after`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CloseReason::Server(frame) => retry_after(frame),
+            _ => None,
+        }
+    }
+}
+
+/// The wait an error frame asks for: its [`ErrorDetail::RetryAfter`], which
+/// comes with [`ErrorCode::RateLimited`], [`ErrorCode::Blocked`],
+/// [`ErrorCode::Banned`] and [`ErrorCode::TooManyConnections`].
+pub fn retry_after(frame: &ErrorFrame) -> Option<Duration> {
+    match frame.detail {
+        ErrorDetail::RetryAfter { retry_after_ms } => Some(Duration::from_millis(retry_after_ms)),
+        _ => None,
     }
 }
 
@@ -119,7 +140,28 @@ pub enum ConnectError {
     },
 }
 
-/// Why a request (join, leave, set/delete state, command) failed.
+impl ConnectError {
+    /// How long to wait before connecting again, when the server said: a
+    /// handshake refused or a connection closed with
+    /// [`ErrorCode::TooManyConnections`], [`ErrorCode::RateLimited`] or
+    /// [`ErrorCode::Blocked`] (see [`retry_after`]). For
+    /// [`AllTransportsFailed`](Self::AllTransportsFailed), the longer wait of
+    /// the two attempts.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectError::Server(frame) => retry_after(frame),
+            ConnectError::Closed(reason) => reason.retry_after(),
+            ConnectError::AllTransportsFailed {
+                webtransport,
+                websocket,
+            } => webtransport.retry_after().max(websocket.retry_after()),
+            _ => None,
+        }
+    }
+}
+
+/// Why a request (join, leave, set/delete state, command, kick, set role, set
+/// password, close room) failed.
 #[derive(Debug, Clone, Error)]
 pub enum RequestError {
     /// The server refused the request. See [`RequestError::code`].
@@ -150,6 +192,36 @@ impl RequestError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             RequestError::Server(frame) => Some(frame.code),
+            _ => None,
+        }
+    }
+
+    /// How long to wait before trying again, when the server said: a request
+    /// refused with [`ErrorCode::RateLimited`], a join refused with
+    /// [`ErrorCode::Banned`] (time left of the ban) or [`ErrorCode::Blocked`],
+    /// or a connection closed with such an error ([`CloseReason::retry_after`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(room: chorus_client::Room) -> Result<(), chorus_client::RequestError> {
+    /// use chorus_client::ErrorCode;
+    /// use std::time::Duration;
+    ///
+    /// let ack = loop {
+    ///     match room.set_state("title", b"hi").await {
+    ///         Err(e) if e.code() == Some(ErrorCode::RateLimited) => {
+    ///             let wait = e.retry_after().unwrap_or(Duration::from_secs(1));
+    ///             tokio::time::sleep(wait).await;
+    ///         }
+    ///         other => break other?,
+    ///     }
+    /// };
+    /// println!("title written at seq {}", ack.seq.0);
+    /// # Ok(()) }
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RequestError::Server(frame) => retry_after(frame),
+            RequestError::Closed(reason) => reason.retry_after(),
             _ => None,
         }
     }
@@ -199,4 +271,45 @@ pub enum TickError {
     /// The connection has ended.
     #[error("connection closed: {0}")]
     Closed(CloseReason),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rate_limited(ms: u64) -> ErrorFrame {
+        ErrorFrame::new(Some(3), ErrorCode::RateLimited, "slow down")
+            .with_detail(ErrorDetail::RetryAfter { retry_after_ms: ms })
+    }
+
+    #[test]
+    fn retry_after_reads_the_detail_wherever_the_frame_is() {
+        let wait = Some(Duration::from_millis(1500));
+        assert_eq!(retry_after(&rate_limited(1500)), wait);
+        assert_eq!(RequestError::Server(rate_limited(1500)).retry_after(), wait);
+        let closed = CloseReason::Server(rate_limited(1500));
+        assert_eq!(closed.retry_after(), wait);
+        assert_eq!(RequestError::Closed(closed.clone()).retry_after(), wait);
+        assert_eq!(ConnectError::Server(rate_limited(1500)).retry_after(), wait);
+        assert_eq!(ConnectError::Closed(closed).retry_after(), wait);
+        let both = ConnectError::AllTransportsFailed {
+            webtransport: Box::new(ConnectError::Server(rate_limited(200))),
+            websocket: Box::new(ConnectError::Server(rate_limited(900))),
+        };
+        assert_eq!(both.retry_after(), Some(Duration::from_millis(900)));
+    }
+
+    #[test]
+    fn no_retry_after_without_the_detail() {
+        let conflict = ErrorFrame::new(Some(1), ErrorCode::Conflict, "at version 4")
+            .with_detail(ErrorDetail::Conflict { current_version: 4 });
+        assert_eq!(RequestError::Server(conflict).retry_after(), None);
+        assert_eq!(RequestError::Timeout.retry_after(), None);
+        assert_eq!(RequestError::NotJoined.retry_after(), None);
+        assert_eq!(CloseReason::Local.retry_after(), None);
+        assert_eq!(
+            ConnectError::HandshakeTimeout(Duration::from_secs(1)).retry_after(),
+            None
+        );
+    }
 }
