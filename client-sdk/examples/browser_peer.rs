@@ -20,7 +20,11 @@
 //! {"event":"tick","sender":1,"seq":42,"len":8,"hex":"0102…"}
 //! {"event":"state","key":"title","text":"Hi","hex":"4869","deleted":false,"version":5,"author":1,"seq":14}
 //! {"event":"command","kind":"chat","text":"hello","hex":"…","author":1,"seq":15,"key":null}
+//! {"event":"role_changed","id":4,"role":"viewer","by":1,"seq":16}
+//! {"event":"member_kicked","id":4,"name":"bo","by":1,"reason":"spam","ban_ms":60000,"seq":17}
+//! {"event":"room_closed","by":1,"reason":"done","seq":18}   (the room's last event)
 //! {"event":"ack","op":"state","version":6,"seq":16}   (and op "command" with "duplicate")
+//! {"event":"ack","op":"kick","seq":17}   (and ops "role", "password", "close")
 //! {"event":"error","op":"state","code":300,"message":"…"}
 //! {"event":"closed","reason":"…"}   {"event":"left"}
 //! ```
@@ -32,13 +36,17 @@
 //! {"op":"tick","text":"hello"}          or {"op":"tick","hex":"0102"}
 //! {"op":"state","key":"title","value":"Hi"}   (optional "if_version":5)
 //! {"op":"command","kind":"chat","payload":"hi"}   (optional "key":"idempotency key")
+//! {"op":"kick","member":4,"reason":"spam"}
+//! {"op":"role","member":4,"role":"viewer"}   (host, editor or viewer)
+//! {"op":"password","value":"s3cret"}    (or "value":null to remove it)
+//! {"op":"close","reason":"done"}
 //! {"op":"leave"}                        (also on end of input)
 //! ```
 
 use anyhow::{Context, Result, bail};
 use chorus_client::{
-    Client, ConnectOptions, JoinOptions, MemberInfo, RequestError, Room, RoomEvent, ServerUrl,
-    Transport, TransportChoice, Trust,
+    Client, ConnectOptions, JoinOptions, MemberId, MemberInfo, RequestError, Role, Room, RoomEvent,
+    Seq, ServerUrl, Transport, TransportChoice, Trust,
 };
 use clap::{Parser, ValueEnum};
 use std::collections::HashMap;
@@ -80,6 +88,12 @@ struct Args {
     /// Do not create the room if it does not exist.
     #[arg(long)]
     no_create: bool,
+    /// The server's API key, when it requires one.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// The room's password (set on the room when this join creates it).
+    #[arg(long)]
+    password: Option<String>,
     /// Do not echo received ticks.
     #[arg(long)]
     no_echo: bool,
@@ -156,6 +170,14 @@ fn error_line(op: &str, code: Option<u16>, message: &str) -> String {
 
 fn request_error(op: &str, e: &RequestError) -> String {
     error_line(op, e.code().map(|c| c.as_u16()), &e.to_string())
+}
+
+/// The outcome of a request answered by `Ack` (kick, role, password, close).
+fn ack_line(op: &str, result: Result<Seq, RequestError>) -> String {
+    match result {
+        Ok(seq) => format!("{{\"event\":\"ack\",\"op\":{},\"seq\":{}}}", js(op), seq.0),
+        Err(e) => request_error(op, &e),
+    }
 }
 
 // ----------------------------------------------------------------- JSON input
@@ -257,6 +279,12 @@ fn get_u64(map: &HashMap<String, Scalar>, key: &str) -> Option<u64> {
         Some(Scalar::Num(n)) if *n >= 0.0 && n.fract() == 0.0 && *n < 9.0e15 => Some(*n as u64),
         _ => None,
     }
+}
+
+fn get_member(map: &HashMap<String, Scalar>) -> Option<MemberId> {
+    get_u64(map, "member")
+        .and_then(|id| u32::try_from(id).ok())
+        .map(MemberId)
 }
 
 // ---------------------------------------------------------------------- peer
@@ -363,6 +391,40 @@ async fn events(mut rx: broadcast::Receiver<RoomEvent>) {
                     .as_deref()
                     .map_or_else(|| "null".to_owned(), js)
             ),
+            Ok(RoomEvent::RoleChanged {
+                member,
+                role,
+                by,
+                seq,
+            }) => format!(
+                "{{\"event\":\"role_changed\",\"id\":{},\"role\":{},\"by\":{},\"seq\":{}}}",
+                member.0,
+                js(&role.to_string()),
+                by.0,
+                seq.0
+            ),
+            Ok(RoomEvent::MemberKicked {
+                member,
+                info,
+                by,
+                reason,
+                ban,
+                seq,
+            }) => format!(
+                "{{\"event\":\"member_kicked\",\"id\":{},\"name\":{},\"by\":{},\"reason\":{},\"ban_ms\":{},\"seq\":{}}}",
+                member.0,
+                info.map_or_else(|| "null".to_owned(), |i| js(&i.display.name)),
+                by.0,
+                js(&reason),
+                ban.as_millis(),
+                seq.0
+            ),
+            Ok(RoomEvent::RoomClosed { by, reason, seq }) => format!(
+                "{{\"event\":\"room_closed\",\"by\":{},\"reason\":{},\"seq\":{}}}",
+                by.0,
+                js(&reason),
+                seq.0
+            ),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 format!("{{\"event\":\"lagged\",\"missed\":{n}}}")
             }
@@ -448,6 +510,47 @@ async fn command(room: &Room, line: &str) -> bool {
                 Err(e) => request_error("command", &e),
             });
         }
+        "kick" => {
+            let Some(member) = get_member(&map) else {
+                emit(&error_line("kick", None, "needs \"member\""));
+                return true;
+            };
+            let reason = get_str(&map, "reason").unwrap_or("");
+            emit(&ack_line("kick", room.kick(member, reason).await));
+        }
+        "role" => {
+            let (Some(member), Some(role)) = (
+                get_member(&map),
+                get_str(&map, "role").and_then(Role::from_name),
+            ) else {
+                emit(&error_line(
+                    "role",
+                    None,
+                    "needs \"member\" and \"role\" (host, editor or viewer)",
+                ));
+                return true;
+            };
+            emit(&ack_line("role", room.set_role(member, role).await));
+        }
+        "password" => {
+            let password = match map.get("value") {
+                Some(Scalar::Str(p)) => Some(p.as_str()),
+                Some(Scalar::Null) => None,
+                _ => {
+                    emit(&error_line(
+                        "password",
+                        None,
+                        "needs \"value\" (a string or null)",
+                    ));
+                    return true;
+                }
+            };
+            emit(&ack_line("password", room.set_password(password).await));
+        }
+        "close" => {
+            let reason = get_str(&map, "reason").unwrap_or("");
+            emit(&ack_line("close", room.close_room(reason).await));
+        }
         "leave" => return false,
         other => emit(&error_line(other, None, "unknown op")),
     }
@@ -463,6 +566,7 @@ async fn run(args: Args) -> Result<()> {
             TransportArg::Websocket => TransportChoice::WebSocket,
         },
         client_name: format!("browser_peer/{}", env!("CARGO_PKG_VERSION")),
+        api_key: args.api_key.clone(),
         ..ConnectOptions::default()
     };
     let client = Client::connect(&args.url, options)
@@ -479,6 +583,7 @@ async fn run(args: Args) -> Result<()> {
 
     let join = JoinOptions {
         create_if_missing: !args.no_create,
+        password: args.password.clone(),
         ..JoinOptions::named(args.name.clone())
     };
     let room = match client.join(&args.room, join).await {

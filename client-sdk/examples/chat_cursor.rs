@@ -32,7 +32,14 @@
 //!   `f32`, moving slowly around a circle) and prints the other members' cursors,
 //!   at most once a second per member;
 //! - sends every line typed on stdin as a `chat` command, and prints the chat
-//!   of everyone (its own included) with the author's name.
+//!   of everyone (its own included) with the author's name;
+//! - prints role changes, kicks and the room's closing, and ends when this
+//!   client is kicked or the room is closed.
+//!
+//! `--room ""` creates a new room under a fresh id (an invite code) and prints
+//! it; others join with `--room <code>`. For a server that requires an API key
+//! pass `--api-key`; `--password` joins a password-protected room (or sets the
+//! password of the room this join creates).
 //!
 //! End with Ctrl-D (leaves the room cleanly) or Ctrl-C.
 
@@ -82,9 +89,15 @@ struct Args {
     /// Trust the CA (or self-signed) certificate in this PEM file instead.
     #[arg(long)]
     ca_pem: Option<PathBuf>,
-    /// Room to join (created if missing).
+    /// Room to join (created if missing); empty: a new room with a fresh invite code.
     #[arg(long, default_value = "lobby")]
     room: String,
+    /// The server's API key, when it requires one.
+    #[arg(long, env = "CHORUS_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// The room's password (set on the room when this join creates it).
+    #[arg(long)]
+    password: Option<String>,
     /// Display name.
     #[arg(long, default_value = "guest")]
     name: String,
@@ -225,6 +238,40 @@ async fn print_events(room: Room, mut events: broadcast::Receiver<RoomEvent>) {
                 );
             }
             Ok(RoomEvent::Command(_) | RoomEvent::StateChanged { .. }) => {}
+            Ok(RoomEvent::RoleChanged {
+                member, role, by, ..
+            }) => {
+                println!(
+                    "* {} is now {role} (by {})",
+                    name_of(&room, &names, member),
+                    name_of(&room, &names, by)
+                );
+            }
+            Ok(RoomEvent::MemberKicked {
+                member,
+                info,
+                by,
+                reason,
+                ban,
+                ..
+            }) => {
+                let name = info
+                    .map(|m| m.display.name)
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| name_of(&room, &names, member));
+                let who = if member == room.me() { "you" } else { &name };
+                println!(
+                    "✖ {who} removed by {} ({reason:?}), banned for {} s",
+                    name_of(&room, &names, by),
+                    ban.as_secs()
+                );
+            }
+            Ok(RoomEvent::RoomClosed { by, reason, .. }) => {
+                println!(
+                    "✖ room closed by {} ({reason:?})",
+                    name_of(&room, &names, by)
+                );
+            }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 println!("(missed {n} events; members and state are still current)");
             }
@@ -268,6 +315,7 @@ async fn main() -> Result<()> {
         fallback_after: Duration::from_millis(args.fallback_after_ms),
         websocket_url: args.websocket_url.clone(),
         client_name: format!("chat_cursor/{}", env!("CARGO_PKG_VERSION")),
+        api_key: args.api_key.clone(),
         ..ConnectOptions::default()
     };
     let client = Client::connect(&args.url, options)
@@ -285,8 +333,12 @@ async fn main() -> Result<()> {
         clock.samples
     );
 
+    let join = JoinOptions {
+        password: args.password.clone(),
+        ..JoinOptions::named(args.name.clone())
+    };
     let room = client
-        .join(&args.room, JoinOptions::named(args.name.clone()))
+        .join(&args.room, join)
         .await
         .with_context(|| format!("joining {}", args.room))?;
     // The view and the events after it, without a gap between them.
@@ -306,7 +358,8 @@ async fn main() -> Result<()> {
 
     tokio::spawn(send_cursor(room.clone()));
     tokio::spawn(print_cursors(room.clone()));
-    tokio::spawn(print_events(room.clone(), events));
+    // Ends when the room does (this client kicked, the room closed).
+    let mut printer = tokio::spawn(print_events(room.clone(), events));
     let mut errors = client.errors();
     let mut lines = stdin_lines();
 
@@ -324,6 +377,14 @@ async fn main() -> Result<()> {
             Ok(error) = errors.recv() => eprintln!("server error: {error}"),
             reason = client.closed() => {
                 println!("connection ended: {reason}");
+                return Ok(());
+            }
+            _ = &mut printer => {
+                // The room ended (kicked, closed), or the connection did.
+                match client.close_reason() {
+                    Some(reason) => println!("connection ended: {reason}"),
+                    None => client.close().await,
+                }
                 return Ok(());
             }
             _ = tokio::signal::ctrl_c() => break,

@@ -15,7 +15,8 @@ use crate::transport::{
 use crate::url::{Scheme, ServerUrl, UrlError};
 use chorus_protocol::{
     ClientHello, ClientMessage, DecodeError, ErrorCode, ErrorDetail, ErrorFrame, Limits,
-    PROTOCOL_VERSION, ServerHello, ServerMessage, ServerTime, decode_server_message,
+    PROTOCOL_VERSION, RateLimits, ServerHello, ServerMessage, ServerTime, decode_server_message,
+    peek_hello_version,
 };
 use std::fmt;
 use std::sync::Arc;
@@ -131,10 +132,20 @@ impl Client {
     /// events after it update the replica as they arrive. One client may join many
     /// rooms (up to the server's `max_rooms_per_session`).
     ///
+    /// With an empty `room_id` and [`JoinOptions::create_if_missing`], the
+    /// server creates a room under a fresh id (an invite code to share, eight
+    /// upper-case letters and digits); [`Room::id`] returns it. Room ids are
+    /// compared exactly: turn a code people type to upper case first.
+    ///
     /// Server refusals come back as [`RequestError::Server`] with codes such as
     /// `RoomNotFound` (without `create_if_missing`), `RoomFull`, `TooManyJoined`,
-    /// `AlreadyJoined` or `InvalidRoomId`. If this future is dropped before the
-    /// reply, a late `Joined` is answered with a `Leave`, so no membership lingers.
+    /// `AlreadyJoined`, `InvalidRoomId`, `PasswordRequired` or `WrongPassword`
+    /// ([`JoinOptions::password`]), `Unauthorized`, `InvalidToken` or
+    /// `TokenExpired` ([`JoinOptions::token`]), and `Banned` (kicked recently)
+    /// or `Blocked` (too many failed attempts) or `RateLimited`, which say when
+    /// to try again ([`RequestError::retry_after`]). If this future is dropped
+    /// before the reply, a late `Joined` is answered with a `Leave`, so no
+    /// membership lingers.
     pub async fn join(&self, room_id: &str, options: JoinOptions) -> Result<Room, RequestError> {
         let wire_options = options.wire_options();
         let reply = self
@@ -176,6 +187,15 @@ impl Client {
         &self.handle.shared.hello.limits
     }
 
+    /// This session's rate budgets, as the server announced them. The client
+    /// does not pace itself: past a budget the server refuses a message with
+    /// [`ErrorCode::RateLimited`] and the time to wait
+    /// ([`RequestError::retry_after`]), and repeated violations end the
+    /// connection.
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.handle.shared.hello.rate_limits
+    }
+
     /// The largest datagram this connection can send right now. `None` on
     /// WebSocket (ticks travel in-band; the server's hello says
     /// `max_datagram_size: 0` there) and when datagrams are unsupported.
@@ -213,8 +233,10 @@ impl Client {
     }
 
     /// Errors the server reports that are not tied to a request (e.g. a refused
-    /// tick, or the reason for an imminent disconnect), from now on. Bounded
-    /// ([`ConnectOptions::error_capacity`]); they are also logged.
+    /// tick, a tick over the rate budget, or the reason for an imminent
+    /// disconnect), from now on. Bounded ([`ConnectOptions::error_capacity`]);
+    /// they are also logged. [`error::retry_after`](crate::error::retry_after)
+    /// reads the wait a `RateLimited` frame asks for.
     pub fn errors(&self) -> broadcast::Receiver<ErrorFrame> {
         self.handle.shared.errors.subscribe()
     }
@@ -351,6 +373,14 @@ async fn establish(
         transport = %link.kind(),
         "connected"
     );
+    // 2.0 defines no hello extensions: every kind is one this client skips.
+    for extension in &hello.extensions {
+        debug!(
+            kind = extension.kind,
+            len = extension.data.len(),
+            "skipping unknown hello extension"
+        );
+    }
 
     let pings = options.clock_sync_pings;
     let shared = Shared::start(link, reader, writer, hello, options, clock);
@@ -385,22 +415,44 @@ async fn handshake(
         version: PROTOCOL_VERSION,
         client_name: options.client_name.clone(),
         capabilities: 0,
+        options: options.hello_options(),
     });
     if let Err(close) = writer.send_control(OutMessage::encode(&hello)).await {
         return Err(handshake_close(close));
     }
     loop {
         match reader.recv().await {
-            Ok(Inbound::Control(body)) => match decode_server_message(&body) {
-                Ok(msg) => return hello_outcome(msg),
-                Err(DecodeError::UnknownTag { tag }) => {
-                    debug!(tag, "skipping server message with unknown tag");
+            Ok(Inbound::Control(body)) => {
+                if let Some(outcome) = hello_body_outcome(&body) {
+                    return outcome;
                 }
-                Err(e) => return Err(ConnectError::Protocol(e.to_string())),
-            },
+            }
             Ok(Inbound::Datagram(_)) => trace!("ignoring a datagram before the hello"),
             Err(close) => return Err(handshake_close(close)),
         }
+    }
+}
+
+/// What one control message body from the server means for the handshake;
+/// `None` for a message with a tag newer than this client (skipped).
+fn hello_body_outcome(body: &[u8]) -> Option<Result<ServerHello, ConnectError>> {
+    match decode_server_message(body) {
+        Ok(msg) => Some(hello_outcome(msg)),
+        Err(DecodeError::UnknownTag { tag }) => {
+            debug!(tag, "skipping server message with unknown tag");
+            None
+        }
+        // A hello of another major version may have another shape (1.x: no
+        // rate limits, no extensions); its version, first, reads in any shape.
+        Err(e) => Some(Err(match peek_hello_version(body) {
+            Some(server) if server.major != PROTOCOL_VERSION.major => {
+                ConnectError::VersionMismatch {
+                    server,
+                    client: PROTOCOL_VERSION,
+                }
+            }
+            _ => ConnectError::Protocol(e.to_string()),
+        })),
     }
 }
 
@@ -445,6 +497,8 @@ mod tests {
             server_time: ServerTime(1),
             max_datagram_size: 1200,
             limits: Limits::default(),
+            rate_limits: RateLimits::default(),
+            extensions: vec![],
         }
     }
 
@@ -456,7 +510,7 @@ mod tests {
 
     #[test]
     fn version_mismatch_is_typed_from_error_or_hello() {
-        let server = ProtocolVersion { major: 2, minor: 0 };
+        let server = ProtocolVersion { major: 3, minor: 0 };
         let err = ErrorFrame::new(None, ErrorCode::VersionMismatch, "no").with_detail(
             ErrorDetail::Version {
                 server,
@@ -472,6 +526,39 @@ mod tests {
             hello_outcome(ServerMessage::Hello(hello(9))),
             Err(ConnectError::VersionMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_hello_of_another_shape_still_names_its_version() {
+        // A 1.0 server hello: version, name, session, time, datagram size,
+        // limits, and none of the 2.0 fields, so it does not decode as 2.0.
+        let old = postcard::to_extend(
+            &(
+                ProtocolVersion { major: 1, minor: 4 },
+                "chorus/0.9",
+                7u64,
+                ServerTime(1),
+                1200u32,
+            ),
+            vec![0u8],
+        )
+        .expect("encodes");
+        assert!(decode_server_message(&old).is_err());
+        assert!(matches!(
+            hello_body_outcome(&old),
+            Some(Err(ConnectError::VersionMismatch { server, client }))
+                if server == ProtocolVersion { major: 1, minor: 4 } && client == PROTOCOL_VERSION
+        ));
+        // A 2.0 hello cut short is broken, not another version.
+        let hello =
+            chorus_protocol::encode_message(&ServerMessage::Hello(hello(PROTOCOL_VERSION.major)));
+        assert!(matches!(
+            hello_body_outcome(&hello[..hello.len() - 1]),
+            Some(Err(ConnectError::Protocol(_)))
+        ));
+        assert!(matches!(hello_body_outcome(&hello), Some(Ok(_))));
+        // A newer message kind is skipped.
+        assert!(hello_body_outcome(&[200, 0]).is_none());
     }
 
     #[test]

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use chorus_protocol::validate_client_message;
 use chorus_protocol::{
     ClientMessage, Datagram, DecodeError, ErrorFrame, Limits, MemberId, RequestId, RoomSlot,
-    RoomSnapshot, ServerHello, ServerMessage, decode_datagram, decode_server_message,
+    RoomSnapshot, Seq, ServerHello, ServerMessage, decode_datagram, decode_server_message,
 };
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -49,6 +49,9 @@ pub(crate) enum Reply {
     Left,
     StateAck(StateAck),
     CommandAck(CommandAck),
+    /// `Ack` to `Kick`, `SetRole`, `SetPassword`, `CloseRoom`: the seq of the
+    /// event it caused (or the room's last seq).
+    Ack(Seq),
     Error(ErrorFrame),
 }
 
@@ -59,6 +62,7 @@ impl Reply {
             Reply::Left => "left",
             Reply::StateAck(_) => "state_ack",
             Reply::CommandAck(_) => "command_ack",
+            Reply::Ack(_) => "ack",
             Reply::Error(_) => "error",
         }
     }
@@ -502,11 +506,19 @@ impl Shared {
                 server_receive_time,
                 server_send_time,
             } => self.on_pong(client_time, server_receive_time.0, server_send_time.0),
+            ServerMessage::Ack {
+                request_id,
+                room: _,
+                seq,
+            } => self.reply(request_id, Reply::Ack(seq)),
             ServerMessage::Error(frame) => self.on_error(frame),
             event @ (ServerMessage::MemberJoined { .. }
             | ServerMessage::MemberLeft { .. }
             | ServerMessage::StateChanged { .. }
-            | ServerMessage::CommandEvent { .. }) => self.on_room_event(event),
+            | ServerMessage::CommandEvent { .. }
+            | ServerMessage::RoleChanged { .. }
+            | ServerMessage::MemberKicked { .. }
+            | ServerMessage::RoomClosed { .. }) => self.on_room_event(event),
         }
     }
 
@@ -538,24 +550,34 @@ impl Shared {
             match inner.replica.apply(msg) {
                 Applied::Event(event) => {
                     inner.publish(event);
-                    false
+                    None
                 }
                 Applied::Removed(event) => {
+                    let why = match &event {
+                        RoomEvent::MemberKicked { reason, by, .. } => {
+                            format!("kicked by member {}: {reason:?}", by.0)
+                        }
+                        RoomEvent::RoomClosed { reason, by, .. } => {
+                            format!("room closed by member {}: {reason:?}", by.0)
+                        }
+                        RoomEvent::MemberLeft { reason, .. } => {
+                            format!("removed by the server ({reason})")
+                        }
+                        other => format!("removed by the server (event {})", other.seq().0),
+                    };
                     inner.publish(event);
-                    true
+                    Some(why)
                 }
                 Applied::Stale { seq, last } => {
                     debug!(room = slot.0, seq = seq.0, last = last.0, "stale event");
-                    false
+                    None
                 }
-                Applied::NotRoomEvent => false,
+                Applied::NotRoomEvent => None,
             }
         };
-        if removed {
-            warn!(
-                room = slot.0,
-                "the server removed this client from the room"
-            );
+        if let Some(why) = removed {
+            // Published before this: receivers see the event, then the end.
+            warn!(room = slot.0, "no longer in the room: {why}");
             self.detach_room(&room);
         }
     }

@@ -70,6 +70,46 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Access control
+//!
+//! A server may require an API key ([`ConnectOptions::api_key`]); rooms may
+//! have a password ([`JoinOptions::password`]), admit members by signed join
+//! token ([`JoinOptions::token`]), and have their own permission policy
+//! ([`JoinOptions::policy`], [`Room::policy`]) over the default one (hosts
+//! moderate; hosts and editors write state and send commands; everyone sends
+//! ticks). [`Room::can`] predicts what the server will allow this client;
+//! hosts [`kick`](Room::kick) members, [`set_role`](Room::set_role)s,
+//! [`set_password`](Room::set_password) and [`close_room`](Room::close_room).
+//! A client that was kicked, or whose room was closed, sees
+//! [`RoomEvent::MemberKicked`] or [`RoomEvent::RoomClosed`] as the room's last
+//! event, and the room is no longer joined. Refusals that ask to wait
+//! (rate limits, bans, blocks) say how long: [`RequestError::retry_after`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use chorus_client::{Action, Client, ConnectOptions, JoinOptions, Role, RoomEvent};
+//!
+//! let options = ConnectOptions {
+//!     api_key: Some("app-key".into()),
+//!     ..ConnectOptions::default()
+//! };
+//! let client = Client::connect("wss://chorus.example.com/chorus", options).await?;
+//! // An empty id creates a room with a fresh invite code; share room.id().
+//! let room = client
+//!     .join("", JoinOptions::named("ada").with_password("s3cret"))
+//!     .await?;
+//! println!("invite code {}", room.id());
+//! let mut events = room.events();
+//! while let Ok(event) = events.recv().await {
+//!     if let RoomEvent::MemberJoined { member, .. } = event {
+//!         if room.can(Action::GrantRoles, "") {
+//!             room.set_role(member.id, Role::Viewer).await?;
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Modules:
 //! - [`client`]: connecting, the handshake and the [`Client`] handle.
 //! - [`room`]: the [`Room`] handle: replica reads, requests, ticks.
@@ -101,8 +141,9 @@ mod transport;
 pub mod url;
 
 pub use chorus_protocol::{
-    DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, LeaveReason, Limits, MemberId, MemberInfo,
-    PROTOCOL_VERSION, Role, RoomSlot, Seq, ServerHello, ServerTime,
+    Action, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, LeaveReason, Limits, MemberId,
+    MemberInfo, PROTOCOL_VERSION, PermissionPolicy, PermissionRule, Rate, RateLimits, Role,
+    RoomSlot, Seq, ServerHello, ServerTime,
 };
 pub use client::Client;
 pub use clock::ClockEstimate;

@@ -3,7 +3,8 @@
 //! client configuration or a rustls configuration for `wss://`.
 
 use crate::error::ConnectError;
-use chorus_protocol::{DisplayInfo, JoinOption};
+use chorus_protocol::{DisplayInfo, HelloOption, JoinOption, PermissionPolicy};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 use wtransport::ClientConfig;
@@ -78,7 +79,9 @@ impl Trust {
 ///
 /// Build with `ConnectOptions { trust: ..., ..Default::default() }` or one of the
 /// `with_*` helpers.
-#[derive(Debug, Clone)]
+///
+/// `Debug` prints `api_key` as `<redacted>`, so options can be logged.
+#[derive(Clone)]
 pub struct ConnectOptions {
     /// How to trust the server certificate. Default: [`Trust::NativeRoots`].
     pub trust: Trust,
@@ -93,6 +96,12 @@ pub struct ConnectOptions {
     pub websocket_url: Option<String>,
     /// Sent in the hello, for the server's logs. Default: `chorus-client-rust/<version>`.
     pub client_name: String,
+    /// The server's API key, sent in the hello (as `HelloOption::ApiKey`) when
+    /// set. A server that requires one refuses a hello without it, or with a
+    /// wrong one, with [`ErrorCode::Unauthorized`](crate::ErrorCode::Unauthorized):
+    /// [`ConnectError::Server`], or [`ConnectError::Closed`] when only the close
+    /// code arrived. Default: `None`.
+    pub api_key: Option<String>,
     /// Bound on connecting: transport connection (QUIC session, or TCP, TLS and
     /// WebSocket upgrade), hello exchange and initial clock sync. Default: 10 s.
     /// After a WebTransport attempt that gave up ([`TransportChoice::Auto`]), the
@@ -156,6 +165,7 @@ impl Default for ConnectOptions {
             fallback_after: Duration::from_secs(3),
             websocket_url: None,
             client_name: format!("chorus-client-rust/{}", env!("CARGO_PKG_VERSION")),
+            api_key: None,
             handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             clock_sync_pings: 8,
@@ -176,7 +186,77 @@ impl Default for ConnectOptions {
     }
 }
 
+/// How a secret shows in `Debug` output.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a new field cannot be forgotten here.
+        let ConnectOptions {
+            trust,
+            transport,
+            fallback_after,
+            websocket_url,
+            client_name,
+            api_key,
+            handshake_timeout,
+            request_timeout,
+            clock_sync_pings,
+            clock_sync_interval,
+            clock_refresh_pings,
+            clock_ping_spacing,
+            clock_window,
+            event_capacity,
+            tick_capacity,
+            error_capacity,
+            write_queue,
+            max_frame_bytes,
+            keep_alive_interval,
+            max_idle_timeout,
+            datagram_send_buffer_bytes,
+            datagram_receive_buffer_bytes,
+        } = self;
+        f.debug_struct("ConnectOptions")
+            .field("trust", trust)
+            .field("transport", transport)
+            .field("fallback_after", fallback_after)
+            .field("websocket_url", websocket_url)
+            .field("client_name", client_name)
+            .field("api_key", &redacted(api_key))
+            .field("handshake_timeout", handshake_timeout)
+            .field("request_timeout", request_timeout)
+            .field("clock_sync_pings", clock_sync_pings)
+            .field("clock_sync_interval", clock_sync_interval)
+            .field("clock_refresh_pings", clock_refresh_pings)
+            .field("clock_ping_spacing", clock_ping_spacing)
+            .field("clock_window", clock_window)
+            .field("event_capacity", event_capacity)
+            .field("tick_capacity", tick_capacity)
+            .field("error_capacity", error_capacity)
+            .field("write_queue", write_queue)
+            .field("max_frame_bytes", max_frame_bytes)
+            .field("keep_alive_interval", keep_alive_interval)
+            .field("max_idle_timeout", max_idle_timeout)
+            .field("datagram_send_buffer_bytes", datagram_send_buffer_bytes)
+            .field(
+                "datagram_receive_buffer_bytes",
+                datagram_receive_buffer_bytes,
+            )
+            .finish()
+    }
+}
+
 impl ConnectOptions {
+    /// The options of the client hello.
+    pub(crate) fn hello_options(&self) -> Vec<HelloOption> {
+        self.api_key
+            .iter()
+            .map(|key| HelloOption::ApiKey(key.clone()))
+            .collect()
+    }
+
     /// Default options trusting certificates with these SHA-256 hashes.
     pub fn with_cert_hashes(hashes: impl IntoIterator<Item = [u8; 32]>) -> Self {
         ConnectOptions {
@@ -296,14 +376,55 @@ fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, ConnectError> {
 }
 
 /// Settings of [`Client::join`](crate::Client::join).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Build with [`JoinOptions::named`] and the `with_*` methods, or
+/// `JoinOptions { max_members: Some(8), ..JoinOptions::named("ada") }`.
+///
+/// ```
+/// use chorus_client::{Action, JoinOptions, PermissionPolicy, PermissionRule, Role};
+///
+/// // Create a password-protected room where viewers may also chat.
+/// let chat_for_all = PermissionPolicy {
+///     rules: vec![PermissionRule {
+///         action: Action::SendCommands,
+///         scope: "chat".into(),
+///         roles: vec![Role::Host, Role::Editor, Role::Viewer],
+///     }],
+/// };
+/// let options = JoinOptions::named("ada")
+///     .with_password("s3cret")
+///     .with_policy(chat_for_all);
+/// assert_eq!(options.password.as_deref(), Some("s3cret"));
+/// ```
+///
+/// `Debug` prints `password` and `token` as `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct JoinOptions {
     /// How this member presents itself to the others.
     pub display: DisplayInfo,
     /// Create the room if it does not exist (the joiner becomes its host). Default: true.
+    ///
+    /// With an empty room id, a join with this set asks the server to create a
+    /// room under a fresh id (an invite code); [`Room::id`](crate::Room::id)
+    /// then returns it.
     pub create_if_missing: bool,
     /// When this join creates the room: its member cap (the server caps it at its own).
     pub max_members: Option<u32>,
+    /// The room's password. Needed to join a room that has one (else
+    /// `PasswordRequired` or `WrongPassword`); when this join creates the room,
+    /// the room gets it. Default: `None`.
+    pub password: Option<String>,
+    /// A signed join token from the application's backend: admits this client
+    /// to the room it names, with the role it names (refused with
+    /// `InvalidToken` or `TokenExpired`). Default: `None`.
+    pub token: Option<String>,
+    /// When this join creates the room: its permission rules, over the
+    /// defaults ([`PermissionPolicy::default_rules`]). Default: `None`.
+    pub policy: Option<PermissionPolicy>,
+    /// When this join creates the room: the name of a room template from the
+    /// server's configuration (policy, caps, persistence); unknown names are
+    /// refused. Default: `None`.
+    pub template: Option<String>,
 }
 
 impl Default for JoinOptions {
@@ -312,7 +433,34 @@ impl Default for JoinOptions {
             display: DisplayInfo::default(),
             create_if_missing: true,
             max_members: None,
+            password: None,
+            token: None,
+            policy: None,
+            template: None,
         }
+    }
+}
+
+impl fmt::Debug for JoinOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let JoinOptions {
+            display,
+            create_if_missing,
+            max_members,
+            password,
+            token,
+            policy,
+            template,
+        } = self;
+        f.debug_struct("JoinOptions")
+            .field("display", display)
+            .field("create_if_missing", create_if_missing)
+            .field("max_members", max_members)
+            .field("password", &redacted(password))
+            .field("token", &redacted(token))
+            .field("policy", policy)
+            .field("template", template)
+            .finish()
     }
 }
 
@@ -328,6 +476,30 @@ impl JoinOptions {
         }
     }
 
+    /// These options with the room's [`password`](Self::password).
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// These options with a signed join [`token`](Self::token).
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// These options with the [`policy`](Self::policy) a created room gets.
+    pub fn with_policy(mut self, policy: PermissionPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// These options with the [`template`](Self::template) a created room uses.
+    pub fn with_template(mut self, template: impl Into<String>) -> Self {
+        self.template = Some(template.into());
+        self
+    }
+
     /// The wire option list.
     pub(crate) fn wire_options(&self) -> Vec<JoinOption> {
         let mut options = Vec::new();
@@ -336,6 +508,18 @@ impl JoinOptions {
         }
         if let Some(max) = self.max_members {
             options.push(JoinOption::MaxMembers(max));
+        }
+        if let Some(password) = &self.password {
+            options.push(JoinOption::Password(password.clone()));
+        }
+        if let Some(token) = &self.token {
+            options.push(JoinOption::Token(token.clone()));
+        }
+        if let Some(policy) = &self.policy {
+            options.push(JoinOption::Policy(policy.clone()));
+        }
+        if let Some(template) = &self.template {
+            options.push(JoinOption::Template(template.clone()));
         }
         options
     }
@@ -378,6 +562,55 @@ mod tests {
         };
         assert_eq!(o.wire_options(), vec![JoinOption::MaxMembers(5)]);
         assert_eq!(o.display.name, "ada");
+        let policy = PermissionPolicy {
+            rules: vec![chorus_protocol::PermissionRule {
+                action: chorus_protocol::Action::SetState,
+                scope: "cursor/".into(),
+                roles: vec![chorus_protocol::Role::Viewer],
+            }],
+        };
+        let all = JoinOptions::named("bo")
+            .with_password("pw")
+            .with_token("tok")
+            .with_policy(policy.clone())
+            .with_template("classroom");
+        assert_eq!(
+            all.wire_options(),
+            vec![
+                JoinOption::CreateIfMissing,
+                JoinOption::Password("pw".into()),
+                JoinOption::Token("tok".into()),
+                JoinOption::Policy(policy),
+                JoinOption::Template("classroom".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let join = format!(
+            "{:?}",
+            JoinOptions::named("bo")
+                .with_password("hunter2")
+                .with_token("eyJtoken")
+        );
+        assert!(
+            !join.contains("hunter2") && !join.contains("eyJtoken"),
+            "{join}"
+        );
+        assert!(join.contains("<redacted>"), "{join}");
+        let connect = ConnectOptions {
+            api_key: Some("key-123".into()),
+            ..ConnectOptions::default()
+        };
+        let text = format!("{connect:?}");
+        assert!(!text.contains("key-123"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
+        assert_eq!(
+            connect.hello_options(),
+            vec![HelloOption::ApiKey("key-123".into())]
+        );
+        assert_eq!(ConnectOptions::default().hello_options(), vec![]);
     }
 
     #[test]

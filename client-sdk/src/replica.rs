@@ -7,9 +7,10 @@
 //! driver holds one per joined room behind a mutex.
 
 use bytes::Bytes;
+use chorus_protocol::{Action, PermissionPolicy, ServerMessage, StateEntry};
 use chorus_protocol::{LeaveReason, MemberId, MemberInfo, Role, RoomSlot, RoomSnapshot, Seq};
-use chorus_protocol::{ServerMessage, StateEntry};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// One state key's current value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +75,47 @@ pub enum RoomEvent {
     },
     /// An application command.
     Command(CommandEvent),
+    /// A member's role changed (the replica's member list has the new role).
+    /// When `member` is this client, [`Room::role`](crate::Room::role) and
+    /// [`Room::can`](crate::Room::can) follow it.
+    RoleChanged {
+        /// Whose role changed.
+        member: MemberId,
+        /// The new role.
+        role: Role,
+        /// Who changed it.
+        by: MemberId,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// A member was removed from the room by another, and may not rejoin for
+    /// `ban`. When `member` is this client, this is the room's last event: the
+    /// room is no longer joined and its streams end after it.
+    MemberKicked {
+        /// Who was removed.
+        member: MemberId,
+        /// What the replica knew about them (`None` only if the server named a
+        /// member this client never saw).
+        info: Option<MemberInfo>,
+        /// Who removed them.
+        by: MemberId,
+        /// The reason text given (may be empty).
+        reason: String,
+        /// How long the removed member may not rejoin (joins fail with `Banned`).
+        ban: Duration,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// The room was closed: nobody is a member any more. This is the room's
+    /// last event; the room is no longer joined and its streams end after it.
+    RoomClosed {
+        /// Who closed it.
+        by: MemberId,
+        /// The reason text given (may be empty).
+        reason: String,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
 }
 
 impl RoomEvent {
@@ -82,7 +124,10 @@ impl RoomEvent {
         match self {
             RoomEvent::MemberJoined { seq, .. }
             | RoomEvent::MemberLeft { seq, .. }
-            | RoomEvent::StateChanged { seq, .. } => *seq,
+            | RoomEvent::StateChanged { seq, .. }
+            | RoomEvent::RoleChanged { seq, .. }
+            | RoomEvent::MemberKicked { seq, .. }
+            | RoomEvent::RoomClosed { seq, .. } => *seq,
             RoomEvent::Command(c) => c.seq,
         }
     }
@@ -106,8 +151,8 @@ pub struct RoomView {
 pub enum Applied {
     /// The replica changed; publish this event.
     Event(RoomEvent),
-    /// This client itself was removed from the room (publish the event, then treat
-    /// the room as left).
+    /// This client is no longer in the room: it left, was removed or kicked, or
+    /// the room was closed (publish the event, then treat the room as left).
     Removed(RoomEvent),
     /// The event's seq is not after the replica's: already applied, ignored.
     Stale {
@@ -131,6 +176,7 @@ pub struct RoomReplica {
     state: BTreeMap<String, StateValue>,
     state_version: u64,
     last_seq: Seq,
+    policy: PermissionPolicy,
     /// Events whose seq skipped ahead of `last_seq + 1` (a server bug or a lost
     /// event); counted for diagnostics, applied anyway.
     gaps: u64,
@@ -148,6 +194,7 @@ impl RoomReplica {
             state,
             state_version,
             last_seq,
+            policy,
         } = snapshot;
         let state = state
             .into_iter()
@@ -178,6 +225,7 @@ impl RoomReplica {
             state,
             state_version,
             last_seq,
+            policy,
             gaps: 0,
         }
     }
@@ -200,6 +248,19 @@ impl RoomReplica {
     /// This client's role: from the member list when it is there, else from the snapshot.
     pub fn role(&self) -> Role {
         self.member(self.me).map_or(self.role, |m| m.role)
+    }
+
+    /// The room's own permission rules, from the snapshot (the defaults apply
+    /// where none matches).
+    pub fn policy(&self) -> &PermissionPolicy {
+        &self.policy
+    }
+
+    /// Whether this client's role may do `action` on `target` (a state key or
+    /// command kind; empty for other actions) under the room's policy: the
+    /// same rule ([`PermissionPolicy::allows`]) the server applies.
+    pub fn can(&self, action: Action, target: &str) -> bool {
+        self.policy.allows(self.role(), action, target)
     }
 
     /// Members in join order.
@@ -284,11 +345,7 @@ impl RoomReplica {
                 if let Err(stale) = self.admit(seq) {
                     return stale;
                 }
-                let info = self
-                    .members
-                    .iter()
-                    .position(|m| m.id == member)
-                    .map(|i| self.members.remove(i));
+                let info = self.remove_member(member);
                 let event = RoomEvent::MemberLeft {
                     member,
                     info,
@@ -356,8 +413,78 @@ impl RoomReplica {
                     idempotency_key,
                 }))
             }
+            ServerMessage::RoleChanged {
+                room,
+                seq,
+                member,
+                role,
+                by,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                if let Some(m) = self.members.iter_mut().find(|m| m.id == member) {
+                    m.role = role;
+                }
+                if member == self.me {
+                    self.role = role;
+                }
+                Applied::Event(RoomEvent::RoleChanged {
+                    member,
+                    role,
+                    by,
+                    seq,
+                })
+            }
+            ServerMessage::MemberKicked {
+                room,
+                seq,
+                member,
+                by,
+                reason,
+                ban_ms,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                let info = self.remove_member(member);
+                let event = RoomEvent::MemberKicked {
+                    member,
+                    info,
+                    by,
+                    reason,
+                    ban: Duration::from_millis(ban_ms),
+                    seq,
+                };
+                if member == self.me {
+                    Applied::Removed(event)
+                } else {
+                    Applied::Event(event)
+                }
+            }
+            ServerMessage::RoomClosed {
+                room,
+                seq,
+                by,
+                reason,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                // Nobody is a member any more; the state stays readable.
+                self.members.clear();
+                Applied::Removed(RoomEvent::RoomClosed { by, reason, seq })
+            }
             _ => Applied::NotRoomEvent,
         }
+    }
+
+    /// Removes a member from the list, returning what was known about it.
+    fn remove_member(&mut self, id: MemberId) -> Option<MemberInfo> {
+        self.members
+            .iter()
+            .position(|m| m.id == id)
+            .map(|i| self.members.remove(i))
     }
 }
 
@@ -367,7 +494,10 @@ pub fn event_room(msg: &ServerMessage) -> Option<RoomSlot> {
         ServerMessage::MemberJoined { room, .. }
         | ServerMessage::MemberLeft { room, .. }
         | ServerMessage::StateChanged { room, .. }
-        | ServerMessage::CommandEvent { room, .. } => Some(*room),
+        | ServerMessage::CommandEvent { room, .. }
+        | ServerMessage::RoleChanged { room, .. }
+        | ServerMessage::MemberKicked { room, .. }
+        | ServerMessage::RoomClosed { room, .. } => Some(*room),
         _ => None,
     }
 }
@@ -405,6 +535,7 @@ mod tests {
             }],
             state_version: 4,
             last_seq: Seq(10),
+            policy: PermissionPolicy::default(),
         })
     }
 
@@ -620,5 +751,193 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn role_changes_update_members_and_my_permissions() {
+        let mut r = replica();
+        assert!(r.can(Action::SetState, "title"));
+        assert!(!r.can(Action::Kick, ""));
+        // Someone else's role.
+        assert_eq!(
+            r.apply(ServerMessage::RoleChanged {
+                room: SLOT,
+                seq: Seq(11),
+                member: MemberId(1),
+                role: Role::Viewer,
+                by: MemberId(1),
+            }),
+            Applied::Event(RoomEvent::RoleChanged {
+                member: MemberId(1),
+                role: Role::Viewer,
+                by: MemberId(1),
+                seq: Seq(11)
+            })
+        );
+        assert_eq!(r.member(MemberId(1)).map(|m| m.role), Some(Role::Viewer));
+        assert_eq!(r.role(), Role::Editor);
+        // Mine: up to host, then down to viewer.
+        r.apply(ServerMessage::RoleChanged {
+            room: SLOT,
+            seq: Seq(12),
+            member: MemberId(2),
+            role: Role::Host,
+            by: MemberId(1),
+        });
+        assert_eq!(r.role(), Role::Host);
+        assert!(r.can(Action::Kick, ""));
+        r.apply(ServerMessage::RoleChanged {
+            room: SLOT,
+            seq: Seq(13),
+            member: MemberId(2),
+            role: Role::Viewer,
+            by: MemberId(1),
+        });
+        assert_eq!(r.role(), Role::Viewer);
+        assert!(!r.can(Action::SetState, "title"));
+        assert!(r.can(Action::SendTicks, ""));
+        // An unknown member's change is still an event, and still sequenced.
+        assert!(matches!(
+            r.apply(ServerMessage::RoleChanged {
+                room: SLOT,
+                seq: Seq(15),
+                member: MemberId(9),
+                role: Role::Editor,
+                by: MemberId(1),
+            }),
+            Applied::Event(RoomEvent::RoleChanged { .. })
+        ));
+        assert_eq!((r.last_seq(), r.gaps()), (Seq(15), 1));
+    }
+
+    #[test]
+    fn the_room_policy_decides_with_my_role() {
+        let mut snapshot_policy = PermissionPolicy::default();
+        snapshot_policy.rules.push(chorus_protocol::PermissionRule {
+            action: Action::SetState,
+            scope: "cursor/".into(),
+            roles: vec![Role::Host, Role::Editor, Role::Viewer],
+        });
+        let mut r = RoomReplica::from_snapshot(RoomSnapshot {
+            room_id: "lobby".into(),
+            room: SLOT,
+            you: MemberId(2),
+            role: Role::Viewer,
+            members: vec![member(2, "bob", Role::Viewer)],
+            state: vec![],
+            state_version: 0,
+            last_seq: Seq(1),
+            policy: snapshot_policy.clone(),
+        });
+        assert_eq!(r.policy(), &snapshot_policy);
+        assert!(r.can(Action::SetState, "cursor/2"));
+        assert!(!r.can(Action::SetState, "title"));
+        assert!(!r.can(Action::SendCommands, "chat"));
+        r.apply(ServerMessage::RoleChanged {
+            room: SLOT,
+            seq: Seq(2),
+            member: MemberId(2),
+            role: Role::Editor,
+            by: MemberId(1),
+        });
+        assert!(r.can(Action::SetState, "title"));
+    }
+
+    #[test]
+    fn kicks_remove_the_member_and_end_the_room_for_me() {
+        let mut r = replica();
+        assert_eq!(
+            r.apply(ServerMessage::MemberKicked {
+                room: SLOT,
+                seq: Seq(11),
+                member: MemberId(1),
+                by: MemberId(2),
+                reason: "spam".into(),
+                ban_ms: 60_000,
+            }),
+            Applied::Event(RoomEvent::MemberKicked {
+                member: MemberId(1),
+                info: Some(member(1, "ada", Role::Host)),
+                by: MemberId(2),
+                reason: "spam".into(),
+                ban: Duration::from_secs(60),
+                seq: Seq(11)
+            })
+        );
+        assert_eq!(r.members().iter().map(|m| m.id.0).collect::<Vec<_>>(), [2]);
+        // A stale repeat changes nothing.
+        assert!(matches!(
+            r.apply(ServerMessage::MemberKicked {
+                room: SLOT,
+                seq: Seq(11),
+                member: MemberId(2),
+                by: MemberId(1),
+                reason: String::new(),
+                ban_ms: 0,
+            }),
+            Applied::Stale { .. }
+        ));
+        assert_eq!(r.members().len(), 1);
+        match r.apply(ServerMessage::MemberKicked {
+            room: SLOT,
+            seq: Seq(12),
+            member: MemberId(2),
+            by: MemberId(3),
+            reason: "bye".into(),
+            ban_ms: 1500,
+        }) {
+            Applied::Removed(RoomEvent::MemberKicked {
+                member, info, ban, ..
+            }) => {
+                assert_eq!(member, MemberId(2));
+                assert_eq!(info.map(|m| m.display.name), Some("bob".into()));
+                assert_eq!(ban, Duration::from_millis(1500));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(r.members().is_empty());
+        assert_eq!((r.last_seq(), r.gaps()), (Seq(12), 0));
+    }
+
+    #[test]
+    fn a_closed_room_has_no_members_and_ends() {
+        let mut r = replica();
+        let closed = ServerMessage::RoomClosed {
+            room: SLOT,
+            seq: Seq(12),
+            by: MemberId(1),
+            reason: "show's over".into(),
+        };
+        assert_eq!(event_room(&closed), Some(SLOT));
+        assert_eq!(
+            r.apply(closed),
+            Applied::Removed(RoomEvent::RoomClosed {
+                by: MemberId(1),
+                reason: "show's over".into(),
+                seq: Seq(12)
+            })
+        );
+        assert!(r.members().is_empty());
+        // The state stays readable; the skipped seq 11 is counted.
+        assert!(r.state("title").is_some());
+        assert_eq!((r.last_seq(), r.gaps()), (Seq(12), 1));
+        // Another room's close is not this room's event.
+        assert_eq!(
+            r.apply(ServerMessage::RoomClosed {
+                room: RoomSlot(8),
+                seq: Seq(13),
+                by: MemberId(1),
+                reason: String::new(),
+            }),
+            Applied::NotRoomEvent
+        );
+        assert_eq!(
+            event_room(&ServerMessage::Ack {
+                request_id: 1,
+                room: SLOT,
+                seq: Seq(12)
+            }),
+            None
+        );
     }
 }

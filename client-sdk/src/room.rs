@@ -1,5 +1,5 @@
 //! The [`Room`] handle: reads of the live replica, reliable requests (state,
-//! commands, leave), event subscriptions and unreliable ticks.
+//! commands, moderation, leave), event subscriptions and unreliable ticks.
 
 use crate::client::ClientHandle;
 use crate::driver::{Reply, RoomShared, ended_receiver, lock};
@@ -7,8 +7,8 @@ use crate::error::{RequestError, TickError};
 use crate::replica::{CommandEvent, RoomEvent, RoomView, StateValue};
 use bytes::Bytes;
 use chorus_protocol::{
-    ClientMessage, Datagram, ErrorCode, MemberId, MemberInfo, Role, RoomSlot, Seq, Tick,
-    encode_datagram,
+    Action, ClientMessage, Datagram, ErrorCode, MemberId, MemberInfo, PermissionPolicy, Role,
+    RoomSlot, Seq, Tick, encode_datagram,
 };
 use std::collections::BTreeMap;
 use std::fmt;
@@ -98,9 +98,11 @@ impl TickReceiver {
 ///
 /// When the last clone is dropped without calling [`leave`](Self::leave), the
 /// client leaves the room in the background. A room also stops being joined when
-/// the server removes this member or the connection ends: requests then fail
-/// with [`RequestError::NotJoined`] or [`RequestError::Closed`] and the event and
-/// tick streams end.
+/// the server removes this member ([`RoomEvent::MemberLeft`] or
+/// [`RoomEvent::MemberKicked`] naming [`me`](Self::me)), the room is closed
+/// ([`RoomEvent::RoomClosed`]) or the connection ends: requests then fail with
+/// [`RequestError::NotJoined`] or [`RequestError::Closed`], and the event
+/// stream delivers that last event and then ends, as does the tick stream.
 #[derive(Clone)]
 pub struct Room {
     handle: Arc<RoomHandle>,
@@ -154,12 +156,41 @@ impl Room {
         self.room().me
     }
 
-    /// This client's role in the room.
+    /// This client's role in the room (it follows [`RoomEvent::RoleChanged`]).
     pub fn role(&self) -> Role {
         lock(&self.room().inner).replica.role()
     }
 
-    /// Whether the room is still joined (not left, not removed, connection alive).
+    /// The room's own permission rules, as the join snapshot gave them (the
+    /// defaults, [`PermissionPolicy::default_rules`], apply where none matches).
+    pub fn policy(&self) -> PermissionPolicy {
+        lock(&self.room().inner).replica.policy().clone()
+    }
+
+    /// Whether this client may do `action` on `target` now: the room's
+    /// [`policy`](Self::policy) applied to this client's current
+    /// [`role`](Self::role), by the same rule as the server
+    /// ([`PermissionPolicy::allows`]). `target` is the state key for
+    /// [`Action::SetState`], the command kind for [`Action::SendCommands`], and
+    /// `""` for other actions. `false` once the room is no longer joined.
+    ///
+    /// A prediction for the user interface, not a guarantee: [`kick`](Self::kick)
+    /// and [`set_role`](Self::set_role) also depend on the other member's rank
+    /// ([`Role::rank`]), and a role can change before a request arrives.
+    ///
+    /// ```no_run
+    /// # fn demo(room: &chorus_client::Room) {
+    /// use chorus_client::Action;
+    /// let may_edit_title = room.can(Action::SetState, "title");
+    /// let may_moderate = room.can(Action::Kick, "");
+    /// # }
+    /// ```
+    pub fn can(&self, action: Action, target: &str) -> bool {
+        self.is_joined() && lock(&self.room().inner).replica.can(action, target)
+    }
+
+    /// Whether the room is still joined (not left, removed, kicked or closed,
+    /// connection alive).
     pub fn is_joined(&self) -> bool {
         self.room().joined.load(Ordering::SeqCst)
     }
@@ -398,6 +429,91 @@ impl Room {
             Reply::CommandAck(ack) => Ok(ack),
             other => Err(other.into_error()),
         }
+    }
+
+    /// Sends a request answered by `Ack` (kick, roles, password, close).
+    async fn ack_request(
+        &self,
+        build: impl FnOnce(chorus_protocol::RequestId) -> ClientMessage,
+    ) -> Result<Seq, RequestError> {
+        match self.request(build).await? {
+            Reply::Ack(seq) => Ok(seq),
+            other => Err(other.into_error()),
+        }
+    }
+
+    /// Removes `member` from the room; it cannot rejoin during the server's ban
+    /// time (its joins fail with [`ErrorCode::Banned`], the detail saying how
+    /// long: [`RequestError::retry_after`]). Every member, `member` included,
+    /// receives [`RoomEvent::MemberKicked`] with `reason`.
+    ///
+    /// Resolves with the event's sequence number. The server sends an event
+    /// before the `Ack` it causes (as for state writes and commands), so by then
+    /// the replica no longer lists `member`.
+    ///
+    /// Needs [`Action::Kick`] (hosts, by default); nobody can kick itself or a
+    /// member ranked above it ([`Role::rank`]). Otherwise the error is
+    /// [`ErrorCode::Forbidden`].
+    pub async fn kick(&self, member: MemberId, reason: &str) -> Result<Seq, RequestError> {
+        let room = self.slot();
+        self.ack_request(|request_id| ClientMessage::Kick {
+            request_id,
+            room,
+            member,
+            reason: reason.to_owned(),
+        })
+        .await
+    }
+
+    /// Gives `member` (this client too) a role. Every member receives
+    /// [`RoomEvent::RoleChanged`]; resolves with its sequence number, the
+    /// replica already showing the new role (the event comes before the `Ack`).
+    ///
+    /// Needs [`Action::GrantRoles`] (hosts, by default); nobody may grant a
+    /// role ranked above its own or change the role of a member ranked above
+    /// it ([`Role::rank`]), and the room's last host cannot be demoted.
+    /// Otherwise the error is [`ErrorCode::Forbidden`].
+    pub async fn set_role(&self, member: MemberId, role: Role) -> Result<Seq, RequestError> {
+        let room = self.slot();
+        self.ack_request(|request_id| ClientMessage::SetRole {
+            request_id,
+            room,
+            member,
+            role,
+        })
+        .await
+    }
+
+    /// Sets (`Some`) or removes (`None`) the room's password, for later joins
+    /// ([`JoinOptions::password`](crate::JoinOptions::password)); members
+    /// already in the room stay. No room event follows: resolves with the
+    /// room's last sequence number.
+    ///
+    /// Needs [`Action::SetPassword`] (hosts, by default).
+    pub async fn set_password(&self, password: Option<&str>) -> Result<Seq, RequestError> {
+        let room = self.slot();
+        self.ack_request(|request_id| ClientMessage::SetPassword {
+            request_id,
+            room,
+            password: password.map(str::to_owned),
+        })
+        .await
+    }
+
+    /// Ends the room for everyone. Every member, this client included, receives
+    /// [`RoomEvent::RoomClosed`] with `reason` as the room's last event; then
+    /// the room is no longer joined and its streams end. Resolves with that
+    /// event's sequence number.
+    ///
+    /// Needs [`Action::CloseRoom`] (hosts, by default).
+    pub async fn close_room(&self, reason: &str) -> Result<Seq, RequestError> {
+        let room = self.slot();
+        self.ack_request(|request_id| ClientMessage::CloseRoom {
+            request_id,
+            room,
+            reason: reason.to_owned(),
+        })
+        .await
     }
 
     /// Leaves the room. Whatever the outcome, this handle and its clones stop

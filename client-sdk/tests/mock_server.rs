@@ -15,9 +15,9 @@ use chorus_client::{
 };
 use chorus_protocol::{
     ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder,
-    LeaveReason, Limits, MemberId, PROTOCOL_VERSION, ProtocolVersion, Role, RoomSlot, RoomSnapshot,
-    Seq, ServerHello, ServerMessage, ServerTime, StateEntry, Tick, decode_client_message,
-    decode_datagram, encode_datagram, encode_frame,
+    LeaveReason, Limits, MemberId, PROTOCOL_VERSION, ProtocolVersion, RateLimits, Role, RoomSlot,
+    RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, StateEntry, Tick,
+    decode_client_message, decode_datagram, encode_datagram, encode_frame,
 };
 use common::{CERT, KEY, SLOT, member, snapshot_with, unix_us};
 use std::future::Future;
@@ -92,6 +92,8 @@ fn hello() -> ServerHello {
         server_time: ServerTime(unix_us() + SERVER_AHEAD_US),
         max_datagram_size: 1200,
         limits: Limits::default(),
+        rate_limits: RateLimits::default(),
+        extensions: vec![],
     }
 }
 
@@ -164,6 +166,7 @@ async fn greet(peer: &mut Peer) {
             assert_eq!(h.version, PROTOCOL_VERSION);
             assert_eq!(h.capabilities, 0);
             assert!(h.client_name.starts_with("chorus-client-rust/"));
+            assert_eq!(h.options, vec![], "no API key unless configured");
         }
         other => panic!("expected hello, got {other:?}"),
     }
@@ -241,9 +244,9 @@ async fn handshake_and_clock_sync() {
 async fn version_mismatch_is_typed() {
     let (url, server) = mock(|mut peer| async move {
         let _ = peer.expect_next().await;
-        let server = ProtocolVersion { major: 2, minor: 0 };
+        let server = ProtocolVersion { major: 3, minor: 0 };
         peer.send(&ServerMessage::Error(
-            ErrorFrame::new(None, ErrorCode::VersionMismatch, "server speaks 2.0").with_detail(
+            ErrorFrame::new(None, ErrorCode::VersionMismatch, "server speaks 3.0").with_detail(
                 ErrorDetail::Version {
                     server,
                     client: PROTOCOL_VERSION,
@@ -259,7 +262,7 @@ async fn version_mismatch_is_typed() {
     .await;
     match Client::connect(&url, options()).await {
         Err(ConnectError::VersionMismatch { server, client }) => {
-            assert_eq!(server.major, 2);
+            assert_eq!(server.major, 3);
             assert_eq!(client, PROTOCOL_VERSION);
         }
         other => panic!("expected a version mismatch, got {other:?}"),

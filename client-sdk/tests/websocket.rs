@@ -17,7 +17,7 @@ use chorus_client::{
 };
 use chorus_protocol::{
     ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorFrame, Limits, MemberId,
-    PROTOCOL_VERSION, RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, Tick,
+    PROTOCOL_VERSION, RateLimits, RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, Tick,
     decode_client_message, decode_datagram, encode_datagram,
 };
 use common::{CERT, KEY, SLOT, snapshot_with, unix_us};
@@ -171,6 +171,8 @@ fn hello() -> ServerHello {
         // No datagrams on WebSocket: ticks travel in-band.
         max_datagram_size: 0,
         limits: Limits::default(),
+        rate_limits: RateLimits::default(),
+        extensions: vec![],
     }
 }
 
@@ -214,7 +216,10 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Peer<S> {
 /// Reads the client's hello and answers with ours.
 async fn greet<S: AsyncRead + AsyncWrite + Unpin>(peer: &mut Peer<S>) {
     match peer.expect_next().await {
-        ClientMessage::Hello(h) => assert_eq!(h.version, PROTOCOL_VERSION),
+        ClientMessage::Hello(h) => {
+            assert_eq!(h.version, PROTOCOL_VERSION);
+            assert_eq!(h.options, vec![], "no API key unless configured");
+        }
         other => panic!("expected hello, got {other:?}"),
     }
     peer.send(&ServerMessage::Hello(hello())).await;

@@ -2,7 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use chorus_protocol::{
-    DisplayInfo, MemberId, MemberInfo, Role, RoomSlot, RoomSnapshot, Seq, StateEntry,
+    DisplayInfo, MemberId, MemberInfo, PermissionPolicy, Role, RoomSlot, RoomSnapshot, Seq,
+    StateEntry,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,7 +43,7 @@ pub const SLOT: RoomSlot = RoomSlot(4);
 
 /// The snapshot a fake server sends for a join: member 1 ("ada") hosts, the
 /// client is member 2 (an editor) with `display`; `state` and the sequence
-/// numbers are the caller's.
+/// numbers are the caller's; the room has the default permission policy.
 pub fn snapshot_with(
     room_id: &str,
     display: DisplayInfo,
@@ -66,5 +67,6 @@ pub fn snapshot_with(
         state,
         state_version,
         last_seq,
+        policy: PermissionPolicy::default(),
     }
 }
