@@ -10,12 +10,13 @@ mod common;
 
 use bytes::Bytes;
 use chorus_client::{
-    Client, CloseReason, ConnectError, ConnectOptions, JoinOptions, RequestError, RoomEvent,
-    TickError, Transport, TransportChoice,
+    Action, Client, CloseReason, ConnectError, ConnectOptions, JoinOptions, RequestError,
+    RoomEvent, TickError, Transport, TransportChoice,
 };
 use chorus_protocol::{
     ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder,
-    LeaveReason, Limits, MemberId, PROTOCOL_VERSION, ProtocolVersion, RateLimits, Role, RoomSlot,
+    HelloExtension, HelloOption, JoinOption, LeaveReason, Limits, MemberId, PROTOCOL_VERSION,
+    PermissionPolicy, PermissionRule, ProtocolVersion, Rate, RateLimits, Role, RoomSlot,
     RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, StateEntry, Tick,
     decode_client_message, decode_datagram, encode_datagram, encode_frame,
 };
@@ -23,6 +24,7 @@ use common::{CERT, KEY, SLOT, member, snapshot_with, unix_us};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 use wtransport::tls::{CertificateChain, PrivateKey};
 use wtransport::{Connection, Endpoint, Identity, RecvStream, SendStream, ServerConfig, VarInt};
@@ -159,22 +161,38 @@ fn options() -> ConnectOptions {
     }
 }
 
-/// Handshake from the server's side: the client's hello, then ours.
+/// Handshake from the server's side: the client's hello (without options),
+/// then ours.
 async fn greet(peer: &mut Peer) {
+    assert_eq!(read_hello(peer).await, vec![]);
+    peer.send(&ServerMessage::Hello(hello())).await;
+}
+
+/// Reads the client's hello and returns its options.
+async fn read_hello(peer: &mut Peer) -> Vec<HelloOption> {
     match peer.expect_next().await {
         ClientMessage::Hello(h) => {
             assert_eq!(h.version, PROTOCOL_VERSION);
             assert_eq!(h.capabilities, 0);
             assert!(h.client_name.starts_with("chorus-client-rust/"));
-            assert_eq!(h.options, vec![], "no API key unless configured");
+            h.options
         }
         other => panic!("expected hello, got {other:?}"),
     }
-    peer.send(&ServerMessage::Hello(hello())).await;
 }
 
-/// Answers the next message, which must be a join.
+/// Answers the next message, which must be a default join.
 async fn answer_join(peer: &mut Peer) -> u32 {
+    answer_join_with(peer, vec![JoinOption::CreateIfMissing], snapshot).await
+}
+
+/// Answers the next message, which must be a join with these options, with
+/// `make(room_id, display)`.
+async fn answer_join_with(
+    peer: &mut Peer,
+    expected: Vec<JoinOption>,
+    make: impl FnOnce(&str, DisplayInfo) -> RoomSnapshot,
+) -> u32 {
     match peer.expect_next().await {
         ClientMessage::Join {
             request_id,
@@ -182,16 +200,55 @@ async fn answer_join(peer: &mut Peer) -> u32 {
             display,
             options,
         } => {
-            assert_eq!(options, vec![chorus_protocol::JoinOption::CreateIfMissing]);
+            assert_eq!(options, expected);
             peer.send(&ServerMessage::Joined {
                 request_id,
-                snapshot: snapshot(&room_id, display),
+                snapshot: make(&room_id, display),
             })
             .await;
             request_id
         }
         other => panic!("expected join, got {other:?}"),
     }
+}
+
+/// [`snapshot`], but the client (member 2) hosts too and member 3 ("cy")
+/// edits.
+fn host_snapshot(room_id: &str, display: DisplayInfo) -> RoomSnapshot {
+    let mut s = snapshot(room_id, display);
+    s.role = Role::Host;
+    s.members[1].role = Role::Host;
+    s.members.push(member(3, "cy"));
+    s
+}
+
+/// An error answering request `request_id` that asks to wait `ms`.
+fn retry_error(request_id: Option<u32>, code: ErrorCode, ms: u64) -> ServerMessage {
+    ServerMessage::Error(
+        ErrorFrame::new(request_id, code, "not now")
+            .with_detail(ErrorDetail::RetryAfter { retry_after_ms: ms }),
+    )
+}
+
+/// The request id of the next message, which must match `expected` once its
+/// request id is set to 0.
+async fn expect_request(peer: &mut Peer, expected: ClientMessage) -> u32 {
+    let mut msg = peer.expect_next().await;
+    let id = msg.request_id().expect("a request");
+    match &mut msg {
+        ClientMessage::Join { request_id, .. }
+        | ClientMessage::Leave { request_id, .. }
+        | ClientMessage::SetState { request_id, .. }
+        | ClientMessage::DeleteState { request_id, .. }
+        | ClientMessage::Command { request_id, .. }
+        | ClientMessage::Kick { request_id, .. }
+        | ClientMessage::SetRole { request_id, .. }
+        | ClientMessage::SetPassword { request_id, .. }
+        | ClientMessage::CloseRoom { request_id, .. } => *request_id = 0,
+        ClientMessage::Hello(_) | ClientMessage::Ping { .. } => {}
+    }
+    assert_eq!(msg, expected);
+    id
 }
 
 /// Waits for the client to close (or give up on) the connection.
@@ -827,5 +884,542 @@ async fn local_close_fails_pending_requests() {
         room.delete_state("x").await,
         Err(RequestError::Closed(CloseReason::Local))
     ));
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn api_key_rate_limits_and_unknown_hello_extensions() {
+    let rates = RateLimits {
+        commands: Rate {
+            per_second: 3,
+            burst: 6,
+        },
+        ..RateLimits::default()
+    };
+    let announced = rates.clone();
+    let (url, server) = mock(|mut peer| async move {
+        assert_eq!(
+            read_hello(&mut peer).await,
+            vec![HelloOption::ApiKey("key-1".into())]
+        );
+        peer.send(&ServerMessage::Hello(ServerHello {
+            rate_limits: announced,
+            // A kind from a later 2.x server: the client skips it.
+            extensions: vec![HelloExtension {
+                kind: 900,
+                data: vec![1, 2, 3],
+            }],
+            ..hello()
+        }))
+        .await;
+        assert!(peer.next().await.is_none());
+    })
+    .await;
+    let client = Client::connect(
+        &url,
+        ConnectOptions {
+            api_key: Some("key-1".into()),
+            ..options()
+        },
+    )
+    .await
+    .expect("connect");
+    assert_eq!(client.rate_limits(), &rates);
+    assert_eq!(client.server_hello().extensions.len(), 1);
+    assert_eq!(
+        client.clock().samples,
+        4,
+        "the session works after the hello"
+    );
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn refused_handshake_says_when_to_retry() {
+    let (url, server) = mock(|mut peer| async move {
+        assert_eq!(
+            read_hello(&mut peer).await,
+            vec![HelloOption::ApiKey("key-2".into())]
+        );
+        peer.send(&retry_error(None, ErrorCode::TooManyConnections, 2500))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peer.conn
+            .close(VarInt::from_u32(403), b"too many connections");
+        wait_gone(peer).await;
+    })
+    .await;
+    let options = ConnectOptions {
+        api_key: Some("key-2".into()),
+        ..options()
+    };
+    match Client::connect(&url, options).await {
+        Err(e @ ConnectError::Server(_)) => {
+            assert_eq!(e.retry_after(), Some(Duration::from_millis(2500)));
+            let ConnectError::Server(frame) = e else {
+                unreachable!()
+            };
+            assert_eq!(frame.code, ErrorCode::TooManyConnections);
+        }
+        other => panic!("expected the server's refusal, got {other:?}"),
+    }
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn join_options_invite_codes_and_bans() {
+    let policy = PermissionPolicy {
+        rules: vec![PermissionRule {
+            action: Action::SetState,
+            scope: "board/".into(),
+            roles: vec![Role::Host],
+        }],
+    };
+    let room_policy = policy.clone();
+    let (url, server) = mock(|mut peer| async move {
+        greet(&mut peer).await;
+        let expected = vec![
+            JoinOption::CreateIfMissing,
+            JoinOption::MaxMembers(4),
+            JoinOption::Password("pw".into()),
+            JoinOption::Token("tok".into()),
+            JoinOption::Policy(room_policy.clone()),
+            JoinOption::Template("quiz".into()),
+        ];
+        // An empty id with create: the server picks the room's id.
+        answer_join_with(&mut peer, expected, |room_id, display| {
+            assert_eq!(room_id, "");
+            RoomSnapshot {
+                policy: room_policy,
+                ..snapshot("K7QX2MNP", display)
+            }
+        })
+        .await;
+        // A second join, refused: this client was kicked from there.
+        match peer.expect_next().await {
+            ClientMessage::Join {
+                request_id,
+                room_id,
+                options,
+                ..
+            } => {
+                assert_eq!(room_id, "stage");
+                assert_eq!(options, vec![JoinOption::CreateIfMissing]);
+                peer.send(&retry_error(Some(request_id), ErrorCode::Banned, 59_000))
+                    .await;
+            }
+            other => panic!("expected join, got {other:?}"),
+        }
+        assert!(peer.next().await.is_none());
+    })
+    .await;
+    let client = Client::connect(&url, options()).await.expect("connect");
+    let join = JoinOptions {
+        max_members: Some(4),
+        ..JoinOptions::named("bob")
+            .with_password("pw")
+            .with_token("tok")
+            .with_policy(policy.clone())
+            .with_template("quiz")
+    };
+    let room = client.join("", join).await.expect("join");
+    assert_eq!(room.id(), "K7QX2MNP");
+    assert_eq!(room.policy(), policy);
+    // An editor here: the room's rule keeps `board/` for hosts, the defaults
+    // give the rest.
+    assert_eq!(room.role(), Role::Editor);
+    assert!(!room.can(Action::SetState, "board/1"));
+    assert!(room.can(Action::SetState, "title"));
+    assert!(room.can(Action::SendTicks, ""));
+    assert!(!room.can(Action::Kick, ""));
+    let err = client
+        .join("stage", JoinOptions::default())
+        .await
+        .expect_err("banned");
+    assert_eq!(err.code(), Some(ErrorCode::Banned));
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(59)));
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn roles_kicks_and_passwords_resolve_by_ack_after_their_events() {
+    let (url, server) = mock(|mut peer| async move {
+        greet(&mut peer).await;
+        answer_join_with(&mut peer, vec![JoinOption::CreateIfMissing], host_snapshot).await;
+        let request_id = expect_request(
+            &mut peer,
+            ClientMessage::SetRole {
+                request_id: 0,
+                room: SLOT,
+                member: MemberId(3),
+                role: Role::Viewer,
+            },
+        )
+        .await;
+        peer.send(&ServerMessage::RoleChanged {
+            room: SLOT,
+            seq: Seq(6),
+            member: MemberId(3),
+            role: Role::Viewer,
+            by: MemberId(2),
+        })
+        .await;
+        peer.send(&ServerMessage::Ack {
+            request_id,
+            room: SLOT,
+            seq: Seq(6),
+        })
+        .await;
+        let request_id = expect_request(
+            &mut peer,
+            ClientMessage::Kick {
+                request_id: 0,
+                room: SLOT,
+                member: MemberId(3),
+                reason: "spam".into(),
+            },
+        )
+        .await;
+        peer.send(&ServerMessage::MemberKicked {
+            room: SLOT,
+            seq: Seq(7),
+            member: MemberId(3),
+            by: MemberId(2),
+            reason: "spam".into(),
+            ban_ms: 60_000,
+        })
+        .await;
+        peer.send(&ServerMessage::Ack {
+            request_id,
+            room: SLOT,
+            seq: Seq(7),
+        })
+        .await;
+        // Kicking the other host: refused, nothing happens.
+        let request_id = expect_request(
+            &mut peer,
+            ClientMessage::Kick {
+                request_id: 0,
+                room: SLOT,
+                member: MemberId(1),
+                reason: String::new(),
+            },
+        )
+        .await;
+        peer.send(&ServerMessage::Error(ErrorFrame::new(
+            Some(request_id),
+            ErrorCode::Forbidden,
+            "member 1 outranks you",
+        )))
+        .await;
+        // A password: first over the budget, then removed.
+        let request_id = expect_request(
+            &mut peer,
+            ClientMessage::SetPassword {
+                request_id: 0,
+                room: SLOT,
+                password: Some("pw".into()),
+            },
+        )
+        .await;
+        peer.send(&retry_error(Some(request_id), ErrorCode::RateLimited, 1200))
+            .await;
+        let request_id = expect_request(
+            &mut peer,
+            ClientMessage::SetPassword {
+                request_id: 0,
+                room: SLOT,
+                password: None,
+            },
+        )
+        .await;
+        // No event: the ack carries the room's last seq.
+        peer.send(&ServerMessage::Ack {
+            request_id,
+            room: SLOT,
+            seq: Seq(7),
+        })
+        .await;
+        // This client steps down; seq 8 went to a room event it missed.
+        let request_id = expect_request(
+            &mut peer,
+            ClientMessage::SetRole {
+                request_id: 0,
+                room: SLOT,
+                member: MemberId(2),
+                role: Role::Editor,
+            },
+        )
+        .await;
+        peer.send(&ServerMessage::RoleChanged {
+            room: SLOT,
+            seq: Seq(9),
+            member: MemberId(2),
+            role: Role::Editor,
+            by: MemberId(2),
+        })
+        .await;
+        peer.send(&ServerMessage::Ack {
+            request_id,
+            room: SLOT,
+            seq: Seq(9),
+        })
+        .await;
+        assert!(peer.next().await.is_none());
+    })
+    .await;
+    let client = Client::connect(&url, options()).await.expect("connect");
+    let room = client
+        .join("lobby", JoinOptions::default())
+        .await
+        .expect("join");
+    let mut events = room.events();
+    assert_eq!(room.role(), Role::Host);
+    assert!(room.can(Action::Kick, "") && room.can(Action::GrantRoles, ""));
+
+    let seq = room
+        .set_role(MemberId(3), Role::Viewer)
+        .await
+        .expect("set_role");
+    assert_eq!(seq, Seq(6));
+    assert_eq!(room.member(MemberId(3)).map(|m| m.role), Some(Role::Viewer));
+
+    assert_eq!(room.kick(MemberId(3), "spam").await.expect("kick"), Seq(7));
+    assert_eq!(room.member(MemberId(3)), None);
+    assert_eq!(room.last_seq(), Seq(7));
+
+    let err = room.kick(MemberId(1), "").await.expect_err("forbidden");
+    assert_eq!(err.code(), Some(ErrorCode::Forbidden));
+    assert_eq!(err.retry_after(), None);
+    assert_eq!(room.members().len(), 2);
+
+    let err = room
+        .set_password(Some("pw"))
+        .await
+        .expect_err("rate limited");
+    assert_eq!(err.code(), Some(ErrorCode::RateLimited));
+    assert_eq!(err.retry_after(), Some(Duration::from_millis(1200)));
+    assert_eq!(room.set_password(None).await.expect("password"), Seq(7));
+
+    assert_eq!(
+        room.set_role(MemberId(2), Role::Editor)
+            .await
+            .expect("step down"),
+        Seq(9)
+    );
+    assert_eq!(room.role(), Role::Editor);
+    assert!(!room.can(Action::Kick, ""));
+    assert!(room.can(Action::SetState, "title"));
+    assert!(room.is_joined());
+
+    // The events, in order; the kick tells who it was.
+    match events.try_recv().expect("role event") {
+        RoomEvent::RoleChanged {
+            member, role, by, ..
+        } => assert_eq!((member, role, by), (MemberId(3), Role::Viewer, MemberId(2))),
+        other => panic!("unexpected {other:?}"),
+    }
+    match events.try_recv().expect("kick event") {
+        RoomEvent::MemberKicked {
+            member,
+            info,
+            by,
+            reason,
+            ban,
+            seq,
+        } => {
+            assert_eq!((member, by, seq), (MemberId(3), MemberId(2), Seq(7)));
+            assert_eq!(info.map(|m| m.display.name), Some("cy".into()));
+            assert_eq!((reason.as_str(), ban), ("spam", Duration::from_secs(60)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(matches!(
+        events.try_recv(),
+        Ok(RoomEvent::RoleChanged {
+            member: MemberId(2),
+            role: Role::Editor,
+            seq: Seq(9),
+            ..
+        })
+    ));
+    assert!(events.try_recv().is_err());
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn closing_the_room_ends_it_but_not_the_connection() {
+    let (url, server) = mock(|mut peer| async move {
+        greet(&mut peer).await;
+        answer_join_with(&mut peer, vec![JoinOption::CreateIfMissing], host_snapshot).await;
+        let request_id = expect_request(
+            &mut peer,
+            ClientMessage::CloseRoom {
+                request_id: 0,
+                room: SLOT,
+                reason: "done".into(),
+            },
+        )
+        .await;
+        peer.send(&ServerMessage::RoomClosed {
+            room: SLOT,
+            seq: Seq(6),
+            by: MemberId(2),
+            reason: "done".into(),
+        })
+        .await;
+        peer.send(&ServerMessage::Ack {
+            request_id,
+            room: SLOT,
+            seq: Seq(6),
+        })
+        .await;
+        // The connection goes on: another room.
+        answer_join(&mut peer).await;
+        // No Leave for the closed room, even when its handle is dropped.
+        assert!(peer.next().await.is_none());
+    })
+    .await;
+    let client = Client::connect(&url, options()).await.expect("connect");
+    let room = client
+        .join("lobby", JoinOptions::default())
+        .await
+        .expect("join");
+    let mut events = room.events();
+    let mut ticks = room.ticks();
+    assert_eq!(room.close_room("done").await.expect("close"), Seq(6));
+    assert!(!room.is_joined());
+    match events.recv().await {
+        Ok(RoomEvent::RoomClosed { by, reason, seq }) => {
+            assert_eq!((by, reason.as_str(), seq), (MemberId(2), "done", Seq(6)))
+        }
+        other => panic!("expected the close, got {other:?}"),
+    }
+    assert!(matches!(events.recv().await, Err(RecvError::Closed)));
+    assert!(ticks.recv().await.is_none());
+    assert!(room.members().is_empty());
+    assert!(!room.can(Action::SendTicks, ""));
+    assert!(matches!(
+        room.set_state("a", b"b").await,
+        Err(RequestError::NotJoined)
+    ));
+    assert!(matches!(
+        room.close_room("again").await,
+        Err(RequestError::NotJoined)
+    ));
+    assert!(matches!(room.send_tick(b"x"), Err(TickError::NotJoined)));
+    drop(room);
+    let next = client
+        .join("lobby", JoinOptions::default())
+        .await
+        .expect("join again");
+    assert!(next.is_joined());
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn being_kicked_ends_the_room_with_the_kick_as_last_event() {
+    let (url, server) = mock(|mut peer| async move {
+        greet(&mut peer).await;
+        answer_join(&mut peer).await;
+        match peer.expect_next().await {
+            ClientMessage::Command {
+                request_id,
+                room,
+                kind,
+                payload,
+                idempotency_key,
+            } => {
+                peer.send(&ServerMessage::CommandEvent {
+                    room,
+                    seq: Seq(6),
+                    author: MemberId(2),
+                    kind,
+                    payload,
+                    idempotency_key,
+                })
+                .await;
+                peer.send(&ServerMessage::CommandAck {
+                    request_id,
+                    room,
+                    seq: Seq(6),
+                    duplicate: false,
+                })
+                .await;
+            }
+            other => panic!("expected a command, got {other:?}"),
+        }
+        // The host kicks this client.
+        peer.send(&ServerMessage::MemberKicked {
+            room: SLOT,
+            seq: Seq(7),
+            member: MemberId(2),
+            by: MemberId(1),
+            reason: "flooding".into(),
+            ban_ms: 300_000,
+        })
+        .await;
+        // Late events of that room are not applied any more.
+        peer.send(&ServerMessage::MemberJoined {
+            room: SLOT,
+            seq: Seq(8),
+            member: member(5, "eve"),
+        })
+        .await;
+        // Nothing more from the client: no Leave for a room it was kicked from.
+        assert!(peer.next().await.is_none());
+    })
+    .await;
+    let client = Client::connect(&url, options()).await.expect("connect");
+    let room = client
+        .join("lobby", JoinOptions::default())
+        .await
+        .expect("join");
+    let mut events = room.events();
+    room.send_command("chat", b"spam spam", None)
+        .await
+        .expect("command");
+    assert!(matches!(
+        events.recv().await,
+        Ok(RoomEvent::Command(c)) if c.seq == Seq(6)
+    ));
+    match events.recv().await {
+        Ok(RoomEvent::MemberKicked {
+            member,
+            by,
+            reason,
+            ban,
+            seq,
+            ..
+        }) => {
+            assert_eq!((member, by, seq), (room.me(), MemberId(1), Seq(7)));
+            assert_eq!(reason, "flooding");
+            assert_eq!(ban, Duration::from_secs(300));
+        }
+        other => panic!("expected the kick, got {other:?}"),
+    }
+    assert!(matches!(events.recv().await, Err(RecvError::Closed)));
+    assert!(!room.is_joined());
+    assert_eq!(room.last_seq(), Seq(7));
+    assert_eq!(room.member(MemberId(5)), None);
+    assert!(room.member(room.me()).is_none());
+    assert!(!room.can(Action::SendTicks, ""));
+    assert!(matches!(
+        room.kick(MemberId(1), "revenge").await,
+        Err(RequestError::NotJoined)
+    ));
+    assert!(matches!(
+        room.send_command("chat", b"?", None).await,
+        Err(RequestError::NotJoined)
+    ));
+    // The connection itself is fine.
+    assert!(!client.is_closed());
+    drop(room);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.close().await;
     server.await.expect("server script");
 }
