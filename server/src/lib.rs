@@ -8,6 +8,7 @@
 //! - [`transport`]: adapters from a connection to a session (WebTransport).
 //! - [`server`]: configuration, listeners, start and stop.
 
+pub mod access;
 pub mod cert;
 pub mod clock;
 pub mod core;
