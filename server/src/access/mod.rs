@@ -9,6 +9,10 @@
 //!
 //! - [`password`]: hashes and verifies room passwords with Argon2id (PHC strings).
 //! - [`api_key`]: checks the API key a client presents in its hello, in constant time.
+//! - [`rate`]: per-session token buckets for the announced `RateLimits`, and the
+//!   violation counter that disconnects a client who keeps going past them.
+//! - [`guard`]: the server-wide, per-address limits: connections, new
+//!   connections and joins per minute, wrong-password and unknown-room blocks, bans.
 //! - [`invite`]: random, unambiguous 8-character invite codes.
 //!
 //! This module must not do I/O, read a clock, spawn tasks or depend on tokio.
@@ -18,8 +22,10 @@
 //! milliseconds); callers run it off the async threads.
 
 pub mod api_key;
+pub mod guard;
 pub mod invite;
 pub mod password;
+pub mod rate;
 
 use std::fmt;
 use std::time::Duration;
