@@ -7,6 +7,7 @@
 //! [`Instant`](std::time::Instant) or Unix seconds), so every rule here is
 //! tested deterministically at its limit, without sleeping.
 //!
+//! - [`tokens`]: verifies signed join tokens (JWT, HS256 or ES256) into [`JoinClaims`](tokens::JoinClaims).
 //! - [`password`]: hashes and verifies room passwords with Argon2id (PHC strings).
 //! - [`api_key`]: checks the API key a client presents in its hello, in constant time.
 //! - [`rate`]: per-session token buckets for the announced `RateLimits`, and the
@@ -26,6 +27,7 @@ pub mod guard;
 pub mod invite;
 pub mod password;
 pub mod rate;
+pub mod tokens;
 
 use std::fmt;
 use std::time::Duration;
