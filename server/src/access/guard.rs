@@ -59,11 +59,16 @@ pub const CONNECTION_RETRY: Duration = Duration::from_secs(5);
 /// How often a full address table may be swept for forgettable entries.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The longest block or ban duration honoured; longer ones count as this
+/// (so adding one to an `Instant` cannot overflow).
+pub const MAX_BLOCK_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The guard's limits. Counts below 1 are treated as 1 (check a configuration
-/// with [`AbuseConfig::validate`] to report them).
+/// The guard's limits. Counts below 1 are treated as 1 and durations over
+/// [`MAX_BLOCK_DURATION`] as that (check a configuration with
+/// [`AbuseConfig::validate`] to report them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbuseConfig {
     /// Connections open at once from one address (default 256).
@@ -124,7 +129,8 @@ pub struct AbuseConfigError {
 }
 
 impl AbuseConfig {
-    /// Checks that every count is at least 1 and the IPv6 prefix at most 128.
+    /// Checks that every count is at least 1, every duration at most
+    /// [`MAX_BLOCK_DURATION`] and the IPv6 prefix at most 128.
     pub fn validate(&self) -> Result<(), AbuseConfigError> {
         let counts: [(&'static str, u64); 7] = [
             (
@@ -158,6 +164,22 @@ impl AbuseConfig {
                 });
             }
         }
+        for (field, value) in [
+            ("wrong_password_block", self.wrong_password_block),
+            ("unknown_room_block", self.unknown_room_block),
+            ("ban_duration", self.ban_duration),
+        ] {
+            if value > MAX_BLOCK_DURATION {
+                return Err(AbuseConfigError {
+                    field,
+                    problem: format!(
+                        "must be at most {} s (got {} s)",
+                        MAX_BLOCK_DURATION.as_secs(),
+                        value.as_secs()
+                    ),
+                });
+            }
+        }
         if self.ipv6_prefix_len > 128 {
             return Err(AbuseConfigError {
                 field: "ipv6_prefix_len",
@@ -167,8 +189,12 @@ impl AbuseConfig {
         Ok(())
     }
 
-    /// The same limits with every count at least 1 and the prefix at most 128.
+    /// The same limits with every count at least 1, durations at most
+    /// [`MAX_BLOCK_DURATION`] and the prefix at most 128.
     fn clamped(mut self) -> Self {
+        self.wrong_password_block = self.wrong_password_block.min(MAX_BLOCK_DURATION);
+        self.unknown_room_block = self.unknown_room_block.min(MAX_BLOCK_DURATION);
+        self.ban_duration = self.ban_duration.min(MAX_BLOCK_DURATION);
         self.max_connections_per_ip = self.max_connections_per_ip.max(1);
         self.new_connections_per_ip_per_minute = self.new_connections_per_ip_per_minute.max(1);
         self.joins_per_ip_per_minute = self.joins_per_ip_per_minute.max(1);
@@ -798,8 +824,30 @@ mod tests {
             prefix.validate().expect_err("prefix").field,
             "ipv6_prefix_len"
         );
-        // A zero connection cap still lets one connection in, not none.
+        let forever = AbuseConfig {
+            unknown_room_block: Duration::MAX,
+            ..AbuseConfig::default()
+        };
+        assert_eq!(
+            forever.validate().expect_err("too long").field,
+            "unknown_room_block"
+        );
+        // Clamped, a huge block neither overflows nor ends early.
         let t0 = Instant::now();
+        let guard = AbuseGuard::new(AbuseConfig {
+            unknown_rooms_per_hour: 1,
+            ..forever
+        });
+        assert_eq!(
+            guard.record_unknown_room(ip("10.0.0.9"), t0),
+            Some(MAX_BLOCK_DURATION)
+        );
+        assert!(
+            guard
+                .check_join(ip("10.0.0.9"), t0 + HOUR * 24 * 365)
+                .is_err()
+        );
+        // A zero connection cap still lets one connection in, not none.
         let guard = AbuseGuard::new(AbuseConfig {
             max_connections_per_ip: 0,
             ..loose()
