@@ -248,6 +248,8 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Response {
             "reliable_out": stats.reliable_out.get(),
             "errors_sent": stats.errors_sent.get(),
             "slow_consumer_disconnects": stats.slow_consumer_disconnects.get(),
+            "rate_limited": stats.rate_limited.get(),
+            "rate_limit_disconnects": stats.rate_limit_disconnects.get(),
         },
     }))
     .into_response()

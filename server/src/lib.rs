@@ -19,6 +19,7 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod templates;
 pub mod transport;
 
 pub use server::{RunningServer, Server, ServerConfig, StartError};

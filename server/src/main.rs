@@ -2,9 +2,13 @@
 //! a development certificate; every setting is a flag or a `CHORUS_*` variable.
 
 use anyhow::Context;
-use chorus_protocol::Limits;
+use chorus_protocol::{Limits, Rate, RateLimits};
+use chorus_server::access::guard::AbuseConfig;
+use chorus_server::access::tokens::TokenConfig;
 use chorus_server::cert::{CertificateSource, dev_hash_file};
 use chorus_server::http::TcpTls;
+use chorus_server::session::AccessSettings;
+use chorus_server::templates::load_templates;
 use chorus_server::{Server, ServerConfig};
 use clap::Parser;
 use std::net::SocketAddr;
@@ -95,6 +99,94 @@ struct Args {
     /// Do not serve the demo page and browser SDK at `/`.
     #[arg(long, env = "CHORUS_NO_DEMO")]
     no_demo: bool,
+    /// API keys a client must present in its hello (comma-separated; any one
+    /// admits). None: no key needed (development).
+    #[arg(
+        long = "api-key",
+        env = "CHORUS_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<String>,
+    /// Secret for HS256 join tokens (prefer the environment variable: command
+    /// lines are visible to other users of the machine).
+    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// PEM file with the P-256 public key for ES256 join tokens.
+    #[arg(long, env = "CHORUS_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// Seconds of clock skew allowed when checking a token's exp and nbf.
+    #[arg(long, env = "CHORUS_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+    jwt_leeway_secs: u64,
+    /// Refuse joins without a join token.
+    #[arg(long, env = "CHORUS_REQUIRE_JOIN_TOKEN")]
+    require_join_token: bool,
+    /// TOML file with room templates (see the README).
+    #[arg(long, env = "CHORUS_ROOM_TEMPLATES")]
+    room_templates: Option<PathBuf>,
+    /// Room id length in bytes.
+    #[arg(long, env = "CHORUS_MAX_ROOM_ID_LEN", default_value_t = 128, value_parser = clap::value_parser!(u32).range(8..=1024))]
+    max_room_id_len: u32,
+    /// Display name and client name length in bytes.
+    #[arg(long, env = "CHORUS_MAX_NAME_LEN", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_name_len: u32,
+    /// Room password length in bytes.
+    #[arg(long, env = "CHORUS_MAX_PASSWORD_LEN", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_password_len: u32,
+    /// Kick and close reason length in bytes.
+    #[arg(long, env = "CHORUS_MAX_REASON_LEN", default_value_t = 96, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    max_reason_len: u32,
+    /// State keys per room.
+    #[arg(long, env = "CHORUS_MAX_STATE_KEYS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_state_keys: u32,
+    /// Commands kept per room for catch-up (history length).
+    #[arg(long, env = "CHORUS_COMMAND_LOG_LEN", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    command_log_len: u32,
+    /// Control messages per second per session (burst: twice this).
+    #[arg(long, env = "CHORUS_RATE_MESSAGES", default_value_t = 45, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_messages: u32,
+    /// State updates per second per session (burst: twice this).
+    #[arg(long, env = "CHORUS_RATE_STATE_UPDATES", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_state_updates: u32,
+    /// Commands per second per session (burst: twice this).
+    #[arg(long, env = "CHORUS_RATE_COMMANDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_commands: u32,
+    /// Ticks per second per session (burst: twice this).
+    #[arg(long, env = "CHORUS_RATE_TICKS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_ticks: u32,
+    /// Joins per second per session (burst: twice this).
+    #[arg(long, env = "CHORUS_RATE_JOINS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_joins: u32,
+    /// Rate-limit refusals within 10 seconds that disconnect a session.
+    #[arg(long, env = "CHORUS_RATE_VIOLATIONS_BEFORE_DISCONNECT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_violations_before_disconnect: u32,
+    /// Open connections per client address.
+    #[arg(long, env = "CHORUS_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_ip: u32,
+    /// New connections per client address per minute.
+    #[arg(long, env = "CHORUS_CONNECTIONS_PER_IP_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    connections_per_ip_per_minute: u32,
+    /// Joins per client address per minute.
+    #[arg(long, env = "CHORUS_JOINS_PER_IP_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
+    joins_per_ip_per_minute: u32,
+    /// Wrong passwords per address and room before joins to it are blocked.
+    #[arg(long, env = "CHORUS_WRONG_PASSWORD_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    wrong_password_attempts: u32,
+    /// Seconds a wrong-password block lasts.
+    #[arg(long, env = "CHORUS_WRONG_PASSWORD_BLOCK_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    wrong_password_block_secs: u64,
+    /// Unknown rooms an address may ask for per hour before its joins are blocked.
+    #[arg(long, env = "CHORUS_UNKNOWN_ROOMS_PER_HOUR", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    unknown_rooms_per_hour: u32,
+    /// Seconds an unknown-room block lasts.
+    #[arg(long, env = "CHORUS_UNKNOWN_ROOM_BLOCK_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    unknown_room_block_secs: u64,
+    /// Seconds a kicked member is kept out of the room.
+    #[arg(long, env = "CHORUS_KICK_BAN_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..))]
+    kick_ban_secs: u64,
+    /// Seconds between sweeps of expired per-address records and blocks (at least 5).
+    #[arg(long, env = "CHORUS_CLEANUP_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..))]
+    cleanup_interval_secs: u64,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_server=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     log: String,
@@ -138,11 +230,72 @@ impl Args {
             max_state_value_bytes: self.max_state_value_bytes,
             max_state_total_bytes: self.max_state_total_bytes,
             max_command_payload_bytes: self.max_command_payload_bytes,
+            max_room_id_len: self.max_room_id_len,
+            max_name_len: self.max_name_len,
+            max_password_len: self.max_password_len,
+            max_reason_len: self.max_reason_len,
+            max_state_keys: self.max_state_keys,
             ..Limits::default()
         };
+        let rate = |per_second: u32| Rate {
+            per_second,
+            burst: per_second.saturating_mul(2),
+        };
+        config.session.rate_limits = RateLimits {
+            messages: rate(self.rate_messages),
+            state_updates: rate(self.rate_state_updates),
+            commands: rate(self.rate_commands),
+            ticks: rate(self.rate_ticks),
+            joins: rate(self.rate_joins),
+        };
+        config.session.violations_before_disconnect = self.rate_violations_before_disconnect;
         config.session.handshake_timeout = Duration::from_millis(self.handshake_timeout_ms);
         config.rooms.max_rooms = self.max_rooms;
         config.rooms.room.idle_ttl_us = self.room_idle_ttl_secs * 1_000_000;
+        config.rooms.room.command_log_len = self.command_log_len as usize;
+        if let Some(path) = &self.room_templates {
+            config.rooms.templates = load_templates(path)?;
+        }
+        let es256_public_key_pem = match &self.jwt_public_key {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read --jwt-public-key {}", path.display()))?,
+            ),
+            None => None,
+        };
+        config.access = AccessSettings {
+            api_keys: self
+                .api_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+            tokens: TokenConfig {
+                hs256_secret: self.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
+                es256_public_key_pem,
+                leeway_secs: self.jwt_leeway_secs,
+            },
+            require_join_token: self.require_join_token,
+            abuse: AbuseConfig {
+                max_connections_per_ip: self.max_connections_per_ip,
+                new_connections_per_ip_per_minute: self.connections_per_ip_per_minute,
+                joins_per_ip_per_minute: self.joins_per_ip_per_minute,
+                wrong_passwords_per_room: self.wrong_password_attempts,
+                wrong_password_block: Duration::from_secs(self.wrong_password_block_secs),
+                unknown_rooms_per_hour: self.unknown_rooms_per_hour,
+                unknown_room_block: Duration::from_secs(self.unknown_room_block_secs),
+                ban_duration: Duration::from_secs(self.kick_ban_secs),
+                ..AbuseConfig::default()
+            },
+            ..AccessSettings::default()
+        };
+        anyhow::ensure!(
+            !self.require_join_token
+                || config.access.tokens.hs256_secret.is_some()
+                || config.access.tokens.es256_public_key_pem.is_some(),
+            "--require-join-token needs --jwt-secret or --jwt-public-key"
+        );
+        config.cleanup_interval = Duration::from_secs(self.cleanup_interval_secs);
         Ok(config)
     }
 }

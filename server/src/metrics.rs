@@ -63,6 +63,14 @@ impl Metrics {
                 "chorus_slow_consumer_disconnects_total",
                 "Sessions cut off for not reading reliable events fast enough"
             );
+            describe_counter!(
+                "chorus_rate_limited_total",
+                "Messages and ticks refused by a session's rate budgets"
+            );
+            describe_counter!(
+                "chorus_rate_limit_disconnects_total",
+                "Sessions closed for repeated rate-limit violations"
+            );
             describe_gauge!(
                 "chorus_uptime_seconds",
                 Unit::Seconds,
@@ -95,6 +103,9 @@ impl Metrics {
             counter!("chorus_errors_sent_total").absolute(stats.errors_sent.get());
             counter!("chorus_slow_consumer_disconnects_total")
                 .absolute(stats.slow_consumer_disconnects.get());
+            counter!("chorus_rate_limited_total").absolute(stats.rate_limited.get());
+            counter!("chorus_rate_limit_disconnects_total")
+                .absolute(stats.rate_limit_disconnects.get());
             gauge!("chorus_uptime_seconds").set(uptime_secs);
         });
         self.handle.render()

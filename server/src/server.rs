@@ -12,7 +12,7 @@ use crate::http::{self, HttpState, TcpTls};
 use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::rooms::{RoomRegistry, RoomSettings};
-use crate::session::{SessionConfig, SessionContext};
+use crate::session::{AccessControl, AccessSettings, SessionConfig, SessionContext};
 use crate::stats::ServerStats;
 use crate::transport::websocket::WsSettings;
 use crate::transport::webtransport::{WEBTRANSPORT_PATH, WtSettings, handle_incoming};
@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     pub session: SessionConfig,
     pub rooms: RoomSettings,
+    /// API keys, join tokens, password hashing, per-address limits and bans.
+    pub access: AccessSettings,
+    /// How often expired per-address records (rates, blocks) are swept.
+    pub cleanup_interval: Duration,
     /// How often an idle connection is probed (QUIC keep-alive, WebSocket ping).
     pub heartbeat_interval: Duration,
     /// A connection silent this long is closed and its members leave with
@@ -88,6 +92,8 @@ impl Default for ServerConfig {
             },
             allowed_origins: Vec::new(),
             session: SessionConfig::default(),
+            access: AccessSettings::default(),
+            cleanup_interval: Duration::from_secs(30),
             rooms: RoomSettings::default(),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
@@ -169,6 +175,16 @@ fn check(config: &mut ServerConfig) -> Result<(), StartError> {
     config.rooms.room.max_state_keys = config.session.limits.max_state_keys;
     config.rooms.room.max_state_total_bytes =
         u64::from(config.session.limits.max_state_total_bytes);
+    config.rooms.room.kick_ban_us =
+        u64::try_from(config.access.abuse.ban_duration.as_micros()).unwrap_or(u64::MAX);
+    crate::access::rate::validate_rate_limits(&config.session.rate_limits)
+        .map_err(|e| StartError::InvalidSetting(e.to_string()))?;
+    for (name, template) in &config.rooms.templates {
+        template
+            .policy
+            .validate(config.session.limits.max_state_key_len as usize)
+            .map_err(|why| StartError::InvalidSetting(format!("room template {name:?}: {why}")))?;
+    }
     for (name, value) in [
         ("datagram send buffer", config.datagram_send_buffer_bytes),
         (
@@ -186,6 +202,12 @@ fn check(config: &mut ServerConfig) -> Result<(), StartError> {
         return Err(StartError::InvalidSetting(format!(
             "heartbeat timeout ({:?}) must be longer than the heartbeat interval ({:?})",
             config.heartbeat_timeout, config.heartbeat_interval
+        )));
+    }
+    if config.cleanup_interval < Duration::from_secs(5) {
+        return Err(StartError::InvalidSetting(format!(
+            "cleanup interval {:?} is below the minimum of 5 s",
+            config.cleanup_interval
         )));
     }
     if config.heartbeat_interval.is_zero() {
@@ -307,11 +329,14 @@ impl Server {
         let clock = ServerClock::new();
         let stats = Arc::new(ServerStats::default());
         let registry = RoomRegistry::new(config.rooms.clone(), clock, stats.clone());
+        let access = AccessControl::new(&config.access)
+            .map_err(|e| StartError::InvalidSetting(e.to_string()))?;
         let ctx = Arc::new(SessionContext::new(
             config.session.clone(),
             registry.clone(),
             clock,
             stats.clone(),
+            access,
         ));
 
         let mut endpoints = Vec::new();
@@ -389,6 +414,20 @@ impl Server {
                 router.clone(),
                 config.session.handshake_timeout,
             )));
+        }
+        // Per-address records (rates, blocks) are pruned as they are used;
+        // this sweep bounds the memory of addresses that never come back.
+        {
+            let ctx = ctx.clone();
+            let every = config.cleanup_interval;
+            accept_tasks.push(tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    ctx.access.guard.prune(std::time::Instant::now());
+                }
+            }));
         }
         // Every listener is bound and accepting.
         ready.store(true, Ordering::Relaxed);

@@ -49,6 +49,10 @@ pub struct ServerStats {
     /// Error messages sent to clients.
     pub errors_sent: Counter,
     pub slow_consumer_disconnects: Counter,
+    /// Messages and ticks refused by a session's rate budgets.
+    pub rate_limited: Counter,
+    /// Sessions closed for repeated rate-limit violations.
+    pub rate_limit_disconnects: Counter,
 }
 
 impl ServerStats {

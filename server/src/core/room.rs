@@ -2,28 +2,45 @@
 
 use super::SessionId;
 use chorus_protocol::{
-    DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, LeaveReason, MemberId, MemberInfo, RequestId,
-    Role, RoomSlot, RoomSnapshot, Seq, ServerMessage, ServerTime, StateEntry,
+    Action, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, LeaveReason, MemberId, MemberInfo,
+    PermissionPolicy, RequestId, Role, RoomSlot, RoomSnapshot, Seq, ServerMessage, ServerTime,
+    StateEntry,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
 
-/// Which roles may do what in a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Permissions {
-    pub set_state: Vec<Role>,
-    pub send_commands: Vec<Role>,
-    pub send_ticks: Vec<Role>,
+/// Who is behind a session, as far as bans are concerned. Set by the shell
+/// from the connection and a verified join token, never by the client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    pub ip: IpAddr,
+    /// The `sub` claim of the join token this member joined with.
+    pub subject: Option<String>,
 }
 
-impl Default for Permissions {
-    /// Hosts and editors write state and send commands; everyone sends ticks
-    /// (a viewer's cursor is still worth showing).
-    fn default() -> Self {
-        Permissions {
-            set_state: vec![Role::Host, Role::Editor],
-            send_commands: vec![Role::Host, Role::Editor],
-            send_ticks: vec![Role::Host, Role::Editor, Role::Viewer],
-        }
+/// What the shell established about a join before handing it to the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinAccess {
+    pub identity: ClientIdentity,
+    /// The role a verified join token grants; `None` without a token.
+    pub role: Option<Role>,
+    /// Whether the join carried a password at all.
+    pub password_given: bool,
+    /// The [password generation](Room::password_generation) whose hash the
+    /// shell verified the given password against (or set, when the join
+    /// created the room with it). `None`: not verified.
+    pub password_verified: Option<u64>,
+}
+
+/// A room password, as the room keeps it: an Argon2 hash string (PHC format),
+/// never the password. Verification happens in the shell, off the room task.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHashString(pub Arc<str>);
+
+impl std::fmt::Debug for PasswordHashString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordHash([redacted])")
     }
 }
 
@@ -40,9 +57,18 @@ pub struct RoomConfig {
     pub command_log_len: usize,
     /// Idempotency keys remembered; the oldest is forgotten first.
     pub idempotency_keys: usize,
-    /// Role of members after the first (who is host).
+    /// Role of members after the first (who is host), when no token names one.
     pub default_role: Role,
-    pub permissions: Permissions,
+    /// The room's own permission rules over the defaults.
+    pub policy: PermissionPolicy,
+    /// How long a kicked member is kept out, in microseconds.
+    pub kick_ban_us: u64,
+    /// Bans remembered at once; past it the one ending soonest is forgotten.
+    pub max_bans: usize,
+    /// A persistent room never expires when empty.
+    pub persistent: bool,
+    /// The password hash the room starts with.
+    pub password: Option<PasswordHashString>,
 }
 
 impl Default for RoomConfig {
@@ -55,7 +81,11 @@ impl Default for RoomConfig {
             command_log_len: 256,
             idempotency_keys: 4096,
             default_role: Role::Editor,
-            permissions: Permissions::default(),
+            policy: PermissionPolicy::default(),
+            kick_ban_us: 5 * 60 * 1_000_000,
+            max_bans: 1024,
+            persistent: false,
+            password: None,
         }
     }
 }
@@ -69,6 +99,7 @@ pub enum RoomInput {
         session: SessionId,
         request_id: RequestId,
         display: DisplayInfo,
+        access: JoinAccess,
     },
     /// `request_id` is `None` when the shell removes a member (disconnect, too slow).
     Leave {
@@ -96,6 +127,81 @@ pub enum RoomInput {
         payload: Vec<u8>,
         idempotency_key: Option<String>,
     },
+    Kick {
+        session: SessionId,
+        request_id: RequestId,
+        member: MemberId,
+        reason: String,
+    },
+    SetRole {
+        session: SessionId,
+        request_id: RequestId,
+        member: MemberId,
+        role: Role,
+    },
+    /// `hash` is already computed by the shell (`None` removes the password).
+    SetPassword {
+        session: SessionId,
+        request_id: RequestId,
+        hash: Option<PasswordHashString>,
+    },
+    CloseRoom {
+        session: SessionId,
+        request_id: RequestId,
+        reason: String,
+    },
+}
+
+/// A security-relevant fact, for the audit log. The shell logs these with
+/// their [`name`](AuditEvent::name) as a stable event name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditEvent {
+    /// A join was refused for a reason that matters to security (ban,
+    /// password, permission); capacity refusals are not audited.
+    JoinRefused {
+        session: SessionId,
+        ip: IpAddr,
+        code: ErrorCode,
+    },
+    Kicked {
+        by: MemberId,
+        member: MemberId,
+        ip: IpAddr,
+        subject: Option<String>,
+        ban_us: u64,
+    },
+    RoleChanged {
+        by: MemberId,
+        member: MemberId,
+        from: Role,
+        to: Role,
+    },
+    PasswordChanged {
+        by: MemberId,
+        set: bool,
+    },
+    RoomClosed {
+        by: MemberId,
+    },
+    /// A request was refused by the room's permission policy.
+    Forbidden {
+        member: MemberId,
+        action: Action,
+    },
+}
+
+impl AuditEvent {
+    /// The stable event name, e.g. `"join_refused"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditEvent::JoinRefused { .. } => "join_refused",
+            AuditEvent::Kicked { .. } => "member_kicked",
+            AuditEvent::RoleChanged { .. } => "role_changed",
+            AuditEvent::PasswordChanged { .. } => "password_changed",
+            AuditEvent::RoomClosed { .. } => "room_closed",
+            AuditEvent::Forbidden { .. } => "permission_denied",
+        }
+    }
 }
 
 /// Who a message goes to.
@@ -127,6 +233,18 @@ pub enum RoomOutput {
     },
     /// The room has been empty for its idle TTL and is gone; the shell drops it.
     Expired,
+    /// A host closed the room; every member has been removed. The shell drops it.
+    Closed,
+    /// A member's role changed: republish the tick table (tick permission may differ).
+    RoleChanged { member: MemberId },
+    /// The room's password changed; the shell publishes the new hash so joins
+    /// verify against it.
+    PasswordChanged {
+        hash: Option<PasswordHashString>,
+        generation: u64,
+    },
+    /// Something for the audit log.
+    Audit(AuditEvent),
 }
 
 /// One row of the tick fan-out table the shell publishes for the tick lane.
@@ -134,6 +252,7 @@ pub enum RoomOutput {
 pub struct FanoutEntry {
     pub session: SessionId,
     pub member: MemberId,
+    pub role: Role,
     /// Whether this member's role may send ticks.
     pub may_send_ticks: bool,
 }
@@ -154,6 +273,24 @@ struct Member {
     session: SessionId,
     role: Role,
     display: DisplayInfo,
+    identity: ClientIdentity,
+}
+
+/// Whom a ban keeps out: the token subject when the kicked member had one,
+/// else its address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum BanKey {
+    Subject(String),
+    Ip(IpAddr),
+}
+
+impl BanKey {
+    fn of(identity: &ClientIdentity) -> BanKey {
+        match &identity.subject {
+            Some(subject) => BanKey::Subject(subject.clone()),
+            None => BanKey::Ip(identity.ip),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -197,6 +334,13 @@ pub struct Room {
     /// Set while the room has no members.
     empty_since: Option<ServerTime>,
     expired: bool,
+    closed: bool,
+    password: Option<PasswordHashString>,
+    /// Bumped on every password change, so a join verified against an older
+    /// hash is refused.
+    password_generation: u64,
+    /// Kicked identities and when their ban ends.
+    bans: HashMap<BanKey, ServerTime>,
     outputs: VecDeque<RoomOutput>,
 }
 
@@ -221,7 +365,12 @@ pub fn validate_room_id(room_id: &str) -> Result<(), &'static str> {
 impl Room {
     /// A new, empty room. It expires after `config.idle_ttl_us` unless someone joins.
     pub fn new(id: String, slot: RoomSlot, config: RoomConfig, now: ServerTime) -> Self {
+        let password = config.password.clone();
         Room {
+            password,
+            password_generation: 1,
+            bans: HashMap::new(),
+            closed: false,
             id,
             slot,
             config,
@@ -255,6 +404,29 @@ impl Room {
         self.expired
     }
 
+    /// Whether the room has ended, by expiry or by a host closing it.
+    pub fn is_ended(&self) -> bool {
+        self.expired || self.closed
+    }
+
+    /// The current password hash, if the room has a password.
+    pub fn password(&self) -> Option<&PasswordHashString> {
+        self.password.as_ref()
+    }
+
+    /// Starts at 1; bumped by every password change.
+    pub fn password_generation(&self) -> u64 {
+        self.password_generation
+    }
+
+    pub fn policy(&self) -> &PermissionPolicy {
+        &self.config.policy
+    }
+
+    fn allows(&self, role: Role, action: Action, target: &str) -> bool {
+        self.config.policy.allows(role, action, target)
+    }
+
     pub fn stats(&self) -> RoomStats {
         RoomStats {
             members: self.members.len(),
@@ -273,7 +445,8 @@ impl Room {
             .map(|(id, m)| FanoutEntry {
                 session: m.session,
                 member: *id,
-                may_send_ticks: self.config.permissions.send_ticks.contains(&m.role),
+                role: m.role,
+                may_send_ticks: self.allows(m.role, Action::SendTicks, ""),
             })
             .collect()
     }
@@ -285,10 +458,11 @@ impl Room {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<ServerTime> {
-        match (self.expired, self.empty_since) {
-            (false, Some(since)) => Some(since.saturating_add_micros(self.config.idle_ttl_us)),
-            _ => None,
+        if self.config.persistent || self.is_ended() {
+            return None;
         }
+        self.empty_since
+            .map(|since| since.saturating_add_micros(self.config.idle_ttl_us))
     }
 
     /// Lets time pass: an empty room past its idle TTL expires.
@@ -303,8 +477,8 @@ impl Room {
 
     /// Applies one input at time `now`.
     pub fn handle(&mut self, now: ServerTime, input: RoomInput) {
-        if self.expired {
-            // The shell stops feeding an expired room; be safe if it does not.
+        if self.is_ended() {
+            // The shell stops feeding an ended room; be safe if it does not.
             if let Some((session, request_id)) = input_origin(&input) {
                 self.error(
                     session,
@@ -319,7 +493,8 @@ impl Room {
                 session,
                 request_id,
                 display,
-            } => self.join(session, request_id, display),
+                access,
+            } => self.join(now, session, request_id, display, access),
             RoomInput::Leave {
                 session,
                 request_id,
@@ -345,6 +520,28 @@ impl Room {
                 payload,
                 idempotency_key,
             } => self.command(session, request_id, kind, payload, idempotency_key),
+            RoomInput::Kick {
+                session,
+                request_id,
+                member,
+                reason,
+            } => self.kick(now, session, request_id, member, reason),
+            RoomInput::SetRole {
+                session,
+                request_id,
+                member,
+                role,
+            } => self.set_role(session, request_id, member, role),
+            RoomInput::SetPassword {
+                session,
+                request_id,
+                hash,
+            } => self.set_password(session, request_id, hash),
+            RoomInput::CloseRoom {
+                session,
+                request_id,
+                reason,
+            } => self.close(session, request_id, reason),
         }
     }
 
@@ -361,7 +558,14 @@ impl Room {
         self.last_seq
     }
 
-    fn join(&mut self, session: SessionId, request_id: RequestId, display: DisplayInfo) {
+    fn join(
+        &mut self,
+        now: ServerTime,
+        session: SessionId,
+        request_id: RequestId,
+        display: DisplayInfo,
+        access: JoinAccess,
+    ) {
         if self.by_session.contains_key(&session) {
             return self.error(
                 session,
@@ -371,6 +575,45 @@ impl Room {
                     format!("already a member of room {}", self.id),
                 ),
             );
+        }
+        if let Some(until) = self.banned_until(now, &access.identity) {
+            self.audit(AuditEvent::JoinRefused {
+                session,
+                ip: access.identity.ip,
+                code: ErrorCode::Banned,
+            });
+            return self.error(
+                session,
+                ErrorFrame::new(
+                    Some(request_id),
+                    ErrorCode::Banned,
+                    format!(
+                        "you were removed from room {}; the ban has not ended",
+                        self.id
+                    ),
+                )
+                .with_detail(ErrorDetail::RetryAfter {
+                    retry_after_ms: until.saturating_since(now).div_ceil(1000),
+                }),
+            );
+        }
+        if self.password.is_some() {
+            let refusal = if !access.password_given {
+                Some((ErrorCode::PasswordRequired, "room {} needs a password"))
+            } else if access.password_verified != Some(self.password_generation) {
+                Some((ErrorCode::WrongPassword, "wrong password for room {}"))
+            } else {
+                None
+            };
+            if let Some((code, text)) = refusal {
+                self.audit(AuditEvent::JoinRefused {
+                    session,
+                    ip: access.identity.ip,
+                    code,
+                });
+                let message = text.replace("{}", &self.id);
+                return self.error(session, ErrorFrame::new(Some(request_id), code, message));
+            }
         }
         if self.members.len() as u64 >= u64::from(self.config.max_members) {
             return self.error(
@@ -398,11 +641,12 @@ impl Room {
         };
         let id = MemberId(self.next_member);
         self.next_member = next;
-        // Whoever finds the room empty hosts it; nobody else is there to lead.
-        let role = if self.members.is_empty() {
-            Role::Host
-        } else {
-            self.config.default_role
+        // A token's role is the application's decision. Without one, whoever
+        // finds the room empty hosts it: nobody else is there to lead.
+        let role = match access.role {
+            Some(role) => role,
+            None if self.members.is_empty() => Role::Host,
+            None => self.config.default_role,
         };
         self.members.insert(
             id,
@@ -410,6 +654,7 @@ impl Room {
                 session,
                 role,
                 display: display.clone(),
+                identity: access.identity,
             },
         );
         self.by_session.insert(session, id);
@@ -464,6 +709,7 @@ impl Room {
                 .collect(),
             state_version: self.state_version,
             last_seq: self.last_seq,
+            policy: self.config.policy.clone(),
         }
     }
 
@@ -532,7 +778,16 @@ impl Room {
         }
     }
 
-    fn forbidden(&mut self, session: SessionId, request_id: RequestId, role: Role, what: &str) {
+    /// Refuses a request the policy does not allow, and audits it.
+    fn forbidden(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        (member, role): (MemberId, Role),
+        action: Action,
+        what: &str,
+    ) {
+        self.audit(AuditEvent::Forbidden { member, action });
         self.error(
             session,
             ErrorFrame::new(
@@ -541,6 +796,21 @@ impl Room {
                 format!("role {role} may not {what} in room {}", self.id),
             ),
         );
+    }
+
+    fn audit(&mut self, event: AuditEvent) {
+        self.outputs.push_back(RoomOutput::Audit(event));
+    }
+
+    /// When the ban on `identity` ends, if one is in force. Forgets ended bans.
+    fn banned_until(&mut self, now: ServerTime, identity: &ClientIdentity) -> Option<ServerTime> {
+        self.bans.retain(|_, until| *until > now);
+        let by_subject = identity
+            .subject
+            .as_ref()
+            .and_then(|s| self.bans.get(&BanKey::Subject(s.clone())));
+        let by_ip = self.bans.get(&BanKey::Ip(identity.ip));
+        by_subject.into_iter().chain(by_ip).max().copied()
     }
 
     /// Set (`value: Some`) or delete (`value: None`) a key.
@@ -555,8 +825,14 @@ impl Room {
         let Some((author, role)) = self.member_of(session, request_id) else {
             return;
         };
-        if !self.config.permissions.set_state.contains(&role) {
-            return self.forbidden(session, request_id, role, "change state");
+        if !self.allows(role, Action::SetState, &key) {
+            return self.forbidden(
+                session,
+                request_id,
+                (author, role),
+                Action::SetState,
+                &format!("change state key {key:?}"),
+            );
         }
         let current = self.state.get(&key);
         let current_version = current.map_or(0, |v| v.version);
@@ -676,8 +952,14 @@ impl Room {
         let Some((author, role)) = self.member_of(session, request_id) else {
             return;
         };
-        if !self.config.permissions.send_commands.contains(&role) {
-            return self.forbidden(session, request_id, role, "send commands");
+        if !self.allows(role, Action::SendCommands, &kind) {
+            return self.forbidden(
+                session,
+                request_id,
+                (author, role),
+                Action::SendCommands,
+                &format!("send {kind:?} commands"),
+            );
         }
         if let Some(key) = &idempotency_key
             && let Some(first) = self.idempotency.get(key).copied()
@@ -738,6 +1020,270 @@ impl Room {
         self.idempotency.insert(key, result);
     }
 
+    fn ack(&mut self, session: SessionId, request_id: RequestId, seq: Seq) {
+        self.send(
+            Recipient::Session(session),
+            ServerMessage::Ack {
+                request_id,
+                room: self.slot,
+                seq,
+            },
+        );
+    }
+
+    /// The target member's role, or a NotJoined-style error naming it.
+    fn target_role(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        member: MemberId,
+    ) -> Option<Role> {
+        match self.members.get(&member) {
+            Some(m) => Some(m.role),
+            None => {
+                self.error(
+                    session,
+                    ErrorFrame::new(
+                        Some(request_id),
+                        ErrorCode::NotJoined,
+                        format!("member {} is not in room {}", member.0, self.id),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn outranked(&mut self, session: SessionId, request_id: RequestId, what: &str) {
+        self.error(
+            session,
+            ErrorFrame::new(
+                Some(request_id),
+                ErrorCode::Forbidden,
+                format!("you may not {what} in room {}", self.id),
+            ),
+        );
+    }
+
+    fn kick(
+        &mut self,
+        now: ServerTime,
+        session: SessionId,
+        request_id: RequestId,
+        target: MemberId,
+        reason: String,
+    ) {
+        let Some((by, role)) = self.member_of(session, request_id) else {
+            return;
+        };
+        if !self.allows(role, Action::Kick, "") {
+            return self.forbidden(
+                session,
+                request_id,
+                (by, role),
+                Action::Kick,
+                "kick members",
+            );
+        }
+        let Some(target_role) = self.target_role(session, request_id, target) else {
+            return;
+        };
+        if target == by {
+            return self.outranked(session, request_id, "kick yourself (send Leave)");
+        }
+        if target_role.rank() > role.rank() {
+            return self.outranked(session, request_id, &format!("kick a {target_role}"));
+        }
+        let seq = self.next_seq();
+        let ban_us = self.config.kick_ban_us;
+        // Everyone hears it, the kicked member included, before its routing ends.
+        self.send(
+            Recipient::Everyone,
+            ServerMessage::MemberKicked {
+                room: self.slot,
+                seq,
+                member: target,
+                by,
+                reason,
+                ban_ms: ban_us / 1000,
+            },
+        );
+        let Some(kicked) = self.members.remove(&target) else {
+            return;
+        };
+        self.by_session.remove(&kicked.session);
+        if ban_us > 0 && self.config.max_bans > 0 {
+            if self.bans.len() >= self.config.max_bans {
+                // Forget the ban that ends soonest; bans are bounded like everything else.
+                if let Some(key) = self
+                    .bans
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.bans.remove(&key);
+                }
+            }
+            self.bans.insert(
+                BanKey::of(&kicked.identity),
+                now.saturating_add_micros(ban_us),
+            );
+        }
+        let kicked_session = kicked.session;
+        let event = AuditEvent::Kicked {
+            by,
+            member: target,
+            ip: kicked.identity.ip,
+            subject: kicked.identity.subject,
+            ban_us,
+        };
+        self.outputs.push_back(RoomOutput::MemberRemoved {
+            session: kicked_session,
+            member: target,
+        });
+        self.audit(event);
+        self.ack(session, request_id, seq);
+        if self.members.is_empty() {
+            self.empty_since = Some(now);
+        }
+    }
+
+    fn set_role(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        target: MemberId,
+        new_role: Role,
+    ) {
+        let Some((by, role)) = self.member_of(session, request_id) else {
+            return;
+        };
+        if !self.allows(role, Action::GrantRoles, "") {
+            return self.forbidden(
+                session,
+                request_id,
+                (by, role),
+                Action::GrantRoles,
+                "change roles",
+            );
+        }
+        let Some(old_role) = self.target_role(session, request_id, target) else {
+            return;
+        };
+        if new_role.rank() > role.rank() {
+            return self.outranked(session, request_id, &format!("grant the {new_role} role"));
+        }
+        if old_role.rank() > role.rank() {
+            return self.outranked(
+                session,
+                request_id,
+                &format!("change the role of a {old_role}"),
+            );
+        }
+        if old_role == new_role {
+            let seq = self.last_seq;
+            return self.ack(session, request_id, seq);
+        }
+        let hosts = self
+            .members
+            .values()
+            .filter(|m| m.role == Role::Host)
+            .count();
+        if old_role == Role::Host && hosts == 1 {
+            return self.outranked(session, request_id, "leave the room without a host");
+        }
+        if let Some(m) = self.members.get_mut(&target) {
+            m.role = new_role;
+        }
+        let seq = self.next_seq();
+        self.send(
+            Recipient::Everyone,
+            ServerMessage::RoleChanged {
+                room: self.slot,
+                seq,
+                member: target,
+                role: new_role,
+                by,
+            },
+        );
+        self.outputs
+            .push_back(RoomOutput::RoleChanged { member: target });
+        self.audit(AuditEvent::RoleChanged {
+            by,
+            member: target,
+            from: old_role,
+            to: new_role,
+        });
+        self.ack(session, request_id, seq);
+    }
+
+    fn set_password(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        hash: Option<PasswordHashString>,
+    ) {
+        let Some((by, role)) = self.member_of(session, request_id) else {
+            return;
+        };
+        if !self.allows(role, Action::SetPassword, "") {
+            return self.forbidden(
+                session,
+                request_id,
+                (by, role),
+                Action::SetPassword,
+                "set the password",
+            );
+        }
+        let set = hash.is_some();
+        self.password = hash.clone();
+        self.password_generation += 1;
+        self.outputs.push_back(RoomOutput::PasswordChanged {
+            hash,
+            generation: self.password_generation,
+        });
+        self.audit(AuditEvent::PasswordChanged { by, set });
+        let seq = self.last_seq;
+        self.ack(session, request_id, seq);
+    }
+
+    fn close(&mut self, session: SessionId, request_id: RequestId, reason: String) {
+        let Some((by, role)) = self.member_of(session, request_id) else {
+            return;
+        };
+        if !self.allows(role, Action::CloseRoom, "") {
+            return self.forbidden(
+                session,
+                request_id,
+                (by, role),
+                Action::CloseRoom,
+                "close the room",
+            );
+        }
+        let seq = self.next_seq();
+        self.send(
+            Recipient::Everyone,
+            ServerMessage::RoomClosed {
+                room: self.slot,
+                seq,
+                by,
+                reason,
+            },
+        );
+        self.ack(session, request_id, seq);
+        let members = std::mem::take(&mut self.members);
+        self.by_session.clear();
+        for (member, m) in members {
+            self.outputs.push_back(RoomOutput::MemberRemoved {
+                session: m.session,
+                member,
+            });
+        }
+        self.audit(AuditEvent::RoomClosed { by });
+        self.closed = true;
+        self.outputs.push_back(RoomOutput::Closed);
+    }
+
     /// The `CommandEvent`s in the recent log with a sequence number after `after`,
     /// oldest first: what a member that saw up to `after` has missed.
     pub fn commands_after(&self, after: Seq) -> impl Iterator<Item = &ServerMessage> + '_ {
@@ -766,6 +1312,26 @@ fn input_origin(input: &RoomInput) -> Option<(SessionId, Option<RequestId>)> {
             ..
         }
         | RoomInput::Command {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::Kick {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::SetRole {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::SetPassword {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::CloseRoom {
             session,
             request_id,
             ..

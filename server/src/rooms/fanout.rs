@@ -7,7 +7,7 @@
 
 use crate::core::SessionId;
 use bytes::Bytes;
-use chorus_protocol::{MemberId, RoomSlot};
+use chorus_protocol::{MemberId, Role, RoomSlot};
 use std::fmt;
 use std::sync::Arc;
 
@@ -38,6 +38,9 @@ pub trait TickSink: Send + Sync + fmt::Debug {
 pub struct FanoutTarget {
     pub session: SessionId,
     pub member: MemberId,
+    /// The member's role now (sessions use it to refuse early what the room
+    /// would refuse anyway; the room core still decides).
+    pub role: Role,
     pub may_send_ticks: bool,
     pub sink: Arc<dyn TickSink>,
 }
@@ -54,5 +57,13 @@ impl Fanout {
         self.targets
             .iter()
             .any(|t| t.member == member && t.may_send_ticks)
+    }
+
+    /// `member`'s role, if it is in the room.
+    pub fn role_of(&self, member: MemberId) -> Option<Role> {
+        self.targets
+            .iter()
+            .find(|t| t.member == member)
+            .map(|t| t.role)
     }
 }

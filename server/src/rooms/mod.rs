@@ -12,11 +12,11 @@ mod registry;
 mod task;
 
 pub use fanout::{Fanout, FanoutTarget, TickDelivery, TickSink};
-pub use registry::{RoomRegistry, RoomSettings, RoomSummary};
+pub use registry::{RoomCreate, RoomRegistry, RoomSettings, RoomSummary, RoomTemplate};
 
-use crate::core::{RoomInput, SessionId};
+use crate::core::{JoinAccess, PasswordHashString, RoomInput, SessionId};
 use crate::session::SessionShared;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use chorus_protocol::{DisplayInfo, MemberId, RequestId, RoomSlot, ServerTime};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -32,6 +32,19 @@ pub struct RoomShared {
     pub created_at: ServerTime,
     /// Server time (µs) of the last request the room handled.
     pub last_activity: AtomicU64,
+    /// The room's password, for sessions to verify a join against before
+    /// asking the room (verification is slow on purpose, so it stays off the
+    /// room task). The room core checks the generation again.
+    pub password: ArcSwapOption<RoomPassword>,
+    /// The room's permission rules (fixed at creation).
+    pub policy: chorus_protocol::PermissionPolicy,
+}
+
+/// A room's current password hash and its generation.
+#[derive(Debug, Clone)]
+pub struct RoomPassword {
+    pub hash: PasswordHashString,
+    pub generation: u64,
 }
 
 /// How a join ended, as the joining session needs to know it. The client has
@@ -52,6 +65,7 @@ pub enum RoomRequest {
         session: Arc<SessionShared>,
         request_id: RequestId,
         display: DisplayInfo,
+        access: JoinAccess,
         reply: oneshot::Sender<JoinOutcome>,
     },
     /// Any other input; the session inside it is set by the session task.

@@ -2,9 +2,11 @@
 
 use super::{RoomHandle, task};
 use crate::clock::ServerClock;
-use crate::core::{Room, RoomConfig};
+use crate::core::{PasswordHashString, Room, RoomConfig};
 use crate::stats::ServerStats;
-use chorus_protocol::{ErrorCode, ErrorDetail, ErrorFrame, RequestId, RoomSlot, ServerTime};
+use chorus_protocol::{
+    ErrorCode, ErrorDetail, ErrorFrame, PermissionPolicy, RequestId, Role, RoomSlot, ServerTime,
+};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -18,6 +20,34 @@ pub struct RoomSettings {
     pub room: RoomConfig,
     /// Requests queued to one room task before senders wait.
     pub inbox_capacity: usize,
+    /// Room templates by name, for joins that create a room with
+    /// `JoinOption::Template`.
+    pub templates: HashMap<String, RoomTemplate>,
+}
+
+/// A server-side preset for new rooms, named in the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomTemplate {
+    /// Rules over the default policy.
+    pub policy: PermissionPolicy,
+    /// Member cap (never above the server's).
+    pub max_members: Option<u32>,
+    /// Role of members who join without a token, after the first.
+    pub default_role: Option<Role>,
+    /// Never expire when empty.
+    pub persistent: bool,
+}
+
+/// How a join that may create a room wants it made.
+#[derive(Debug, Clone, Default)]
+pub struct RoomCreate {
+    /// Create when missing. With an empty room id: make up an invite code.
+    pub create: bool,
+    pub max_members: Option<u32>,
+    /// Already validated against the limits.
+    pub policy: Option<PermissionPolicy>,
+    pub template: Option<String>,
+    pub password: Option<PasswordHashString>,
 }
 
 impl Default for RoomSettings {
@@ -26,6 +56,7 @@ impl Default for RoomSettings {
             max_rooms: 1000,
             room: RoomConfig::default(),
             inbox_capacity: 1024,
+            templates: HashMap::new(),
         }
     }
 }
@@ -73,20 +104,21 @@ impl RoomRegistry {
         &self.settings
     }
 
-    /// The room with `room_id`; created when missing if `create` is set, with
-    /// `max_members` (already checked against the server's cap) if given.
+    /// The room with `room_id`, and whether this call created it. Created when
+    /// missing if `how.create` is set (an empty `room_id` then gets a fresh
+    /// invite code), with the template, policy, member cap and password asked
+    /// for; those are ignored when the room exists.
     pub fn get_or_create(
         &self,
         request_id: RequestId,
         room_id: &str,
-        create: bool,
-        max_members: Option<u32>,
-    ) -> Result<RoomHandle, ErrorFrame> {
+        how: &RoomCreate,
+    ) -> Result<(RoomHandle, bool), ErrorFrame> {
         let mut rooms = self.rooms();
         if let Some(handle) = rooms.get(room_id) {
-            return Ok(handle.clone());
+            return Ok((handle.clone(), false));
         }
-        if !create {
+        if !how.create {
             return Err(ErrorFrame::new(
                 Some(request_id),
                 ErrorCode::RoomNotFound,
@@ -113,9 +145,54 @@ impl RoomRegistry {
             RoomSlot(slot)
         };
         let mut config = self.settings.room.clone();
-        if let Some(max) = max_members {
-            config.max_members = max;
+        if let Some(name) = &how.template {
+            let Some(template) = self.settings.templates.get(name) else {
+                return Err(ErrorFrame::new(
+                    Some(request_id),
+                    ErrorCode::ProtocolViolation,
+                    format!("this server has no room template {name:?}"),
+                ));
+            };
+            config.policy = template.policy.clone();
+            if let Some(max) = template.max_members {
+                config.max_members = config.max_members.min(max);
+            }
+            if let Some(role) = template.default_role {
+                config.default_role = role;
+            }
+            config.persistent = template.persistent;
         }
+        if let Some(policy) = &how.policy {
+            // The creator's rules come after the template's, so they win on
+            // the same scope (the earliest strictly longer scope wins).
+            let mut rules = policy.rules.clone();
+            rules.append(&mut config.policy.rules);
+            config.policy = PermissionPolicy { rules };
+        }
+        if let Some(max) = how.max_members {
+            config.max_members = config.max_members.min(max);
+        }
+        config.password = how.password.clone();
+        let room_id = if room_id.is_empty() {
+            // 31^8 codes: a collision is rare; retry a few times and give up
+            // with a typed error (as when the OS has no randomness to give).
+            match (0..16)
+                .map_while(|_| crate::access::invite::try_new_invite_code().ok())
+                .find(|code| !rooms.contains_key(code))
+            {
+                Some(code) => code,
+                None => {
+                    return Err(ErrorFrame::new(
+                        Some(request_id),
+                        ErrorCode::Internal,
+                        "could not make a free invite code; retry",
+                    ));
+                }
+            }
+        } else {
+            room_id.to_owned()
+        };
+        let room_id = room_id.as_str();
         let room = Room::new(room_id.to_owned(), slot, config, self.clock.now());
         let handle = task::spawn(
             room,
@@ -127,7 +204,12 @@ impl RoomRegistry {
         rooms.insert(room_id.to_owned(), handle.clone());
         self.stats.rooms_created.inc();
         tracing::debug!(room = %room_id, slot = slot.0, "room created");
-        Ok(handle)
+        Ok((handle, true))
+    }
+
+    /// The room with `room_id`, if it exists.
+    pub fn get(&self, room_id: &str) -> Option<RoomHandle> {
+        self.rooms().get(room_id).cloned()
     }
 
     /// Drops `handle`'s room from the registry, if it is still the one under its id.

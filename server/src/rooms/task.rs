@@ -1,9 +1,10 @@
 //! The task that owns one room.
 
+use super::RoomPassword;
 use super::registry::RoomRegistry;
 use super::{Fanout, FanoutTarget, JoinOutcome, RoomHandle, RoomRequest, RoomShared};
 use crate::clock::ServerClock;
-use crate::core::{Recipient, Room, RoomInput, RoomOutput, SessionId};
+use crate::core::{AuditEvent, Recipient, Room, RoomInput, RoomOutput, SessionId};
 use crate::session::{JoinedRoom, SessionShared};
 use crate::stats::ServerStats;
 use arc_swap::ArcSwap;
@@ -30,6 +31,13 @@ pub(super) fn spawn(
         fanout: ArcSwap::from_pointee(Fanout::default()),
         created_at: room.stats().created_at,
         last_activity: AtomicU64::new(room.stats().last_activity.as_micros()),
+        password: arc_swap::ArcSwapOption::from(room.password().map(|hash| {
+            Arc::new(RoomPassword {
+                hash: hash.clone(),
+                generation: room.password_generation(),
+            })
+        })),
+        policy: room.policy().clone(),
     });
     let handle = RoomHandle { shared, inbox: tx };
     let task = RoomTask {
@@ -73,11 +81,11 @@ impl RoomTask {
                     self.flush();
                 }
             }
-            if self.core.is_expired() {
+            if self.core.is_ended() {
                 break;
             }
         }
-        // Expired: leave the registry first so new joins create a fresh room, then
+        // Ended: leave the registry first so new joins create a fresh room, then
         // answer whatever was already queued.
         if let Some(registry) = self.registry.upgrade() {
             registry.forget(&self.handle);
@@ -88,7 +96,7 @@ impl RoomTask {
                 let _ = reply.send(JoinOutcome::RoomClosed);
             }
         }
-        tracing::debug!(room = %self.handle.id(), slot = self.handle.slot().0, "room expired");
+        tracing::debug!(room = %self.handle.id(), slot = self.handle.slot().0, "room ended");
     }
 
     fn apply(&mut self, request: RoomRequest) {
@@ -102,6 +110,7 @@ impl RoomTask {
                 session,
                 request_id,
                 display,
+                access,
                 reply,
             } => {
                 let id = session.id;
@@ -112,6 +121,7 @@ impl RoomTask {
                         session: id,
                         request_id,
                         display,
+                        access,
                     },
                 );
                 let added = self.flush();
@@ -168,7 +178,15 @@ impl RoomTask {
                         }
                         membership_changed = true;
                     }
-                    RoomOutput::Expired => {}
+                    RoomOutput::Expired | RoomOutput::Closed => {}
+                    RoomOutput::RoleChanged { .. } => membership_changed = true,
+                    RoomOutput::PasswordChanged { hash, generation } => {
+                        self.handle
+                            .shared
+                            .password
+                            .store(hash.map(|hash| Arc::new(RoomPassword { hash, generation })));
+                    }
+                    RoomOutput::Audit(event) => self.audit(&event),
                 }
             }
             if too_slow.is_empty() {
@@ -237,6 +255,44 @@ impl RoomTask {
         }
     }
 
+    fn audit(&self, event: &AuditEvent) {
+        let room = self.handle.id();
+        let name = event.name();
+        match event {
+            AuditEvent::JoinRefused { session, ip, code } => {
+                tracing::info!(target: "chorus::audit", event = name, room, session = %session, %ip, code = code.name());
+            }
+            AuditEvent::Kicked {
+                by,
+                member,
+                ip,
+                subject,
+                ban_us,
+            } => {
+                tracing::info!(target: "chorus::audit", event = name, room, by = by.0, member = member.0, %ip, subject = subject.as_deref().unwrap_or(""), ban_secs = ban_us / 1_000_000);
+            }
+            AuditEvent::RoleChanged {
+                by,
+                member,
+                from,
+                to,
+            } => {
+                tracing::info!(target: "chorus::audit", event = name, room, by = by.0, member = member.0, from = from.name(), to = to.name());
+            }
+            AuditEvent::PasswordChanged { by, set } => {
+                tracing::info!(target: "chorus::audit", event = name, room, by = by.0, set);
+            }
+            AuditEvent::RoomClosed { by } => {
+                tracing::info!(target: "chorus::audit", event = name, room, by = by.0);
+            }
+            AuditEvent::Forbidden { member, action } => {
+                // Debug, not info: a misbehaving client can cause many of these,
+                // and the rate limiter (which is audited) deals with floods.
+                tracing::debug!(target: "chorus::audit", event = name, room, member = member.0, action = action.name());
+            }
+        }
+    }
+
     fn publish_fanout(&self) {
         let targets = self
             .core
@@ -246,6 +302,7 @@ impl RoomTask {
                 self.links.get(&entry.session).map(|link| FanoutTarget {
                     session: entry.session,
                     member: entry.member,
+                    role: entry.role,
                     may_send_ticks: entry.may_send_ticks,
                     sink: link.ticks.clone(),
                 })

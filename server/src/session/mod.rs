@@ -14,21 +14,25 @@
 //! hands the datagram's own bytes to every other member's tick sink. Nothing on
 //! that path waits on the room task or on the reliable lane.
 
+mod access;
+mod join;
 mod outbox;
 
+pub use access::{AccessControl, AccessSettingError, AccessSettings};
 pub use outbox::{Outbox, PushError};
 
+use crate::access::rate::{Budgets, ViolationTracker};
 use crate::clock::ServerClock;
-use crate::core::{RoomInput, SessionId, validate_room_id};
-use crate::rooms::{JoinOutcome, RoomHandle, RoomRegistry, RoomRequest, TickDelivery, TickSink};
+use crate::core::{RoomInput, SessionId};
+use crate::rooms::{RoomHandle, RoomRegistry, RoomRequest, TickDelivery, TickSink};
 use crate::stats::ServerStats;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chorus_protocol::codec::{decode_client_message_unchecked, validate_client_message};
 use chorus_protocol::{
-    ClientHello, ClientMessage, Datagram, DecodeError, DisplayInfo, ErrorCode, ErrorDetail,
-    ErrorFrame, FrameError, JoinOption, LeaveReason, Limits, MemberId, PROTOCOL_VERSION, RequestId,
-    RoomSlot, ServerHello, ServerMessage, decode_datagram, encode_message,
+    ClientHello, ClientMessage, Datagram, DecodeError, ErrorCode, ErrorDetail, ErrorFrame,
+    FrameError, HelloOption, LeaveReason, Limits, MemberId, PROTOCOL_VERSION, RateLimits,
+    RequestId, RoomSlot, ServerHello, ServerMessage, decode_datagram, encode_message,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -36,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tracing::Instrument;
 
 /// Something a transport received.
@@ -106,6 +110,11 @@ pub struct SessionConfig {
     /// Errors about bad datagrams reported to a client per second, at most
     /// (a flood of bad datagrams must not become a flood of error frames).
     pub datagram_errors_per_second: u32,
+    /// Per-session budgets, announced in the hello.
+    pub rate_limits: RateLimits,
+    /// Rate-limit refusals within `violation_window` that close the session.
+    pub violations_before_disconnect: u32,
+    pub violation_window: Duration,
 }
 
 impl Default for SessionConfig {
@@ -118,6 +127,9 @@ impl Default for SessionConfig {
             outbox_max_bytes: 16 * 1024 * 1024,
             close_flush_timeout: Duration::from_secs(2),
             datagram_errors_per_second: 5,
+            rate_limits: RateLimits::default(),
+            violations_before_disconnect: 20,
+            violation_window: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +141,7 @@ pub struct SessionContext {
     pub registry: Arc<RoomRegistry>,
     pub clock: ServerClock,
     pub stats: Arc<ServerStats>,
+    pub access: AccessControl,
     next_id: AtomicU64,
     /// Flips to `true` when the server shuts down; every session then ends
     /// with ShuttingDown.
@@ -141,12 +154,14 @@ impl SessionContext {
         registry: Arc<RoomRegistry>,
         clock: ServerClock,
         stats: Arc<ServerStats>,
+        access: AccessControl,
     ) -> Self {
         SessionContext {
             config,
             registry,
             clock,
             stats,
+            access,
             next_id: AtomicU64::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
         }
@@ -270,6 +285,25 @@ pub async fn run_session<R, W, C>(
         let transport = info.transport;
         tracing::debug!("session opened");
         let writer_task = tokio::spawn(write_loop(shared.clone(), writer).in_current_span());
+        // Per-address connection cap and rate, held for the session's life.
+        let permit = match ctx
+            .access
+            .guard
+            .open_connection(info.remote.ip(), Instant::now())
+        {
+            Ok(permit) => Some(permit),
+            Err(refused) => {
+                audit_refusal("connection_refused", &info, refused.code());
+                shared.close_with(
+                    ErrorFrame::new(None, refused.code(), refused.to_string()).with_detail(
+                        ErrorDetail::RetryAfter {
+                            retry_after_ms: duration_ms(refused.retry_after()),
+                        },
+                    ),
+                );
+                None
+            }
+        };
 
         let mut session = Session {
             shutdown: ctx.shutdown.subscribe(),
@@ -279,9 +313,16 @@ pub async fn run_session<R, W, C>(
             reader,
             datagram_errors: ErrorBudget::new(ctx.config.datagram_errors_per_second),
             leave_reason: LeaveReason::Disconnected,
+            budgets: Budgets::new(&ctx.config.rate_limits, Instant::now()),
+            violations: ViolationTracker::new(
+                ctx.config.violations_before_disconnect,
+                ctx.config.violation_window,
+            ),
+            token_expiry: None,
         };
         let end = session.run().await;
         let leave_reason = session.leave_reason;
+        drop(permit);
 
         // Tell the client why, if there is a why; then leave every room.
         if let Some(error) = &end {
@@ -372,6 +413,44 @@ struct Session<R> {
     /// How the session's members leave their rooms when it ends.
     leave_reason: LeaveReason,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    budgets: Budgets,
+    violations: ViolationTracker,
+    /// When the earliest join token this session joined with expires; the
+    /// session is closed with TokenExpired then.
+    token_expiry: Option<(Instant, RoomSlot)>,
+}
+
+fn version_mismatch(client: chorus_protocol::ProtocolVersion) -> ErrorFrame {
+    ErrorFrame::new(
+        None,
+        ErrorCode::VersionMismatch,
+        format!("server speaks protocol {PROTOCOL_VERSION}, client {client}"),
+    )
+    .with_detail(ErrorDetail::Version {
+        server: PROTOCOL_VERSION,
+        client,
+    })
+}
+
+/// Logs a refusal that happens before a session has a room (stable event names).
+fn audit_refusal(event: &'static str, info: &SessionInfo, code: ErrorCode) {
+    tracing::info!(target: "chorus::audit", event, ip = %info.remote.ip(), transport = info.transport, code = code.name());
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The error for a spent budget.
+fn rate_limited(request_id: Option<RequestId>, what: &str, retry_after: Duration) -> ErrorFrame {
+    ErrorFrame::new(
+        request_id,
+        ErrorCode::RateLimited,
+        format!("too many {what}; retry later"),
+    )
+    .with_detail(ErrorDetail::RetryAfter {
+        retry_after_ms: duration_ms(retry_after),
+    })
 }
 
 /// A reason to end the session; `Some` is told to the client.
@@ -396,20 +475,25 @@ impl<R: TransportReader> Session<R> {
             }
         };
         if hello.version.major != PROTOCOL_VERSION.major {
-            return Some(
-                ErrorFrame::new(
-                    None,
-                    ErrorCode::VersionMismatch,
-                    format!(
-                        "server speaks protocol {PROTOCOL_VERSION}, client {}",
-                        hello.version
-                    ),
-                )
-                .with_detail(ErrorDetail::Version {
-                    server: PROTOCOL_VERSION,
-                    client: hello.version,
-                }),
-            );
+            return Some(version_mismatch(hello.version));
+        }
+        let mut api_key = None;
+        for option in &hello.options {
+            match option {
+                HelloOption::ApiKey(key) => api_key = Some(key.as_str()),
+            }
+        }
+        if self.ctx.access.api_keys.check(api_key).is_err() {
+            audit_refusal("api_key_rejected", &self.info, ErrorCode::Unauthorized);
+            return Some(ErrorFrame::new(
+                None,
+                ErrorCode::Unauthorized,
+                if api_key.is_some() {
+                    "the API key is not valid"
+                } else {
+                    "this server needs an API key in the hello"
+                },
+            ));
         }
         tracing::debug!(client = %hello.client_name, version = %hello.version, "hello");
         self.reply(ServerMessage::Hello(ServerHello {
@@ -419,6 +503,8 @@ impl<R: TransportReader> Session<R> {
             server_time: self.ctx.clock.now(),
             max_datagram_size: self.info.max_datagram_size,
             limits: self.ctx.config.limits.clone(),
+            rate_limits: self.ctx.config.rate_limits.clone(),
+            extensions: Vec::new(),
         }));
 
         let mut shutdown = self.shutdown.clone();
@@ -431,6 +517,15 @@ impl<R: TransportReader> Session<R> {
                         None,
                         ErrorCode::ShuttingDown,
                         "the server is shutting down",
+                    ));
+                }
+                () = token_expired(self.token_expiry) => {
+                    audit_refusal("token_expired", &self.info, ErrorCode::TokenExpired);
+                    let room = self.token_expiry.map_or(0, |(_, slot)| slot.0);
+                    return Some(ErrorFrame::new(
+                        None,
+                        ErrorCode::TokenExpired,
+                        format!("the join token for room slot {room} has expired"),
                     ));
                 }
                 inbound = self.reader.recv() => match inbound {
@@ -471,6 +566,13 @@ impl<R: TransportReader> Session<R> {
                 Ok(Inbound::Control(body)) => {
                     self.ctx.stats.reliable_in.inc();
                     let msg = decode_client_message_unchecked(&body).map_err(|e| {
+                        // A hello of another major version may have another
+                        // shape: name the version, not the bytes, as the problem.
+                        if let Some(theirs) = chorus_protocol::peek_hello_version(&body)
+                            && theirs.major != PROTOCOL_VERSION.major
+                        {
+                            return Some(version_mismatch(theirs));
+                        }
                         Some(ErrorFrame::new(None, e.code(), e.to_string()).with_detail(e.detail()))
                     })?;
                     let ClientMessage::Hello(hello) = msg else {
@@ -534,6 +636,9 @@ impl<R: TransportReader> Session<R> {
         };
         if let Err(v) = validate_client_message(&msg, &self.ctx.config.limits) {
             return self.reply_error(limit_error(msg.request_id(), &v));
+        }
+        if let Err(error) = self.spend_budget(&msg) {
+            return self.reply_error(error);
         }
         match msg {
             ClientMessage::Hello(_) => self.reply_error(ErrorFrame::new(
@@ -601,11 +706,93 @@ impl<R: TransportReader> Session<R> {
                 })
                 .await
             }
+            ClientMessage::Kick {
+                request_id,
+                room,
+                member,
+                reason,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::Kick {
+                    session,
+                    request_id,
+                    member,
+                    reason,
+                })
+                .await
+            }
+            ClientMessage::SetRole {
+                request_id,
+                room,
+                member,
+                role,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::SetRole {
+                    session,
+                    request_id,
+                    member,
+                    role,
+                })
+                .await
+            }
+            ClientMessage::SetPassword {
+                request_id,
+                room,
+                password,
+            } => self.set_password(request_id, room, password).await,
+            ClientMessage::CloseRoom {
+                request_id,
+                room,
+                reason,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::CloseRoom {
+                    session,
+                    request_id,
+                    reason,
+                })
+                .await
+            }
             ClientMessage::Ping { client_time } => self.reply(ServerMessage::Pong {
                 client_time,
                 server_receive_time: received_at,
                 server_send_time: self.ctx.clock.now(),
             }),
+        }
+    }
+
+    /// Takes `msg` from the session's budgets, or says why not. Every refusal
+    /// counts as a violation; too many close the session.
+    fn spend_budget(&mut self, msg: &ClientMessage) -> Result<(), ErrorFrame> {
+        let now = Instant::now();
+        let specific = match msg {
+            ClientMessage::SetState { .. } | ClientMessage::DeleteState { .. } => {
+                Some(("state updates", self.budgets.state_update(now)))
+            }
+            ClientMessage::Command { .. } => Some(("commands", self.budgets.command(now))),
+            ClientMessage::Join { .. } => Some(("joins", self.budgets.join(now))),
+            _ => None,
+        };
+        let refused = match self.budgets.message(now) {
+            Err(retry) => Some(("messages", retry)),
+            Ok(()) => specific.and_then(|(what, r)| r.err().map(|retry| (what, retry))),
+        };
+        let Some((what, retry)) = refused else {
+            return Ok(());
+        };
+        self.ctx.stats.rate_limited.inc();
+        self.note_violation(now);
+        Err(rate_limited(msg.request_id(), what, retry))
+    }
+
+    /// Counts a rate-limit refusal; past the allowance, closes the session.
+    fn note_violation(&mut self, now: Instant) {
+        if self.violations.record(now) {
+            audit_refusal("rate_limit_disconnect", &self.info, ErrorCode::RateLimited);
+            self.ctx.stats.rate_limit_disconnects.inc();
+            self.shared.close_with(ErrorFrame::new(
+                None,
+                ErrorCode::RateLimited,
+                "rate limits were exceeded again and again; disconnected",
+            ));
         }
     }
 
@@ -626,104 +813,17 @@ impl<R: TransportReader> Session<R> {
         }
     }
 
-    async fn join(
-        &self,
-        request_id: RequestId,
-        room_id: String,
-        display: DisplayInfo,
-        options: Vec<JoinOption>,
-    ) {
-        if let Err(why) = validate_room_id(&room_id) {
-            return self.reply_error(ErrorFrame::new(
-                Some(request_id),
-                ErrorCode::InvalidRoomId,
-                why,
-            ));
-        }
-        let limits = &self.ctx.config.limits;
-        let mut create = false;
-        let mut max_members = None;
-        for option in options {
-            match option {
-                JoinOption::CreateIfMissing => create = true,
-                JoinOption::MaxMembers(n) => {
-                    if n == 0 || n > limits.max_members_per_room {
-                        return self.reply_error(
-                            ErrorFrame::new(
-                                Some(request_id),
-                                ErrorCode::LimitExceeded,
-                                format!("max_members must be 1 to {}", limits.max_members_per_room),
-                            )
-                            .with_detail(ErrorDetail::Limit {
-                                limit: u64::from(limits.max_members_per_room),
-                                actual: u64::from(n),
-                            }),
-                        );
-                    }
-                    max_members = Some(n);
-                }
-            }
-        }
-        let joined = self.shared.joined.load();
-        if joined.values().any(|j| j.room.id() == room_id) {
-            return self.reply_error(ErrorFrame::new(
-                Some(request_id),
-                ErrorCode::AlreadyJoined,
-                format!("already a member of room {room_id:?}"),
-            ));
-        }
-        if joined.len() as u64 >= u64::from(limits.max_rooms_per_session) {
-            return self.reply_error(
-                ErrorFrame::new(
-                    Some(request_id),
-                    ErrorCode::TooManyJoined,
-                    "this session has joined its maximum number of rooms",
-                )
-                .with_detail(ErrorDetail::Limit {
-                    limit: u64::from(limits.max_rooms_per_session),
-                    actual: joined.len() as u64 + 1,
-                }),
-            );
-        }
-        drop(joined);
-        // A room may expire between lookup and join; then look it up again.
-        for _ in 0..3 {
-            let handle =
-                match self
-                    .ctx
-                    .registry
-                    .get_or_create(request_id, &room_id, create, max_members)
-                {
-                    Ok(handle) => handle,
-                    Err(error) => return self.reply_error(error),
-                };
-            let (reply, outcome) = oneshot::channel();
-            let request = RoomRequest::Join {
-                session: self.shared.clone(),
-                request_id,
-                display: display.clone(),
-                reply,
-            };
-            if handle.send(request).await.is_err() {
-                continue;
-            }
-            match outcome.await {
-                Ok(JoinOutcome::Joined(member)) => {
-                    tracing::debug!(room = %room_id, member = member.0, "joined");
-                    return;
-                }
-                Ok(JoinOutcome::Refused) => return,
-                Ok(JoinOutcome::RoomClosed) | Err(_) => continue,
-            }
-        }
-        self.reply_error(ErrorFrame::new(
-            Some(request_id),
-            ErrorCode::Internal,
-            "the room closed while joining; retry",
-        ));
-    }
-
     fn on_datagram(&mut self, bytes: Bytes) {
+        let now = Instant::now();
+        if let Err(retry) = self.budgets.tick(now) {
+            self.ctx.stats.ticks_rejected.inc();
+            self.ctx.stats.rate_limited.inc();
+            self.note_violation(now);
+            if self.datagram_errors.allow(now) {
+                self.reply_error(rate_limited(None, "ticks", retry));
+            }
+            return;
+        }
         if let Err(error) = self.forward_tick(&bytes) {
             self.ctx.stats.ticks_rejected.inc();
             if self.datagram_errors.allow(Instant::now()) {
@@ -779,6 +879,14 @@ impl<R: TransportReader> Session<R> {
         self.ctx.stats.ticks_out.add(sent);
         self.ctx.stats.ticks_dropped.add(dropped);
         Ok(())
+    }
+}
+
+/// Resolves when the join token deadline passes (never without one).
+async fn token_expired(deadline: Option<(Instant, RoomSlot)>) {
+    match deadline {
+        Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

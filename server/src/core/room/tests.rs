@@ -1,6 +1,7 @@
 //! Deterministic tests of the room state machine: no runtime, no sockets, no clock.
 
 use super::*;
+use chorus_protocol::Action;
 
 const T0: ServerTime = ServerTime(1_000_000);
 
@@ -20,9 +21,32 @@ fn drain(room: &mut Room) -> Vec<RoomOutput> {
     std::iter::from_fn(|| room.poll_output()).collect()
 }
 
+fn access(ip: u8) -> JoinAccess {
+    JoinAccess {
+        identity: ClientIdentity {
+            ip: IpAddr::from([10, 0, 0, ip]),
+            subject: None,
+        },
+        role: None,
+        password_given: false,
+        password_verified: None,
+    }
+}
+
 fn join(room: &mut Room, session: SessionId, name: &str) -> Vec<RoomOutput> {
+    // Each session comes from its own address unless a test says otherwise.
+    join_with(room, T0, session, name, access(session.0 as u8))
+}
+
+fn join_with(
+    room: &mut Room,
+    now: ServerTime,
+    session: SessionId,
+    name: &str,
+    access: JoinAccess,
+) -> Vec<RoomOutput> {
     room.handle(
-        T0,
+        now,
         RoomInput::Join {
             session,
             request_id: 1,
@@ -30,6 +54,7 @@ fn join(room: &mut Room, session: SessionId, name: &str) -> Vec<RoomOutput> {
                 name: name.into(),
                 meta: vec![],
             },
+            access,
         },
     );
     drain(room)
@@ -82,8 +107,13 @@ fn snapshot_of(outputs: &[RoomOutput]) -> &RoomSnapshot {
         .expect("a Joined message")
 }
 
+/// The one error among `outputs` (audit records aside), which must hold nothing else.
 fn error_of(outputs: &[RoomOutput]) -> (Recipient, &ErrorFrame) {
-    match outputs {
+    let rest: Vec<&RoomOutput> = outputs
+        .iter()
+        .filter(|o| !matches!(o, RoomOutput::Audit(_)))
+        .collect();
+    match rest.as_slice() {
         [
             RoomOutput::Send {
                 to,
@@ -527,9 +557,12 @@ fn viewers_may_tick_but_not_write() {
 
     let mut strict = room_with(RoomConfig {
         default_role: Role::Viewer,
-        permissions: Permissions {
-            send_ticks: vec![Role::Host],
-            ..Permissions::default()
+        policy: PermissionPolicy {
+            rules: vec![chorus_protocol::PermissionRule {
+                action: Action::SendTicks,
+                scope: String::new(),
+                roles: vec![Role::Host],
+            }],
         },
         ..RoomConfig::default()
     });
@@ -622,4 +655,447 @@ fn room_ids_are_validated() {
     assert!(validate_room_id(" lead").is_err());
     assert!(validate_room_id("tab\there").is_err());
     assert!(validate_room_id("nul\0").is_err());
+}
+
+/// The one error among `outputs`, owned.
+fn err(outputs: Vec<RoomOutput>) -> ErrorFrame {
+    error_of(&outputs).1.clone()
+}
+
+fn request(room: &mut Room, now: ServerTime, input: RoomInput) -> Vec<RoomOutput> {
+    room.handle(now, input);
+    drain(room)
+}
+
+fn kick(room: &mut Room, now: ServerTime, by: SessionId, member: u32) -> Vec<RoomOutput> {
+    request(
+        room,
+        now,
+        RoomInput::Kick {
+            session: by,
+            request_id: 5,
+            member: MemberId(member),
+            reason: "spam".into(),
+        },
+    )
+}
+
+fn set_role(room: &mut Room, by: SessionId, member: u32, role: Role) -> Vec<RoomOutput> {
+    request(
+        room,
+        T0,
+        RoomInput::SetRole {
+            session: by,
+            request_id: 6,
+            member: MemberId(member),
+            role,
+        },
+    )
+}
+
+fn sent(outputs: &[RoomOutput]) -> Vec<(Recipient, &ServerMessage)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            RoomOutput::Send { to, message } => Some((*to, message)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn audits(outputs: &[RoomOutput]) -> Vec<&'static str> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            RoomOutput::Audit(a) => Some(a.name()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_token_role_wins_over_the_first_member_rule() {
+    let mut room = room();
+    let out = join_with(
+        &mut room,
+        T0,
+        s(1),
+        "viewer first",
+        JoinAccess {
+            role: Some(Role::Viewer),
+            ..access(1)
+        },
+    );
+    assert_eq!(snapshot_of(&out).role, Role::Viewer);
+    let out = join_with(
+        &mut room,
+        T0,
+        s(2),
+        "appointed host",
+        JoinAccess {
+            role: Some(Role::Host),
+            ..access(2)
+        },
+    );
+    assert_eq!(snapshot_of(&out).role, Role::Host);
+    assert_eq!(
+        snapshot_of(&join(&mut room, s(3), "plain")).role,
+        Role::Editor
+    );
+}
+
+#[test]
+fn kicked_members_hear_it_leave_and_stay_out_until_the_ban_ends() {
+    let ban = 300 * 1_000_000;
+    let mut room = room_with(RoomConfig {
+        kick_ban_us: ban,
+        ..RoomConfig::default()
+    });
+    join(&mut room, s(1), "host");
+    join(&mut room, s(2), "pest");
+    join(&mut room, s(3), "other");
+    let out = kick(&mut room, T0, s(1), 2);
+    let messages = sent(&out);
+    assert!(matches!(
+        messages[0],
+        (
+            Recipient::Everyone,
+            ServerMessage::MemberKicked {
+                member: MemberId(2),
+                by: MemberId(1),
+                ban_ms: 300_000,
+                ..
+            }
+        )
+    ));
+    assert!(matches!(
+        messages[1],
+        (
+            Recipient::Session(SessionId(1)),
+            ServerMessage::Ack { request_id: 5, .. }
+        )
+    ));
+    let removed = out.iter().position(|o| {
+        *o == RoomOutput::MemberRemoved {
+            session: s(2),
+            member: MemberId(2),
+        }
+    });
+    let kicked_event = out
+        .iter()
+        .position(|o| matches!(o, RoomOutput::Send { .. }))
+        .expect("event");
+    assert!(
+        removed.expect("routing removed") > kicked_event,
+        "told before routing ends"
+    );
+    assert_eq!(audits(&out), ["member_kicked"]);
+    assert_eq!(room.stats().members, 2);
+
+    // Same address, new session: refused until the ban ends, with the time left.
+    let later = T0.saturating_add_micros(ban - 1_000_000);
+    let out = join_with(&mut room, later, s(4), "pest again", access(2));
+    let e = err(out);
+    assert_eq!(e.code, ErrorCode::Banned);
+    assert_eq!(
+        e.detail,
+        ErrorDetail::RetryAfter {
+            retry_after_ms: 1000
+        }
+    );
+    let out = join_with(
+        &mut room,
+        T0.saturating_add_micros(ban),
+        s(4),
+        "pest again",
+        access(2),
+    );
+    assert_eq!(snapshot_of(&out).you, MemberId(4));
+}
+
+#[test]
+fn a_ban_follows_the_token_subject_when_there_is_one() {
+    let mut room = room();
+    join(&mut room, s(1), "host");
+    let with_sub = |ip| JoinAccess {
+        identity: ClientIdentity {
+            ip: IpAddr::from([10, 0, 0, ip]),
+            subject: Some("user-42".into()),
+        },
+        ..access(ip)
+    };
+    join_with(&mut room, T0, s(2), "u42", with_sub(2));
+    kick(&mut room, T0, s(1), 2);
+    // Another address, same subject: still banned.
+    let e = err(join_with(&mut room, T0, s(3), "u42", with_sub(9)));
+    assert_eq!(e.code, ErrorCode::Banned);
+    // The old address without the subject is someone else.
+    assert_eq!(
+        snapshot_of(&join(&mut room, s(2), "neighbour")).you,
+        MemberId(3)
+    );
+}
+
+#[test]
+fn kicks_respect_permission_and_rank() {
+    let mut room = room();
+    join(&mut room, s(1), "host");
+    join(&mut room, s(2), "editor");
+    join(&mut room, s(3), "editor 2");
+    let e = err(kick(&mut room, T0, s(2), 3));
+    assert_eq!(
+        e.code,
+        ErrorCode::Forbidden,
+        "editors may not kick by default"
+    );
+    let e = err(kick(&mut room, T0, s(1), 1));
+    assert_eq!(e.code, ErrorCode::Forbidden, "no kicking yourself");
+    let e = err(kick(&mut room, T0, s(1), 9));
+    assert_eq!(e.code, ErrorCode::NotJoined);
+
+    // With kicking open to editors, an editor still cannot kick the host.
+    let mut open = room_with(RoomConfig {
+        policy: PermissionPolicy {
+            rules: vec![chorus_protocol::PermissionRule {
+                action: Action::Kick,
+                scope: String::new(),
+                roles: vec![Role::Host, Role::Editor],
+            }],
+        },
+        ..RoomConfig::default()
+    });
+    join(&mut open, s(1), "host");
+    join(&mut open, s(2), "editor");
+    join(&mut open, s(3), "editor 2");
+    let e = err(kick(&mut open, T0, s(2), 1));
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    assert!(sent(&kick(&mut open, T0, s(2), 3)).len() == 2);
+}
+
+#[test]
+fn role_changes_are_events_and_follow_rank_rules() {
+    let mut room = room();
+    join(&mut room, s(1), "host");
+    join(&mut room, s(2), "editor");
+    let out = set_role(&mut room, s(1), 2, Role::Viewer);
+    assert!(matches!(
+        sent(&out)[0],
+        (
+            Recipient::Everyone,
+            ServerMessage::RoleChanged {
+                member: MemberId(2),
+                role: Role::Viewer,
+                by: MemberId(1),
+                seq: Seq(3),
+                ..
+            }
+        )
+    ));
+    assert!(out.contains(&RoomOutput::RoleChanged {
+        member: MemberId(2)
+    }));
+    assert_eq!(audits(&out), ["role_changed"]);
+    // The demoted member's writes are refused at once.
+    let e = err(set(&mut room, s(2), "k", b"v", None));
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    // A viewer cannot grant.
+    let e = err(set_role(&mut room, s(2), 2, Role::Host));
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    // The last host cannot step down; with a second host it can.
+    let e = err(set_role(&mut room, s(1), 1, Role::Editor));
+    assert_eq!(e.code, ErrorCode::Forbidden);
+    set_role(&mut room, s(1), 2, Role::Host);
+    let out = set_role(&mut room, s(1), 1, Role::Editor);
+    assert!(matches!(sent(&out)[0].1, ServerMessage::RoleChanged { .. }));
+    // Setting the same role again changes nothing and takes no seq.
+    let before = room.stats().last_seq;
+    let out = set_role(&mut room, s(2), 1, Role::Editor);
+    assert!(matches!(sent(&out)[..], [(_, ServerMessage::Ack { .. })]));
+    assert_eq!(room.stats().last_seq, before);
+}
+
+#[test]
+fn granting_is_capped_by_the_granters_own_rank() {
+    let mut room = room_with(RoomConfig {
+        policy: PermissionPolicy {
+            rules: vec![chorus_protocol::PermissionRule {
+                action: Action::GrantRoles,
+                scope: String::new(),
+                roles: vec![Role::Host, Role::Editor],
+            }],
+        },
+        ..RoomConfig::default()
+    });
+    join(&mut room, s(1), "host");
+    join(&mut room, s(2), "editor");
+    join(&mut room, s(3), "editor 2");
+    let e = err(set_role(&mut room, s(2), 3, Role::Host));
+    assert_eq!(e.code, ErrorCode::Forbidden, "an editor cannot make a host");
+    let e = err(set_role(&mut room, s(2), 1, Role::Viewer));
+    assert_eq!(e.code, ErrorCode::Forbidden, "nor demote one");
+    assert!(matches!(
+        sent(&set_role(&mut room, s(2), 3, Role::Viewer))[0].1,
+        ServerMessage::RoleChanged { .. }
+    ));
+}
+
+#[test]
+fn passwords_are_checked_by_generation() {
+    let hash = PasswordHashString(Arc::from("$argon2id$fake"));
+    let mut room = room_with(RoomConfig {
+        password: Some(hash.clone()),
+        ..RoomConfig::default()
+    });
+    assert_eq!(room.password_generation(), 1);
+    let e = err(join(&mut room, s(1), "no password"));
+    assert_eq!(e.code, ErrorCode::PasswordRequired);
+    let wrong = JoinAccess {
+        password_given: true,
+        password_verified: None,
+        ..access(1)
+    };
+    let out = join_with(&mut room, T0, s(1), "wrong", wrong);
+    assert_eq!(error_of(&out).1.code, ErrorCode::WrongPassword);
+    assert_eq!(audits(&out), ["join_refused"]);
+    let right = |generation| JoinAccess {
+        password_given: true,
+        password_verified: Some(generation),
+        ..access(1)
+    };
+    join_with(&mut room, T0, s(1), "host", right(1));
+
+    // The host changes it: a join verified against the old hash is refused.
+    let out = request(
+        &mut room,
+        T0,
+        RoomInput::SetPassword {
+            session: s(1),
+            request_id: 8,
+            hash: Some(PasswordHashString(Arc::from("$argon2id$new"))),
+        },
+    );
+    assert!(out.contains(&RoomOutput::PasswordChanged {
+        hash: Some(PasswordHashString(Arc::from("$argon2id$new"))),
+        generation: 2
+    }));
+    assert_eq!(audits(&out), ["password_changed"]);
+    let e = err(join_with(&mut room, T0, s(2), "late", right(1)));
+    assert_eq!(e.code, ErrorCode::WrongPassword);
+    assert_eq!(
+        snapshot_of(&join_with(&mut room, T0, s(2), "ok", right(2))).you,
+        MemberId(2)
+    );
+    // An editor may not change it.
+    let out = request(
+        &mut room,
+        T0,
+        RoomInput::SetPassword {
+            session: s(2),
+            request_id: 9,
+            hash: None,
+        },
+    );
+    assert_eq!(error_of(&out).1.code, ErrorCode::Forbidden);
+    assert!(room.password().is_some());
+}
+
+#[test]
+fn closing_a_room_removes_everyone_and_ends_it() {
+    let mut room = room();
+    join(&mut room, s(1), "host");
+    join(&mut room, s(2), "editor");
+    let close = |room: &mut Room, session| {
+        request(
+            room,
+            T0,
+            RoomInput::CloseRoom {
+                session,
+                request_id: 4,
+                reason: "done".into(),
+            },
+        )
+    };
+    assert_eq!(
+        error_of(&close(&mut room, s(2))).1.code,
+        ErrorCode::Forbidden
+    );
+    let out = close(&mut room, s(1));
+    let messages = sent(&out);
+    assert!(matches!(
+        messages[0],
+        (
+            Recipient::Everyone,
+            ServerMessage::RoomClosed {
+                by: MemberId(1),
+                ..
+            }
+        )
+    ));
+    assert!(matches!(
+        messages[1].1,
+        ServerMessage::Ack { request_id: 4, .. }
+    ));
+    let removed = out
+        .iter()
+        .filter(|o| matches!(o, RoomOutput::MemberRemoved { .. }))
+        .count();
+    assert_eq!(removed, 2);
+    assert_eq!(out.last(), Some(&RoomOutput::Closed));
+    assert!(room.is_ended());
+    assert_eq!(room.poll_timeout(), None);
+}
+
+#[test]
+fn policy_scopes_limit_state_keys_and_command_kinds() {
+    let mut room = room_with(RoomConfig {
+        default_role: Role::Viewer,
+        policy: PermissionPolicy {
+            rules: vec![
+                chorus_protocol::PermissionRule {
+                    action: Action::SetState,
+                    scope: "cursor/".into(),
+                    roles: vec![Role::Host, Role::Editor, Role::Viewer],
+                },
+                chorus_protocol::PermissionRule {
+                    action: Action::SendCommands,
+                    scope: "chat".into(),
+                    roles: vec![Role::Host, Role::Editor, Role::Viewer],
+                },
+            ],
+        },
+        ..RoomConfig::default()
+    });
+    join(&mut room, s(1), "host");
+    join(&mut room, s(2), "viewer");
+    assert!(matches!(
+        sent(&set(&mut room, s(2), "cursor/2", b"x", None))[1].1,
+        ServerMessage::StateAck { .. }
+    ));
+    assert_eq!(
+        error_of(&set(&mut room, s(2), "scene", b"x", None)).1.code,
+        ErrorCode::Forbidden
+    );
+    assert!(matches!(
+        sent(&command(&mut room, s(2), "chat", None))[1].1,
+        ServerMessage::CommandAck { .. }
+    ));
+    assert_eq!(
+        error_of(&command(&mut room, s(2), "draw", None)).1.code,
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        snapshot_of(&join(&mut room, s(3), "late")).policy,
+        *room.policy()
+    );
+}
+
+#[test]
+fn persistent_rooms_never_expire() {
+    let mut room = room_with(RoomConfig {
+        persistent: true,
+        ..RoomConfig::default()
+    });
+    assert_eq!(room.poll_timeout(), None);
+    room.handle_timeout(ServerTime(u64::MAX));
+    assert!(!room.is_ended());
 }
