@@ -28,10 +28,19 @@ export declare const ErrorCode: Readonly<{
   NotJoined: 205;
   InvalidSender: 206;
   InvalidRoomId: 207;
+  Banned: 208;
   Forbidden: 300;
   Conflict: 301;
   StateFull: 302;
+  Unauthorized: 303;
+  InvalidToken: 304;
+  TokenExpired: 305;
+  WrongPassword: 306;
+  PasswordRequired: 307;
   SlowConsumer: 400;
+  RateLimited: 401;
+  Blocked: 402;
+  TooManyConnections: 403;
   Internal: 500;
   ShuttingDown: 501;
 }>;
@@ -53,10 +62,19 @@ export type ErrorCodeName =
   | 'not_joined'
   | 'invalid_sender'
   | 'invalid_room_id'
+  | 'banned'
   | 'forbidden'
   | 'conflict'
   | 'state_full'
+  | 'unauthorized'
+  | 'invalid_token'
+  | 'token_expired'
+  | 'wrong_password'
+  | 'password_required'
   | 'slow_consumer'
+  | 'rate_limited'
+  | 'blocked'
+  | 'too_many_connections'
   | 'internal'
   | 'shutting_down'
   /** A code this SDK does not know (newer servers may add codes). */
@@ -73,6 +91,8 @@ export type ErrorDetail =
   | { currentVersion: number }
   | { server: ProtocolVersion; client: ProtocolVersion }
   | { limit: number; actual: number }
+  /** With rate_limited, blocked, banned and too_many_connections: how long to wait before trying again. */
+  | { retryAfterMs: number }
   | null;
 
 /** Why a connection ended; the value of the client's 'close' event. */
@@ -100,6 +120,8 @@ export declare class ChorusError extends Error {
   /** The request the server's error answers, or null. */
   requestId: number | null;
   detail: ErrorDetail;
+  /** Milliseconds to wait before trying again (the detail's `retryAfterMs`), or null. */
+  retryAfterMs: number | null;
   /** For 'closed' errors: why the connection ended, when known. */
   reason?: CloseReason;
   /** The error an `Error` frame (codec form) stands for. */
@@ -151,6 +173,8 @@ export interface ConnectOptions {
   websocketUrl?: string;
   /** Sent in the hello. Default 'chorus-js/0.1'. */
   clientName?: string;
+  /** The server's API key, sent in the hello, when the server requires one (else connect fails with 'unauthorized'). */
+  apiKey?: string;
   /** Default 10000. */
   requestTimeoutMs?: number;
   /** Bound on connecting, the hello and the initial clock sync. Default 10000. */
@@ -185,7 +209,35 @@ export interface Limits {
   readonly maxCommandKindLen: number;
   readonly maxCommandPayloadBytes: number;
   readonly maxIdempotencyKeyLen: number;
+  /** Options in a join (and in the hello). */
   readonly maxJoinOptions: number;
+  readonly maxPasswordLen: number;
+  /** Reason text of a kick or a room close. */
+  readonly maxReasonLen: number;
+  readonly maxTokenLen: number;
+  readonly maxApiKeyLen: number;
+  /** Rules in a room's permission policy. */
+  readonly maxPolicyRules: number;
+}
+
+/** A token-bucket budget: `perSecond` on average, up to `burst` at once. */
+export interface Rate {
+  readonly perSecond: number;
+  readonly burst: number;
+}
+
+/** The per-session rate budgets the server announced in its hello. */
+export interface RateLimits {
+  /** Every control message (ticks not included). */
+  readonly messages: Rate;
+  /** setState and deleteState. */
+  readonly stateUpdates: Rate;
+  /** sendCommand. */
+  readonly commands: Rate;
+  /** Ticks, a separate and higher budget. */
+  readonly ticks: Rate;
+  /** join. */
+  readonly joins: Rate;
 }
 
 export interface ClockEstimate {
@@ -198,7 +250,41 @@ export interface ClockEstimate {
 }
 
 export type Role = 'host' | 'editor' | 'viewer';
+/** A role as the SDK accepts it: a Role, its wire name, or an alias (leader and owner: host; participant: editor; follower: viewer). */
+export type RoleName = Role | WireRole | 'leader' | 'owner' | 'participant' | 'follower';
 export type LeaveReason = 'left' | 'disconnected' | 'too_slow' | 'timed_out';
+
+/** What a permission policy governs. */
+export type Action =
+  | 'set_state'
+  | 'send_commands'
+  | 'send_ticks'
+  | 'control_timeline'
+  | 'upload_packs'
+  | 'direct_messages'
+  | 'kick'
+  | 'grant_roles'
+  | 'close_room'
+  | 'set_password';
+
+/** One rule: which roles may do `action`, for state keys (set_state) or command kinds (send_commands) starting with `scope` ('' for all). */
+export interface PermissionRule {
+  readonly action: Action;
+  readonly scope: string;
+  readonly roles: readonly Role[];
+}
+
+/** A room's own permission rules; the defaults (DEFAULT_PERMISSION_RULES) apply where none matches. */
+export interface PermissionPolicy {
+  readonly rules: readonly PermissionRule[];
+}
+
+/** A policy as the SDK accepts it (join's `policy`, policyAllows): API or wire names, scope optional, or a bare list of rules. */
+export type PolicyInput =
+  | {
+      readonly rules: ReadonlyArray<{ readonly action: Action | WireAction; readonly scope?: string; readonly roles: readonly RoleName[] }>;
+    }
+  | ReadonlyArray<{ readonly action: Action | WireAction; readonly scope?: string; readonly roles: readonly RoleName[] }>;
 
 export interface Member {
   readonly id: number;
@@ -251,12 +337,57 @@ export interface CommandEvent {
   idempotencyKey: string | null;
 }
 
+export interface RoleChangedEvent {
+  /** The member, with its new role. */
+  member: Member;
+  role: Role;
+  /** Its role before, or null for a member this client never saw. */
+  previousRole: Role | null;
+  /** Who changed it. */
+  by: number;
+  seq: number;
+}
+
+export interface MemberKickedEvent {
+  /** Who was removed (a bare member if this client never saw it). */
+  member: Member;
+  /** Who removed it. */
+  by: number;
+  /** The reason given (may be ''). */
+  reason: string;
+  /** How long it may not rejoin (joins fail with 'banned'). */
+  banMs: number;
+  seq: number;
+}
+
+/** This client was kicked: the room is no longer joined. */
+export interface KickedEvent {
+  by: number;
+  reason: string;
+  banMs: number;
+  seq: number;
+}
+
+/** The room ended for everyone: it is no longer joined. */
+export interface ClosedEvent {
+  by: number;
+  reason: string;
+  seq: number;
+}
+
 export interface RoomEvents {
   tick: TickEvent;
   memberJoined: Member;
   memberLeft: MemberLeftEvent;
   stateChanged: StateChangedEvent;
   command: CommandEvent;
+  roleChanged: RoleChangedEvent;
+  /** Every member removed by a kick, this client included (then 'kicked' follows). */
+  memberKicked: MemberKickedEvent;
+  /** This client was kicked. */
+  kicked: KickedEvent;
+  /** The room was closed. */
+  closed: ClosedEvent;
 }
 
 export interface ClientEvents {
@@ -271,10 +402,20 @@ export interface JoinOptions {
   name?: string;
   /** Opaque display data relayed to others (a string is sent as UTF-8). Default empty. */
   meta?: Uint8Array | string;
-  /** Create the room if it does not exist. Default true. */
+  /** Create the room if it does not exist. Default true. With roomId '', the server creates a room with a generated id (an invite code), `room.id`. */
+  create?: boolean;
+  /** The same as `create` (the older name). */
   createIfMissing?: boolean;
   /** When this join creates the room: its member cap. */
   maxMembers?: number;
+  /** The room's password; when this join creates the room, sets it. */
+  password?: string;
+  /** A signed join token from the application's backend: admits to the room it names, with the role it names. */
+  token?: string;
+  /** When this join creates the room: its permission rules (over the defaults). */
+  policy?: PolicyInput;
+  /** When this join creates the room: a room template from the server's configuration. */
+  template?: string;
 }
 
 export interface StateAck {
@@ -312,6 +453,8 @@ export declare class Client {
   readonly transport: TransportName;
   readonly sessionId: bigint;
   readonly limits: Limits;
+  /** This session's rate budgets (past one, requests fail with 'rate_limited' and `retryAfterMs`). */
+  readonly rateLimits: RateLimits;
   /** The server's hello, in codec form. */
   readonly serverHello: ServerHello;
   /** The largest tick payload usable now (transport datagram size and server limit). */
@@ -344,7 +487,10 @@ export declare class Room {
   readonly slot: number;
   /** This client's member id. */
   readonly me: number;
+  /** This client's role, kept current by 'roleChanged'. */
   readonly role: Role | null;
+  /** The room's own permission rules (from the join snapshot). */
+  readonly policy: PermissionPolicy;
   /** Members in join order, this client included. */
   readonly members: Member[];
   readonly lastSeq: number;
@@ -361,6 +507,19 @@ export declare class Room {
   sendCommand(kind: string, payload?: Bytes | string, options?: { idempotencyKey?: string }): Promise<CommandAck>;
   /** Sends a tick; returns its seq. Throws ChorusError 'limit_exceeded' (over maxTickPayload), 'not_joined' or 'closed'. */
   sendTick(payload: Bytes | string): number;
+  /**
+   * Whether this client's current role may do `action` on `target` (a state key or command kind; '' for
+   * other actions) under the room's policy, by the server's rule. False once the room is no longer joined.
+   */
+  can(action: Action | WireAction, target?: string): boolean;
+  /** Removes a member (banned for the server's ban time); resolves with the memberKicked event's seq. */
+  kick(memberId: number, reason?: string): Promise<number>;
+  /** Gives a member a role; resolves with the roleChanged event's seq. */
+  setRole(memberId: number, role: RoleName): Promise<number>;
+  /** Sets (a string) or removes (null) the room's password; resolves with the room's last seq. */
+  setPassword(password: string | null): Promise<number>;
+  /** Ends the room for everyone; resolves with the closing event's seq. */
+  close(reason?: string): Promise<number>;
   /** @returns a function that removes the listener */
   on<E extends keyof RoomEvents>(event: E, listener: (value: RoomEvents[E]) => void): () => void;
   off<E extends keyof RoomEvents>(event: E, listener: (value: RoomEvents[E]) => void): void;
@@ -394,7 +553,56 @@ export interface ProtocolVersion {
 
 export type WireRole = 'Host' | 'Editor' | 'Viewer';
 export type WireLeaveReason = 'Left' | 'Disconnected' | 'TooSlow' | 'TimedOut';
-export type JoinOption = 'CreateIfMissing' | { MaxMembers: number };
+export type WireAction =
+  | 'SetState'
+  | 'SendCommands'
+  | 'SendTicks'
+  | 'ControlTimeline'
+  | 'UploadPacks'
+  | 'DirectMessages'
+  | 'Kick'
+  | 'GrantRoles'
+  | 'CloseRoom'
+  | 'SetPassword';
+
+export interface WirePermissionRule {
+  action: WireAction;
+  scope: string;
+  roles: WireRole[];
+}
+
+export interface WirePermissionPolicy {
+  rules: WirePermissionRule[];
+}
+
+export type JoinOption =
+  | 'CreateIfMissing'
+  | { MaxMembers: number }
+  | { Password: string }
+  | { Token: string }
+  | { Policy: WirePermissionPolicy }
+  | { Template: string };
+
+export type HelloOption = { ApiKey: string };
+
+/** An addition of a later 2.x server to its hello; clients ignore kinds they do not know (2.0 defines none). */
+export interface HelloExtension {
+  kind: number;
+  data: Uint8Array;
+}
+
+export interface WireRate {
+  per_second: number;
+  burst: number;
+}
+
+export interface WireRateLimits {
+  messages: WireRate;
+  state_updates: WireRate;
+  commands: WireRate;
+  ticks: WireRate;
+  joins: WireRate;
+}
 
 export interface DisplayInfo {
   name: string;
@@ -423,6 +631,7 @@ export interface RoomSnapshot<U = bigint> {
   state: StateEntry<U>[];
   state_version: U;
   last_seq: U;
+  policy: WirePermissionPolicy;
 }
 
 /** Limits in codec (snake_case) form. */
@@ -442,12 +651,18 @@ export interface WireLimits {
   max_command_payload_bytes: number;
   max_idempotency_key_len: number;
   max_join_options: number;
+  max_password_len: number;
+  max_reason_len: number;
+  max_token_len: number;
+  max_api_key_len: number;
+  max_policy_rules: number;
 }
 
 export interface ClientHello<U = bigint> {
   version: ProtocolVersion;
   client_name: string;
   capabilities: U;
+  options: HelloOption[];
 }
 
 export interface ServerHello<U = bigint> {
@@ -457,13 +672,16 @@ export interface ServerHello<U = bigint> {
   server_time: U;
   max_datagram_size: number;
   limits: WireLimits;
+  rate_limits: WireRateLimits;
+  extensions: HelloExtension[];
 }
 
 export type WireErrorDetail<U = bigint> =
   | 'None'
   | { Conflict: { current_version: U } }
   | { Version: { server: ProtocolVersion; client: ProtocolVersion } }
-  | { Limit: { limit: U; actual: U } };
+  | { Limit: { limit: U; actual: U } }
+  | { RetryAfter: { retry_after_ms: U } };
 
 export interface ErrorFrame<U = bigint> {
   request_id: number | null;
@@ -479,7 +697,11 @@ export type ClientMessage<U = bigint> =
   | { SetState: { request_id: number; room: number; key: string; value: Uint8Array; if_version: U | null } }
   | { DeleteState: { request_id: number; room: number; key: string; if_version: U | null } }
   | { Command: { request_id: number; room: number; kind: string; payload: Uint8Array; idempotency_key: string | null } }
-  | { Ping: { client_time: U } };
+  | { Ping: { client_time: U } }
+  | { Kick: { request_id: number; room: number; member: number; reason: string } }
+  | { SetRole: { request_id: number; room: number; member: number; role: WireRole } }
+  | { SetPassword: { request_id: number; room: number; password: string | null } }
+  | { CloseRoom: { request_id: number; room: number; reason: string } };
 
 export type ServerMessage<U = bigint> =
   | { Hello: ServerHello<U> }
@@ -494,7 +716,11 @@ export type ServerMessage<U = bigint> =
     }
   | { CommandAck: { request_id: number; room: number; seq: U; duplicate: boolean } }
   | { Pong: { client_time: U; server_receive_time: U; server_send_time: U } }
-  | { Error: ErrorFrame<U> };
+  | { Error: ErrorFrame<U> }
+  | { RoleChanged: { room: number; seq: U; member: number; role: WireRole; by: number } }
+  | { MemberKicked: { room: number; seq: U; member: number; by: number; reason: string; ban_ms: U } }
+  | { RoomClosed: { room: number; seq: U; by: number; reason: string } }
+  | { Ack: { request_id: number; room: number; seq: U } };
 
 export interface Tick {
   room: number;
@@ -512,6 +738,8 @@ export type U64Input = bigint | number;
 export type BytesInput = Bytes | number[];
 
 export declare const DEFAULT_LIMITS: Readonly<WireLimits>;
+/** The server's default rate budgets, codec form. */
+export declare const DEFAULT_RATE_LIMITS: Readonly<{ [K in keyof WireRateLimits]: Readonly<WireRate> }>;
 /** Bytes of a tick besides its payload, at most (19). */
 export declare const TICK_MAX_OVERHEAD: number;
 export declare const CLIENT_MESSAGE_TAGS: number;
@@ -533,6 +761,7 @@ export declare function validateClientMessage(
   limits: WireLimits,
 ): { field: string; limit: number; actual: number } | null;
 export declare function limitsToCamel(limits: WireLimits): Limits;
+export declare function rateLimitsToCamel(rateLimits: WireRateLimits): RateLimits;
 /** UTF-8 length of a string, without encoding it. */
 export declare function utf8Length(s: string): number;
 
@@ -626,6 +855,24 @@ export declare class ClockEstimator {
 /** performance.timeOrigin + performance.now(), in whole µs. */
 export declare function localNowUs(): number;
 
+// ---- permissions ----
+
+/** Every action, in wire order. */
+export declare const ACTIONS: readonly Action[];
+/** The rules every room starts from (`PermissionPolicy::default_rules()`). */
+export declare const DEFAULT_PERMISSION_RULES: readonly PermissionRule[];
+/**
+ * Whether `role` may do `action` on `target` under `policy`, exactly as the server decides: of the rules
+ * for the action whose scope is a prefix of `target`, the longest scope decides; room rules before the
+ * defaults. A null role is allowed nothing. Throws ChorusError 'invalid_argument' for an unknown action.
+ */
+export declare function policyAllows(
+  policy: PolicyInput | PermissionPolicy | WirePermissionPolicy | null,
+  role: RoleName | null,
+  action: Action | WireAction,
+  target?: string,
+): boolean;
+
 // ---- replica ----
 
 export type ReplicaOutcome =
@@ -634,7 +881,10 @@ export type ReplicaOutcome =
   | { name: 'memberJoined'; event: Member; removed: false }
   | { name: 'memberLeft'; event: MemberLeftEvent; removed: boolean }
   | { name: 'stateChanged'; event: StateChangedEvent; removed: false }
-  | { name: 'command'; event: CommandEvent; removed: false };
+  | { name: 'command'; event: CommandEvent; removed: false }
+  | { name: 'roleChanged'; event: RoleChangedEvent; removed: false }
+  | { name: 'memberKicked'; event: MemberKickedEvent; removed: boolean }
+  | { name: 'closed'; event: ClosedEvent; removed: true };
 
 /** Members and state of one room, updated by its events in seq order (pure, no I/O). */
 export declare class RoomReplica {
@@ -647,8 +897,11 @@ export declare class RoomReplica {
   readonly state: Map<string, StateValue>;
   readonly stateVersion: number;
   readonly lastSeq: number;
+  readonly policy: PermissionPolicy;
   /** Events whose seq skipped ahead (applied anyway). */
   readonly gaps: number;
+  /** policyAllows(policy, role, action, target). */
+  can(action: Action | WireAction, target?: string): boolean;
   member(id: number): Member | undefined;
   hasMember(id: number): boolean;
   apply(message: ServerMessage<U64Input>): ReplicaOutcome;
@@ -665,6 +918,7 @@ export declare const codec: Readonly<{
   decodeDatagram: typeof decodeDatagram;
   validateClientMessage: typeof validateClientMessage;
   limitsToCamel: typeof limitsToCamel;
+  rateLimitsToCamel: typeof rateLimitsToCamel;
   utf8Length: typeof utf8Length;
   encodeFrame: typeof encodeFrame;
   readFrameLength: typeof readFrameLength;
@@ -674,6 +928,7 @@ export declare const codec: Readonly<{
   WsReassembler: typeof WsReassembler;
   CodecError: typeof CodecError;
   DEFAULT_LIMITS: typeof DEFAULT_LIMITS;
+  DEFAULT_RATE_LIMITS: typeof DEFAULT_RATE_LIMITS;
   TICK_MAX_OVERHEAD: number;
   CLIENT_MESSAGE_TAGS: number;
   SERVER_MESSAGE_TAGS: number;

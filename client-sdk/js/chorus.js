@@ -25,7 +25,7 @@
 // ===========================================================================
 
 /** The protocol version this SDK speaks. */
-export const PROTOCOL_VERSION = Object.freeze({ major: 1, minor: 0 });
+export const PROTOCOL_VERSION = Object.freeze({ major: 2, minor: 0 });
 
 /** The SDK's version (the default client name is `chorus-js/0.1`). */
 export const SDK_VERSION = '0.1.0';
@@ -47,10 +47,19 @@ export const ErrorCode = Object.freeze({
   NotJoined: 205,
   InvalidSender: 206,
   InvalidRoomId: 207,
+  Banned: 208,
   Forbidden: 300,
   Conflict: 301,
   StateFull: 302,
+  Unauthorized: 303,
+  InvalidToken: 304,
+  TokenExpired: 305,
+  WrongPassword: 306,
+  PasswordRequired: 307,
   SlowConsumer: 400,
+  RateLimited: 401,
+  Blocked: 402,
+  TooManyConnections: 403,
   Internal: 500,
   ShuttingDown: 501,
 });
@@ -82,7 +91,10 @@ export function errorName(code) {
  *   (no reply in time) or `'invalid_argument'` (a value that cannot be sent);
  * - `requestId`: the request the server's error answers, or `null`;
  * - `detail`: `{ currentVersion }` (conflict), `{ server, client }` (version
- *   mismatch), `{ limit, actual }` (limits, room full, ...), or `null`;
+ *   mismatch), `{ limit, actual }` (limits, room full, ...), `{ retryAfterMs }`
+ *   (rate_limited, blocked, banned, too_many_connections), or `null`;
+ * - `retryAfterMs`: how long to wait before trying again, when the detail says
+ *   so (`detail.retryAfterMs`), else `null`;
  * - `reason`: for `'closed'` errors, the connection's close reason when known.
  */
 export class ChorusError extends Error {
@@ -98,6 +110,8 @@ export class ChorusError extends Error {
     this.code = code;
     this.requestId = extra.requestId ?? null;
     this.detail = extra.detail ?? null;
+    /** Milliseconds to wait before retrying (a RetryAfter detail), or null. */
+    this.retryAfterMs = typeof this.detail?.retryAfterMs === 'number' ? this.detail.retryAfterMs : null;
     if (extra.reason !== undefined) this.reason = extra.reason;
   }
 
@@ -122,6 +136,7 @@ function errorDetail(detail) {
     return { server: { ...server }, client: { ...client } };
   }
   if (detail.Limit) return { limit: toNumber(detail.Limit.limit), actual: toNumber(detail.Limit.actual) };
+  if (detail.RetryAfter) return { retryAfterMs: toNumber(detail.RetryAfter.retry_after_ms) };
   return null;
 }
 
@@ -585,7 +600,7 @@ function Enum(enumName, variants) {
 
 // ---- the protocol's types (PROTOCOL.md §2.3, §2.4, §4, §5) ------------------
 
-/** The 15 fields of `Limits`, in wire order (§4.3). */
+/** The 20 fields of `Limits`, in wire order (§4.3). */
 const LIMIT_FIELDS = [
   'max_frame_bytes',
   'max_tick_payload_bytes',
@@ -602,6 +617,11 @@ const LIMIT_FIELDS = [
   'max_command_payload_bytes',
   'max_idempotency_key_len',
   'max_join_options',
+  'max_password_len',
+  'max_reason_len',
+  'max_token_len',
+  'max_api_key_len',
+  'max_policy_rules',
 ];
 
 /** The server's default limits (§4.3), in codec (snake_case) form. */
@@ -621,7 +641,44 @@ export const DEFAULT_LIMITS = Object.freeze({
   max_command_payload_bytes: 64 * 1024,
   max_idempotency_key_len: 64,
   max_join_options: 16,
+  max_password_len: 128,
+  max_reason_len: 96,
+  max_token_len: 4096,
+  max_api_key_len: 256,
+  max_policy_rules: 64,
 });
+
+/** The server's default per-session rate budgets (`RateLimits::default()`), in codec form. */
+export const DEFAULT_RATE_LIMITS = Object.freeze({
+  messages: Object.freeze({ per_second: 45, burst: 90 }),
+  state_updates: Object.freeze({ per_second: 20, burst: 40 }),
+  commands: Object.freeze({ per_second: 30, burst: 60 }),
+  ticks: Object.freeze({ per_second: 120, burst: 240 }),
+  joins: Object.freeze({ per_second: 5, burst: 10 }),
+});
+
+/** The five budgets of `RateLimits`, in wire order. */
+const RATE_LIMIT_FIELDS = ['messages', 'state_updates', 'commands', 'ticks', 'joins'];
+
+/**
+ * The actions a permission policy governs, in wire order (the variants of
+ * `Action`): `[wire name, API name]`. Append only.
+ */
+const ACTION_NAMES = [
+  ['SetState', 'set_state'],
+  ['SendCommands', 'send_commands'],
+  ['SendTicks', 'send_ticks'],
+  ['ControlTimeline', 'control_timeline'],
+  ['UploadPacks', 'upload_packs'],
+  ['DirectMessages', 'direct_messages'],
+  ['Kick', 'kick'],
+  ['GrantRoles', 'grant_roles'],
+  ['CloseRoom', 'close_room'],
+  ['SetPassword', 'set_password'],
+];
+
+/** Every action's API name, in wire order: 'set_state', 'send_commands', ... */
+export const ACTIONS = Object.freeze(ACTION_NAMES.map(([, name]) => name));
 
 /** Bytes of a tick datagram besides its payload, at most: tag 1 + room 5 + sender 5 + seq 5 + length 3. */
 export const TICK_MAX_OVERHEAD = 19;
@@ -629,7 +686,21 @@ export const TICK_MAX_OVERHEAD = 19;
 const ProtocolVersionT = Struct([['major', U16], ['minor', U16]]);
 const RoleT = Enum('Role', [['Host'], ['Editor'], ['Viewer']]);
 const LeaveReasonT = Enum('LeaveReason', [['Left'], ['Disconnected'], ['TooSlow'], ['TimedOut']]);
-const JoinOptionT = Enum('JoinOption', [['CreateIfMissing'], ['MaxMembers', U32]]);
+const ActionT = Enum('Action', ACTION_NAMES.map(([wire]) => [wire]));
+const PermissionRuleT = Struct([['action', ActionT], ['scope', STRING], ['roles', Vec(RoleT)]]);
+const PermissionPolicyT = Struct([['rules', Vec(PermissionRuleT)]]);
+const RateT = Struct([['per_second', U32], ['burst', U32]]);
+const RateLimitsT = Struct(RATE_LIMIT_FIELDS.map((name) => [name, RateT]));
+const JoinOptionT = Enum('JoinOption', [
+  ['CreateIfMissing'],
+  ['MaxMembers', U32],
+  ['Password', STRING],
+  ['Token', STRING],
+  ['Policy', PermissionPolicyT],
+  ['Template', STRING],
+]);
+const HelloOptionT = Enum('HelloOption', [['ApiKey', STRING]]);
+const HelloExtensionT = Struct([['kind', U16], ['data', BYTES]]);
 const DisplayInfoT = Struct([['name', STRING], ['meta', BYTES]]);
 const MemberInfoT = Struct([['id', U32], ['role', RoleT], ['display', DisplayInfoT]]);
 const StateEntryT = Struct([['key', STRING], ['value', BYTES], ['version', U64], ['author', U32]]);
@@ -642,9 +713,15 @@ const RoomSnapshotT = Struct([
   ['state', Vec(StateEntryT)],
   ['state_version', U64],
   ['last_seq', U64],
+  ['policy', PermissionPolicyT],
 ]);
 const LimitsT = Struct(LIMIT_FIELDS.map((name) => [name, U32]));
-const ClientHelloT = Struct([['version', ProtocolVersionT], ['client_name', STRING], ['capabilities', U64]]);
+const ClientHelloT = Struct([
+  ['version', ProtocolVersionT],
+  ['client_name', STRING],
+  ['capabilities', U64],
+  ['options', Vec(HelloOptionT)],
+]);
 const ServerHelloT = Struct([
   ['version', ProtocolVersionT],
   ['server_name', STRING],
@@ -652,12 +729,15 @@ const ServerHelloT = Struct([
   ['server_time', U64],
   ['max_datagram_size', U32],
   ['limits', LimitsT],
+  ['rate_limits', RateLimitsT],
+  ['extensions', Vec(HelloExtensionT)],
 ]);
 const ErrorDetailT = Enum('ErrorDetail', [
   ['None'],
   ['Conflict', Struct([['current_version', U64]])],
   ['Version', Struct([['server', ProtocolVersionT], ['client', ProtocolVersionT]])],
   ['Limit', Struct([['limit', U64], ['actual', U64]])],
+  ['RetryAfter', Struct([['retry_after_ms', U64]])],
 ]);
 const ErrorFrameT = Struct([
   ['request_id', Option(U32)],
@@ -704,6 +784,10 @@ const ClientMessageT = Enum('ClientMessage', [
     ]),
   ],
   ['Ping', Struct([['client_time', U64]])],
+  ['Kick', Struct([['request_id', U32], ['room', U32], ['member', U32], ['reason', STRING]])],
+  ['SetRole', Struct([['request_id', U32], ['room', U32], ['member', U32], ['role', RoleT]])],
+  ['SetPassword', Struct([['request_id', U32], ['room', U32], ['password', Option(STRING)]])],
+  ['CloseRoom', Struct([['request_id', U32], ['room', U32], ['reason', STRING]])],
 ]);
 
 /** Server -> client, control stream (§5.2). */
@@ -742,6 +826,20 @@ const ServerMessageT = Enum('ServerMessage', [
     Struct([['client_time', U64], ['server_receive_time', U64], ['server_send_time', U64]]),
   ],
   ['Error', ErrorFrameT],
+  ['RoleChanged', Struct([['room', U32], ['seq', U64], ['member', U32], ['role', RoleT], ['by', U32]])],
+  [
+    'MemberKicked',
+    Struct([
+      ['room', U32],
+      ['seq', U64],
+      ['member', U32],
+      ['by', U32],
+      ['reason', STRING],
+      ['ban_ms', U64],
+    ]),
+  ],
+  ['RoomClosed', Struct([['room', U32], ['seq', U64], ['by', U32], ['reason', STRING]])],
+  ['Ack', Struct([['request_id', U32], ['room', U32], ['seq', U64]])],
 ]);
 
 /** Both directions, one per datagram (§5.3). */
@@ -749,7 +847,7 @@ const DatagramT = Enum('Datagram', [
   ['Tick', Struct([['room', U32], ['sender', U32], ['seq', U32], ['payload', BYTES]])],
 ]);
 
-/** Number of tags each message enum has in protocol 1.0. */
+/** Number of tags each message enum has in protocol 2.0. */
 export const CLIENT_MESSAGE_TAGS = ClientMessageT.variants.length;
 export const SERVER_MESSAGE_TAGS = ServerMessageT.variants.length;
 export const DATAGRAM_TAGS = DatagramT.variants.length;
@@ -882,7 +980,13 @@ export function validateClientMessage(message, limits) {
   const checks = [];
   switch (tag) {
     case 'Hello':
-      checks.push(['client_name', byteLength(m.client_name), limits.max_name_len]);
+      checks.push(
+        ['client_name', byteLength(m.client_name), limits.max_name_len],
+        ['hello options', m.options?.length ?? 0, limits.max_join_options],
+      );
+      for (const option of m.options ?? []) {
+        if (option?.ApiKey !== undefined) checks.push(['api key', byteLength(option.ApiKey), limits.max_api_key_len]);
+      }
       break;
     case 'Join':
       checks.push(
@@ -891,6 +995,24 @@ export function validateClientMessage(message, limits) {
         ['display meta', byteLength(m.display?.meta), limits.max_display_meta_bytes],
         ['join options', m.options?.length ?? 0, limits.max_join_options],
       );
+      for (const option of m.options ?? []) {
+        if (option === null || typeof option !== 'object') continue; // CreateIfMissing
+        if (option.Password !== undefined) checks.push(['password', byteLength(option.Password), limits.max_password_len]);
+        else if (option.Token !== undefined) checks.push(['token', byteLength(option.Token), limits.max_token_len]);
+        else if (option.Template !== undefined) checks.push(['template', byteLength(option.Template), limits.max_room_id_len]);
+        else if (option.Policy !== undefined) {
+          const rules = option.Policy?.rules ?? [];
+          checks.push(['policy rules', rules.length, limits.max_policy_rules]);
+          for (const rule of rules) checks.push(['policy scope', byteLength(rule?.scope), limits.max_state_key_len]);
+        }
+      }
+      break;
+    case 'Kick':
+    case 'CloseRoom':
+      checks.push(['reason', byteLength(m.reason), limits.max_reason_len]);
+      break;
+    case 'SetPassword':
+      checks.push(['password', byteLength(m.password), limits.max_password_len]);
       break;
     case 'SetState':
       checks.push(
@@ -915,6 +1037,16 @@ export function validateClientMessage(message, limits) {
     if (actual > limit) return { field, limit, actual };
   }
   return null;
+}
+
+/** Converts codec-form rate limits to the API's form: `{ messages: { perSecond, burst }, stateUpdates, ... }`. */
+export function rateLimitsToCamel(rateLimits) {
+  const out = {};
+  for (const name of RATE_LIMIT_FIELDS) {
+    const rate = rateLimits[name];
+    out[name.replace(/_([a-z])/g, (_, c) => c.toUpperCase())] = Object.freeze({ perSecond: rate.per_second, burst: rate.burst });
+  }
+  return Object.freeze(out);
 }
 
 /** Converts codec-form limits (snake_case) to the API's camelCase form. */
@@ -1363,6 +1495,138 @@ function settleWithin(promise, ms) {
 const ROLE_NAMES = { Host: 'host', Editor: 'editor', Viewer: 'viewer' };
 const LEAVE_REASONS = { Left: 'left', Disconnected: 'disconnected', TooSlow: 'too_slow', TimedOut: 'timed_out' };
 
+/**
+ * Role names -> wire roles: the API names, the wire names, and the aliases
+ * `Role::from_name` knows (leader and owner are hosts, participant an editor,
+ * follower a viewer).
+ */
+const WIRE_ROLES = new Map([
+  ['host', 'Host'],
+  ['leader', 'Host'],
+  ['owner', 'Host'],
+  ['editor', 'Editor'],
+  ['participant', 'Editor'],
+  ['viewer', 'Viewer'],
+  ['follower', 'Viewer'],
+  ['Host', 'Host'],
+  ['Editor', 'Editor'],
+  ['Viewer', 'Viewer'],
+]);
+
+/** Action names (API 'set_state' or wire 'SetState') -> wire names. */
+const WIRE_ACTIONS = new Map(ACTION_NAMES.flatMap(([wire, api]) => [[api, wire], [wire, wire]]));
+const API_ACTIONS = new Map(ACTION_NAMES);
+
+/** The wire form of a role name; throws invalid_argument for anything else. */
+function wireRole(role) {
+  const wire = typeof role === 'string' ? WIRE_ROLES.get(role) : undefined;
+  if (!wire) throw invalidArgument(`unknown role ${describe(role)}; expected 'host', 'editor' or 'viewer'`);
+  return wire;
+}
+
+/** The wire form of an action name; throws invalid_argument for anything else. */
+function wireAction(action) {
+  const wire = typeof action === 'string' ? WIRE_ACTIONS.get(action) : undefined;
+  if (!wire) throw invalidArgument(`unknown action ${describe(action)}; expected one of ${ACTIONS.join(', ')}`);
+  return wire;
+}
+
+/** Actions whose rules may have a scope (a state key or command kind prefix). */
+const SCOPED_ACTIONS = new Set(['SetState', 'SendCommands']);
+
+/**
+ * A permission policy (API or codec form, or a bare list of rules) in codec
+ * form. With `strict` (a policy to send), also checks that only set_state and
+ * send_commands rules have a scope, as the server does (`PermissionPolicy::validate`).
+ */
+function wirePolicy(policy, strict = true) {
+  const rules = Array.isArray(policy) ? policy : policy?.rules;
+  if (!Array.isArray(rules)) throw invalidArgument(`a policy is { rules: [{ action, scope, roles }] }, got ${describe(policy)}`);
+  return {
+    rules: rules.map((rule) => {
+      if (rule === null || typeof rule !== 'object') throw invalidArgument(`a policy rule is { action, scope, roles }, got ${describe(rule)}`);
+      const action = wireAction(rule.action);
+      const scope = rule.scope ?? '';
+      if (typeof scope !== 'string') throw invalidArgument(`a rule's scope must be a string, got ${describe(scope)}`);
+      if (strict && scope !== '' && !SCOPED_ACTIONS.has(action)) {
+        throw invalidArgument(`action ${API_ACTIONS.get(action)} takes no scope (got ${JSON.stringify(scope)})`);
+      }
+      if (!Array.isArray(rule.roles)) throw invalidArgument(`a rule's roles must be an array, got ${describe(rule.roles)}`);
+      return { action, scope, roles: rule.roles.map(wireRole) };
+    }),
+  };
+}
+
+/** A codec-form policy in API form: `{ rules: [{ action: 'set_state', scope, roles: ['host', ...] }] }`, frozen. */
+function publicPolicy(policy) {
+  return Object.freeze({
+    rules: Object.freeze(
+      (policy?.rules ?? []).map((rule) =>
+        Object.freeze({
+          action: API_ACTIONS.get(rule.action) ?? String(rule.action),
+          scope: rule.scope,
+          roles: Object.freeze(rule.roles.map((r) => ROLE_NAMES[r] ?? String(r))),
+        }),
+      ),
+    ),
+  });
+}
+
+/**
+ * The defaults every room starts from (`PermissionPolicy::default_rules()`),
+ * in API form: hosts and editors write state, send commands, control the
+ * timeline and upload packs; everyone sends ticks and direct messages; only
+ * hosts kick, grant roles, close the room and set its password.
+ */
+export const DEFAULT_PERMISSION_RULES = publicPolicy({
+  rules: [
+    ['SetState', ['Host', 'Editor']],
+    ['SendCommands', ['Host', 'Editor']],
+    ['SendTicks', ['Host', 'Editor', 'Viewer']],
+    ['ControlTimeline', ['Host', 'Editor']],
+    ['UploadPacks', ['Host', 'Editor']],
+    ['DirectMessages', ['Host', 'Editor', 'Viewer']],
+    ['Kick', ['Host']],
+    ['GrantRoles', ['Host']],
+    ['CloseRoom', ['Host']],
+    ['SetPassword', ['Host']],
+  ].map(([action, roles]) => ({ action, scope: '', roles })),
+}).rules;
+
+const DEFAULT_WIRE_RULES = wirePolicy(DEFAULT_PERMISSION_RULES).rules;
+
+/**
+ * Whether `role` may do `action` on `target` (a state key or command kind;
+ * '' for other actions) under `policy`, exactly as the server decides
+ * (`PermissionPolicy::allows`): of the rules for that action whose scope is a
+ * prefix of `target`, the one with the longest scope decides; the room's own
+ * rules come before the defaults, so a room rule with a default's scope
+ * replaces it. `policy` and names in API or codec form; a null role is
+ * allowed nothing.
+ * @param {{ rules: Array<{ action: string, scope?: string, roles: string[] }> } | null} policy
+ * @param {string | null} role
+ * @param {string} action e.g. 'set_state'
+ * @param {string} [target]
+ * @returns {boolean}
+ */
+export function policyAllows(policy, role, action, target = '') {
+  const wanted = wireAction(action);
+  if (typeof target !== 'string') throw invalidArgument(`target must be a string, got ${describe(target)}`);
+  const rules = policy ? wirePolicy(policy, false).rules : [];
+  let best = null;
+  for (const rule of [...rules, ...DEFAULT_WIRE_RULES]) {
+    if (rule.action !== wanted || !target.startsWith(rule.scope)) continue;
+    // Strictly longer wins, so an earlier (room) rule beats a default with the same scope.
+    if (best === null || rule.scope.length > best.scope.length) best = rule;
+  }
+  if (best === null || role === null || role === undefined) return false;
+  const wire = WIRE_ROLES.get(role);
+  return wire !== undefined && best.roles.includes(wire);
+}
+
+/** The server messages that are events of one room (they carry `room` and `seq`). */
+const ROOM_EVENTS = new Set(['MemberJoined', 'MemberLeft', 'StateChanged', 'CommandEvent', 'RoleChanged', 'MemberKicked', 'RoomClosed']);
+
 /** A member in API form from a codec `MemberInfo`. */
 function publicMember(info) {
   return Object.freeze({
@@ -1397,8 +1661,15 @@ export class RoomReplica {
     );
     this.stateVersion = toNumber(snapshot.state_version);
     this.lastSeq = toNumber(snapshot.last_seq);
+    /** The room's own permission rules, API form (the defaults apply where none matches). */
+    this.policy = publicPolicy(snapshot.policy);
     /** Events whose seq skipped past lastSeq + 1 (applied anyway, counted). */
     this.gaps = 0;
+  }
+
+  /** Whether this client's current role may do `action` on `target` under the room's policy. */
+  can(action, target = '') {
+    return policyAllows(this.policy, this.role, action, target);
   }
 
   /** This client's role: from the member list when present, else from the snapshot. */
@@ -1416,8 +1687,8 @@ export class RoomReplica {
 
   /** The room slot a room event is about, or null for other messages. */
   static eventRoom(message) {
-    const m = message.MemberJoined ?? message.MemberLeft ?? message.StateChanged ?? message.CommandEvent;
-    return m ? m.room : null;
+    const tag = Object.keys(message)[0];
+    return ROOM_EVENTS.has(tag) ? message[tag].room : null;
   }
 
   /**
@@ -1425,14 +1696,14 @@ export class RoomReplica {
    * @returns {null | { stale: true, seq: number, last: number } | { name: string, event: object, removed: boolean }}
    *   null when it is not an event of this room; `stale` when its seq is not after
    *   lastSeq (ignored); otherwise the event to publish under `name` ('memberJoined',
-   *   'memberLeft', 'stateChanged', 'command'), with `removed` when this client
-   *   itself was removed from the room.
+   *   'memberLeft', 'stateChanged', 'command', 'roleChanged', 'memberKicked',
+   *   'closed'), with `removed` when this client is no longer in the room
+   *   (it left or was kicked, or the room closed).
    */
   apply(message) {
     const tag = Object.keys(message)[0];
     const m = message[tag];
-    if (!m || m.room !== this.slot) return null;
-    if (!['MemberJoined', 'MemberLeft', 'StateChanged', 'CommandEvent'].includes(tag)) return null;
+    if (!ROOM_EVENTS.has(tag) || !m || m.room !== this.slot) return null;
     const seq = toNumber(m.seq);
     if (seq <= this.lastSeq) return { stale: true, seq, last: this.lastSeq };
     if (seq !== this.lastSeq + 1) this.gaps++;
@@ -1469,6 +1740,25 @@ export class RoomReplica {
         };
         return { name: 'stateChanged', event, removed: false };
       }
+      case 'RoleChanged': {
+        const role = ROLE_NAMES[m.role] ?? null;
+        const known = this.members.get(m.member);
+        const previousRole = known?.role ?? null;
+        const member = Object.freeze({ ...(known ?? { id: m.member, name: '', meta: EMPTY_BYTES }), role });
+        if (known) this.members.set(m.member, member); // same key: keeps the join order
+        if (m.member === this.me) this.snapshotRole = role;
+        return { name: 'roleChanged', event: { member, role, previousRole, by: m.by, seq }, removed: false };
+      }
+      case 'MemberKicked': {
+        const known = this.members.get(m.member);
+        this.members.delete(m.member);
+        const member = known ?? Object.freeze({ id: m.member, role: null, name: '', meta: EMPTY_BYTES });
+        const event = { member, by: m.by, reason: m.reason, banMs: toNumber(m.ban_ms), seq };
+        return { name: 'memberKicked', event, removed: m.member === this.me };
+      }
+      case 'RoomClosed':
+        this.members.clear(); // nobody is a member any more; the state stays readable
+        return { name: 'closed', event: { by: m.by, reason: m.reason, seq }, removed: true };
       default: {
         const event = {
           seq,
@@ -1936,6 +2226,7 @@ const DEFAULT_OPTIONS = Object.freeze({
   handshakeTimeoutMs: 10000,
   idleTimeoutMs: 30000,
   closeOnPageHide: true,
+  apiKey: undefined,
 });
 
 /** A server error frame seen this recently explains a connection that is lost without a code. */
@@ -1954,6 +2245,8 @@ function normalizeOptions(options) {
   }
   if (typeof o.clientName !== 'string') throw invalidArgument('clientName must be a string');
   if (typeof o.closeOnPageHide !== 'boolean') throw invalidArgument('closeOnPageHide must be a boolean');
+  if (o.apiKey === null) o.apiKey = undefined;
+  if (o.apiKey !== undefined && typeof o.apiKey !== 'string') throw invalidArgument('apiKey must be a string');
   o.clockSync =
     options.clockSync === false
       ? { ...DEFAULT_CLOCK_SYNC, pings: 0, intervalMs: 0 }
@@ -2046,8 +2339,15 @@ function errorForClose(reason, requestId = null) {
   return closedError(`the connection is closed: ${reason.message}`, reason, requestId);
 }
 
-function notJoinedError() {
-  return new ChorusError(ErrorCode.NotJoined, errorName(ErrorCode.NotJoined), 'not joined to this room any more');
+function notJoinedError(message = 'not joined to this room any more', requestId = null) {
+  return new ChorusError(ErrorCode.NotJoined, errorName(ErrorCode.NotJoined), message, { requestId });
+}
+
+/** The client hello for these options: the API key, when given, as a hello option. */
+function clientHello(opts) {
+  const options = [];
+  if (opts.apiKey !== undefined && opts.apiKey !== null) options.push({ ApiKey: opts.apiKey });
+  return { version: PROTOCOL_VERSION, client_name: opts.clientName, capabilities: 0n, options };
 }
 
 /** Sends the hello and waits for the server's (§4). Later messages wait in the link's backlog. */
@@ -2109,9 +2409,7 @@ function handshake(link, opts, timeoutMs) {
       },
     });
     try {
-      link.sendControl(
-        encodeClientMessage({ Hello: { version: PROTOCOL_VERSION, client_name: opts.clientName, capabilities: 0n } }),
-      );
+      link.sendControl(encodeClientMessage({ Hello: clientHello(opts) }));
     } catch (e) {
       finish(e);
     }
@@ -2129,7 +2427,8 @@ class Driver {
     this.opts = opts;
     this.limits = hello.limits;
     this.limitsCamel = limitsToCamel(hello.limits);
-    this.pending = new Map(); // request id -> { expect, resolve, reject, timer }
+    this.rateLimitsCamel = rateLimitsToCamel(hello.rate_limits);
+    this.pending = new Map(); // request id -> { expect, tag, room, resolve, reject, timer }
     this.rooms = new Map(); // room slot -> RoomCore
     this.nextRequestId = 1;
     this.closeReason = null;
@@ -2243,12 +2542,15 @@ class Driver {
       case 'CommandAck':
         this.reply(m.request_id, 'CommandAck', { seq: toNumber(m.seq), duplicate: m.duplicate });
         return;
+      case 'Ack':
+        this.reply(m.request_id, 'Ack', toNumber(m.seq));
+        return;
       case 'Pong':
         return this.onPong(m);
       case 'Error':
         return this.onError(m);
       default: {
-        // MemberJoined, MemberLeft, StateChanged, CommandEvent
+        // MemberJoined, MemberLeft, StateChanged, CommandEvent, RoleChanged, MemberKicked, RoomClosed
         const core = this.rooms.get(RoomReplica.eventRoom(message));
         if (core) core.apply(message);
       }
@@ -2342,15 +2644,19 @@ class Driver {
 
   /**
    * Sends the request `build(requestId)` and resolves with its reply of kind
-   * `expect` ('Joined', 'Left', 'StateAck', 'CommandAck'), rejects with the
-   * server's error, a timeout, or 'closed'.
+   * `expect` ('Joined', 'Left', 'StateAck', 'CommandAck', 'Ack'), rejects with
+   * the server's error, a timeout, or 'closed'. `room`: the slot the request is
+   * about, so it fails with 'not_joined' when this client leaves that room.
    */
-  request(expect, build) {
+  request(expect, build, room = null) {
     if (this.closeReason) return Promise.reject(this.closedError());
     const id = this.allocRequestId();
     let body;
+    let tag;
     try {
-      body = this.encodeChecked(build(id));
+      const message = build(id);
+      tag = Object.keys(message)[0];
+      body = this.encodeChecked(message);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -2360,7 +2666,7 @@ class Driver {
         this.pending.delete(id);
         reject(timeoutError(`no reply to request ${id} within ${ms} ms (it may still have been applied)`, id));
       }, ms);
-      this.pending.set(id, { expect, resolve, reject, timer });
+      this.pending.set(id, { expect, tag, room, resolve, reject, timer });
       this.link.sendControl(body);
     });
   }
@@ -2375,9 +2681,22 @@ class Driver {
     }
   }
 
-  detachRoom(core) {
+  /**
+   * The room is no longer joined. With `why` (the server removed this client:
+   * kicked, room closed, ...), requests still waiting on that room fail with
+   * 'not_joined', except those of a kind in `keep` (the CloseRoom that
+   * closed it still gets its Ack).
+   */
+  detachRoom(core, why = null, keep = []) {
     if (this.rooms.get(core.slot) === core) this.rooms.delete(core.slot);
     core.detach();
+    if (why === null) return;
+    for (const [id, p] of [...this.pending]) {
+      if (p.room !== core.slot || keep.includes(p.tag)) continue;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(notJoinedError(`not joined to room ${JSON.stringify(core.id)} any more: ${why}`, id));
+    }
   }
 
   // ---- ticks -----------------------------------------------------------------
@@ -2469,6 +2788,9 @@ class Driver {
   }
 }
 
+/** The events a Room emits. */
+const ROOM_EVENT_NAMES = ['tick', 'memberJoined', 'memberLeft', 'stateChanged', 'command', 'roleChanged', 'memberKicked', 'kicked', 'closed'];
+
 /** One joined room: its replica, listeners and iterators. Owned by the Driver. */
 class RoomCore {
   constructor(driver, snapshot) {
@@ -2477,7 +2799,7 @@ class RoomCore {
     this.slot = this.replica.slot;
     this.me = this.replica.me;
     this.id = this.replica.roomId;
-    this.events = new Emitter(['tick', 'memberJoined', 'memberLeft', 'stateChanged', 'command']);
+    this.events = new Emitter(ROOM_EVENT_NAMES);
     this.tickQueues = new Set();
     this.commandQueues = new Set();
     this.joined = true;
@@ -2485,13 +2807,26 @@ class RoomCore {
     this.room = new Room(PRIVATE, this);
   }
 
-  /** Applies a room event to the replica, then publishes it. */
+  /**
+   * Applies a room event to the replica, then publishes it. When the event
+   * removes this client (it was kicked, the room closed, the server removed
+   * it), the room is detached first, so listeners already see `joined` false,
+   * and requests still waiting on it fail with 'not_joined'.
+   */
   apply(message) {
     const out = this.replica.apply(message);
     if (!out || out.stale) return;
-    this.events.emit(out.name, out.event);
-    if (out.name === 'command') for (const q of this.commandQueues) q.push(out.event);
-    if (out.removed) this.driver.detachRoom(this);
+    const { name, event } = out;
+    if (out.removed) {
+      if (name === 'closed') this.driver.detachRoom(this, `the room was closed by member ${event.by}${event.reason ? `: ${event.reason}` : ''}`, ['CloseRoom']);
+      else if (name === 'memberKicked') this.driver.detachRoom(this, `kicked by member ${event.by}${event.reason ? `: ${event.reason}` : ''}`);
+      else this.driver.detachRoom(this, `removed by the server (${event.reason})`, ['Leave']);
+    }
+    this.events.emit(name, event);
+    if (name === 'command') for (const q of this.commandQueues) q.push(event);
+    if (out.removed && name === 'memberKicked') {
+      this.events.emit('kicked', { by: event.by, reason: event.reason, banMs: event.banMs, seq: event.seq });
+    }
   }
 
   deliverTick(tick) {
@@ -2547,9 +2882,31 @@ export class Room {
     return this.#core.me;
   }
 
-  /** This client's role: 'host', 'editor' or 'viewer'. */
+  /** This client's role: 'host', 'editor' or 'viewer' (kept current by 'roleChanged'). */
   get role() {
     return this.#core.replica.role;
+  }
+
+  /**
+   * The room's own permission rules, in API form: `{ rules: [{ action, scope,
+   * roles }] }` (empty when the room uses the defaults, `DEFAULT_PERMISSION_RULES`).
+   */
+  get policy() {
+    return this.#core.replica.policy;
+  }
+
+  /**
+   * Whether this client, with its current role, may do `action` (e.g.
+   * 'set_state', 'kick'; see `ACTIONS`) on `target` (a state key or command
+   * kind; '' for other actions) under the room's policy, by the server's own
+   * rule (`PermissionPolicy::allows`). False once the room is no longer joined.
+   * A prediction for the user interface, not a guarantee: kick and setRole
+   * also depend on the other member's rank (a host outranks an editor, an
+   * editor a viewer), and a role can change before a request arrives.
+   */
+  can(action, target = '') {
+    const allowed = this.#core.replica.can(action, target);
+    return allowed && this.#core.joined;
   }
 
   /** Members in join order, this client included: `[{ id, role, name, meta }]`. */
@@ -2597,7 +2954,7 @@ export class Room {
   #request(expect, build) {
     const core = this.#core;
     if (!core.joined) return Promise.reject(core.driver.closeReason ? core.driver.closedError() : notJoinedError());
-    return core.driver.request(expect, build);
+    return core.driver.request(expect, build, core.slot);
   }
 
   /**
@@ -2674,7 +3031,56 @@ export class Room {
   }
 
   /**
-   * Listens to 'tick', 'memberJoined', 'memberLeft', 'stateChanged' or 'command'.
+   * Removes a member from the room; it cannot rejoin for the server's ban
+   * time. Every member (the kicked one too) sees 'memberKicked'.
+   * @param {number} memberId
+   * @param {string} [reason] shown to the members (at most `limits.maxReasonLen` bytes)
+   * @returns {Promise<number>} the seq of the memberKicked event
+   */
+  kick(memberId, reason = '') {
+    const slot = this.#core.slot;
+    return this.#request('Ack', (id) => ({ Kick: { request_id: id, room: slot, member: memberId, reason } }));
+  }
+
+  /**
+   * Gives a member a role ('host', 'editor' or 'viewer'). Every member sees
+   * 'roleChanged'.
+   * @returns {Promise<number>} the seq of the roleChanged event
+   */
+  setRole(memberId, role) {
+    const slot = this.#core.slot;
+    return this.#request('Ack', (id) => ({ SetRole: { request_id: id, room: slot, member: memberId, role: wireRole(role) } }));
+  }
+
+  /**
+   * Sets the room's password (a string), or removes it (null). Members
+   * already in the room stay; later joins need `password`.
+   * @param {string|null} password
+   * @returns {Promise<number>} the room's last seq (this makes no event)
+   */
+  setPassword(password) {
+    const slot = this.#core.slot;
+    if (password !== null && password !== undefined && typeof password !== 'string') {
+      return Promise.reject(invalidArgument(`a password is a string, or null to remove it; got ${describe(password)}`));
+    }
+    return this.#request('Ack', (id) => ({ SetPassword: { request_id: id, room: slot, password: password ?? null } }));
+  }
+
+  /**
+   * Ends the room for everyone: every member (this client too) sees 'closed'
+   * and is no longer joined.
+   * @param {string} [reason] shown to the members (at most `limits.maxReasonLen` bytes)
+   * @returns {Promise<number>} the seq of the room's closing event
+   */
+  close(reason = '') {
+    const slot = this.#core.slot;
+    return this.#request('Ack', (id) => ({ CloseRoom: { request_id: id, room: slot, reason } }));
+  }
+
+  /**
+   * Listens to 'tick', 'memberJoined', 'memberLeft', 'stateChanged',
+   * 'command', 'roleChanged', 'memberKicked', 'kicked' (this client was
+   * kicked) or 'closed' (the room ended).
    * @returns {() => void} removes the listener
    */
   on(event, listener) {
@@ -2731,6 +3137,15 @@ export class Client {
   /** The server's limits, camelCase: `{ maxFrameBytes, maxTickPayloadBytes, ... }`. */
   get limits() {
     return this.#d.limitsCamel;
+  }
+
+  /**
+   * This session's rate budgets, from the server's hello: `{ messages,
+   * stateUpdates, commands, ticks, joins }`, each `{ perSecond, burst }`.
+   * Past one, requests fail with 'rate_limited' and `err.retryAfterMs`.
+   */
+  get rateLimits() {
+    return this.#d.rateLimitsCamel;
   }
 
   /** The server's hello, in codec form. */
@@ -2794,16 +3209,28 @@ export class Client {
   }
 
   /**
-   * Joins a room, creating it unless `createIfMissing: false`.
+   * Joins a room, creating it unless `create: false` (or `createIfMissing:
+   * false`). With `roomId` '' and create, the server makes a new room with a
+   * generated id (an invite code): the room's `id`.
    * @param {string} roomId
-   * @param {{ name?: string, meta?: Uint8Array|string, createIfMissing?: boolean, maxMembers?: number }} [options]
+   * @param {{ name?: string, meta?: Uint8Array|string, create?: boolean, createIfMissing?: boolean, maxMembers?: number,
+   *   password?: string, token?: string, policy?: object, template?: string }} [options]
    * @returns {Promise<Room>}
    */
   join(roomId, options = {}) {
     return this.#d.request('Joined', (id) => {
       const wireOptions = [];
-      if (options?.createIfMissing ?? true) wireOptions.push('CreateIfMissing');
-      if (options?.maxMembers !== undefined && options?.maxMembers !== null) wireOptions.push({ MaxMembers: options.maxMembers });
+      const given = (v) => v !== undefined && v !== null;
+      const create = options?.create ?? options?.createIfMissing ?? true;
+      if (given(options?.create) && given(options?.createIfMissing) && options.create !== options.createIfMissing) {
+        throw invalidArgument('create and createIfMissing are the same option and disagree');
+      }
+      if (create) wireOptions.push('CreateIfMissing');
+      if (given(options?.maxMembers)) wireOptions.push({ MaxMembers: options.maxMembers });
+      if (given(options?.password)) wireOptions.push({ Password: options.password });
+      if (given(options?.token)) wireOptions.push({ Token: options.token });
+      if (given(options?.policy)) wireOptions.push({ Policy: wirePolicy(options.policy) });
+      if (given(options?.template)) wireOptions.push({ Template: options.template });
       return {
         Join: {
           request_id: id,
@@ -2931,6 +3358,7 @@ export const codec = Object.freeze({
   decodeDatagram,
   validateClientMessage,
   limitsToCamel,
+  rateLimitsToCamel,
   utf8Length,
   encodeFrame,
   readFrameLength,
@@ -2940,6 +3368,7 @@ export const codec = Object.freeze({
   WsReassembler,
   CodecError,
   DEFAULT_LIMITS,
+  DEFAULT_RATE_LIMITS,
   TICK_MAX_OVERHEAD,
   CLIENT_MESSAGE_TAGS,
   SERVER_MESSAGE_TAGS,

@@ -51,7 +51,7 @@ test('connect: hello, subprotocol, binary type, session, limits, clock sync', as
   assert.deepEqual(ws.protocols, ['chorus.v1']);
   assert.equal(ws.binaryType, 'arraybuffer');
   const hello = server.got('Hello')[0];
-  assert.deepEqual(hello, { version: { major: 1, minor: 0 }, client_name: 'chorus-js/0.1', capabilities: 0n });
+  assert.deepEqual(hello, { version: { major: 2, minor: 0 }, client_name: 'chorus-js/0.1', capabilities: 0n, options: [] });
   assert.equal(client.transport, 'websocket');
   assert.equal(client.sessionId, 81985529216486895n);
   assert.equal(client.limits.maxTickPayloadBytes, 1000);
@@ -211,7 +211,7 @@ test('server frames with unknown tags are skipped; undecodable ones close the co
   const { server, client, room } = await joined();
   const seen = [];
   room.on('command', (c) => seen.push(c.seq));
-  server.sendRaw(Uint8Array.of(11, 1, 2, 3)); // a tag from a newer server
+  server.sendRaw(Uint8Array.of(15, 1, 2, 3)); // a tag from a newer server
   server.sendRaw(Uint8Array.of(0x80, 0x01)); // tag 128
   server.send({ CommandEvent: { room: 1, seq: 3n, author: 1, kind: 'k', payload: new Uint8Array(), idempotency_key: null } });
   await until(() => seen.length === 1);
@@ -305,8 +305,8 @@ test('version mismatch at the handshake rejects connect with the server detail',
       Error: {
         request_id: null,
         code: 103,
-        message: 'server speaks 2.0, client 1.0',
-        detail: { Version: { server: { major: 2, minor: 0 }, client: { major: 1, minor: 0 } } },
+        message: 'server speaks 1.0, client 2.0',
+        detail: { Version: { server: { major: 1, minor: 0 }, client: { major: 2, minor: 0 } } },
       },
     });
     server.close(4103, 'version mismatch');
@@ -314,20 +314,20 @@ test('version mismatch at the handshake rejects connect with the server detail',
   const e = await rejection(connect('ws://127.0.0.1:1/chorus', { WebSocket: server.WebSocket, ...fast }));
   assert.equal(e.code, ErrorCode.VersionMismatch);
   assert.equal(e.name, 'version_mismatch');
-  assert.deepEqual(e.detail, { server: { major: 2, minor: 0 }, client: { major: 1, minor: 0 } });
+  assert.deepEqual(e.detail, { server: { major: 1, minor: 0 }, client: { major: 2, minor: 0 } });
 });
 
 test('a server hello with another major version is refused; another minor is fine', async () => {
   const newer = new FakeServer();
-  newer.handlers.Hello = () => newer.send({ Hello: newer.hello({ version: { major: 2, minor: 0 } }) });
+  newer.handlers.Hello = () => newer.send({ Hello: newer.hello({ version: { major: 3, minor: 0 } }) });
   const e = await rejection(connect('ws://127.0.0.1:1/chorus', { WebSocket: newer.WebSocket, ...fast }));
   assert.equal(e.code, ErrorCode.VersionMismatch);
-  assert.deepEqual(e.detail, { server: { major: 2, minor: 0 }, client: { major: 1, minor: 0 } });
+  assert.deepEqual(e.detail, { server: { major: 3, minor: 0 }, client: { major: 2, minor: 0 } });
   await until(() => newer.connections[0].readyState === 3, 2000, 'the socket closed');
   const minor = new FakeServer();
-  minor.handlers.Hello = () => minor.send({ Hello: minor.hello({ version: { major: 1, minor: 3 } }) });
+  minor.handlers.Hello = () => minor.send({ Hello: minor.hello({ version: { major: 2, minor: 3 } }) });
   const client = await connect('ws://127.0.0.1:1/chorus', { WebSocket: minor.WebSocket, ...fast });
-  assert.deepEqual(client.serverHello.version, { major: 1, minor: 3 });
+  assert.deepEqual(client.serverHello.version, { major: 2, minor: 3 });
   await client.close();
 });
 

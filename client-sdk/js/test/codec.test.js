@@ -59,8 +59,8 @@ test('trailing bytes are refused', () => {
 
 test('unknown tags are refused before the rest is read', () => {
   for (const [decode, first] of [
-    [decodeClientMessage, 7],
-    [decodeServerMessage, 11],
+    [decodeClientMessage, 11],
+    [decodeServerMessage, 15],
     [decodeDatagram, 1],
   ]) {
     const e = codecFails(() => decode(Uint8Array.of(first)), 'unknown_tag');
@@ -80,10 +80,19 @@ test('unknown nested enum indices, bad bools and option bytes are malformed', ()
   codecFails(() => decodeServerMessage(hexToBytes('0301060303' + '0000')), 'malformed');
   // member_left with reason 4.
   codecFails(() => decodeServerMessage(hexToBytes('0401070304')), 'malformed');
-  // join with JoinOption 2.
-  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '02')), 'malformed');
-  // error with ErrorDetail 4.
-  codecFails(() => decodeServerMessage(hexToBytes('0a00900301' + '78' + '04')), 'malformed');
+  // join with JoinOption 6.
+  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '06')), 'malformed');
+  // hello with HelloOption 1.
+  codecFails(() => decodeClientMessage(hexToBytes('000200' + '0161' + '00' + '01' + '01')), 'malformed');
+  // join with a policy rule for Action 10, and with role 3 in a rule.
+  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '04' + '01' + '0a' + '00' + '00')), 'malformed');
+  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '04' + '01' + '00' + '00' + '0103')), 'malformed');
+  // set_role with role 3.
+  codecFails(() => decodeClientMessage(hexToBytes('0801010303')), 'malformed');
+  // error with ErrorDetail 5.
+  codecFails(() => decodeServerMessage(hexToBytes('0a00900301' + '78' + '05')), 'malformed');
+  // set_password with option byte 2.
+  codecFails(() => decodeClientMessage(hexToBytes('09010102')), 'malformed');
   // command_ack with duplicate = 2.
   const e = codecFails(() => decodeServerMessage(hexToBytes('0806010a02')), 'malformed');
   assert.match(e.message, /duplicate/);

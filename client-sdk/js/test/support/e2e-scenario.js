@@ -4,7 +4,7 @@
 // loads every file under test/) it does nothing.
 
 import assert from 'node:assert/strict';
-import { ChorusError, ErrorCode, connect } from '../../chorus.js';
+import { ChorusError, ErrorCode, PROTOCOL_VERSION, connect } from '../../chorus.js';
 
 const wait = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -24,7 +24,21 @@ export async function run(port) {
   const steps = [];
 
   // Both URL forms: ws:// directly, and https:// with no WebTransport here (node) and an explicit WebSocket URL.
-  const a = await connect(ws, { clientName: 'e2e-a' });
+  let a;
+  try {
+    a = await connect(ws, { clientName: 'e2e-a' });
+  } catch (e) {
+    // A binary built for an older protocol major version: nothing to test against. It
+    // says VersionMismatch, or (1.x servers) cannot decode this SDK's larger hello at all.
+    if (e instanceof ChorusError && e.code === ErrorCode.VersionMismatch) {
+      const { server, client } = e.detail ?? {};
+      return { skip: `the server binary speaks protocol ${server?.major}.${server?.minor}, this SDK ${client?.major}.${client?.minor}: rebuild it` };
+    }
+    if (e instanceof ChorusError && e.code === ErrorCode.Malformed) {
+      return { skip: `the server binary cannot read a protocol ${PROTOCOL_VERSION.major}.${PROTOCOL_VERSION.minor} hello (${e.message}); it predates this protocol: rebuild it` };
+    }
+    throw e;
+  }
   const b = await connect(`https://127.0.0.1:${port}/chorus`, { websocketUrl: ws, clientName: 'e2e-b' });
   assert.equal(a.transport, 'websocket');
   assert.equal(b.transport, 'websocket');
@@ -144,7 +158,7 @@ if (port) {
   run(port).then(
     (steps) => {
       clearTimeout(timer);
-      console.log(JSON.stringify({ ok: true, steps }));
+      console.log(JSON.stringify(Array.isArray(steps) ? { ok: true, steps } : { ok: true, ...steps }));
     },
     (e) => {
       clearTimeout(timer);

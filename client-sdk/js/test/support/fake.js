@@ -6,6 +6,7 @@
 
 import {
   DEFAULT_LIMITS,
+  DEFAULT_RATE_LIMITS,
   FrameDecoder,
   WsReassembler,
   decodeClientMessage,
@@ -32,6 +33,7 @@ export class FakeServer {
     /** Server clock minus client clock, in µs. */
     this.offsetUs = options.offsetUs ?? 0;
     this.limits = { ...DEFAULT_LIMITS, ...(options.limits ?? {}) };
+    this.rateLimits = { ...DEFAULT_RATE_LIMITS, ...(options.rateLimits ?? {}) };
     this.maxDatagramSize = options.maxDatagramSize ?? 0;
     /** Every client message received, decoded, in order. */
     this.received = [];
@@ -62,12 +64,14 @@ export class FakeServer {
 
   hello(overrides = {}) {
     return {
-      version: { major: 1, minor: 0 },
+      version: { major: 2, minor: 0 },
       server_name: 'fake/0',
       session_id: 81985529216486895n,
       server_time: BigInt(this.now()),
       max_datagram_size: this.maxDatagramSize,
       limits: this.limits,
+      rate_limits: this.rateLimits,
+      extensions: [],
       ...overrides,
     };
   }
@@ -124,6 +128,7 @@ export class FakeServer {
       state: [],
       state_version: 0n,
       last_seq: 2n,
+      policy: { rules: [] },
       ...overrides,
     };
   }

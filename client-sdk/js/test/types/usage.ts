@@ -8,6 +8,9 @@ import {
   CodecError,
   ErrorCode,
   FrameDecoder,
+  ACTIONS,
+  DEFAULT_PERMISSION_RULES,
+  policyAllows,
   RoomReplica,
   WsReassembler,
   clockSample,
@@ -17,7 +20,10 @@ import {
   encodeClientMessage,
   errorName,
   type Client,
+  type Action,
   type CloseReason,
+  type PermissionPolicy,
+  type RateLimits,
   type Room,
   type ServerMessage,
   type StateValue,
@@ -33,7 +39,11 @@ export async function apiExample(): Promise<void> {
     clientName: 'chorus-js/0.1',
     requestTimeoutMs: 10000,
     clockSync: { pings: 8, intervalMs: 10000 },
+    apiKey: 'k3y',
   });
+  const rates: RateLimits = client.rateLimits;
+  const perSecond: number = rates.stateUpdates.perSecond + rates.messages.burst + rates.joins.burst;
+  void perSecond;
   const transport: 'webtransport' | 'websocket' = client.transport;
   const session: bigint = client.sessionId;
   const maxTick: number = client.limits.maxTickPayloadBytes + client.maxTickPayload;
@@ -66,6 +76,29 @@ export async function apiExample(): Promise<void> {
   room.on('memberLeft', ({ member, reason }) => void [member.id, reason === 'timed_out']);
   room.on('stateChanged', ({ key, value, text, version, author, seq }) => void [key, value?.length, text, version, author, seq]);
   room.on('command', ({ seq, author, kind, payload, text, idempotencyKey }) => void [seq, author, kind, payload, text, idempotencyKey]);
+  room.on('roleChanged', ({ member, role, previousRole, by, seq }) => void [member.id, role, previousRole, by, seq]);
+  room.on('memberKicked', ({ member, by, reason, banMs, seq }) => void [member.name, by, reason, banMs, seq]);
+  room.on('kicked', ({ by, reason, banMs, seq }) => void [by, reason, banMs, seq]);
+  room.on('closed', ({ by, reason, seq }) => void [by, reason, seq]);
+  const policy: PermissionPolicy = room.policy;
+  const mayEdit: boolean = room.can('set_state', 'title') && room.can('kick') && room.can('SendCommands', 'chat');
+  const kickSeq: number = await room.kick(3, 'spam');
+  const roleSeq: number = await room.setRole(3, 'viewer');
+  await room.setRole(3, 'participant');
+  await room.setPassword('hunter2');
+  await room.setPassword(null);
+  const closeSeq: number = await room.close('done');
+  void [policy.rules.map((r) => `${r.action} ${r.scope} ${r.roles.join()}`), mayEdit, kickSeq, roleSeq, closeSeq];
+  const invite: Room = await client.join('', {
+    create: true,
+    password: 'pw',
+    token: 'a.b.c',
+    template: 'classroom',
+    policy: { rules: [{ action: 'set_state', scope: 'cursor/', roles: ['host', 'editor', 'viewer'] }] },
+  });
+  void invite.id;
+  const actions: readonly Action[] = ACTIONS;
+  void [actions, DEFAULT_PERMISSION_RULES[0]?.roles, policyAllows(room.policy, room.role, 'send_ticks')];
   for await (const tick of room.ticks()) void tick.payload;
   for await (const cmd of room.commands({ capacity: 16 })) void cmd.kind;
   await room.leave();
@@ -76,6 +109,12 @@ export async function apiExample(): Promise<void> {
     if (e instanceof ChorusError && e.code === ErrorCode.RoomNotFound && e.name === 'room_not_found') {
       const d = e.detail;
       if (d && 'currentVersion' in d) void d.currentVersion;
+    }
+    if (e instanceof ChorusError && e.code === ErrorCode.RateLimited && e.retryAfterMs !== null) {
+      const wait: number = e.retryAfterMs;
+      void wait;
+      const d = e.detail;
+      if (d && 'retryAfterMs' in d) void d.retryAfterMs;
     }
   }
   const n: 200 = ErrorCode.RoomNotFound;
@@ -88,12 +127,32 @@ export function codecExample(): void {
     Join: { request_id: 1, room_id: 'lobby', display: { name: 'Ada', meta: new Uint8Array() }, options: ['CreateIfMissing', { MaxMembers: 8 }] },
   });
   encodeClientMessage({ Ping: { client_time: 5 } });
+  encodeClientMessage({ Hello: { version: { major: 2, minor: 0 }, client_name: 'app', capabilities: 0, options: [{ ApiKey: 'k3y' }] } });
+  encodeClientMessage({ Kick: { request_id: 20, room: 1, member: 3, reason: 'spam' } });
+  encodeClientMessage({ SetRole: { request_id: 21, room: 1, member: 3, role: 'Viewer' } });
+  encodeClientMessage({ SetPassword: { request_id: 22, room: 1, password: null } });
+  encodeClientMessage({ CloseRoom: { request_id: 23, room: 1, reason: '' } });
+  encodeClientMessage({
+    Join: {
+      request_id: 7,
+      room_id: '',
+      display: { name: '', meta: new Uint8Array() },
+      options: ['CreateIfMissing', { Password: 'pw' }, { Token: 'a.b.c' }, { Policy: { rules: [] } }, { Template: 'classroom' }],
+    },
+  });
   encodeClientMessage({ SetState: { request_id: 3, room: 1, key: 'k', value: new Uint8Array(), if_version: 70000n } });
   const message: ServerMessage = decodeServerMessage(body);
   if ('Hello' in message) {
     const id: bigint = message.Hello.session_id;
-    void id;
+    const budget: number = message.Hello.rate_limits.ticks.per_second;
+    const kinds: number[] = message.Hello.extensions.map((x) => x.kind);
+    void [id, budget, kinds];
   }
+  if ('MemberKicked' in message) {
+    const ban: bigint = message.MemberKicked.ban_ms;
+    void ban;
+  }
+  if ('Ack' in message) void message.Ack.seq;
   const decoder = new FrameDecoder(DEFAULT_LIMITS.max_frame_bytes);
   decoder.push(codec.encodeFrame(body));
   const frame: Uint8Array | null = decoder.next();
@@ -112,7 +171,10 @@ export function codecExample(): void {
     state: [],
     state_version: 0,
     last_seq: 1n,
+    policy: { rules: [{ action: 'SendCommands', scope: 'chat', roles: ['Viewer'] }] },
   });
+  const allowed: boolean = replica.can('send_commands', 'chat');
+  void allowed;
   const outcome = replica.apply({ StateChanged: { room: 1, seq: 2n, key: 'k', value: null, version: 1n, author: 1 } });
   if (outcome && 'name' in outcome && outcome.name === 'stateChanged') void outcome.event.key;
   try {
