@@ -26,7 +26,7 @@ async fn bystander_still_served(
 async fn wrong_protocol_version_is_refused_naming_both_versions() {
     let server = start_server().await;
     let mut client = RawClient::connect(&server).await;
-    let theirs = ProtocolVersion { major: 2, minor: 3 };
+    let theirs = ProtocolVersion { major: 3, minor: 3 };
     client.send(&hello(theirs)).await;
     let error = client.recv_error().await;
     assert_eq!(error.code, ErrorCode::VersionMismatch);
@@ -37,8 +37,28 @@ async fn wrong_protocol_version_is_refused_naming_both_versions() {
             client: theirs
         }
     );
-    assert!(error.message.contains("2.3") && error.message.contains("1.0"));
+    assert!(error.message.contains("3.3") && error.message.contains("2.0"));
     assert_eq!(client.closed_code().await, Some(103));
+}
+
+#[tokio::test]
+async fn a_1_0_hello_of_the_old_shape_gets_version_mismatch_not_malformed() {
+    let server = start_server().await;
+    let mut client = RawClient::connect(&server).await;
+    // A 1.0 hello: version, client name, capabilities, and no options list.
+    let old = ProtocolVersion { major: 1, minor: 0 };
+    let mut body = encode_message(&hello(old));
+    body.pop();
+    client.send_body(&body).await;
+    let error = client.recv_error().await;
+    assert_eq!(error.code, ErrorCode::VersionMismatch);
+    assert_eq!(
+        error.detail,
+        ErrorDetail::Version {
+            server: PROTOCOL_VERSION,
+            client: old
+        }
+    );
 }
 
 #[tokio::test]

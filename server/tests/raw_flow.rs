@@ -43,6 +43,7 @@ async fn a_client_that_stops_reading_is_disconnected_as_too_slow() {
     let server = start_server_with(|c| {
         c.session.outbox_max_frames = 64;
         c.session.outbox_max_bytes = 256 * 1024;
+        lift_rate_limits(c);
     })
     .await;
     let (mut flooder, _) = RawClient::connect_hello(&server).await;

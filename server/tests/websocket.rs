@@ -185,6 +185,7 @@ async fn a_slow_websocket_reader_gets_the_newest_ticks_and_the_drops_are_counted
         // a slow-consumer disconnect.
         c.session.outbox_max_bytes = 256 * 1024 * 1024;
         c.session.outbox_max_frames = 100_000;
+        lift_rate_limits(c);
     })
     .await;
     let (mut reader, _) = RawWs::connect_hello(&server).await;
@@ -255,6 +256,7 @@ async fn a_websocket_reader_ignoring_reliable_events_is_disconnected_with_its_re
     let server = start_server_with(|c| {
         c.session.outbox_max_frames = 64;
         c.session.outbox_max_bytes = 256 * 1024;
+        lift_rate_limits(c);
     })
     .await;
     let (mut sleeper, _) = RawWs::connect_hello(&server).await;

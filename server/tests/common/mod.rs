@@ -26,6 +26,22 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> Runnin
     Server::start(config).await.expect("server starts")
 }
 
+/// Raises every per-session rate budget out of reach, for tests that flood on
+/// purpose to test something else (slow consumers, backpressure).
+pub fn lift_rate_limits(config: &mut ServerConfig) {
+    let unlimited = Rate {
+        per_second: 1_000_000,
+        burst: 1_000_000,
+    };
+    config.session.rate_limits = RateLimits {
+        messages: unlimited,
+        state_updates: unlimited,
+        commands: unlimited,
+        ticks: unlimited,
+        joins: unlimited,
+    };
+}
+
 pub async fn start_server() -> RunningServer {
     start_server_with(|_| {}).await
 }
@@ -269,6 +285,7 @@ pub fn hello(version: ProtocolVersion) -> ClientMessage {
         version,
         client_name: "raw-test".into(),
         capabilities: 0,
+        options: vec![],
     })
 }
 
