@@ -277,6 +277,20 @@ fn start_server(
     let limits = &mut config.session.limits;
     limits.max_members_per_room = limits.max_members_per_room.max(cfg.clients_per_room);
     config.rooms.max_rooms = config.rooms.max_rooms.max(cfg.rooms);
+    // All load comes from one address: size the per-address caps to the load,
+    // as an operator would for a gateway, so they are not what is measured.
+    let clients = cfg.rooms.saturating_mul(cfg.clients_per_room);
+    let abuse = &mut config.access.abuse;
+    abuse.max_connections_per_ip = abuse.max_connections_per_ip.max(clients);
+    abuse.new_connections_per_ip_per_minute = abuse
+        .new_connections_per_ip_per_minute
+        .max(clients.saturating_mul(2));
+    abuse.joins_per_ip_per_minute = abuse.joins_per_ip_per_minute.max(clients.saturating_mul(2));
+    // A tick rate above the default budget needs a bigger budget.
+    let ticks = &mut config.session.rate_limits.ticks;
+    let hz = cfg.hz.ceil() as u32;
+    ticks.per_second = ticks.per_second.max(hz.saturating_mul(2));
+    ticks.burst = ticks.burst.max(ticks.per_second.saturating_mul(2));
     // Spawned, so that the endpoint (and its driver task) lives on a server thread.
     rt.block_on(async { tokio::spawn(Server::start(config)).await })
         .context("server start task failed")?
