@@ -458,3 +458,78 @@ async fn the_sdk_falls_back_to_websocket_when_udp_does_not_answer() {
         .expect("tick");
     assert_eq!(&tick.payload[..], b"over udp");
 }
+
+#[tokio::test]
+async fn access_control_through_the_sdk_over_websocket() {
+    use chorus_protocol::Action;
+    let server = start_server().await;
+    let hash = server.cert_hash();
+    let ws = |name: &'static str| {
+        let url = server.ws_url();
+        async move {
+            let client = Client::connect(&url, ConnectOptions::with_cert_hashes([hash]))
+                .await
+                .expect("ws connects");
+            (client, name)
+        }
+    };
+    let (host, _) = ws("host").await;
+    let (guest, _) = ws("guest").await;
+    let host_room = host
+        .join("", JoinOptions::named("host").with_password("pw"))
+        .await
+        .expect("created with an invite code");
+    let code = host_room.id().to_owned();
+    assert_eq!(code.len(), 8);
+    let e = guest
+        .join(&code, JoinOptions::named("guest"))
+        .await
+        .expect_err("needs the password");
+    assert_eq!(e.code(), Some(ErrorCode::PasswordRequired));
+    let guest_room = guest
+        .join(&code, JoinOptions::named("guest").with_password("pw"))
+        .await
+        .expect("right password");
+    assert!(guest_room.can(Action::SetState, "scene"));
+    let mut guest_events = guest_room.events();
+
+    host_room
+        .set_role(guest_room.me(), Role::Viewer)
+        .await
+        .expect("host demotes");
+    next_event(&mut guest_events, |e| {
+        matches!(
+            e,
+            RoomEvent::RoleChanged {
+                role: Role::Viewer,
+                ..
+            }
+        )
+        .then_some(())
+    })
+    .await;
+    assert_eq!(guest_room.role(), Role::Viewer);
+    assert!(!guest_room.can(Action::SetState, "scene"));
+    let e = guest_room
+        .set_state("scene", b"x".to_vec())
+        .await
+        .expect_err("viewers may not write");
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden));
+
+    host_room
+        .kick(guest_room.me(), "bye")
+        .await
+        .expect("host kicks");
+    let reason = next_event(&mut guest_events, |e| match e {
+        RoomEvent::MemberKicked { reason, .. } => Some(reason),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reason, "bye");
+    let e = guest
+        .join(&code, JoinOptions::named("guest").with_password("pw"))
+        .await
+        .expect_err("banned");
+    assert_eq!(e.code(), Some(ErrorCode::Banned));
+    assert!(e.retry_after().is_some_and(|d| d.as_secs() > 200));
+}
