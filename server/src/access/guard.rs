@@ -5,7 +5,7 @@
 //! joins (per-minute token buckets), joins of rooms that do not exist (too
 //! many in an hour blocks every join from the address for a while), and
 //! wrong passwords per room (too many blocks password attempts on that room).
-//! It also keeps bans by address or token subject, per room.
+//! Kick bans are not kept here: the room core owns them, per room.
 //!
 //! **Addresses.** IPv4 addresses count one by one. IPv6 addresses count by
 //! their /64 prefix ([`AbuseConfig::ipv6_prefix_len`]), because one host
@@ -23,17 +23,15 @@
 //!
 //! **Bounded memory.** At most [`AbuseConfig::max_tracked_addresses`]
 //! addresses are tracked, each with at most [`MAX_PASSWORD_ROOMS_PER_ADDRESS`]
-//! rooms of wrong-password counts, and at most [`AbuseConfig::max_bans`]
-//! bans. Entries that no longer matter (no connection, budgets refilled, no
-//! count or block running) are forgotten by [`AbuseGuard::prune`], which the
-//! guard also runs itself, at most once a second, when the address table is
-//! full. If the table is still full, the guard **fails closed for new
-//! addresses**: an address it does not track yet is refused
-//! ([`GuardError::Saturated`], sent as `TooManyConnections`) until room frees
-//! up, while tracked addresses carry on. It never evicts a live entry,
+//! rooms of wrong-password counts. Entries that no longer matter (no
+//! connection, budgets refilled, no count or block running) are forgotten by
+//! [`AbuseGuard::prune`], which the guard also runs itself, at most once a
+//! second, when the address table is full. If the table is still full, the
+//! guard **fails closed for new addresses**: an address it does not track yet
+//! is refused ([`GuardError::Saturated`], sent as `TooManyConnections`) until
+//! room frees up, while tracked addresses carry on. It never evicts a live entry,
 //! because forgetting one would hand a blocked or rate-limited address a
-//! fresh start. Bans are the exception: they come from hosts, not from
-//! anonymous peers, so a full ban table forgets the ban that ends soonest.
+//! fresh start.
 //!
 //! All times are [`Instant`]s passed in; the guard reads no clock.
 
@@ -59,8 +57,10 @@ pub const CONNECTION_RETRY: Duration = Duration::from_secs(5);
 /// How often a full address table may be swept for forgettable entries.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The longest block or ban duration honoured; longer ones count as this
-/// (so adding one to an `Instant` cannot overflow).
+/// The longest block duration honoured, and the longest
+/// [`ban_duration`](AbuseConfig::ban_duration) [`AbuseConfig::validate`]
+/// accepts; longer blocks count as this (so adding one to an `Instant` cannot
+/// overflow).
 pub const MAX_BLOCK_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -91,11 +91,11 @@ pub struct AbuseConfig {
     /// How long such a block lasts (default 1 h).
     pub unknown_room_block: Duration,
     /// How long a kicked member is banned from the room (default 5 min).
+    /// The guard itself does not use it: the server passes it to the room
+    /// core, which owns kick bans per room, as the kick ban time.
     pub ban_duration: Duration,
     /// Addresses tracked at once (default 100 000); see the module docs.
     pub max_tracked_addresses: usize,
-    /// Bans kept at once (default 100 000); past it the one ending soonest is forgotten.
-    pub max_bans: usize,
     /// IPv6 addresses are counted by this prefix length (default 64).
     pub ipv6_prefix_len: u8,
 }
@@ -112,7 +112,6 @@ impl Default for AbuseConfig {
             unknown_room_block: HOUR,
             ban_duration: Duration::from_secs(5 * 60),
             max_tracked_addresses: 100_000,
-            max_bans: 100_000,
             ipv6_prefix_len: 64,
         }
     }
@@ -132,7 +131,7 @@ impl AbuseConfig {
     /// Checks that every count is at least 1, every duration at most
     /// [`MAX_BLOCK_DURATION`] and the IPv6 prefix at most 128.
     pub fn validate(&self) -> Result<(), AbuseConfigError> {
-        let counts: [(&'static str, u64); 7] = [
+        let counts: [(&'static str, u64); 6] = [
             (
                 "max_connections_per_ip",
                 u64::from(self.max_connections_per_ip),
@@ -154,7 +153,6 @@ impl AbuseConfig {
                 u64::from(self.unknown_rooms_per_hour),
             ),
             ("max_tracked_addresses", self.max_tracked_addresses as u64),
-            ("max_bans", self.max_bans as u64),
         ];
         for (field, value) in counts {
             if value == 0 {
@@ -201,7 +199,6 @@ impl AbuseConfig {
         self.wrong_passwords_per_room = self.wrong_passwords_per_room.max(1);
         self.unknown_rooms_per_hour = self.unknown_rooms_per_hour.max(1);
         self.max_tracked_addresses = self.max_tracked_addresses.max(1);
-        self.max_bans = self.max_bans.max(1);
         self.ipv6_prefix_len = self.ipv6_prefix_len.min(128);
         self
     }
@@ -243,12 +240,6 @@ pub enum GuardError {
         /// How long to wait before trying again.
         retry_after: Duration,
     },
-    /// A ban from the room is in force.
-    #[error("you were removed from this room; retry in {}", secs(*.retry_after))]
-    Banned {
-        /// How long to wait before trying again.
-        retry_after: Duration,
-    },
 }
 
 /// Whole seconds, rounded up, for messages.
@@ -259,8 +250,8 @@ fn secs(d: Duration) -> String {
 
 impl GuardError {
     /// The error code to send: `TooManyConnections` for the connection
-    /// limits (and a full table), `RateLimited` for the join rate, `Blocked`
-    /// and `Banned`.
+    /// limits (and a full table), `RateLimited` for the join rate and
+    /// `Blocked` for the failure blocks.
     pub fn code(&self) -> ErrorCode {
         match self {
             GuardError::TooManyConnections { .. }
@@ -268,7 +259,6 @@ impl GuardError {
             | GuardError::Saturated { .. } => ErrorCode::TooManyConnections,
             GuardError::JoiningTooFast { .. } => ErrorCode::RateLimited,
             GuardError::Blocked { .. } => ErrorCode::Blocked,
-            GuardError::Banned { .. } => ErrorCode::Banned,
         }
     }
 
@@ -279,8 +269,7 @@ impl GuardError {
             | GuardError::ConnectingTooFast { retry_after }
             | GuardError::Saturated { retry_after }
             | GuardError::JoiningTooFast { retry_after }
-            | GuardError::Blocked { retry_after }
-            | GuardError::Banned { retry_after } => retry_after,
+            | GuardError::Blocked { retry_after } => retry_after,
         }
     }
 
@@ -291,16 +280,6 @@ impl GuardError {
             retry_after_ms: retry_after_ms(self.retry_after()),
         }
     }
-}
-
-/// Whom a ban keeps out: an address (IPv6 by prefix, like everything in the
-/// guard) or the `sub` of the join token a member joined with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum BanKey {
-    /// A client address (IPv6 counted by its prefix).
-    Ip(IpAddr),
-    /// The `sub` claim of a verified join token.
-    Subject(String),
 }
 
 /// The key an address is counted under: IPv4 as is, IPv4-mapped IPv6 as its
@@ -427,7 +406,6 @@ impl Address {
 #[derive(Debug)]
 struct State {
     addresses: HashMap<IpAddr, Address>,
-    bans: HashMap<(BanKey, String), Instant>,
     /// No sweep of a full table before this.
     next_sweep: Option<Instant>,
 }
@@ -458,8 +436,7 @@ impl fmt::Debug for AbuseGuard {
         let mut d = f.debug_struct("AbuseGuard");
         d.field("config", &self.shared.config);
         if let Ok(state) = self.shared.state.try_lock() {
-            d.field("tracked_addresses", &state.addresses.len())
-                .field("bans", &state.bans.len());
+            d.field("tracked_addresses", &state.addresses.len());
         }
         d.finish_non_exhaustive()
     }
@@ -497,7 +474,6 @@ impl AbuseGuard {
                 config: config.clamped(),
                 state: Mutex::new(State {
                     addresses: HashMap::new(),
-                    bans: HashMap::new(),
                     next_sweep: None,
                 }),
             }),
@@ -507,11 +483,6 @@ impl AbuseGuard {
     /// The limits in force.
     pub fn config(&self) -> &AbuseConfig {
         &self.shared.config
-    }
-
-    /// How long a kick bans for ([`AbuseConfig::ban_duration`]).
-    pub fn ban_duration(&self) -> Duration {
-        self.shared.config.ban_duration
     }
 
     /// Addresses tracked now (for stats and tests).
@@ -649,87 +620,18 @@ impl AbuseGuard {
             .record(now, limit, block, block)
     }
 
-    /// Bans `identity` from `room_id` until `until` (a later ban on the same
-    /// key and room keeps the later end). An IP is banned by its counting
-    /// key (its /64 for IPv6). When [`max_bans`](AbuseConfig::max_bans) are
-    /// kept, the ban that ends soonest is forgotten first.
-    pub fn ban(&self, identity: BanKey, room_id: &str, until: Instant) {
-        let config = &self.shared.config;
-        let key = (self.ban_key(identity), room_id.to_owned());
-        let mut state = self.shared.lock();
-        if let Some(end) = state.bans.get_mut(&key) {
-            *end = (*end).max(until);
-            return;
-        }
-        if state.bans.len() >= config.max_bans {
-            let soonest = state
-                .bans
-                .iter()
-                .min_by_key(|(_, end)| **end)
-                .map(|(k, _)| k.clone());
-            if let Some(soonest) = soonest {
-                state.bans.remove(&soonest);
-            }
-        }
-        state.bans.insert(key, until);
-    }
-
-    /// When the ban of `identity` from `room_id` ends, if one is in force at
-    /// `now` (an ended ban is forgotten).
-    pub fn banned_until(&self, identity: &BanKey, room_id: &str, now: Instant) -> Option<Instant> {
-        let key = (self.ban_key(identity.clone()), room_id.to_owned());
-        let mut state = self.shared.lock();
-        match state.bans.get(&key) {
-            Some(&until) if until > now => Some(until),
-            Some(_) => {
-                state.bans.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Checks both kinds of ban for a join of `room_id`: by `ip` and, when
-    /// the join carries a verified token subject, by `subject`. `Banned`
-    /// with the longer time left.
-    pub fn check_ban(
-        &self,
-        ip: IpAddr,
-        subject: Option<&str>,
-        room_id: &str,
-        now: Instant,
-    ) -> Result<(), GuardError> {
-        let by_ip = self.banned_until(&BanKey::Ip(ip), room_id, now);
-        let by_subject =
-            subject.and_then(|s| self.banned_until(&BanKey::Subject(s.to_owned()), room_id, now));
-        match by_ip.max(by_subject) {
-            Some(until) => Err(GuardError::Banned {
-                retry_after: until.saturating_duration_since(now),
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// Forgets every entry that no longer matters at `now`: addresses with
-    /// no connection, full budgets and no count or block running, and ended
-    /// bans. The guard sweeps by itself when its table is full; a server may
-    /// also call this from a periodic timer to keep memory low.
+    /// no connection, full budgets and no count or block running. The guard
+    /// sweeps by itself when its table is full; a server may also call this
+    /// from a periodic timer to keep memory low.
     pub fn prune(&self, now: Instant) {
         let config = &self.shared.config;
         let mut state = self.shared.lock();
         sweep(&mut state, config, now);
-        state.bans.retain(|_, until| *until > now);
     }
 
     fn key(&self, ip: IpAddr) -> IpAddr {
         address_key(ip, self.shared.config.ipv6_prefix_len)
-    }
-
-    fn ban_key(&self, identity: BanKey) -> BanKey {
-        match identity {
-            BanKey::Ip(ip) => BanKey::Ip(self.key(ip)),
-            subject @ BanKey::Subject(_) => subject,
-        }
     }
 }
 
@@ -800,8 +702,6 @@ mod tests {
         assert_eq!(c.max_tracked_addresses, 100_000);
         assert_eq!(c.ipv6_prefix_len, 64);
         assert_eq!(c.validate(), Ok(()));
-        let guard = AbuseGuard::new(c);
-        assert_eq!(guard.ban_duration(), Duration::from_secs(300));
     }
 
     #[test]
@@ -1312,111 +1212,16 @@ mod tests {
         let open = guard.open_connection(ip("10.0.2.1"), t0).expect("open");
         drop(guard.open_connection(ip("10.0.2.2"), t0).expect("closed"));
         guard.record_wrong_password(ip("10.0.2.3"), "vault", t0);
-        guard.ban(
-            BanKey::Ip(ip("10.0.2.4")),
-            "room",
-            t0 + Duration::from_secs(30),
-        );
         assert_eq!(guard.tracked_addresses(), 3);
         guard.prune(t0 + MINUTE);
         // The open connection stays; the closed one's budget refilled; the
         // wrong password is counted for 30 min.
         assert_eq!(guard.tracked_addresses(), 2);
-        // The ban ended at t0 + 30 s and was forgotten (asking as of t0 shows it is gone).
-        assert_eq!(
-            guard.banned_until(&BanKey::Ip(ip("10.0.2.4")), "room", t0),
-            None
-        );
         guard.prune(t0 + Duration::from_secs(30 * 60));
         assert_eq!(guard.tracked_addresses(), 1);
         drop(open);
         guard.prune(t0 + Duration::from_secs(30 * 60));
         assert_eq!(guard.tracked_addresses(), 0);
-    }
-
-    #[test]
-    fn bans_by_address_and_subject_until_they_end() {
-        let t0 = Instant::now();
-        let guard = AbuseGuard::new(loose());
-        let until = t0 + guard.ban_duration();
-        let a = ip("2001:db8:5:5::1");
-        guard.ban(BanKey::Ip(a), "stage", until);
-        guard.ban(BanKey::Subject("user-7".into()), "stage", until);
-        assert_eq!(guard.banned_until(&BanKey::Ip(a), "stage", t0), Some(until));
-        // Same /64, other room, other subject.
-        assert_eq!(
-            guard.banned_until(&BanKey::Ip(ip("2001:db8:5:5::2")), "stage", t0),
-            Some(until)
-        );
-        assert_eq!(guard.banned_until(&BanKey::Ip(a), "other", t0), None);
-        assert_eq!(
-            guard.banned_until(&BanKey::Subject("user-8".into()), "stage", t0),
-            None
-        );
-        let err = guard
-            .check_ban(ip("192.0.2.1"), Some("user-7"), "stage", t0)
-            .expect_err("subject banned");
-        assert_eq!(
-            err,
-            GuardError::Banned {
-                retry_after: Duration::from_secs(300)
-            }
-        );
-        assert_eq!(err.code(), ErrorCode::Banned);
-        assert!(guard.check_ban(a, None, "stage", t0).is_err());
-        guard
-            .check_ban(ip("192.0.2.1"), None, "stage", t0)
-            .expect("neither banned");
-        // At the end of the ban it is over (and forgotten).
-        assert!(
-            guard
-                .check_ban(a, Some("user-7"), "stage", until - NS)
-                .is_err()
-        );
-        guard
-            .check_ban(a, Some("user-7"), "stage", until)
-            .expect("ban over");
-        assert_eq!(guard.banned_until(&BanKey::Ip(a), "stage", t0), None);
-    }
-
-    #[test]
-    fn a_later_ban_extends_and_an_earlier_one_does_not_shorten() {
-        let t0 = Instant::now();
-        let guard = AbuseGuard::new(loose());
-        let key = BanKey::Subject("s".into());
-        guard.ban(key.clone(), "r", t0 + Duration::from_secs(100));
-        guard.ban(key.clone(), "r", t0 + Duration::from_secs(10));
-        assert_eq!(
-            guard.banned_until(&key, "r", t0),
-            Some(t0 + Duration::from_secs(100))
-        );
-        guard.ban(key.clone(), "r", t0 + Duration::from_secs(200));
-        assert_eq!(
-            guard.banned_until(&key, "r", t0),
-            Some(t0 + Duration::from_secs(200))
-        );
-    }
-
-    #[test]
-    fn a_full_ban_table_forgets_the_ban_ending_soonest() {
-        let t0 = Instant::now();
-        let guard = AbuseGuard::new(AbuseConfig {
-            max_bans: 3,
-            ..loose()
-        });
-        let s = |n: &str| BanKey::Subject(n.into());
-        guard.ban(s("a"), "r", t0 + Duration::from_secs(30));
-        guard.ban(s("b"), "r", t0 + Duration::from_secs(10));
-        guard.ban(s("c"), "r", t0 + Duration::from_secs(20));
-        guard.ban(s("d"), "r", t0 + Duration::from_secs(40));
-        assert_eq!(
-            guard.banned_until(&s("b"), "r", t0),
-            None,
-            "soonest forgotten"
-        );
-        for k in ["a", "c", "d"] {
-            assert!(guard.banned_until(&s(k), "r", t0).is_some(), "{k}");
-        }
     }
 
     #[test]

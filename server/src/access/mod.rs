@@ -13,7 +13,8 @@
 //! - [`rate`]: per-session token buckets for the announced `RateLimits`, and the
 //!   violation counter that disconnects a client who keeps going past them.
 //! - [`guard`]: the server-wide, per-address limits: connections, new
-//!   connections and joins per minute, wrong-password and unknown-room blocks, bans.
+//!   connections and joins per minute, wrong-password and unknown-room blocks
+//!   (kick bans are per room, in `core/`).
 //! - [`invite`]: random, unambiguous 8-character invite codes.
 //!
 //! This module must not do I/O, read a clock, spawn tasks or depend on tokio.
