@@ -10,7 +10,7 @@ const enc = new TextEncoder();
 
 const info = (id, name, role) => ({ id, role, display: { name, meta: new Uint8Array() } });
 
-function replica() {
+function replica(overrides = {}) {
   return new RoomReplica({
     room_id: 'lobby',
     room: SLOT,
@@ -20,6 +20,8 @@ function replica() {
     state: [{ key: 'title', value: enc.encode('hello'), version: 3n, author: 1 }],
     state_version: 4n,
     last_seq: 10n,
+    policy: { rules: [] },
+    ...overrides,
   });
 }
 
@@ -53,6 +55,9 @@ test('the joined golden vector becomes a replica', () => {
   assert.equal(new TextDecoder().decode(r.member(1).meta), '{"color":"#e33"}');
   assert.equal(r.state.get('title').text, 'Hello');
   assert.equal(r.lastSeq, 5);
+  assert.deepEqual(r.policy, { rules: [] });
+  assert.equal(r.can('set_state', 'title'), true, 'an editor under the defaults');
+  assert.equal(r.can('kick'), false);
 });
 
 test('members join and leave in order', () => {
@@ -149,4 +154,112 @@ test('being removed is reported', () => {
   assert.equal(out.removed, true);
   assert.equal(out.event.member.id, 2);
   assert.equal(r.role, 'editor', 'the snapshot role remains');
+});
+
+test('the snapshot policy in API form, and can() for the current role', () => {
+  const r = replica({
+    policy: {
+      rules: [
+        { action: 'SetState', scope: 'cursor/', roles: ['Host', 'Editor', 'Viewer'] },
+        { action: 'Kick', scope: '', roles: ['Host', 'Editor'] },
+      ],
+    },
+  });
+  assert.deepEqual(JSON.parse(JSON.stringify(r.policy)), {
+    rules: [
+      { action: 'set_state', scope: 'cursor/', roles: ['host', 'editor', 'viewer'] },
+      { action: 'kick', scope: '', roles: ['host', 'editor'] },
+    ],
+  });
+  assert.ok(Object.isFrozen(r.policy) && Object.isFrozen(r.policy.rules[0].roles));
+  assert.equal(r.can('kick'), true, 'editors may kick in this room');
+  assert.equal(r.can('grant_roles'), false);
+  // A snapshot without a policy (an older test fixture) means the defaults.
+  const bare = replica({ policy: undefined });
+  assert.deepEqual(bare.policy, { rules: [] });
+});
+
+test("roleChanged updates the member in place, and this client's role and permissions", () => {
+  const r = replica();
+  const other = r.apply({ RoleChanged: { room: SLOT, seq: 11n, member: 1, role: 'Viewer', by: 2 } });
+  assert.equal(other.name, 'roleChanged');
+  assert.equal(other.removed, false);
+  assert.deepEqual({ ...other.event, member: { ...other.event.member } }, {
+    member: { id: 1, role: 'viewer', name: 'ada', meta: new Uint8Array() },
+    role: 'viewer',
+    previousRole: 'host',
+    by: 2,
+    seq: 11,
+  });
+  assert.deepEqual([...r.members.values()].map((m) => [m.id, m.role]), [
+    [1, 'viewer'],
+    [2, 'editor'],
+  ]);
+  assert.equal(r.can('set_state', 'k'), true);
+  const self = r.apply({ RoleChanged: { room: SLOT, seq: 12n, member: 2, role: 'Viewer', by: 1 } });
+  assert.equal(self.event.previousRole, 'editor');
+  assert.equal(r.role, 'viewer');
+  assert.equal(r.can('set_state', 'k'), false, 'demoted: no more writes');
+  assert.equal(r.can('send_ticks'), true);
+  r.apply({ RoleChanged: { room: SLOT, seq: 13n, member: 2, role: 'Host', by: 1 } });
+  assert.equal(r.can('kick'), true);
+  // A member this client never saw: an event with a bare member, nothing added.
+  const unknown = r.apply({ RoleChanged: { room: SLOT, seq: 14n, member: 9, role: 'Editor', by: 1 } });
+  assert.deepEqual([unknown.event.member.id, unknown.event.member.role, unknown.event.previousRole], [9, 'editor', null]);
+  assert.equal(r.members.has(9), false);
+  assert.equal(r.lastSeq, 14);
+  assert.equal(r.gaps, 0);
+});
+
+test('memberKicked removes the member; kicking this client removes it from the room', () => {
+  const r = replica();
+  r.apply({ MemberJoined: { room: SLOT, seq: 11n, member: info(3, 'carol', 'Viewer') } });
+  const out = r.apply({ MemberKicked: { room: SLOT, seq: 12n, member: 3, by: 1, reason: 'spam', ban_ms: 300000n } });
+  assert.equal(out.name, 'memberKicked');
+  assert.equal(out.removed, false);
+  assert.equal(out.event.member.name, 'carol');
+  assert.deepEqual({ ...out.event, member: out.event.member.id }, { member: 3, by: 1, reason: 'spam', banMs: 300000, seq: 12 });
+  assert.deepEqual([...r.members.keys()], [1, 2]);
+  const self = r.apply({ MemberKicked: { room: SLOT, seq: 13n, member: 2, by: 1, reason: '', ban_ms: 0n } });
+  assert.equal(self.removed, true);
+  assert.equal(self.event.member.name, 'bob');
+  assert.equal(self.event.banMs, 0);
+  assert.deepEqual([...r.members.keys()], [1]);
+  assert.equal(r.role, 'editor', 'the last known role remains');
+  const unknown = replica().apply({ MemberKicked: { room: SLOT, seq: 11n, member: 9, by: 1, reason: 'x', ban_ms: 1n } });
+  assert.deepEqual([unknown.event.member.id, unknown.event.member.role], [9, null]);
+});
+
+test('roomClosed removes everyone and keeps the state readable', () => {
+  const r = replica();
+  const out = r.apply({ RoomClosed: { room: SLOT, seq: 11n, by: 1, reason: 'done' } });
+  assert.deepEqual(out, { name: 'closed', event: { by: 1, reason: 'done', seq: 11 }, removed: true });
+  assert.equal(r.members.size, 0);
+  assert.equal(r.state.get('title').text, 'hello');
+  assert.equal(r.lastSeq, 11);
+  assert.equal(r.role, 'editor');
+});
+
+test('the access-control events count in the sequence like every other event', () => {
+  const r = replica();
+  assert.deepEqual(r.apply({ RoleChanged: { room: SLOT, seq: 10n, member: 1, role: 'Viewer', by: 2 } }), { stale: true, seq: 10, last: 10 });
+  assert.equal(r.member(1).role, 'host', 'a stale role change is not applied');
+  assert.equal(r.apply({ MemberKicked: { room: SLOT, seq: 12n, member: 1, by: 2, reason: '', ban_ms: 5n } }).name, 'memberKicked');
+  assert.equal(r.gaps, 1, 'seq 11 was skipped');
+  assert.equal(r.apply({ RoomClosed: { room: SLOT, seq: 12n, by: 2, reason: '' } }).stale, true);
+  assert.equal(r.apply({ RoleChanged: { room: SLOT, seq: 13n, member: 2, role: 'Host', by: 2 } }).name, 'roleChanged');
+  assert.equal(r.gaps, 1);
+  assert.equal(r.lastSeq, 13);
+  for (const message of [
+    { RoleChanged: { room: 8, seq: 14n, member: 2, role: 'Host', by: 2 } },
+    { MemberKicked: { room: 8, seq: 14n, member: 2, by: 1, reason: '', ban_ms: 0n } },
+    { RoomClosed: { room: 8, seq: 14n, by: 1, reason: '' } },
+  ]) {
+    assert.equal(RoomReplica.eventRoom(message), 8);
+    assert.equal(r.apply(message), null, 'another room');
+  }
+  const ack = { Ack: { request_id: 1, room: SLOT, seq: 99n } };
+  assert.equal(RoomReplica.eventRoom(ack), null, 'an Ack is a reply, not an event');
+  assert.equal(r.apply(ack), null);
+  assert.equal(r.lastSeq, 13);
 });
