@@ -329,6 +329,58 @@ async fn a_session_is_closed_when_its_join_token_expires() {
 }
 
 #[tokio::test]
+async fn a_token_for_a_room_the_session_left_does_not_close_it() {
+    let server = token_server().await;
+    let (mut client, _) = RawClient::connect_hello(&server).await;
+    let token = |room: &str, secs: u64| {
+        hs256(
+            SECRET,
+            serde_json::json!({"exp": unix_now() + secs, "room": room, "role": "editor"}),
+        )
+    };
+    let left = try_join(
+        &mut client,
+        "left",
+        1,
+        vec![
+            JoinOption::CreateIfMissing,
+            JoinOption::Token(token("left", 1)),
+        ],
+    )
+    .await
+    .expect("joins");
+    client
+        .send(&ClientMessage::Leave {
+            request_id: 2,
+            room: left.room,
+        })
+        .await;
+    client
+        .recv_until(|m| matches!(m, ServerMessage::Left { request_id: 2, .. }).then_some(()))
+        .await;
+    let stayed = try_join(
+        &mut client,
+        "stayed",
+        3,
+        vec![
+            JoinOption::CreateIfMissing,
+            JoinOption::Token(token("stayed", 3)),
+        ],
+    )
+    .await
+    .expect("joins");
+    // The first token runs out while the session is no longer in that room;
+    // the session is closed only when the token of the room it is in runs out.
+    let e = client.recv_error().await;
+    assert_eq!(e.code, ErrorCode::TokenExpired);
+    assert!(
+        e.message.contains(&format!("slot {}", stayed.room.0)),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test]
 async fn joins_without_a_token_are_refused_when_tokens_are_required() {
     let server = start_server_with(|c| {
         c.access.tokens.hs256_secret = Some(SECRET.to_vec());

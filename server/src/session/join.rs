@@ -290,15 +290,13 @@ impl<R: TransportReader> Session<R> {
         ));
     }
 
-    /// Closes the session when the token for `slot` expires (the earliest
-    /// expiry of all its tokens wins).
+    /// Closes the session when the token it joined `slot` with expires, if
+    /// it is still in that room then.
     fn watch_token_expiry(&mut self, exp_unix_secs: u64, slot: RoomSlot) {
         let at = self.ctx.clock.instant_of(ServerTime::from_micros(
             exp_unix_secs.saturating_mul(1_000_000),
         ));
-        if self.token_expiry.is_none_or(|(current, _)| at < current) {
-            self.token_expiry = Some((at, slot));
-        }
+        self.token_expiry.insert(slot, at);
     }
 
     pub(super) async fn set_password(

@@ -318,7 +318,7 @@ pub async fn run_session<R, W, C>(
                 ctx.config.violations_before_disconnect,
                 ctx.config.violation_window,
             ),
-            token_expiry: None,
+            token_expiry: HashMap::new(),
         };
         let end = session.run().await;
         let leave_reason = session.leave_reason;
@@ -417,7 +417,10 @@ struct Session<R> {
     violations: ViolationTracker,
     /// When the earliest join token this session joined with expires; the
     /// session is closed with TokenExpired then.
-    token_expiry: Option<(Instant, RoomSlot)>,
+    /// When each join token this session joined with expires, by room; the
+    /// session is closed with TokenExpired when one runs out while it is
+    /// still in that room.
+    token_expiry: HashMap<RoomSlot, Instant>,
 }
 
 fn version_mismatch(client: chorus_protocol::ProtocolVersion) -> ErrorFrame {
@@ -519,14 +522,10 @@ impl<R: TransportReader> Session<R> {
                         "the server is shutting down",
                     ));
                 }
-                () = token_expired(self.token_expiry) => {
-                    audit_refusal("token_expired", &self.info, ErrorCode::TokenExpired);
-                    let room = self.token_expiry.map_or(0, |(_, slot)| slot.0);
-                    return Some(ErrorFrame::new(
-                        None,
-                        ErrorCode::TokenExpired,
-                        format!("the join token for room slot {room} has expired"),
-                    ));
+                () = token_expired(self.next_token_expiry()) => {
+                    if let Some(end) = self.on_token_expiry() {
+                        return Some(end);
+                    }
                 }
                 inbound = self.reader.recv() => match inbound {
                     Ok(Inbound::Control(body)) => self.on_control(body).await,
@@ -759,6 +758,34 @@ impl<R: TransportReader> Session<R> {
         }
     }
 
+    fn next_token_expiry(&self) -> Option<Instant> {
+        self.token_expiry.values().min().copied()
+    }
+
+    /// A token deadline passed: close the session if it is still in a room
+    /// whose token ran out (rooms it left no longer count).
+    fn on_token_expiry(&mut self) -> Option<ErrorFrame> {
+        let now = Instant::now();
+        let expired: Vec<RoomSlot> = self
+            .token_expiry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in expired {
+            self.token_expiry.remove(&slot);
+            if self.joined(slot).is_some() {
+                audit_refusal("token_expired", &self.info, ErrorCode::TokenExpired);
+                return Some(ErrorFrame::new(
+                    None,
+                    ErrorCode::TokenExpired,
+                    format!("the join token for room slot {} has expired", slot.0),
+                ));
+            }
+        }
+        None
+    }
+
     /// Takes `msg` from the session's budgets, or says why not. Every refusal
     /// counts as a violation; too many close the session.
     fn spend_budget(&mut self, msg: &ClientMessage) -> Result<(), ErrorFrame> {
@@ -883,9 +910,9 @@ impl<R: TransportReader> Session<R> {
 }
 
 /// Resolves when the join token deadline passes (never without one).
-async fn token_expired(deadline: Option<(Instant, RoomSlot)>) {
+async fn token_expired(deadline: Option<Instant>) {
     match deadline {
-        Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
 }
