@@ -18,9 +18,9 @@ const binary = process.env.CHORUS_BIN || fileURLToPath(new URL('../../../target/
 const scenario = fileURLToPath(new URL('./support/e2e-scenario.js', import.meta.url));
 
 /** Starts the server; resolves with its port once it prints its WebTransport URL. */
-function startServer(t) {
+function startServer(t, extraArgs = []) {
   const certDir = mkdtempSync(join(tmpdir(), 'chorus-js-e2e-'));
-  const server = spawn(binary, ['--listen', '127.0.0.1:0', '--cert-dir', certDir, '--log', 'warn', '--no-demo'], {
+  const server = spawn(binary, ['--listen', '127.0.0.1:0', '--cert-dir', certDir, '--log', 'warn', '--no-demo', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.after(() => {
@@ -49,10 +49,10 @@ function startServer(t) {
   });
 }
 
-function runScenario(port) {
+function runScenario(args) {
   const flags = typeof WebSocket === 'undefined' ? ['--experimental-websocket', '--no-warnings'] : [];
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...flags, scenario, String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...flags, scenario, ...args.map(String)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -61,9 +61,9 @@ function runScenario(port) {
   });
 }
 
-test('WebSocket end to end against target/debug/chorus', { skip: !existsSync(binary) && `no server binary at ${binary}`, timeout: 60_000 }, async (t) => {
-  const port = await startServer(t);
-  const { code, stdout, stderr } = await runScenario(port);
+/** Runs one scenario and checks its result; a stale server binary skips the test. */
+async function scenarioPasses(t, args) {
+  const { code, stdout, stderr } = await runScenario(args);
   const last = stdout.trim().split('\n').at(-1) ?? '';
   let result;
   try {
@@ -78,4 +78,27 @@ test('WebSocket end to end against target/debug/chorus', { skip: !existsSync(bin
     return;
   }
   t.diagnostic(result.steps.join(', '));
+}
+
+const noBinary = !existsSync(binary) && `no server binary at ${binary}`;
+
+test('WebSocket end to end against target/debug/chorus', { skip: noBinary, timeout: 60_000 }, async (t) => {
+  const port = await startServer(t);
+  await scenarioPasses(t, [port]);
+});
+
+test('access control end to end (API key, invite code, password, roles, kick, close, rate limit)', { skip: noBinary, timeout: 60_000 }, async (t) => {
+  const apiKey = `e2e-key-${process.pid}`;
+  let port;
+  try {
+    port = await startServer(t, ['--api-key', apiKey]);
+  } catch (e) {
+    // A binary from before access control has no --api-key flag.
+    if (/unexpected argument '--api-key'/.test(e.message)) {
+      t.skip('the server binary predates access control (no --api-key): rebuild it');
+      return;
+    }
+    throw e;
+  }
+  await scenarioPasses(t, [port, 'access', apiKey]);
 });

@@ -1,7 +1,7 @@
-// The end-to-end scenario of test/e2e-websocket.test.js, run in a child node
+// The end-to-end scenarios of test/e2e-websocket.test.js, run in a child node
 // that has a global WebSocket: `node --experimental-websocket
-// e2e-scenario.js <port>`. Without a port argument (as when the test runner
-// loads every file under test/) it does nothing.
+// e2e-scenario.js <port> [access <api key>]`. Without a port argument (as when
+// the test runner loads every file under test/) it does nothing.
 
 import assert from 'node:assert/strict';
 import { ChorusError, ErrorCode, PROTOCOL_VERSION, connect } from '../../chorus.js';
@@ -19,6 +19,22 @@ async function rejects(promise, name) {
   assert.fail(`expected ${name}`);
 }
 
+/**
+ * Why the server refused the first connection because it is older than this
+ * SDK's protocol, or null: it says VersionMismatch, or (1.x servers) cannot
+ * decode this SDK's larger hello at all.
+ */
+function staleServer(e) {
+  if (e instanceof ChorusError && e.code === ErrorCode.VersionMismatch) {
+    const { server, client } = e.detail ?? {};
+    return `the server binary speaks protocol ${server?.major}.${server?.minor}, this SDK ${client?.major}.${client?.minor}: rebuild it`;
+  }
+  if (e instanceof ChorusError && e.code === ErrorCode.Malformed) {
+    return `the server binary cannot read a protocol ${PROTOCOL_VERSION.major}.${PROTOCOL_VERSION.minor} hello (${e.message}); it predates this protocol: rebuild it`;
+  }
+  return null;
+}
+
 export async function run(port) {
   const ws = `ws://127.0.0.1:${port}/chorus`;
   const steps = [];
@@ -28,15 +44,8 @@ export async function run(port) {
   try {
     a = await connect(ws, { clientName: 'e2e-a' });
   } catch (e) {
-    // A binary built for an older protocol major version: nothing to test against. It
-    // says VersionMismatch, or (1.x servers) cannot decode this SDK's larger hello at all.
-    if (e instanceof ChorusError && e.code === ErrorCode.VersionMismatch) {
-      const { server, client } = e.detail ?? {};
-      return { skip: `the server binary speaks protocol ${server?.major}.${server?.minor}, this SDK ${client?.major}.${client?.minor}: rebuild it` };
-    }
-    if (e instanceof ChorusError && e.code === ErrorCode.Malformed) {
-      return { skip: `the server binary cannot read a protocol ${PROTOCOL_VERSION.major}.${PROTOCOL_VERSION.minor} hello (${e.message}); it predates this protocol: rebuild it` };
-    }
+    const stale = staleServer(e);
+    if (stale) return { skip: stale };
     throw e;
   }
   const b = await connect(`https://127.0.0.1:${port}/chorus`, { websocketUrl: ws, clientName: 'e2e-b' });
@@ -149,13 +158,117 @@ export async function run(port) {
   return steps;
 }
 
+/**
+ * Access control against a server started with `--api-key <apiKey>`: the key
+ * in the hello, an invite code with a password and a policy, roles and
+ * can(), kick and the ban, setPassword, close, and a rate limit's retry time.
+ */
+export async function runAccess(port, apiKey) {
+  const ws = `ws://127.0.0.1:${port}/chorus`;
+  const steps = [];
+
+  let noKey;
+  try {
+    await (await connect(ws, { clientName: 'e2e-nokey' })).close();
+    assert.fail('the server admitted a client without its API key');
+  } catch (e) {
+    const stale = staleServer(e);
+    if (stale) return { skip: stale };
+    noKey = e;
+  }
+  assert.equal(noKey.name, 'unauthorized', noKey.message);
+  assert.equal((await rejects(connect(ws, { apiKey: `${apiKey}-wrong` }), 'unauthorized')).code, ErrorCode.Unauthorized);
+  const a = await connect(ws, { apiKey, clientName: 'e2e-a' });
+  const b = await connect(ws, { apiKey, clientName: 'e2e-b' });
+  const c = await connect(ws, { apiKey, clientName: 'e2e-c' });
+  for (const budget of Object.values(a.rateLimits)) assert.ok(budget.perSecond > 0 && budget.burst >= budget.perSecond);
+  steps.push('api key');
+
+  // An invite code: the server names the room; a password and a policy come with it.
+  const policy = { rules: [{ action: 'set_state', scope: 'cursor/', roles: ['host', 'editor', 'viewer'] }] };
+  const ra = await a.join('', { create: true, name: 'ada', password: 'pw', policy });
+  assert.ok(ra.id.length > 0, 'the server generated a room id');
+  assert.equal(ra.role, 'host');
+  assert.deepEqual(JSON.parse(JSON.stringify(ra.policy)), { rules: [{ action: 'set_state', scope: 'cursor/', roles: ['host', 'editor', 'viewer'] }] });
+  await rejects(b.join(ra.id, { name: 'bo', create: false }), 'password_required');
+  await rejects(b.join(ra.id, { name: 'bo', create: false, password: 'nope' }), 'wrong_password');
+  const rb = await b.join(ra.id, { name: 'bo', create: false, password: 'pw' });
+  const rc = await c.join(ra.id, { name: 'cy', create: false, password: 'pw' });
+  assert.equal(rb.role, 'editor');
+  steps.push(`invite code ${ra.id}, password`);
+
+  // Roles: the replica and can() follow a role change, and can() predicts the server.
+  const seenByB = new Promise((resolve) => rb.on('roleChanged', resolve));
+  const roleSeq = await ra.setRole(rb.me, 'viewer');
+  const change = await seenByB;
+  assert.deepEqual([change.member.id, change.role, change.previousRole, change.by, change.seq], [rb.me, 'viewer', 'editor', ra.me, roleSeq]);
+  assert.equal(rb.role, 'viewer');
+  assert.equal(ra.member(rb.me).role, 'viewer');
+  assert.equal(rb.can('set_state', 'title'), false);
+  await rejects(rb.setState('title', 'x'), 'forbidden');
+  assert.equal(rb.can('set_state', 'cursor/2'), true);
+  await rb.setState('cursor/2', 'x');
+  assert.equal(rb.can('kick'), false);
+  await rejects(rb.kick(rc.me), 'forbidden');
+  steps.push('roles and policy');
+
+  // The password goes; it makes no event.
+  const last = ra.lastSeq;
+  assert.equal(await ra.setPassword(null), last);
+
+  // Kick: everyone sees it; the kicked client's room ends and a rejoin is banned.
+  const kicked = new Promise((resolve) => rb.on('kicked', resolve));
+  const seenByC = new Promise((resolve) => rc.on('memberKicked', resolve));
+  const kickSeq = await ra.kick(rb.me, 'bye');
+  const k = await kicked;
+  assert.deepEqual([k.by, k.reason, k.seq], [ra.me, 'bye', kickSeq]);
+  assert.ok(k.banMs > 0);
+  assert.equal(rb.joined, false);
+  assert.equal((await seenByC).member.name, 'bo');
+  assert.equal(ra.member(rb.me), undefined);
+  const ban = await rejects(b.join(ra.id, { name: 'bo', create: false }), 'banned');
+  assert.ok(ban.retryAfterMs > 0 && ban.retryAfterMs <= k.banMs, `retry after ${ban.retryAfterMs}`);
+  steps.push('kick and ban');
+
+  // Close: everyone's room ends.
+  const closedForC = new Promise((resolve) => rc.on('closed', resolve));
+  const closeSeq = await ra.close('done');
+  assert.deepEqual(await closedForC, { by: ra.me, reason: 'done', seq: closeSeq });
+  assert.equal(ra.joined, false);
+  assert.equal(rc.joined, false);
+  await rejects(rc.setState('cursor/3', 'x'), 'not_joined');
+  steps.push('close');
+
+  // A rate budget spent: refused with the time to wait, then fine after it.
+  const rd = await c.join(`e2e-rate-${process.pid}`, { name: 'cy' });
+  // One write after another, stopping at the first refusal: a single violation,
+  // far from the repeated ones that would close the session.
+  let limited = null;
+  const budget = c.rateLimits.stateUpdates;
+  for (let i = 0; i < budget.burst + 10 * budget.perSecond && !limited; i++) {
+    limited = await rd.setState('k', String(i)).then(
+      () => null,
+      (e) => e,
+    );
+  }
+  assert.ok(limited, 'no write was rate limited');
+  assert.equal(limited.name, 'rate_limited', limited.message);
+  assert.ok(limited.retryAfterMs > 0, `retry after ${limited.retryAfterMs}`);
+  await wait(limited.retryAfterMs + 50);
+  await rd.setState('k', 'after the wait');
+  steps.push(`rate limited (retry after ${limited.retryAfterMs} ms)`);
+
+  await Promise.all([a.close(), b.close(), c.close()]);
+  return steps;
+}
+
 const port = process.argv[2];
 if (port) {
   const timer = setTimeout(() => {
     console.error('scenario timed out');
     process.exit(2);
   }, 25_000);
-  run(port).then(
+  (process.argv[3] === 'access' ? runAccess(port, process.argv[4]) : run(port)).then(
     (steps) => {
       clearTimeout(timer);
       console.log(JSON.stringify(Array.isArray(steps) ? { ok: true, steps } : { ok: true, ...steps }));
