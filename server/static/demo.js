@@ -2,7 +2,9 @@
 // chat (commands), the member list, and the connection's transport and clock.
 //
 // Query parameters: ?room=NAME (default lobby) &name=NAME (default random)
-// &transport=ws|wt|auto (default auto) &color=%23RRGGBB.
+// &transport=ws|wt|auto (default auto) &color=%23RRGGBB, and for servers with
+// access control &key=API_KEY (the server's --api-key) &password=ROOM_PASSWORD
+// &token=JOIN_TOKEN.
 // Test hooks: window.chorusDemo (client, room, joined, selfTest, measureRtt), and
 // ?selftest=basic|rtt&report=URL runs one of them and POSTs the result as JSON to URL
 // (for browsers no test driver can control, such as stock Firefox).
@@ -17,6 +19,8 @@ const myName = params.get('name') || `${pick(['quick', 'calm', 'bright', 'brave'
 const myColor = /^#[0-9a-f]{6}$/i.test(params.get('color') ?? '') ? params.get('color') : pick(PALETTE);
 const transport = { ws: 'websocket', websocket: 'websocket', wt: 'webtransport', webtransport: 'webtransport' }[params.get('transport')] ?? 'auto';
 const serverUrl = `https://${location.host}/chorus`;
+const apiKey = params.get('key') || undefined;
+const access = { password: params.get('password') || undefined, token: params.get('token') || undefined };
 const TICK_INTERVAL_MS = 1000 / 60; // cursor ticks: at most 60 Hz
 const STALE_MS = 3000;
 
@@ -90,13 +94,13 @@ async function main() {
   $('room-name').textContent = roomId;
   let client;
   try {
-    client = await connect(serverUrl, { transport, clientName: 'chorus-demo/0.1' });
+    client = await connect(serverUrl, { transport, clientName: 'chorus-demo/0.1', apiKey });
     demo.client = client;
     client.on('close', (reason) => banner(`Disconnected: ${reason?.message || reason?.name || 'connection closed'}`));
     // The SDK closes the connection on pagehide itself (closeOnPageHide).
     client.on('error', (err) => systemLine(`server error: ${describe(err)}`));
     const room = await client.join(roomId, {
-      name: myName, meta: enc.encode(JSON.stringify({ color: myColor })), createIfMissing: true,
+      name: myName, meta: enc.encode(JSON.stringify({ color: myColor })), createIfMissing: true, ...access,
     });
     demo.room = room;
     setUp(client, room);
@@ -128,6 +132,29 @@ function setUp(client, room) {
     cursors.delete(id);
     renderMembers(room);
     systemLine(`${names.get(id)?.name ?? `member ${id}`} left (${reason})`);
+  });
+  room.on('memberKicked', ({ member, by, reason }) => {
+    const id = memberId(member);
+    cursors.get(id)?.node.remove();
+    cursors.delete(id);
+    renderMembers(room);
+    if (id !== room.me) systemLine(`${names.get(id)?.name ?? `member ${id}`} was removed by ${names.get(by)?.name ?? `member ${by}`}${reason ? ` (${reason})` : ''}`);
+  });
+  room.on('roleChanged', ({ member, role, by }) => {
+    renderMembers(room);
+    updateControls(room);
+    renderStatus(client, room);
+    const who = member.id === room.me ? 'you are' : `${names.get(member.id)?.name ?? `member ${member.id}`} is`;
+    systemLine(`${who} now ${role} (by ${names.get(by)?.name ?? `member ${by}`})`);
+  });
+  room.on('kicked', ({ by, reason }) => {
+    banner(`You were removed from ${room.id} by ${names.get(by)?.name ?? `member ${by}`}${reason ? `: ${reason}` : ''}`);
+    updateControls(room);
+  });
+  room.on('closed', ({ by, reason }) => {
+    banner(`The room ${room.id} was closed by ${names.get(by)?.name ?? `member ${by}`}${reason ? `: ${reason}` : ''}`);
+    renderMembers(room);
+    updateControls(room);
   });
   room.on('stateChanged', () => renderState(room));
   room.on('command', (cmd) => {
@@ -163,10 +190,7 @@ function setUp(client, room) {
     else if (!timer) timer = setTimeout(flush, wait);
   });
 
-  const canEdit = room.role !== 'viewer';
-  for (const id of ['title-input', 'color-input']) $(id).disabled = !canEdit;
-  for (const b of document.querySelectorAll('#title-form button, #color-form button')) b.disabled = !canEdit;
-  if (!canEdit) $('state-note').textContent = 'viewers cannot change the state';
+  updateControls(room);
   $('title-form').addEventListener('submit', (e) => {
     e.preventDefault();
     setKey(room, 'title', $('title-input').value.trim());
@@ -186,6 +210,21 @@ function setUp(client, room) {
       systemLine(`message not sent: ${describe(err)}`);
     }
   });
+}
+
+/** Enables the state controls this client's role may use in this room (the room's policy, as the server applies it). */
+function updateControls(room) {
+  const may = { title: room.can('set_state', 'title'), color: room.can('set_state', 'color') };
+  $('title-input').disabled = !may.title;
+  $('color-input').disabled = !may.color;
+  $('title-form').querySelector('button').disabled = !may.title;
+  $('color-form').querySelector('button').disabled = !may.color;
+  $('chat-input').disabled = !room.joined;
+  $('chat-form').querySelector('button').disabled = !room.joined;
+  let note = '';
+  if (!room.joined) note = 'not in the room any more';
+  else if (!may.title && !may.color) note = `${room.role}s cannot change the state`;
+  $('state-note').textContent = note;
 }
 
 /** Writes one state key, on top of the version this page shows (optimistic concurrency). */
@@ -330,9 +369,9 @@ async function selfTest() {
 
     const otherName = `${myName}-2`;
     const sawJoin = nextEvent(room, 'memberJoined', (m) => m.name === otherName, 10000, 'memberJoined');
-    other = await connect(serverUrl, { transport: client.transport, clientName: 'chorus-demo-selftest/0.1' });
+    other = await connect(serverUrl, { transport: client.transport, clientName: 'chorus-demo-selftest/0.1', apiKey });
     check('second client on the same transport', other.transport === client.transport, { transport: other.transport });
-    const room2 = await other.join(room.id, { name: otherName, createIfMissing: false });
+    const room2 = await other.join(room.id, { name: otherName, createIfMissing: false, ...access });
     const joinedEvent = await sawJoin;
     check('first sees second join', joinedEvent.id === room2.me, { event: joinedEvent.id, me: room2.me });
     check('second sees first in members', room2.members.some((m) => m.id === room.me && m.name === myName), room2.members.map((m) => m.name));
