@@ -17,13 +17,18 @@ try {
   await wt.ready;
   const stream = await wt.createBidirectionalStream();
   const name = new TextEncoder().encode('probe');
-  const body = [0, 1, 0, name.length, ...name, 0];
+  // Hello { version 2.0, client_name, capabilities 0, options [] }
+  const body = [0, 2, 0, name.length, ...name, 0, 0];
   await stream.writable.getWriter().write(new Uint8Array([body.length, ...body]));
   const reader = stream.readable.getReader();
   const got = [];
-  while (got.length < 3) { const { value, done } = await reader.read(); if (done) break; got.push(...value); }
-  await report({ kind: 'result', ok: got[1] === 0 && got[2] === 1 && got[3] === 0,
-    head: got.slice(0, 4), maxDatagramSize: wt.datagrams.maxDatagramSize, isSecureContext, userAgent: navigator.userAgent });
+  while (got.length < 6) { const { value, done } = await reader.read(); if (done) break; got.push(...value); }
+  // Skip the frame's varint length prefix; then tag 0 (Hello), major 2, minor 0.
+  let at = 0;
+  while (got[at] & 0x80) at += 1;
+  at += 1;
+  await report({ kind: 'result', ok: got[at] === 0 && got[at + 1] === 2 && got[at + 2] === 0,
+    head: got.slice(0, at + 3), maxDatagramSize: wt.datagrams.maxDatagramSize, isSecureContext, userAgent: navigator.userAgent });
   wt.close();
 } catch (e) {
   await report({ kind: 'result', ok: false, error: String(e), isSecureContext, hasWebTransport: typeof WebTransport });
