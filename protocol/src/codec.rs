@@ -8,14 +8,16 @@
 use crate::error::{ErrorCode, ErrorDetail};
 use crate::frame::{FrameError, get_varint_u32};
 use crate::limits::{LimitViolation, Limits};
-use crate::message::{ClientMessage, Datagram, HelloOption, JoinOption, ServerMessage};
+use crate::message::{
+    ClientMessage, Datagram, HelloOption, JoinOption, PackStreamHeader, ServerMessage,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Number of `ClientMessage` variants (tags `0..CLIENT_MESSAGE_TAGS`).
-pub const CLIENT_MESSAGE_TAGS: u32 = 11;
+pub const CLIENT_MESSAGE_TAGS: u32 = 19;
 /// Number of `ServerMessage` variants.
-pub const SERVER_MESSAGE_TAGS: u32 = 15;
+pub const SERVER_MESSAGE_TAGS: u32 = 25;
 /// Number of `Datagram` variants.
 pub const DATAGRAM_TAGS: u32 = 1;
 
@@ -121,6 +123,48 @@ pub fn peek_hello_version(bytes: &[u8]) -> Option<crate::types::ProtocolVersion>
     Some(version)
 }
 
+/// Largest pack stream header body, in bytes.
+pub const MAX_PACK_HEADER_BYTES: usize = 256;
+
+/// Encodes a pack stream header as a frame (varint length, then the body):
+/// the start of a pack stream, or of a pack-lane message on WebSocket.
+pub fn encode_pack_header(header: &PackStreamHeader) -> Vec<u8> {
+    crate::frame::encode_frame(header).to_vec()
+}
+
+/// Splits a pack-lane message (or the start of a pack stream) into its header
+/// and the content bytes after it. The header must be a complete frame of at
+/// most [`MAX_PACK_HEADER_BYTES`] holding exactly one header with a 32-byte hash.
+pub fn split_pack_message(bytes: &[u8]) -> Result<(PackStreamHeader, &[u8]), DecodeError> {
+    let Some((len, prefix)) = get_varint_u32(bytes)? else {
+        return Err(DecodeError::Empty);
+    };
+    let len = len as usize;
+    if len > MAX_PACK_HEADER_BYTES {
+        return Err(DecodeError::Frame(FrameError::TooLarge {
+            declared: len as u64,
+            max: MAX_PACK_HEADER_BYTES as u32,
+        }));
+    }
+    let body = bytes
+        .get(prefix..prefix + len)
+        .ok_or(DecodeError::Malformed(
+            postcard::Error::DeserializeUnexpectedEnd,
+        ))?;
+    let header: PackStreamHeader = decode_exact(body, 2)?;
+    let hash = match &header {
+        PackStreamHeader::Upload { hash, .. } | PackStreamHeader::Download { hash, .. } => hash,
+    };
+    if hash.len() != 32 {
+        return Err(DecodeError::Limit(LimitViolation {
+            field: "pack hash",
+            limit: 32,
+            actual: hash.len() as u64,
+        }));
+    }
+    Ok((header, &bytes[prefix + len..]))
+}
+
 /// Decodes one server message. Clients skip frames with tags they do not know
 /// (they see [`DecodeError::UnknownTag`]) and carry on.
 pub fn decode_server_message(bytes: &[u8]) -> Result<ServerMessage, DecodeError> {
@@ -154,6 +198,10 @@ pub fn validate_client_message(msg: &ClientMessage, limits: &Limits) -> Result<(
                 match option {
                     HelloOption::ApiKey(key) => {
                         Limits::check("api key", key.len(), limits.max_api_key_len)?
+                    }
+                    HelloOption::Resume { token, rooms } => {
+                        Limits::check("resume token", token.len(), limits.max_token_len)?;
+                        Limits::check("resume rooms", rooms.len(), limits.max_rooms_per_session)?;
                     }
                 }
             }
@@ -192,7 +240,10 @@ pub fn validate_client_message(msg: &ClientMessage, limits: &Limits) -> Result<(
                             )?;
                         }
                     }
-                    JoinOption::CreateIfMissing | JoinOption::MaxMembers(_) => {}
+                    JoinOption::CreateIfMissing
+                    | JoinOption::MaxMembers(_)
+                    | JoinOption::Kind(_)
+                    | JoinOption::Failover(_) => {}
                 }
             }
             Ok(())
@@ -230,9 +281,35 @@ pub fn validate_client_message(msg: &ClientMessage, limits: &Limits) -> Result<(
                 limits.max_idempotency_key_len,
             )
         }
+        ClientMessage::Timeline { name, .. } => {
+            Limits::check("timeline name", name.len(), limits.max_timeline_name_len)
+        }
+        ClientMessage::Direct { kind, payload, .. }
+        | ClientMessage::Broadcast { kind, payload, .. } => {
+            Limits::check("message kind", kind.len(), limits.max_command_kind_len)?;
+            Limits::check(
+                "message payload",
+                payload.len(),
+                limits.max_direct_payload_bytes,
+            )
+        }
+        ClientMessage::PackUpload {
+            hash,
+            name,
+            media_type,
+            ..
+        } => {
+            Limits::check("pack hash", hash.len(), 32)?;
+            Limits::check("pack name", name.len(), limits.max_pack_name_len)?;
+            Limits::check("media type", media_type.len(), limits.max_pack_name_len)
+        }
+        ClientMessage::PackFetch { hash, .. } => Limits::check("pack hash", hash.len(), 32),
         ClientMessage::Leave { .. }
         | ClientMessage::Ping { .. }
-        | ClientMessage::SetRole { .. } => Ok(()),
+        | ClientMessage::SetRole { .. }
+        | ClientMessage::RequestSnapshot { .. }
+        | ClientMessage::GetIceServers { .. }
+        | ClientMessage::SetDelegate { .. } => Ok(()),
     }
 }
 
@@ -254,18 +331,19 @@ mod tests {
     #[test]
     fn tag_counts_match_the_enums() {
         // The highest tag of each enum decodes; one past it is unknown.
-        let close = encode_message(&ClientMessage::CloseRoom {
+        let last = encode_message(&ClientMessage::PackFetch {
             request_id: 1,
             room: RoomSlot(1),
-            reason: String::new(),
+            hash: vec![0; 32],
+            offset: 0,
         });
-        assert_eq!(close[0] as u32, CLIENT_MESSAGE_TAGS - 1);
-        let ack = encode_message(&ServerMessage::Ack {
+        assert_eq!(last[0] as u32, CLIENT_MESSAGE_TAGS - 1);
+        let last = encode_message(&ServerMessage::PackUploadReady {
             request_id: 1,
-            room: RoomSlot(1),
-            seq: crate::Seq(1),
+            hash: vec![0; 32],
+            offset: 0,
         });
-        assert_eq!(ack[0] as u32, SERVER_MESSAGE_TAGS - 1);
+        assert_eq!(last[0] as u32, SERVER_MESSAGE_TAGS - 1);
         assert_eq!(
             decode_client_message(&[CLIENT_MESSAGE_TAGS as u8], &Limits::default()),
             Err(DecodeError::UnknownTag {
@@ -377,6 +455,34 @@ mod tests {
         );
         assert_eq!(peek_hello_version(&[1, 2, 0]), None, "not a hello");
         assert_eq!(peek_hello_version(&[0]), None, "truncated");
+    }
+
+    #[test]
+    fn pack_messages_split_into_header_and_content() {
+        let header = PackStreamHeader::Upload {
+            hash: vec![7; 32],
+            offset: 1 << 20,
+        };
+        let mut message = encode_pack_header(&header);
+        message.extend_from_slice(b"content");
+        let (decoded, rest) = split_pack_message(&message).expect("splits");
+        assert_eq!((decoded, rest), (header, &b"content"[..]));
+        // Every truncation of the header fails cleanly.
+        let header_len = message.len() - b"content".len();
+        for end in 0..header_len {
+            assert!(split_pack_message(&message[..end]).is_err());
+        }
+        // A short hash is refused.
+        let short = encode_pack_header(&PackStreamHeader::Upload {
+            hash: vec![1; 31],
+            offset: 0,
+        });
+        assert!(split_pack_message(&short).is_err());
+        // A huge declared header is refused before reading it.
+        assert!(matches!(
+            split_pack_message(&[0xff, 0xff, 0x03]),
+            Err(DecodeError::Frame(FrameError::TooLarge { .. }))
+        ));
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub enum ErrorCode {
     /// 208: this client was kicked from the room and its ban has not run out;
     /// the detail carries the time left.
     Banned,
+    /// 209: the resume token is unknown or its window has passed; join afresh.
+    ResumeFailed,
+    /// 210: no pack with that hash in the room (or its upload is not complete).
+    PackNotFound,
     /// 300: the member's role does not permit this action.
     Forbidden,
     /// 301: an `if_version` precondition failed; the detail carries the current version.
@@ -64,6 +68,12 @@ pub enum ErrorCode {
     WrongPassword,
     /// 307: the room has a password and the join gave none.
     PasswordRequired,
+    /// 308: an uploaded pack's content does not have the SHA-256 it was announced with.
+    HashMismatch,
+    /// 309: a pack's media type is not allowed, or its content is not of that type.
+    MediaTypeRefused,
+    /// 310: the room does not store anything of this kind (relay rooms).
+    NotStored,
     /// 400: the client did not read reliable events fast enough and is disconnected.
     SlowConsumer,
     /// 401: a rate budget is spent; the detail carries when to retry. Repeated
@@ -102,6 +112,8 @@ impl ErrorCode {
             ErrorCode::InvalidSender => 206,
             ErrorCode::InvalidRoomId => 207,
             ErrorCode::Banned => 208,
+            ErrorCode::ResumeFailed => 209,
+            ErrorCode::PackNotFound => 210,
             ErrorCode::Forbidden => 300,
             ErrorCode::Conflict => 301,
             ErrorCode::StateFull => 302,
@@ -110,6 +122,9 @@ impl ErrorCode {
             ErrorCode::TokenExpired => 305,
             ErrorCode::WrongPassword => 306,
             ErrorCode::PasswordRequired => 307,
+            ErrorCode::HashMismatch => 308,
+            ErrorCode::MediaTypeRefused => 309,
+            ErrorCode::NotStored => 310,
             ErrorCode::SlowConsumer => 400,
             ErrorCode::RateLimited => 401,
             ErrorCode::Blocked => 402,
@@ -138,6 +153,8 @@ impl ErrorCode {
             206 => ErrorCode::InvalidSender,
             207 => ErrorCode::InvalidRoomId,
             208 => ErrorCode::Banned,
+            209 => ErrorCode::ResumeFailed,
+            210 => ErrorCode::PackNotFound,
             300 => ErrorCode::Forbidden,
             301 => ErrorCode::Conflict,
             302 => ErrorCode::StateFull,
@@ -146,6 +163,9 @@ impl ErrorCode {
             305 => ErrorCode::TokenExpired,
             306 => ErrorCode::WrongPassword,
             307 => ErrorCode::PasswordRequired,
+            308 => ErrorCode::HashMismatch,
+            309 => ErrorCode::MediaTypeRefused,
+            310 => ErrorCode::NotStored,
             400 => ErrorCode::SlowConsumer,
             401 => ErrorCode::RateLimited,
             402 => ErrorCode::Blocked,
@@ -175,6 +195,8 @@ impl ErrorCode {
             ErrorCode::InvalidSender => "invalid_sender",
             ErrorCode::InvalidRoomId => "invalid_room_id",
             ErrorCode::Banned => "banned",
+            ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::PackNotFound => "pack_not_found",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Conflict => "conflict",
             ErrorCode::StateFull => "state_full",
@@ -183,6 +205,9 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::WrongPassword => "wrong_password",
             ErrorCode::PasswordRequired => "password_required",
+            ErrorCode::HashMismatch => "hash_mismatch",
+            ErrorCode::MediaTypeRefused => "media_type_refused",
+            ErrorCode::NotStored => "not_stored",
             ErrorCode::SlowConsumer => "slow_consumer",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Blocked => "blocked",
@@ -194,7 +219,7 @@ impl ErrorCode {
     }
 
     /// Every code this build knows, for documentation and tests.
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessage,
         ErrorCode::FrameTooLarge,
@@ -211,6 +236,8 @@ impl ErrorCode {
         ErrorCode::InvalidSender,
         ErrorCode::InvalidRoomId,
         ErrorCode::Banned,
+        ErrorCode::ResumeFailed,
+        ErrorCode::PackNotFound,
         ErrorCode::Forbidden,
         ErrorCode::Conflict,
         ErrorCode::StateFull,
@@ -219,6 +246,9 @@ impl ErrorCode {
         ErrorCode::TokenExpired,
         ErrorCode::WrongPassword,
         ErrorCode::PasswordRequired,
+        ErrorCode::HashMismatch,
+        ErrorCode::MediaTypeRefused,
+        ErrorCode::NotStored,
         ErrorCode::SlowConsumer,
         ErrorCode::RateLimited,
         ErrorCode::Blocked,
@@ -270,6 +300,11 @@ pub enum ErrorDetail {
     /// wait before trying again.
     RetryAfter {
         retry_after_ms: u64,
+    },
+    /// With [`ErrorCode::Conflict`] on a timeline request: the room sequence
+    /// number of the timeline's last change.
+    Sequence {
+        current_seq: crate::types::Seq,
     },
 }
 

@@ -23,8 +23,8 @@ pub mod types;
 
 pub use codec::{
     DecodeError, decode_client_message, decode_client_message_unchecked, decode_datagram,
-    decode_server_message, encode_datagram, encode_message, peek_hello_version,
-    validate_client_message,
+    decode_server_message, encode_datagram, encode_message, encode_pack_header, peek_hello_version,
+    split_pack_message, validate_client_message,
 };
 pub use error::{ErrorCode, ErrorDetail, ErrorFrame};
 pub use frame::{FrameDecoder, FrameError, encode_frame};

@@ -53,6 +53,22 @@ pub struct Limits {
     pub max_api_key_len: u32,
     /// Rules in a room's permission policy.
     pub max_policy_rules: u32,
+    /// Timeline name length.
+    pub max_timeline_name_len: u32,
+    /// Timelines in one room.
+    pub max_timelines_per_room: u32,
+    /// How far ahead a timeline change may be scheduled, in milliseconds.
+    pub max_schedule_ahead_ms: u32,
+    /// Direct and broadcast message payload.
+    pub max_direct_payload_bytes: u32,
+    /// One pack.
+    pub max_pack_bytes: u32,
+    /// Packs in one room.
+    pub max_packs_per_room: u32,
+    /// All packs of one room together.
+    pub max_pack_bytes_per_room: u32,
+    /// A pack's name and media type.
+    pub max_pack_name_len: u32,
 }
 
 impl Default for Limits {
@@ -78,6 +94,14 @@ impl Default for Limits {
             max_token_len: 4096,
             max_api_key_len: 256,
             max_policy_rules: 64,
+            max_timeline_name_len: 64,
+            max_timelines_per_room: 16,
+            max_schedule_ahead_ms: 10_000,
+            max_direct_payload_bytes: 64 * 1024,
+            max_pack_bytes: 2 * 1024 * 1024,
+            max_packs_per_room: 300,
+            max_pack_bytes_per_room: 256 * 1024 * 1024,
+            max_pack_name_len: 128,
         }
     }
 }

@@ -10,7 +10,8 @@ use crate::error::ErrorFrame;
 use crate::limits::Limits;
 use crate::policy::{PermissionPolicy, RateLimits};
 use crate::types::{
-    LeaveReason, MemberId, ProtocolVersion, RequestId, Role, RoomSlot, Seq, ServerTime,
+    FailoverMode, LeaveReason, MemberId, Presence, ProtocolVersion, RequestId, Role, RoomKind,
+    RoomSlot, Seq, ServerTime,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,17 @@ pub enum JoinOption {
     /// When this join creates the room: a room template from the server's
     /// configuration (policy, caps, persistence). Unknown names are refused.
     Template(String),
+    /// When this join creates the room: its kind (default `Normal`).
+    Kind(RoomKind),
+    /// When this join creates the room: what happens when its host goes away.
+    Failover(FailoverMode),
+}
+
+/// A room a resuming client was in, and the last room sequence number it saw there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeRoom {
+    pub room: RoomSlot,
+    pub last_seq: Seq,
 }
 
 /// Options of the client hello. A server refuses options it does not know.
@@ -49,6 +61,42 @@ pub enum JoinOption {
 pub enum HelloOption {
     /// The server's API key, when the server requires one.
     ApiKey(String),
+    /// Resume an earlier session: its resume token, and per room the last
+    /// sequence number seen. The server answers each room with `Resumed` (and
+    /// the missed events) or `ResumeLost`.
+    Resume {
+        token: String,
+        rooms: Vec<ResumeRoom>,
+    },
+}
+
+/// A timeline control operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimelineOp {
+    Play,
+    Pause,
+    /// Move to a position (microseconds from the timeline's start).
+    Seek {
+        position_us: u64,
+    },
+    /// Playback rate in parts per million (1 000 000 = normal speed; 0 is refused).
+    SetRate {
+        rate_ppm: u32,
+    },
+    /// Tempo in milli-beats per minute (120 000 = 120 BPM), or none.
+    SetTempo {
+        tempo_mbpm: Option<u32>,
+    },
+}
+
+/// Who a broadcast goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Audience {
+    Everyone,
+    /// Everyone but the sender.
+    Others,
+    /// Members with this role.
+    Role(Role),
 }
 
 /// First message of a client on the control stream.
@@ -138,6 +186,77 @@ pub enum ClientMessage {
         room: RoomSlot,
         reason: String,
     },
+    /// Control a timeline (created on first use). Takes effect at `at` (a
+    /// server time no more than the server's schedule horizon ahead), or now.
+    /// With `expected_seq`, only if the timeline's last change has that room
+    /// sequence number (0: never changed); else `Conflict` with the current one.
+    /// Answered by `Ack`; every member sees `TimelineChanged`.
+    Timeline {
+        request_id: RequestId,
+        room: RoomSlot,
+        name: String,
+        op: TimelineOp,
+        at: Option<ServerTime>,
+        expected_seq: Option<Seq>,
+    },
+    /// A message for one member only (signalling, private notes). Not
+    /// sequenced, not stored. Answered by `Ack`.
+    Direct {
+        request_id: RequestId,
+        room: RoomSlot,
+        to: MemberId,
+        kind: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// A message for several members. Not sequenced, not stored. Answered by `Ack`.
+    Broadcast {
+        request_id: RequestId,
+        room: RoomSlot,
+        audience: Audience,
+        kind: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    /// Ask for a fresh snapshot of the room. Answered by `Snapshot`.
+    RequestSnapshot {
+        request_id: RequestId,
+        room: RoomSlot,
+    },
+    /// Ask for STUN/TURN servers (with time-limited TURN credentials when the
+    /// server has a TURN secret). Answered by `IceServers`.
+    GetIceServers {
+        request_id: RequestId,
+        room: RoomSlot,
+    },
+    /// Name the member who takes over as host if the host goes away (or
+    /// `None`). Needs GrantRoles. Answered by `Ack`.
+    SetDelegate {
+        request_id: RequestId,
+        room: RoomSlot,
+        member: Option<MemberId>,
+    },
+    /// Offer a pack. If the server already has the content, the room gets
+    /// `PackAvailable` at once; else the answer is `PackUploadReady` with the
+    /// offset to send from (non-zero when an interrupted upload resumes).
+    PackUpload {
+        request_id: RequestId,
+        room: RoomSlot,
+        #[serde(with = "serde_bytes")]
+        hash: Vec<u8>,
+        name: String,
+        media_type: String,
+        size: u64,
+    },
+    /// Ask for a pack's bytes from `offset`. The server sends them on a pack
+    /// stream (WebTransport) or pack lane (WebSocket); errors come as `Error`.
+    PackFetch {
+        request_id: RequestId,
+        room: RoomSlot,
+        #[serde(with = "serde_bytes")]
+        hash: Vec<u8>,
+        offset: u64,
+    },
 }
 
 /// One member as others see it.
@@ -146,6 +265,53 @@ pub struct MemberInfo {
     pub id: MemberId,
     pub role: Role,
     pub display: DisplayInfo,
+    pub presence: Presence,
+}
+
+/// A timeline's state: position = `anchor_position_us` + (now − `anchor_time`)
+/// × `rate_ppm` / 1 000 000 while playing, else `anchor_position_us`. For a
+/// scheduled change, `anchor_time` is in the future: until then the previous
+/// state applies (the client keeps it until that time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineState {
+    pub name: String,
+    pub playing: bool,
+    pub rate_ppm: u32,
+    pub anchor_time: ServerTime,
+    pub anchor_position_us: u64,
+    pub tempo_mbpm: Option<u32>,
+    /// The room sequence number of the change that made this state.
+    pub seq: Seq,
+}
+
+/// A pack as members see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackInfo {
+    /// SHA-256 of the content (32 bytes).
+    #[serde(with = "serde_bytes")]
+    pub hash: Vec<u8>,
+    pub name: String,
+    pub media_type: String,
+    pub size: u64,
+    pub uploader: MemberId,
+}
+
+/// One chat message of a room's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatEntry {
+    pub seq: Seq,
+    pub author: MemberId,
+    pub time: ServerTime,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+/// A STUN or TURN server for WebRTC (the shape of `RTCIceServer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
 }
 
 /// One key of a room's state.
@@ -179,6 +345,14 @@ pub struct RoomSnapshot {
     pub last_seq: Seq,
     /// The room's own permission rules (the defaults apply where none matches).
     pub policy: PermissionPolicy,
+    pub kind: RoomKind,
+    pub failover: FailoverMode,
+    /// Timelines, by name.
+    pub timelines: Vec<TimelineState>,
+    /// Packs available in the room, oldest first.
+    pub packs: Vec<PackInfo>,
+    /// The last chat messages (commands of kind `"chat"`), oldest first.
+    pub chat: Vec<ChatEntry>,
 }
 
 /// The server's answer to a valid `ClientHello`.
@@ -195,6 +369,11 @@ pub struct ServerHello {
     pub limits: Limits,
     /// This session's rate budgets.
     pub rate_limits: RateLimits,
+    /// Presented in a later hello (`HelloOption::Resume`) to resume this
+    /// session after a dropped connection; empty when resuming is off.
+    pub resume_token: String,
+    /// How long after a drop the session can be resumed.
+    pub resume_window_ms: u64,
     /// Additions of later minor versions; a client skips kinds it does not know.
     pub extensions: Vec<HelloExtension>,
 }
@@ -308,6 +487,98 @@ pub enum ServerMessage {
         room: RoomSlot,
         seq: Seq,
     },
+    /// A member's presence changed (reconnecting, back online, away).
+    PresenceChanged {
+        room: RoomSlot,
+        seq: Seq,
+        member: MemberId,
+        presence: Presence,
+    },
+    /// A timeline changed (by a member, or by the server with `by` = 0 when
+    /// failover pauses it).
+    TimelineChanged {
+        room: RoomSlot,
+        seq: Seq,
+        timeline: TimelineState,
+        by: MemberId,
+    },
+    DirectMessage {
+        room: RoomSlot,
+        from: MemberId,
+        kind: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    BroadcastMessage {
+        room: RoomSlot,
+        from: MemberId,
+        kind: String,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
+    Snapshot {
+        request_id: RequestId,
+        snapshot: RoomSnapshot,
+    },
+    IceServers {
+        request_id: RequestId,
+        servers: Vec<IceServer>,
+        /// When TURN credentials stop working (0 without TURN).
+        expires: ServerTime,
+    },
+    /// The resumed session is back in `room` as `member`. With a snapshot,
+    /// the gap was too old to replay: the snapshot replaces the client's
+    /// replica. Without one, the missed events follow, in order, as the
+    /// usual messages with their own sequence numbers.
+    Resumed {
+        room: RoomSlot,
+        member: MemberId,
+        snapshot: Option<RoomSnapshot>,
+    },
+    /// The resumed session is no longer in `room` (it ended, or the member was
+    /// removed while away); `code` says why.
+    ResumeLost {
+        room: RoomSlot,
+        code: crate::error::ErrorCode,
+    },
+    /// A pack is in the room.
+    PackAvailable {
+        room: RoomSlot,
+        seq: Seq,
+        pack: PackInfo,
+    },
+    /// Send the pack's bytes from `offset` (a resumed upload skips what the
+    /// server already has).
+    PackUploadReady {
+        request_id: RequestId,
+        #[serde(with = "serde_bytes")]
+        hash: Vec<u8>,
+        offset: u64,
+    },
+}
+
+/// The header of a pack transfer: the first frame (varint length + body) of a
+/// WebTransport unidirectional stream, whose remaining bytes are the pack's
+/// content from `offset` to the stream's end; on WebSocket, the start of every
+/// pack-lane message, followed by one chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PackStreamHeader {
+    /// Client to server: content of the pack `hash` (announced with
+    /// `PackUpload`) from `offset`.
+    Upload {
+        #[serde(with = "serde_bytes")]
+        hash: Vec<u8>,
+        offset: u64,
+    },
+    /// Server to client: content of the pack `hash` (asked for with
+    /// `PackFetch` request `request_id`) from `offset`; `size` is the whole pack.
+    Download {
+        request_id: RequestId,
+        #[serde(with = "serde_bytes")]
+        hash: Vec<u8>,
+        offset: u64,
+        size: u64,
+    },
 }
 
 /// A tick: a small, frequent, unreliable update (pose, cursor, scroll).
@@ -351,6 +622,14 @@ impl ClientMessage {
             ClientMessage::SetRole { .. } => "set_role",
             ClientMessage::SetPassword { .. } => "set_password",
             ClientMessage::CloseRoom { .. } => "close_room",
+            ClientMessage::Timeline { .. } => "timeline",
+            ClientMessage::Direct { .. } => "direct",
+            ClientMessage::Broadcast { .. } => "broadcast",
+            ClientMessage::RequestSnapshot { .. } => "request_snapshot",
+            ClientMessage::GetIceServers { .. } => "get_ice_servers",
+            ClientMessage::SetDelegate { .. } => "set_delegate",
+            ClientMessage::PackUpload { .. } => "pack_upload",
+            ClientMessage::PackFetch { .. } => "pack_fetch",
         }
     }
 
@@ -365,7 +644,15 @@ impl ClientMessage {
             | ClientMessage::Kick { request_id, .. }
             | ClientMessage::SetRole { request_id, .. }
             | ClientMessage::SetPassword { request_id, .. }
-            | ClientMessage::CloseRoom { request_id, .. } => Some(*request_id),
+            | ClientMessage::CloseRoom { request_id, .. }
+            | ClientMessage::Timeline { request_id, .. }
+            | ClientMessage::Direct { request_id, .. }
+            | ClientMessage::Broadcast { request_id, .. }
+            | ClientMessage::RequestSnapshot { request_id, .. }
+            | ClientMessage::GetIceServers { request_id, .. }
+            | ClientMessage::SetDelegate { request_id, .. }
+            | ClientMessage::PackUpload { request_id, .. }
+            | ClientMessage::PackFetch { request_id, .. } => Some(*request_id),
             ClientMessage::Hello(_) | ClientMessage::Ping { .. } => None,
         }
     }

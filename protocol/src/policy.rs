@@ -185,6 +185,8 @@ pub struct RateLimits {
     pub ticks: Rate,
     /// `Join`.
     pub joins: Rate,
+    /// `Direct` and `Broadcast`.
+    pub direct: Rate,
 }
 
 impl Default for RateLimits {
@@ -209,6 +211,10 @@ impl Default for RateLimits {
             joins: Rate {
                 per_second: 5,
                 burst: 10,
+            },
+            direct: Rate {
+                per_second: 30,
+                burst: 60,
             },
         }
     }

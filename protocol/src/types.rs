@@ -123,6 +123,51 @@ impl fmt::Display for Role {
     }
 }
 
+/// Whether a member is reachable now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Presence {
+    /// Connected.
+    Online,
+    /// Its connection dropped; it may resume within the server's resume window.
+    Reconnecting,
+    /// Connected but silent past the room's heartbeat timeout (hosts).
+    Away,
+}
+
+impl Presence {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Presence::Online => "online",
+            Presence::Reconnecting => "reconnecting",
+            Presence::Away => "away",
+        }
+    }
+}
+
+/// What a room keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum RoomKind {
+    /// State, commands with history, timelines, packs.
+    #[default]
+    Normal,
+    /// Stores nothing: no state, no history, no packs, never persisted; only
+    /// relays broadcasts, direct messages and ticks between its members.
+    Relay,
+}
+
+/// What happens when a room's host goes silent or away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum FailoverMode {
+    /// The host role passes to the room's delegate if one is set and online,
+    /// else to the online member who joined earliest (editors before viewers).
+    #[default]
+    NextMember,
+    /// Nobody is promoted; every playing timeline is paused.
+    PauseTimeline,
+    /// Members are told the host is away; nothing else changes.
+    Nothing,
+}
+
 /// Why a member left a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LeaveReason {

@@ -57,10 +57,52 @@ fn datagram(name: &'static str, d: Datagram<'_>) -> Vector {
     }
 }
 
+/// A pack stream header, framed (varint length + body) as it starts a pack
+/// stream or pack-lane message.
+fn pack_header(name: &'static str, header: PackStreamHeader) -> Vector {
+    let bytes = encode_pack_header(&header);
+    let mut with_content = bytes.clone();
+    with_content.extend_from_slice(b"xyz");
+    let (decoded, rest) = split_pack_message(&with_content).expect("sample splits");
+    assert_eq!(
+        (&decoded, rest),
+        (&header, &b"xyz"[..]),
+        "{name} round-trips"
+    );
+    Vector {
+        name,
+        lane: "pack",
+        value: serde_json::to_value(&header).expect("json"),
+        bytes,
+    }
+}
+
 fn display(name: &str) -> DisplayInfo {
     DisplayInfo {
         name: name.into(),
         meta: b"{\"color\":\"#e33\"}".to_vec(),
+    }
+}
+
+fn timeline() -> TimelineState {
+    TimelineState {
+        name: "main".into(),
+        playing: true,
+        rate_ppm: 1_000_000,
+        anchor_time: ServerTime(1_790_000_000_000_000),
+        anchor_position_us: 90_000_000,
+        tempo_mbpm: Some(120_000),
+        seq: Seq(3),
+    }
+}
+
+fn pack() -> PackInfo {
+    PackInfo {
+        hash: (0u8..32).collect(),
+        name: "cat.png".into(),
+        media_type: "image/png".into(),
+        size: 2048,
+        uploader: MemberId(1),
     }
 }
 
@@ -196,6 +238,8 @@ fn vectors() -> Vec<Vector> {
                 max_datagram_size: 1211,
                 limits: Limits::default(),
                 rate_limits: RateLimits::default(),
+                resume_token: "r3sume-t0ken".into(),
+                resume_window_ms: 60_000,
                 extensions: vec![],
             }),
         ),
@@ -213,11 +257,13 @@ fn vectors() -> Vec<Vector> {
                             id: MemberId(1),
                             role: Role::Host,
                             display: display("Ada"),
+                            presence: Presence::Online,
                         },
                         MemberInfo {
                             id: MemberId(2),
                             role: Role::Editor,
                             display: DisplayInfo::default(),
+                            presence: Presence::Reconnecting,
                         },
                     ],
                     state: vec![StateEntry {
@@ -229,6 +275,16 @@ fn vectors() -> Vec<Vector> {
                     state_version: 3,
                     last_seq: Seq(5),
                     policy: PermissionPolicy::default(),
+                    kind: RoomKind::Normal,
+                    failover: FailoverMode::NextMember,
+                    timelines: vec![timeline()],
+                    packs: vec![pack()],
+                    chat: vec![ChatEntry {
+                        seq: Seq(4),
+                        author: MemberId(1),
+                        time: ServerTime(1_790_000_000_000_000),
+                        payload: b"hi".to_vec(),
+                    }],
                 },
             },
         ),
@@ -248,6 +304,7 @@ fn vectors() -> Vec<Vector> {
                     id: MemberId(3),
                     role: Role::Viewer,
                     display: display("Bo"),
+                    presence: Presence::Online,
                 },
             },
         ),
@@ -444,6 +501,257 @@ fn vectors() -> Vec<Vector> {
                 ErrorFrame::new(Some(24), ErrorCode::RateLimited, "state updates over 20/s")
                     .with_detail(ErrorDetail::RetryAfter { retry_after_ms: 50 }),
             ),
+        ),
+        client(
+            "client_hello_resume",
+            ClientMessage::Hello(ClientHello {
+                version: PROTOCOL_VERSION,
+                client_name: "app".into(),
+                capabilities: 0,
+                options: vec![HelloOption::Resume {
+                    token: "r3sume-t0ken".into(),
+                    rooms: vec![ResumeRoom {
+                        room: RoomSlot(1),
+                        last_seq: Seq(41),
+                    }],
+                }],
+            }),
+        ),
+        client(
+            "join_relay",
+            ClientMessage::Join {
+                request_id: 8,
+                room_id: "p2p".into(),
+                display: DisplayInfo::default(),
+                options: vec![
+                    JoinOption::CreateIfMissing,
+                    JoinOption::Kind(RoomKind::Relay),
+                    JoinOption::Failover(FailoverMode::PauseTimeline),
+                ],
+            },
+        ),
+        client(
+            "timeline_play_at",
+            ClientMessage::Timeline {
+                request_id: 30,
+                room: RoomSlot(1),
+                name: "main".into(),
+                op: TimelineOp::Play,
+                at: Some(ServerTime(1_790_000_000_500_000)),
+                expected_seq: Some(Seq(12)),
+            },
+        ),
+        client(
+            "timeline_seek",
+            ClientMessage::Timeline {
+                request_id: 31,
+                room: RoomSlot(1),
+                name: "main".into(),
+                op: TimelineOp::Seek {
+                    position_us: 42_000_000,
+                },
+                at: None,
+                expected_seq: None,
+            },
+        ),
+        client(
+            "direct",
+            ClientMessage::Direct {
+                request_id: 32,
+                room: RoomSlot(1),
+                to: MemberId(2),
+                kind: "rtc-offer".into(),
+                payload: b"v=0".to_vec(),
+            },
+        ),
+        client(
+            "broadcast",
+            ClientMessage::Broadcast {
+                request_id: 33,
+                room: RoomSlot(1),
+                audience: Audience::Role(Role::Viewer),
+                kind: "note".into(),
+                payload: b"hi".to_vec(),
+            },
+        ),
+        client(
+            "request_snapshot",
+            ClientMessage::RequestSnapshot {
+                request_id: 34,
+                room: RoomSlot(1),
+            },
+        ),
+        client(
+            "get_ice_servers",
+            ClientMessage::GetIceServers {
+                request_id: 35,
+                room: RoomSlot(1),
+            },
+        ),
+        client(
+            "set_delegate",
+            ClientMessage::SetDelegate {
+                request_id: 36,
+                room: RoomSlot(1),
+                member: Some(MemberId(2)),
+            },
+        ),
+        client(
+            "pack_upload",
+            ClientMessage::PackUpload {
+                request_id: 37,
+                room: RoomSlot(1),
+                hash: (0u8..32).collect(),
+                name: "cat.png".into(),
+                media_type: "image/png".into(),
+                size: 2048,
+            },
+        ),
+        client(
+            "pack_fetch",
+            ClientMessage::PackFetch {
+                request_id: 38,
+                room: RoomSlot(1),
+                hash: (0u8..32).collect(),
+                offset: 1024,
+            },
+        ),
+        server(
+            "presence_changed",
+            ServerMessage::PresenceChanged {
+                room: RoomSlot(1),
+                seq: Seq(13),
+                member: MemberId(2),
+                presence: Presence::Reconnecting,
+            },
+        ),
+        server(
+            "timeline_changed",
+            ServerMessage::TimelineChanged {
+                room: RoomSlot(1),
+                seq: Seq(3),
+                timeline: timeline(),
+                by: MemberId(1),
+            },
+        ),
+        server(
+            "direct_message",
+            ServerMessage::DirectMessage {
+                room: RoomSlot(1),
+                from: MemberId(1),
+                kind: "rtc-offer".into(),
+                payload: b"v=0".to_vec(),
+            },
+        ),
+        server(
+            "broadcast_message",
+            ServerMessage::BroadcastMessage {
+                room: RoomSlot(1),
+                from: MemberId(1),
+                kind: "note".into(),
+                payload: b"hi".to_vec(),
+            },
+        ),
+        server(
+            "snapshot",
+            ServerMessage::Snapshot {
+                request_id: 34,
+                snapshot: RoomSnapshot {
+                    room_id: "p2p".into(),
+                    room: RoomSlot(2),
+                    you: MemberId(1),
+                    role: Role::Host,
+                    members: vec![],
+                    state: vec![],
+                    state_version: 0,
+                    last_seq: Seq(1),
+                    policy: PermissionPolicy::default(),
+                    kind: RoomKind::Relay,
+                    failover: FailoverMode::Nothing,
+                    timelines: vec![],
+                    packs: vec![],
+                    chat: vec![],
+                },
+            },
+        ),
+        server(
+            "ice_servers",
+            ServerMessage::IceServers {
+                request_id: 35,
+                servers: vec![
+                    IceServer {
+                        urls: vec!["stun:stun.example.org:3478".into()],
+                        username: None,
+                        credential: None,
+                    },
+                    IceServer {
+                        urls: vec!["turn:turn.example.org:3478?transport=udp".into()],
+                        username: Some("1790000600:2".into()),
+                        credential: Some("c2VjcmV0".into()),
+                    },
+                ],
+                expires: ServerTime(1_790_000_600_000_000),
+            },
+        ),
+        server(
+            "resumed",
+            ServerMessage::Resumed {
+                room: RoomSlot(1),
+                member: MemberId(2),
+                snapshot: None,
+            },
+        ),
+        server(
+            "resume_lost",
+            ServerMessage::ResumeLost {
+                room: RoomSlot(3),
+                code: ErrorCode::RoomNotFound,
+            },
+        ),
+        server(
+            "pack_available",
+            ServerMessage::PackAvailable {
+                room: RoomSlot(1),
+                seq: Seq(14),
+                pack: pack(),
+            },
+        ),
+        server(
+            "pack_upload_ready",
+            ServerMessage::PackUploadReady {
+                request_id: 37,
+                hash: (0u8..32).collect(),
+                offset: 1024,
+            },
+        ),
+        server(
+            "error_timeline_conflict",
+            ServerMessage::Error(
+                ErrorFrame::new(
+                    Some(30),
+                    ErrorCode::Conflict,
+                    "timeline main changed at seq 13",
+                )
+                .with_detail(ErrorDetail::Sequence {
+                    current_seq: Seq(13),
+                }),
+            ),
+        ),
+        pack_header(
+            "pack_header_upload",
+            PackStreamHeader::Upload {
+                hash: (0u8..32).collect(),
+                offset: 0,
+            },
+        ),
+        pack_header(
+            "pack_header_download",
+            PackStreamHeader::Download {
+                request_id: 38,
+                hash: (0u8..32).collect(),
+                offset: 1024,
+                size: 2048,
+            },
         ),
         datagram(
             "tick",
