@@ -15,6 +15,7 @@ pub mod core;
 pub mod http;
 pub mod metrics;
 pub mod origin;
+pub mod packs;
 pub mod rooms;
 pub mod server;
 pub mod session;
