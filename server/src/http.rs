@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::origin::OriginPolicy;
 use crate::session::SessionContext;
 use crate::stats::TRANSPORTS;
-use crate::transport::websocket::{SUBPROTOCOL, WsSettings, run_websocket};
+use crate::transport::websocket::{SUBPROTOCOL, WsSettings, max_message_bytes, run_websocket};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -148,8 +148,11 @@ async fn websocket(
         tracing::info!(%remote, origin = origin.unwrap_or(""), "WebSocket upgrade from a disallowed origin refused");
         return json_error(StatusCode::FORBIDDEN, "origin not allowed");
     }
-    // One lane byte on top of the largest frame.
-    let max_message = state.ctx.config.limits.max_frame_bytes as usize + 1;
+    // One lane byte on top of the largest frame or pack message.
+    let max_message = max_message_bytes(
+        state.ctx.config.limits.max_frame_bytes,
+        state.ws.chunk_bytes,
+    );
     let ctx = state.ctx.clone();
     let settings = state.ws.clone();
     upgrade

@@ -260,7 +260,9 @@ fn bind_udp(
     let mut transport = wtransport::quinn::TransportConfig::default();
     transport
         .datagram_send_buffer_size(config.datagram_send_buffer_bytes)
-        .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes));
+        .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes))
+        // Pack uploads: MAX_PACK_STREAMS open at once, plus HTTP/3 streams.
+        .max_concurrent_uni_streams(crate::transport::webtransport::MAX_CLIENT_UNI_STREAMS.into());
     let wt_config = builder
         .with_custom_tls_and_transport(certificate.tls.clone(), transport)
         .keep_alive_interval(Some(config.heartbeat_interval))

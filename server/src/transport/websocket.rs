@@ -1,29 +1,42 @@
 //! The WebSocket adapter: the fallback for networks that block UDP.
 //!
-//! One WebSocket carries both lanes (PROTOCOL.md §1.3): every binary message
+//! One WebSocket carries every lane (PROTOCOL.md §1.3): every binary message
 //! starts with a lane byte, `0x00` a control message (or the last piece of a
-//! chunked one), `0x01` a tick, `0x02` a chunk of a control message. This module
-//! turns that into the same reader / writer / tick sink the session uses for
-//! WebTransport, so no session or room logic is written twice.
+//! chunked one), `0x01` a tick, `0x02` a chunk of a control message, `0x03` a
+//! pack message (a framed `PackStreamHeader` and one chunk of content). This
+//! module turns that into the same reader / writer / tick sink / pack sink the
+//! session uses for WebTransport, so no session or room logic is written twice.
 //!
 //! The writer task owns the socket's sending half and keeps the tick lane's
 //! promise on TCP: ticks wait in a newest-wins slot per (room, sender), and are
-//! written before every control message or chunk, so a tick waits at most
-//! behind one chunk, never behind a backlog. It also sends heartbeat pings; the
-//! reader closes a connection that has been silent past the heartbeat timeout.
+//! written before every control message, chunk or pack message, so a tick waits
+//! at most behind one chunk, never behind a backlog. Pack messages come last:
+//! they wait in a small bounded queue ([`PACK_QUEUE_MESSAGES`]; a download
+//! waits for room, so a pack is never buffered whole a second time), and the
+//! writer takes one of them when nothing else is waiting, or one after each
+//! round of ticks or control messages, so a big pack in flight delays control
+//! messages by at most one pack message and still makes progress on a busy
+//! connection. Pack messages are never written between the chunks of one
+//! control message. The writer also sends heartbeat pings; the reader closes a
+//! connection that has been silent past the heartbeat timeout.
 
 use crate::rooms::{TickDelivery, TickSink};
 use crate::session::{
-    Inbound, SessionContext, SessionInfo, TransportCloser, TransportError, TransportReader,
-    TransportWriter, run_session,
+    Inbound, PackDownload, PackSink, SessionContext, SessionInfo, TransportCloser, TransportError,
+    TransportReader, TransportWriter, run_session,
 };
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::{Bytes, BytesMut};
-use chorus_protocol::{ErrorCode, ErrorFrame, FrameError, MemberId, RoomSlot};
-use futures_util::stream::{SplitSink, SplitStream};
+use chorus_protocol::codec::MAX_PACK_HEADER_BYTES;
+use chorus_protocol::{
+    ErrorCode, ErrorFrame, FrameError, MemberId, PackStreamHeader, RoomSlot, encode_pack_header,
+};
+use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +48,15 @@ pub const LANE_CONTROL: u8 = 0x00;
 pub const LANE_DATAGRAM: u8 = 0x01;
 /// Lane byte: a piece of a control message that continues.
 pub const LANE_CHUNK: u8 = 0x02;
+/// Lane byte: a pack message, a framed `PackStreamHeader` (`Upload` from the
+/// client, `Download` from the server) followed by one chunk of content.
+pub const LANE_PACK: u8 = 0x03;
+/// The largest content chunk of a pack message a client may send, whatever
+/// the server's own chunk size (a larger configured chunk size raises it).
+pub const PACK_CHUNK_BYTES: usize = 16 * 1024;
+/// Pack messages waiting for the writer, at most (over every download of the
+/// connection); a download waits for room.
+pub const PACK_QUEUE_MESSAGES: usize = 4;
 /// The subprotocol a client may offer.
 pub const SUBPROTOCOL: &str = "chorus.v1";
 /// WebSocket close codes for Chorus errors are this plus the error code.
@@ -61,6 +83,20 @@ impl Default for WsSettings {
     }
 }
 
+/// The largest pack-message body (after the lane byte) the server accepts: a
+/// framed header (length prefix of at most 5 bytes plus
+/// [`MAX_PACK_HEADER_BYTES`]) and a chunk of at most the larger of
+/// [`PACK_CHUNK_BYTES`] and the configured chunk size.
+pub fn max_pack_message_bytes(chunk_bytes: usize) -> usize {
+    5 + MAX_PACK_HEADER_BYTES + chunk_bytes.max(PACK_CHUNK_BYTES)
+}
+
+/// The largest WebSocket message the server accepts: a lane byte plus the
+/// largest control frame or pack message body.
+pub fn max_message_bytes(max_frame_bytes: u32, chunk_bytes: usize) -> usize {
+    1 + (max_frame_bytes as usize).max(max_pack_message_bytes(chunk_bytes))
+}
+
 /// Runs a session over an upgraded WebSocket.
 pub async fn run_websocket(
     socket: WebSocket,
@@ -73,17 +109,22 @@ pub async fn run_websocket(
     let close = Arc::new(CloseRequest::default());
     // Two batches in flight at most: the session's outbox is the real queue.
     let (out_tx, out_rx) = mpsc::channel(2);
+    let (pack_tx, pack_rx) = mpsc::channel(PACK_QUEUE_MESSAGES);
+    let chunk_bytes = settings.chunk_bytes.max(1);
     tokio::spawn(write_loop(
         sink,
         out_rx,
+        pack_rx,
         ticks.clone(),
         close.clone(),
         settings.clone(),
     ));
     let reader = WsReader {
         stream,
-        partial: BytesMut::new(),
-        max_frame: ctx.config.limits.max_frame_bytes as usize,
+        lanes: Lanes::new(
+            ctx.config.limits.max_frame_bytes as usize,
+            max_pack_message_bytes(chunk_bytes),
+        ),
         heartbeat_timeout: settings.heartbeat_timeout,
     };
     let info = SessionInfo {
@@ -93,15 +134,26 @@ pub async fn run_websocket(
     };
     let writer = WsWriter { tx: out_tx };
     let closer = WsCloser { close };
-    run_session(ctx, info, reader, writer, closer, ticks).await;
+    let packs = Arc::new(WsPackSink {
+        tx: pack_tx,
+        chunk_bytes,
+    });
+    run_session(ctx, info, reader, writer, closer, ticks, packs).await;
 }
 
 struct WsReader {
     stream: SplitStream<WebSocket>,
+    lanes: Lanes,
+    heartbeat_timeout: Duration,
+}
+
+/// The receiving side's lane rules: what each binary message means.
+struct Lanes {
     /// Pieces of a chunked control message received so far.
     partial: BytesMut,
     max_frame: usize,
-    heartbeat_timeout: Duration,
+    /// The largest pack-message body accepted.
+    max_pack: usize,
 }
 
 fn refused(message: &str) -> Inbound {
@@ -129,7 +181,15 @@ fn read_error(error: axum::Error, max_frame: usize) -> TransportError {
     }
 }
 
-impl WsReader {
+impl Lanes {
+    fn new(max_frame: usize, max_pack: usize) -> Self {
+        Lanes {
+            partial: BytesMut::new(),
+            max_frame,
+            max_pack,
+        }
+    }
+
     fn append(&mut self, piece: &[u8]) -> Result<(), TransportError> {
         let total = self.partial.len() + piece.len();
         if total > self.max_frame {
@@ -140,6 +200,49 @@ impl WsReader {
         }
         self.partial.extend_from_slice(piece);
         Ok(())
+    }
+
+    /// One binary message: what to hand the session, or `None` when it was a
+    /// chunk that waits for the rest of its control message.
+    fn on_binary(&mut self, data: Bytes) -> Result<Option<Inbound>, TransportError> {
+        let Some(&lane) = data.first() else {
+            return Ok(Some(refused("empty WebSocket message")));
+        };
+        let body = data.slice(1..);
+        match lane {
+            LANE_DATAGRAM => Ok(Some(Inbound::Datagram(body))),
+            LANE_CONTROL if self.partial.is_empty() => {
+                if body.len() > self.max_frame {
+                    return Err(TransportError::Frame(FrameError::TooLarge {
+                        declared: body.len() as u64,
+                        max: self.max_frame as u32,
+                    }));
+                }
+                Ok(Some(Inbound::Control(body)))
+            }
+            LANE_CONTROL => {
+                self.append(&body)?;
+                Ok(Some(Inbound::Control(self.partial.split().freeze())))
+            }
+            LANE_CHUNK => {
+                self.append(&body)?;
+                Ok(None)
+            }
+            // Self-contained, so it may arrive between the chunks of a
+            // control message (which stay in `partial`).
+            LANE_PACK => {
+                if body.len() > self.max_pack {
+                    return Err(TransportError::Frame(FrameError::TooLarge {
+                        declared: body.len() as u64,
+                        max: u32::try_from(self.max_pack).unwrap_or(u32::MAX),
+                    }));
+                }
+                Ok(Some(Inbound::PackChunk(body)))
+            }
+            other => Ok(Some(refused(&format!(
+                "unknown WebSocket lane byte {other:#04x}"
+            )))),
+        }
     }
 }
 
@@ -153,7 +256,7 @@ impl TransportReader for WsReader {
                 match tokio::time::timeout(self.heartbeat_timeout, self.stream.next()).await {
                     Err(_) => return Err(TransportError::TimedOut),
                     Ok(None) => return Err(TransportError::Closed),
-                    Ok(Some(Err(e))) => return Err(read_error(e, self.max_frame)),
+                    Ok(Some(Err(e))) => return Err(read_error(e, self.lanes.max_frame)),
                     Ok(Some(Ok(message))) => message,
                 };
             let data = match message {
@@ -167,31 +270,8 @@ impl TransportReader for WsReader {
                 Message::Ping(_) | Message::Pong(_) => continue,
                 Message::Close(_) => return Err(TransportError::Closed),
             };
-            let Some(&lane) = data.first() else {
-                return Ok(refused("empty WebSocket message"));
-            };
-            let body = data.slice(1..);
-            match lane {
-                LANE_DATAGRAM => return Ok(Inbound::Datagram(body)),
-                LANE_CONTROL if self.partial.is_empty() => {
-                    if body.len() > self.max_frame {
-                        return Err(TransportError::Frame(FrameError::TooLarge {
-                            declared: body.len() as u64,
-                            max: self.max_frame as u32,
-                        }));
-                    }
-                    return Ok(Inbound::Control(body));
-                }
-                LANE_CONTROL => {
-                    self.append(&body)?;
-                    return Ok(Inbound::Control(self.partial.split().freeze()));
-                }
-                LANE_CHUNK => self.append(&body)?,
-                other => {
-                    return Ok(refused(&format!(
-                        "unknown WebSocket lane byte {other:#04x}"
-                    )));
-                }
+            if let Some(inbound) = self.lanes.on_binary(data)? {
+                return Ok(inbound);
             }
         }
     }
@@ -290,7 +370,74 @@ impl WsTickSink {
     }
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+/// The pack lane toward one WebSocket client: downloads become pack messages
+/// in the writer's bounded pack queue.
+#[derive(Debug)]
+struct WsPackSink {
+    tx: mpsc::Sender<Message>,
+    chunk_bytes: usize,
+}
+
+/// One pack message: lane byte, framed header, chunk.
+fn pack_message(header: &PackStreamHeader, chunk: &[u8]) -> Message {
+    let header = encode_pack_header(header);
+    let mut data = Vec::with_capacity(1 + header.len() + chunk.len());
+    data.push(LANE_PACK);
+    data.extend_from_slice(&header);
+    data.extend_from_slice(chunk);
+    Message::Binary(Bytes::from(data))
+}
+
+impl WsPackSink {
+    async fn send(&self, download: PackDownload) -> Result<(), TransportError> {
+        let PackDownload {
+            request_id,
+            hash,
+            mut offset,
+            size,
+            content: mut rest,
+        } = download;
+        // At least one message, so an empty download (nothing from `offset`
+        // on) is still answered.
+        loop {
+            let chunk = rest.split_to(rest.len().min(self.chunk_bytes));
+            let message = pack_message(
+                &PackStreamHeader::Download {
+                    request_id,
+                    hash: hash.to_vec(),
+                    offset,
+                    size,
+                },
+                &chunk,
+            );
+            self.tx
+                .send(message)
+                .await
+                .map_err(|_| TransportError::Closed)?;
+            offset = offset.saturating_add(chunk.len() as u64);
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl PackSink for WsPackSink {
+    /// Queues the download as pack messages of at most the chunk size, each
+    /// with its own `Download` header (that chunk's offset); waits while the
+    /// pack queue is full. Resolves when the last message is queued.
+    fn send_pack(
+        &self,
+        download: PackDownload,
+    ) -> Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send + '_>> {
+        Box::pin(self.send(download))
+    }
+}
+
+/// The socket's sending half (generic so tests can watch what is written).
+trait MessageSink: futures_util::Sink<Message, Error = axum::Error> + Unpin + Send {}
+
+impl<S: futures_util::Sink<Message, Error = axum::Error> + Unpin + Send> MessageSink for S {}
 
 fn lane_message(lane: u8, body: &[u8]) -> Message {
     let mut data = Vec::with_capacity(body.len() + 1);
@@ -299,7 +446,7 @@ fn lane_message(lane: u8, body: &[u8]) -> Message {
     Message::Binary(Bytes::from(data))
 }
 
-async fn write_ticks(sink: &mut Sink, ticks: &WsTickSink) -> Result<(), axum::Error> {
+async fn write_ticks(sink: &mut impl MessageSink, ticks: &WsTickSink) -> Result<(), axum::Error> {
     for tick in ticks.take() {
         sink.feed(lane_message(LANE_DATAGRAM, &tick)).await?;
     }
@@ -307,7 +454,7 @@ async fn write_ticks(sink: &mut Sink, ticks: &WsTickSink) -> Result<(), axum::Er
 }
 
 async fn write_control(
-    sink: &mut Sink,
+    sink: &mut impl MessageSink,
     ticks: &WsTickSink,
     frame: &[u8],
     chunk_bytes: usize,
@@ -324,9 +471,28 @@ async fn write_control(
     }
 }
 
+/// Writes one pack message, after the pending ticks.
+async fn write_pack(
+    sink: &mut impl MessageSink,
+    ticks: &WsTickSink,
+    message: Message,
+) -> Result<(), axum::Error> {
+    write_ticks(sink, ticks).await?;
+    sink.feed(message).await
+}
+
+/// What one round of the writer did.
+enum Round {
+    /// Wrote ticks or control messages: a queued pack message may follow.
+    Wrote,
+    /// Nothing that makes a pack message wait.
+    Other,
+}
+
 async fn write_loop(
-    mut sink: Sink,
+    mut sink: impl MessageSink,
     mut rx: mpsc::Receiver<WsOut>,
+    mut packs: mpsc::Receiver<Message>,
     ticks: Arc<WsTickSink>,
     close: Arc<CloseRequest>,
     settings: WsSettings,
@@ -336,32 +502,55 @@ async fn write_loop(
     ping.tick().await;
     let chunk_bytes = settings.chunk_bytes.max(1);
     let mut session_done = false;
+    let mut packs_done = false;
     let result: Result<(), axum::Error> = async {
         loop {
-            tokio::select! {
+            // Lanes by priority: close, ticks, control, then packs, which are
+            // taken here only when nothing else is waiting...
+            let round = tokio::select! {
                 biased;
                 () = close.notify.notified() => break,
                 () = ticks.ready.notified() => {
                     write_ticks(&mut sink, &ticks).await?;
-                    sink.flush().await?;
+                    Round::Wrote
                 }
                 out = rx.recv(), if !session_done => match out {
                     Some(WsOut::Frames(frames)) => {
                         for frame in &frames {
                             write_control(&mut sink, &ticks, frame, chunk_bytes).await?;
                         }
-                        sink.flush().await?;
+                        Round::Wrote
                     }
                     Some(WsOut::Flush(ack)) => {
                         sink.flush().await?;
                         let _ = ack.send(());
+                        Round::Other
                     }
-                    None => session_done = true,
+                    None => {
+                        session_done = true;
+                        Round::Other
+                    }
                 },
+                message = packs.recv(), if !packs_done => {
+                    match message {
+                        Some(message) => write_pack(&mut sink, &ticks, message).await?,
+                        None => packs_done = true,
+                    }
+                    Round::Other
+                }
                 _ = ping.tick() => {
                     sink.send(Message::Ping(Bytes::new())).await?;
+                    Round::Other
                 }
+            };
+            // ...and one after every round that wrote something else, so a
+            // pack still moves while the other lanes keep the writer busy.
+            if matches!(round, Round::Wrote)
+                && let Ok(message) = packs.try_recv()
+            {
+                write_pack(&mut sink, &ticks, message).await?;
             }
+            sink.flush().await?;
         }
         let frame = close.frame.lock().unwrap_or_else(|e| e.into_inner()).take();
         sink.send(Message::Close(frame)).await
@@ -411,5 +600,286 @@ mod tests {
             panic!("binary");
         };
         assert_eq!(&data[..], b"\x02xyz");
+    }
+
+    fn binary(lane: u8, body: &[u8]) -> Bytes {
+        let Message::Binary(data) = lane_message(lane, body) else {
+            unreachable!()
+        };
+        data
+    }
+
+    fn upload_message(content: &[u8]) -> Vec<u8> {
+        let mut body = encode_pack_header(&PackStreamHeader::Upload {
+            hash: vec![7; 32],
+            offset: 0,
+        });
+        body.extend_from_slice(content);
+        body
+    }
+
+    #[test]
+    fn pack_messages_reach_the_session_as_pack_chunks() {
+        let mut lanes = Lanes::new(1024, max_pack_message_bytes(16 * 1024));
+        let body = upload_message(b"content");
+        let Ok(Some(Inbound::PackChunk(got))) = lanes.on_binary(binary(LANE_PACK, &body)) else {
+            panic!("a pack chunk");
+        };
+        assert_eq!(got, body);
+        let (header, content) = chorus_protocol::split_pack_message(&got).expect("splits");
+        assert!(matches!(header, PackStreamHeader::Upload { offset: 0, .. }));
+        assert_eq!(content, b"content");
+
+        // Between the pieces of a chunked control message: the message is
+        // still put together.
+        assert!(matches!(
+            lanes.on_binary(binary(LANE_CHUNK, b"ab")),
+            Ok(None)
+        ));
+        assert!(matches!(
+            lanes.on_binary(binary(LANE_PACK, &body)),
+            Ok(Some(Inbound::PackChunk(_)))
+        ));
+        let Ok(Some(Inbound::Control(control))) = lanes.on_binary(binary(LANE_CONTROL, b"cd"))
+        else {
+            panic!("the control message");
+        };
+        assert_eq!(&control[..], b"abcd");
+    }
+
+    #[test]
+    fn oversized_pack_messages_are_frame_too_large() {
+        let max = max_pack_message_bytes(16 * 1024);
+        assert_eq!(max, 5 + MAX_PACK_HEADER_BYTES + 16 * 1024);
+        // A smaller configured chunk size does not shrink what clients may send.
+        assert_eq!(max_pack_message_bytes(1024), max);
+        assert_eq!(
+            max_pack_message_bytes(64 * 1024),
+            5 + MAX_PACK_HEADER_BYTES + 64 * 1024
+        );
+        // The WebSocket message limit makes room for them even with tiny frames.
+        assert_eq!(max_message_bytes(1024, 16 * 1024), 1 + max);
+        assert_eq!(max_message_bytes(4 << 20, 16 * 1024), 1 + (4 << 20));
+
+        let mut lanes = Lanes::new(1024, max);
+        let fits = vec![0; max];
+        assert!(matches!(
+            lanes.on_binary(binary(LANE_PACK, &fits)),
+            Ok(Some(Inbound::PackChunk(_)))
+        ));
+        let too_big = vec![0; max + 1];
+        let Err(TransportError::Frame(FrameError::TooLarge {
+            declared,
+            max: limit,
+        })) = lanes.on_binary(binary(LANE_PACK, &too_big))
+        else {
+            panic!("FrameTooLarge");
+        };
+        assert_eq!(declared, max as u64 + 1);
+        assert_eq!(limit as usize, max);
+    }
+
+    #[test]
+    fn unknown_lanes_are_still_refused() {
+        let mut lanes = Lanes::new(1024, 1024);
+        assert!(matches!(
+            lanes.on_binary(binary(0x04, b"x")),
+            Ok(Some(Inbound::Refused(_)))
+        ));
+        assert!(matches!(
+            lanes.on_binary(Bytes::new()),
+            Ok(Some(Inbound::Refused(_)))
+        ));
+    }
+
+    /// A pack message as (request id, offset, size, chunk).
+    fn download_parts(message: &Message) -> (u64, u64, u64, Vec<u8>) {
+        let Message::Binary(data) = message else {
+            panic!("binary: {message:?}");
+        };
+        assert_eq!(data[0], LANE_PACK);
+        let (header, chunk) = chorus_protocol::split_pack_message(&data[1..]).expect("splits");
+        let PackStreamHeader::Download {
+            request_id,
+            hash,
+            offset,
+            size,
+        } = header
+        else {
+            panic!("a download header");
+        };
+        assert_eq!(hash, [9; 32]);
+        (u64::from(request_id), offset, size, chunk.to_vec())
+    }
+
+    fn download(content: &'static [u8], offset: u64) -> PackDownload {
+        PackDownload {
+            request_id: 5,
+            hash: [9; 32],
+            offset,
+            size: offset + content.len() as u64,
+            content: Bytes::from_static(content),
+        }
+    }
+
+    #[tokio::test]
+    async fn downloads_become_chunks_with_their_own_offsets() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sink = WsPackSink { tx, chunk_bytes: 4 };
+        sink.send_pack(download(b"0123456789", 100))
+            .await
+            .expect("queued");
+        let mut parts = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            parts.push(download_parts(&message));
+        }
+        assert_eq!(
+            parts,
+            [
+                (5, 100, 110, b"0123".to_vec()),
+                (5, 104, 110, b"4567".to_vec()),
+                (5, 108, 110, b"89".to_vec()),
+            ]
+        );
+
+        // Nothing left to send is still answered, with one empty chunk.
+        sink.send_pack(download(b"", 110)).await.expect("queued");
+        assert_eq!(
+            download_parts(&rx.try_recv().expect("one")),
+            (5, 110, 110, vec![])
+        );
+        assert!(rx.try_recv().is_err());
+
+        // The writer gone: the download fails.
+        drop(rx);
+        assert!(matches!(
+            sink.send_pack(download(b"x", 0)).await,
+            Err(TransportError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_pack_queue_holds_the_download_back() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let sink = Arc::new(WsPackSink { tx, chunk_bytes: 1 });
+        let sending = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.send_pack(download(b"abcdef", 0)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !sending.is_finished(),
+            "six chunks do not fit a queue of two"
+        );
+        assert_eq!(rx.len(), 2);
+        let mut chunks = Vec::new();
+        while chunks.len() < 6 {
+            let message = rx.recv().await.expect("a chunk");
+            chunks.extend(download_parts(&message).3);
+        }
+        sending.await.expect("joins").expect("sent");
+        assert_eq!(chunks, b"abcdef");
+    }
+
+    /// Records what the writer writes.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Message>>>);
+
+    impl futures_util::Sink<Message> for Recorder {
+        type Error = axum::Error;
+
+        fn poll_ready(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.0.lock().expect("lock").push(item);
+            Ok(())
+        }
+
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_close(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A written message as a short label: `T` tick, `C` control, `c` control
+    /// chunk, `P` pack (with its first content byte), `X` close.
+    fn label(message: &Message) -> String {
+        match message {
+            Message::Binary(data) => match data[0] {
+                LANE_DATAGRAM => format!("T{}", data[1] as char),
+                LANE_CONTROL => format!("C{}", data[1] as char),
+                LANE_CHUNK => format!("c{}", data[1] as char),
+                LANE_PACK => format!("P{}", download_parts(message).3[0] as char),
+                other => panic!("lane {other}"),
+            },
+            Message::Close(_) => "X".into(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_sends_pack_messages_below_ticks_and_control_messages() {
+        let (out_tx, out_rx) = mpsc::channel(2);
+        let (pack_tx, pack_rx) = mpsc::channel(8);
+        let ticks = Arc::new(WsTickSink::default());
+        let close = Arc::new(CloseRequest::default());
+        let packs = WsPackSink {
+            tx: pack_tx,
+            chunk_bytes: 1,
+        };
+        // Everything is waiting before the writer starts: a tick, two control
+        // batches (the first one message in three chunks) and four pack chunks.
+        ticks.send_tick(RoomSlot(1), MemberId(1), &Bytes::from_static(b"t"));
+        out_tx
+            .send(WsOut::Frames(vec![Bytes::from_static(b"aaaaaaaaa")]))
+            .await
+            .expect("queued");
+        out_tx
+            .send(WsOut::Frames(vec![Bytes::from_static(b"b")]))
+            .await
+            .expect("queued");
+        packs.send_pack(download(b"1234", 0)).await.expect("queued");
+
+        let recorder = Recorder::default();
+        let settings = WsSettings {
+            chunk_bytes: 4,
+            ..WsSettings::default()
+        };
+        let writer = tokio::spawn(write_loop(
+            recorder.clone(),
+            out_rx,
+            pack_rx,
+            ticks.clone(),
+            close.clone(),
+            settings,
+        ));
+        let expected = ["Tt", "P1", "ca", "ca", "Ca", "P2", "Cb", "P3", "P4"];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while recorder.0.lock().expect("lock").len() < expected.len() {
+            assert!(tokio::time::Instant::now() < deadline, "the writer stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // One pack message per round while ticks or control messages wait,
+        // never inside a chunked control message, the rest once idle.
+        WsCloser { close }.close(0, "");
+        writer.await.expect("the writer ends");
+        let labels: Vec<String> = recorder.0.lock().expect("lock").iter().map(label).collect();
+        let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        want.push("X".into());
+        assert_eq!(labels, want);
     }
 }

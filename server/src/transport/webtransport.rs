@@ -1,27 +1,64 @@
 //! The WebTransport adapter: turns a wtransport connection into a session.
 //!
 //! It accepts sessions on one path, waits for the client's control stream, and
-//! hands [`run_session`] a reader (control frames + datagrams), a writer (framed
-//! batches on the control stream) and a tick sink (datagrams). Nothing about
-//! rooms or messages is decided here.
+//! hands [`run_session`] a reader (control frames, datagrams and pack streams),
+//! a writer (framed batches on the control stream), a tick sink (datagrams) and
+//! a pack sink (one unidirectional stream per download). Nothing about rooms or
+//! messages is decided here.
+//!
+//! Packs travel on unidirectional streams, never on the control stream. An
+//! upload is a stream the client opens: the reader accepts it and a small task
+//! pumps its bytes into a bounded channel ([`PACK_STREAM_QUEUE`] chunks of at
+//! most [`PACK_READ_BYTES`]), so a session that reads slowly holds the client
+//! back through QUIC flow control instead of buffering. How many such streams
+//! may be open at once is QUIC's `max_concurrent_uni_streams`
+//! ([`MAX_CLIENT_UNI_STREAMS`], set in `server.rs`). A download is a stream the
+//! server opens at a priority below the control stream's, so control frames
+//! overtake pack bytes already queued.
 
 use crate::origin::OriginPolicy;
 use crate::rooms::{TickDelivery, TickSink};
 use crate::session::{
-    Inbound, SessionContext, SessionInfo, TransportCloser, TransportError, TransportReader,
-    TransportWriter, run_session,
+    Inbound, PackDownload, PackSink, SessionContext, SessionInfo, TransportCloser, TransportError,
+    TransportReader, TransportWriter, run_session,
 };
 use bytes::Bytes;
 use chorus_protocol::frame::put_varint_u32;
-use chorus_protocol::{ErrorCode, FrameDecoder, MemberId, RoomSlot};
+use chorus_protocol::{
+    ErrorCode, FrameDecoder, MemberId, PackStreamHeader, RoomSlot, encode_pack_header,
+};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use wtransport::endpoint::IncomingSession;
-use wtransport::error::{ConnectionError, SendDatagramError, StreamReadError};
+use wtransport::error::{
+    ConnectionError, SendDatagramError, StreamOpeningError, StreamReadError, StreamWriteError,
+};
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 /// The URL path of the WebTransport endpoint.
 pub const WEBTRANSPORT_PATH: &str = "/chorus";
+
+/// Incoming pack streams a client may have open at once.
+pub const MAX_PACK_STREAMS: u32 = 8;
+
+/// The QUIC limit on client-opened unidirectional streams: the pack streams
+/// plus the three HTTP/3 streams a client keeps open for the connection's life
+/// (control, QPACK encoder and decoder), which count against the same limit.
+pub const MAX_CLIENT_UNI_STREAMS: u32 = MAX_PACK_STREAMS + 3;
+
+/// The largest piece of an incoming pack stream handed to the session at once.
+pub const PACK_READ_BYTES: usize = 16 * 1024;
+
+/// Pieces of one incoming pack stream waiting for the session, at most; past
+/// that the stream is not read and QUIC flow control holds the client back.
+pub const PACK_STREAM_QUEUE: usize = 4;
+
+/// The send priority of download streams: below the control stream's (0), so
+/// control frames go out before pack bytes queued earlier.
+const PACK_STREAM_PRIORITY: i32 = -1;
 
 /// Settings of the WebTransport endpoint.
 #[derive(Debug, Clone)]
@@ -101,8 +138,11 @@ pub async fn handle_incoming(
     let closer = WtCloser {
         connection: connection.clone(),
     };
-    let sink = Arc::new(WtTickSink { connection });
-    run_session(ctx, info, reader, writer, closer, sink).await;
+    let sink = Arc::new(WtTickSink {
+        connection: connection.clone(),
+    });
+    let packs = Arc::new(WtPackSink { connection });
+    run_session(ctx, info, reader, writer, closer, sink, packs).await;
 }
 
 fn connection_ended(error: ConnectionError) -> TransportError {
@@ -134,8 +174,10 @@ impl WtReader {
 
 impl TransportReader for WtReader {
     /// # Cancel safety
-    /// Cancel safe: a datagram is taken only when returned, and stream bytes go
-    /// into the frame decoder (kept across calls) in the same step they are read.
+    /// Cancel safe: a datagram or a pack stream is taken only when returned
+    /// (`accept_uni` is cancel safe, and the stream's pump task is spawned in
+    /// the same step), and control stream bytes go into the frame decoder (kept
+    /// across calls) in the same step they are read.
     async fn recv(&mut self) -> Result<Inbound, TransportError> {
         loop {
             if let Some(frame) = self.decoder.next_frame()? {
@@ -147,6 +189,12 @@ impl TransportReader for WtReader {
                         .map(|d| Inbound::Datagram(d.payload()))
                         .map_err(connection_ended);
                 }
+                stream = self.connection.accept_uni() => {
+                    let stream = stream.map_err(connection_ended)?;
+                    let (tx, rx) = mpsc::channel(PACK_STREAM_QUEUE);
+                    tokio::spawn(pump_pack_stream(stream, tx));
+                    return Ok(Inbound::PackStream(rx));
+                }
                 read = self.recv.read(&mut self.buf) => match read {
                     Ok(Some(n)) => self.decoder.extend(&self.buf[..n]),
                     Ok(None) => return Err(TransportError::Closed),
@@ -155,6 +203,126 @@ impl TransportReader for WtReader {
                 },
             }
         }
+    }
+}
+
+/// What ended one step of a pack stream's pump.
+enum PumpStep {
+    Read(Result<Option<wtransport::quinn::Chunk>, wtransport::quinn::ReadError>),
+    /// The session dropped the receiving end.
+    Abandoned,
+}
+
+/// Reads one incoming pack stream into `tx` until its end: `Ok` pieces in
+/// order, then the channel closes (FIN), or one `Err` if the stream fails. A
+/// piece is read only once the channel has room for it, so a slow session
+/// holds the client back by flow control. If the session drops the receiver
+/// the stream is stopped, and the client's writes fail.
+async fn pump_pack_stream(mut stream: RecvStream, tx: mpsc::Sender<Result<Bytes, TransportError>>) {
+    loop {
+        let Ok(permit) = tx.reserve().await else {
+            stream.stop(VarInt::from_u32(0));
+            return;
+        };
+        let step = tokio::select! {
+            read = stream.quic_stream_mut().read_chunk(PACK_READ_BYTES, true) => PumpStep::Read(read),
+            () = tx.closed() => PumpStep::Abandoned,
+        };
+        match step {
+            PumpStep::Read(Ok(Some(chunk))) => permit.send(Ok(chunk.bytes)),
+            PumpStep::Read(Ok(None)) => return,
+            PumpStep::Read(Err(e)) => {
+                permit.send(Err(pack_read_error(e)));
+                return;
+            }
+            PumpStep::Abandoned => {
+                drop(permit);
+                stream.stop(VarInt::from_u32(0));
+                return;
+            }
+        }
+    }
+}
+
+fn pack_read_error(error: wtransport::quinn::ReadError) -> TransportError {
+    use wtransport::quinn::{ConnectionError as QuicError, ReadError};
+    match error {
+        ReadError::ConnectionLost(QuicError::TimedOut) => TransportError::TimedOut,
+        ReadError::ConnectionLost(_) => TransportError::Closed,
+        ReadError::Reset(code) => {
+            TransportError::Failed(format!("the client reset the pack stream (code {code})"))
+        }
+        other => TransportError::Failed(format!("pack stream failed: {other}")),
+    }
+}
+
+fn pack_write_error(error: StreamWriteError) -> TransportError {
+    match error {
+        StreamWriteError::NotConnected => TransportError::Closed,
+        StreamWriteError::Stopped(code) => {
+            TransportError::Failed(format!("the client stopped the pack stream (code {code})"))
+        }
+        other => TransportError::Failed(format!("pack stream failed: {other}")),
+    }
+}
+
+fn quinn_write_error(error: wtransport::quinn::WriteError) -> TransportError {
+    use wtransport::quinn::WriteError;
+    match error {
+        WriteError::ConnectionLost(_) => TransportError::Closed,
+        WriteError::Stopped(code) => {
+            TransportError::Failed(format!("the client stopped the pack stream (code {code})"))
+        }
+        other => TransportError::Failed(format!("pack stream failed: {other}")),
+    }
+}
+
+/// The pack lane toward one client: a unidirectional stream per download.
+#[derive(Debug)]
+struct WtPackSink {
+    connection: Connection,
+}
+
+impl WtPackSink {
+    async fn send(&self, download: PackDownload) -> Result<(), TransportError> {
+        let mut stream = self
+            .connection
+            .open_uni()
+            .await
+            .map_err(connection_ended)?
+            .await
+            .map_err(|e| match e {
+                StreamOpeningError::NotConnected => TransportError::Closed,
+                StreamOpeningError::Refused => {
+                    TransportError::Failed("the client refused the pack stream".into())
+                }
+            })?;
+        // Below the control stream: pack bytes never hold up control frames.
+        let _ = stream.quic_stream().set_priority(PACK_STREAM_PRIORITY);
+        let header = encode_pack_header(&PackStreamHeader::Download {
+            request_id: download.request_id,
+            hash: download.hash.to_vec(),
+            offset: download.offset,
+            size: download.size,
+        });
+        let mut chunks = [Bytes::from(header), download.content];
+        stream
+            .quic_stream_mut()
+            .write_all_chunks(&mut chunks)
+            .await
+            .map_err(quinn_write_error)?;
+        stream.finish().await.map_err(pack_write_error)
+    }
+}
+
+impl PackSink for WtPackSink {
+    /// Opens a stream, writes the framed `Download` header and the content,
+    /// and finishes it; resolves once the client has acknowledged it all.
+    fn send_pack(
+        &self,
+        download: PackDownload,
+    ) -> Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send + '_>> {
+        Box::pin(self.send(download))
     }
 }
 
@@ -222,5 +390,210 @@ impl TickSink for WtTickSink {
                 TickDelivery::Closed
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_protocol::split_pack_message;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use wtransport::tls::Sha256Digest;
+    use wtransport::{ClientConfig, Endpoint, ServerConfig};
+
+    /// A client connection and the server's side of it, with the server's
+    /// reader (on the control stream the client opened) and pack sink.
+    struct Pair {
+        client: Connection,
+        reader: WtReader,
+        packs: WtPackSink,
+        _endpoints: (
+            Endpoint<wtransport::endpoint::endpoint_side::Server>,
+            Endpoint<wtransport::endpoint::endpoint_side::Client>,
+        ),
+        _control: SendStream,
+    }
+
+    async fn pair(name: &str) -> Pair {
+        let dir = std::env::temp_dir().join(format!("chorus-wt-{name}-{}", std::process::id()));
+        let certificate =
+            crate::cert::load_or_make_dev(&dir, std::time::SystemTime::now()).expect("certificate");
+        let config = ServerConfig::builder()
+            .with_bind_address(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .with_custom_tls_and_transport(
+                certificate.tls.clone(),
+                wtransport::quinn::TransportConfig::default(),
+            )
+            .build();
+        let server = Endpoint::server(config).expect("server endpoint");
+        let port = server.local_addr().expect("address").port();
+        let client_config = ClientConfig::builder()
+            .with_bind_default()
+            .with_server_certificate_hashes([Sha256Digest::new(certificate.sha256)])
+            .build();
+        let client_endpoint = Endpoint::client(client_config).expect("client endpoint");
+        let url = format!("https://127.0.0.1:{port}{WEBTRANSPORT_PATH}");
+        let (accepted, client) = tokio::join!(
+            async {
+                let request = server.accept().await.await.expect("session request");
+                request.accept().await.expect("session")
+            },
+            async { client_endpoint.connect(url).await.expect("connects") }
+        );
+        let (mut control, _) = client
+            .open_bi()
+            .await
+            .expect("opens")
+            .await
+            .expect("opened");
+        control.write_all(b"\x00").await.expect("writes");
+        let (_, recv) = accepted.accept_bi().await.expect("control stream");
+        Pair {
+            client,
+            reader: WtReader {
+                connection: accepted.clone(),
+                recv,
+                decoder: FrameDecoder::new(1 << 20),
+                buf: vec![0; 1024],
+            },
+            packs: WtPackSink {
+                connection: accepted,
+            },
+            _endpoints: (server, client_endpoint),
+            _control: control,
+        }
+    }
+
+    /// The next inbound that is not a control frame.
+    async fn next_pack_stream(reader: &mut WtReader) -> crate::session::PackStreamRx {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), reader.recv())
+                .await
+                .expect("in time")
+                .expect("inbound")
+            {
+                Inbound::PackStream(rx) => return rx,
+                Inbound::Control(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn client_streams_reach_the_session_in_order_and_end_at_fin() {
+        let mut pair = pair("upload").await;
+        let mut upload = encode_pack_header(&PackStreamHeader::Upload {
+            hash: vec![3; 32],
+            offset: 0,
+        });
+        let content: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        upload.extend_from_slice(&content);
+        let mut stream = pair
+            .client
+            .open_uni()
+            .await
+            .expect("opens")
+            .await
+            .expect("opened");
+        let writing = tokio::spawn({
+            let upload = upload.clone();
+            async move {
+                stream.write_all(&upload).await.expect("writes");
+                stream.finish().await.expect("finishes");
+            }
+        });
+        let mut rx = next_pack_stream(&mut pair.reader).await;
+        let mut got = Vec::new();
+        while let Some(piece) = rx.recv().await {
+            let piece = piece.expect("no error");
+            assert!(piece.len() <= PACK_READ_BYTES);
+            got.extend_from_slice(&piece);
+        }
+        writing.await.expect("written");
+        assert_eq!(got, upload);
+        let (header, rest) = split_pack_message(&got).expect("splits");
+        assert!(matches!(header, PackStreamHeader::Upload { offset: 0, .. }));
+        assert_eq!(rest, content);
+    }
+
+    #[tokio::test]
+    async fn a_reset_stream_ends_with_an_error() {
+        let mut pair = pair("reset").await;
+        let mut stream = pair
+            .client
+            .open_uni()
+            .await
+            .expect("opens")
+            .await
+            .expect("opened");
+        stream.write_all(b"partial").await.expect("writes");
+        let mut rx = next_pack_stream(&mut pair.reader).await;
+        let first = rx.recv().await.expect("a piece").expect("ok");
+        assert_eq!(&first[..], b"partial");
+        stream.reset(VarInt::from_u32(7)).expect("resets");
+        let last = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time");
+        assert!(
+            matches!(last, Some(Err(TransportError::Failed(_)))),
+            "{last:?}"
+        );
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_session_drops_is_stopped() {
+        let mut pair = pair("abandon").await;
+        let mut stream = pair
+            .client
+            .open_uni()
+            .await
+            .expect("opens")
+            .await
+            .expect("opened");
+        stream.write_all(b"first").await.expect("writes");
+        let rx = next_pack_stream(&mut pair.reader).await;
+        drop(rx);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), stream.stopped())
+            .await
+            .expect("stopped in time");
+        assert!(
+            matches!(stopped, StreamWriteError::Stopped(_)),
+            "{stopped:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn downloads_are_one_stream_each_with_the_header_first() {
+        let pair = pair("download").await;
+        let content: Vec<u8> = (0..50_000u32).map(|i| (i * 7) as u8).collect();
+        let download = PackDownload {
+            request_id: 42,
+            hash: [5; 32],
+            offset: 10,
+            size: 10 + content.len() as u64,
+            content: Bytes::from(content.clone()),
+        };
+        let (sent, received) = tokio::join!(pair.packs.send_pack(download), async {
+            let mut stream = pair.client.accept_uni().await.expect("a stream");
+            let mut all = Vec::new();
+            let mut buf = vec![0; 8192];
+            while let Some(n) = stream.read(&mut buf).await.expect("reads") {
+                all.extend_from_slice(&buf[..n]);
+            }
+            all
+        });
+        sent.expect("sent");
+        let (header, rest) = split_pack_message(&received).expect("splits");
+        assert_eq!(
+            header,
+            PackStreamHeader::Download {
+                request_id: 42,
+                hash: vec![5; 32],
+                offset: 10,
+                size: 10 + content.len() as u64,
+            }
+        );
+        assert_eq!(rest, content);
     }
 }
