@@ -116,17 +116,6 @@ pub enum PackError {
     /// was dropped. Code `HashMismatch`.
     #[error("the content's SHA-256 is not the announced hash")]
     HashMismatch,
-    /// The announced size differs from the size of the stored content with
-    /// that hash. Code `HashMismatch`.
-    #[error(
-        "the announced size {announced} is not the size {stored} of the content with that hash"
-    )]
-    SizeMismatch {
-        /// The announced size.
-        announced: u64,
-        /// The stored content's size.
-        stored: u64,
-    },
     /// A read started past the pack's end. Code `LimitExceeded`, detail
     /// `Limit { limit: size, actual: offset }`.
     #[error("offset {offset} is past the end of the pack ({size} bytes)")]
@@ -151,7 +140,7 @@ impl PackError {
             | PackError::ContentMismatch { .. } => ErrorCode::MediaTypeRefused,
             PackError::NotFound | PackError::NoUpload => ErrorCode::PackNotFound,
             PackError::WrongOffset { .. } => ErrorCode::Conflict,
-            PackError::HashMismatch | PackError::SizeMismatch { .. } => ErrorCode::HashMismatch,
+            PackError::HashMismatch => ErrorCode::HashMismatch,
         }
     }
 
@@ -178,8 +167,7 @@ impl PackError {
             | PackError::ContentMismatch { .. }
             | PackError::NotFound
             | PackError::NoUpload
-            | PackError::HashMismatch
-            | PackError::SizeMismatch { .. } => ErrorDetail::None,
+            | PackError::HashMismatch => ErrorDetail::None,
         }
     }
 

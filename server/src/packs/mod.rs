@@ -4,7 +4,7 @@
 //! What it owns:
 //! - the content, each once per process ([`PackStore`] keys it by its 32-byte
 //!   SHA-256 and holds it as shared [`bytes::Bytes`], so every download is a
-//!   cheap slice of the one copy);
+//!   cheap slice of the one copy, whichever room it is for);
 //! - each room's references: the packs available in the room, in upload order,
 //!   with the name, media type and uploader the room saw, and the room's count
 //!   and byte totals for the limits; content no room references any more is
@@ -35,11 +35,13 @@
 //! [`PackSettings::max_store_bytes`]. Idle uploads are dropped by
 //! [`PackStore::sweep`], which the caller runs now and then.
 //!
-//! Deduplication across rooms means that a member who knows a content's hash
-//! gets it into their room without sending it, and learns that the server has
-//! it. Hashes are only shown to members of rooms that have the pack, so this
-//! reveals content to someone who already knew its exact SHA-256; that is the
-//! accepted cost of storing each content once.
+//! Deduplication across rooms saves memory, never an upload: content reaches
+//! a room only by being uploaded to that room in full and verified (SHA-256,
+//! magic bytes), even when the store holds it for another room already. Only
+//! then does the room share the stored copy, and the upload's buffer is freed.
+//! `announce` answers content held for other rooms exactly as unknown content
+//! (`Upload` from 0), so knowing a hash neither pulls another room's content
+//! nor tells whether the server has it.
 
 mod error;
 mod media;

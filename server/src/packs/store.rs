@@ -77,21 +77,21 @@ impl fmt::Display for RoomKey {
 /// The answer to [`PackStore::announce`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Announce {
-    /// The store has the content: nothing needs sending. When `new_in_room`,
-    /// the room references it from now on (with this announcement's name,
-    /// media type and uploader), so the room tells its members
-    /// (`PackAvailable`); otherwise it was in the room already and `pack` is
-    /// the room's existing entry, unchanged.
+    /// The pack is available in this room already: nothing needs sending and
+    /// nothing changed; `pack` is the room's existing entry (its name, media
+    /// type and uploader, not this announcement's). Never the answer for
+    /// content the store holds only for other rooms: that room must upload it.
     AlreadyAvailable {
         /// The pack as the room lists it.
         pack: PackInfo,
-        /// Whether this announcement added it to the room.
-        new_in_room: bool,
     },
     /// Send the content from `offset` (`PackUploadReady`). Non-zero when an
     /// earlier, interrupted upload of the same content to this room resumes.
+    /// Also the answer when the store holds the content for other rooms only
+    /// (from 0, or the room's own resume offset), so the answer does not tell
+    /// whether the server has it.
     Upload {
-        /// Bytes the store already has.
+        /// Bytes of this room's upload the store already has.
         offset: u64,
     },
 }
@@ -348,13 +348,7 @@ impl PackStore {
     /// type, the size against `max_pack_bytes` and (for a type the store
     /// checks) against the shortest content of that type. Then:
     /// - the pack is available in the room: it is returned as it is
-    ///   (`AlreadyAvailable`, not `new_in_room`);
-    /// - the store has the content (another room, or this one earlier): after
-    ///   the room's count and byte limits, the size must be the content's
-    ///   (`SizeMismatch`) and the content must be of the declared type
-    ///   (`ContentMismatch`); the room references it at once
-    ///   (`AlreadyAvailable`, `new_in_room`), and an upload of it pending in
-    ///   the room is dropped;
+    ///   (`AlreadyAvailable`);
     /// - an upload of it is pending in the room with the same size and media
     ///   type: it resumes (`Upload { offset }` with the bytes received), now
     ///   under this announcement's name and uploader (a reconnected client has
@@ -363,6 +357,12 @@ impl PackStore {
     ///   room's limits on packs, bytes and pending uploads and the process's
     ///   `max_store_bytes`, all counted with pending uploads at their
     ///   announced size.
+    ///
+    /// Content the store holds for other rooms changes none of this: the room
+    /// uploads it like unknown content (the answer does not reveal that the
+    /// server has it), and only when that upload completes and verifies does
+    /// [`write`](Self::write) share the stored copy. Knowing a hash is never
+    /// enough to get content into a room.
     ///
     /// `now` marks the upload as touched (see [`sweep`](Self::sweep)).
     #[allow(clippy::too_many_arguments)]
@@ -403,10 +403,7 @@ impl PackStore {
         let inner = &mut *guard;
         let room_packs = inner.rooms.get(room);
         if let Some(pack) = room_packs.and_then(|r| r.info(hash)) {
-            return Ok(Announce::AlreadyAvailable {
-                pack: pack.clone(),
-                new_in_room: false,
-            });
+            return Ok(Announce::AlreadyAvailable { pack: pack.clone() });
         }
         let usage = room_packs.map_or(
             Usage {
@@ -427,45 +424,6 @@ impl PackStore {
             size,
             uploader,
         };
-
-        if let Some(content) = inner.contents.get(hash) {
-            let stored = len_u64(content.bytes.len());
-            if stored != size {
-                return Err(PackError::SizeMismatch {
-                    announced: size,
-                    stored,
-                });
-            }
-            if let Some(kind) = kind
-                && !kind.matches(&content.bytes)
-            {
-                return Err(PackError::ContentMismatch { declared: kind });
-            }
-            check_limit(
-                PackLimit::PacksPerRoom,
-                usage.packs.saturating_add(1),
-                u64::from(s.max_packs_per_room),
-            )?;
-            check_limit(
-                PackLimit::BytesPerRoom,
-                usage.bytes.saturating_add(size),
-                s.max_bytes_per_room,
-            )?;
-            // Commit: nothing below can fail.
-            inner.drop_pending(room, hash);
-            if let Some(content) = inner.contents.get_mut(hash) {
-                content.rooms = content.rooms.saturating_add(1);
-            }
-            inner
-                .rooms
-                .entry(room.clone())
-                .or_default()
-                .push(*hash, info.clone());
-            return Ok(Announce::AlreadyAvailable {
-                pack: info,
-                new_in_room: true,
-            });
-        }
 
         if resumable
             && let Some(p) = inner
@@ -534,8 +492,9 @@ impl PackStore {
     /// not of its declared type is dropped as soon as they are in
     /// (`ContentMismatch`). When the last byte arrives the SHA-256 is checked
     /// (`HashMismatch`, the upload is dropped) and the content is stored,
-    /// once (if another room completed the same content meanwhile, that copy
-    /// is shared and this one freed), and the pack is available in the room:
+    /// once: if the store holds the same content already (for another room,
+    /// uploaded before or meanwhile), the room shares that copy and the
+    /// upload's buffer is freed. The pack is then available in the room:
     /// `Complete`. `NoUpload` if no upload of `hash` is pending in the room.
     /// `now` marks the upload as touched.
     pub fn write(
@@ -611,9 +570,12 @@ impl PackStore {
             uploader: p.uploader,
         };
         match inner.contents.entry(*hash) {
+            // The same bytes (same SHA-256, verified above) are stored for
+            // another room: share them; this upload's buffer is dropped here.
             Entry::Occupied(mut e) => {
                 let content = e.get_mut();
                 content.rooms = content.rooms.saturating_add(1);
+                drop(p.buf);
             }
             Entry::Vacant(e) => {
                 e.insert(Content {

@@ -467,7 +467,7 @@ fn writes_without_a_pending_upload_are_refused() {
 // ---- dedupe ----
 
 #[test]
-fn content_is_stored_once_across_rooms() {
+fn two_rooms_uploading_the_same_bytes_store_them_once() {
     let store = PackStore::new(small());
     let now = Instant::now();
     let (a, b) = (room("a"), RoomKey::slot(RoomSlot(7)));
@@ -475,18 +475,11 @@ fn content_is_stored_once_across_rooms() {
     let hash = sha(&bytes);
     upload(&store, &a, ALICE, &bytes, "cat.png", "image/png", 256, now);
     let before = store.stats();
+    assert_eq!((before.contents, before.content_bytes), (1, 800));
 
-    // Room b offers the same content: available at once, no bytes sent.
-    let got = store
-        .announce(&b, BOB, &hash, "kitty.png", "image/png", 800, now)
-        .expect("announce");
-    assert_eq!(
-        got,
-        Announce::AlreadyAvailable {
-            pack: info(&bytes, "kitty.png", "image/png", BOB),
-            new_in_room: true
-        }
-    );
+    // Room b uploads the very same bytes: the whole upload is asked for...
+    let got = upload(&store, &b, BOB, &bytes, "kitty.png", "image/png", 300, now);
+    assert_eq!(got, info(&bytes, "kitty.png", "image/png", BOB));
     store.assert_consistent();
     assert_eq!(store.received(&b, &hash), None);
     assert_eq!(
@@ -498,18 +491,100 @@ fn content_is_stored_once_across_rooms() {
         vec![info(&bytes, "cat.png", "image/png", ALICE)]
     );
 
+    // ...and then stored once: b's upload buffer is gone.
     let after = store.stats();
     assert_eq!(after.contents, 1, "one content");
     assert_eq!(after.content_bytes, 800, "its bytes once");
     assert_eq!(after.room_packs, 2);
     assert_eq!(after.rooms, 2);
-    assert_eq!(before.content_bytes, after.content_bytes);
+    assert_eq!(
+        (after.pending_uploads, after.pending_received_bytes),
+        (0, 0)
+    );
+    assert_eq!(after.pending_announced_bytes, 0);
 
     // Both rooms read the very same memory.
     let from_a = store.read(&a, &hash, 0, usize::MAX).expect("read a");
     let from_b = store.read(&b, &hash, 0, usize::MAX).expect("read b");
     assert_eq!(from_a, bytes);
     assert_eq!(from_a.as_ptr(), from_b.as_ptr());
+
+    // Each room keeps the content alive for the other.
+    store.drop_room(&a);
+    assert_eq!(store.read(&b, &hash, 0, usize::MAX).expect("read b"), bytes);
+    assert_eq!(store.stats().contents, 1);
+    store.assert_consistent();
+}
+
+#[test]
+fn a_room_that_only_knows_the_hash_gets_an_upload_not_the_content() {
+    let store = PackStore::new(small());
+    let now = Instant::now();
+    let a = room("a");
+    let bytes = png(300, 12);
+    let hash = sha(&bytes);
+    upload(&store, &a, ALICE, &bytes, "cat.png", "image/png", 300, now);
+    let b = room("b");
+
+    // The same answer as for content the server has never seen: upload it
+    // (whatever size or type is declared: nothing is compared with, so
+    // nothing is told about, the stored content).
+    for (name, media_type, size) in [
+        ("cat.png", "image/png", 300),
+        ("cat.png", "image/png", 299),
+        ("cat.jpg", "image/jpeg", 300),
+        ("cat.png", "image/png", 300),
+    ] {
+        assert_eq!(
+            store.announce(&b, BOB, &hash, name, media_type, size, now),
+            Ok(Announce::Upload { offset: 0 }),
+            "{name} {media_type} {size}"
+        );
+    }
+    assert_eq!(
+        store.read(&b, &hash, 0, usize::MAX),
+        Err(PackError::NotFound)
+    );
+    assert_eq!(store.info(&b, &hash), None);
+    assert!(store.list(&b).is_empty());
+    store.assert_consistent();
+
+    // Sending something else under that hash gets b nothing either.
+    let other = png(300, 99);
+    assert_eq!(
+        store.write(&b, &hash, 0, &other, now),
+        Err(PackError::HashMismatch)
+    );
+    assert_eq!(store.read(&b, &hash, 0, 1), Err(PackError::NotFound));
+
+    // Declared as another type, the stored content's own bytes are refused
+    // as soon as they arrive, like any upload's.
+    store
+        .announce(&b, BOB, &hash, "cat.jpg", "image/jpeg", 300, now)
+        .expect("announce");
+    assert_eq!(
+        store.write(&b, &hash, 0, &bytes[..20], now),
+        Err(PackError::ContentMismatch {
+            declared: MediaKind::Jpeg
+        })
+    );
+    assert!(store.list(&b).is_empty());
+    let stats = store.stats();
+    assert_eq!(
+        (
+            stats.contents,
+            stats.content_bytes,
+            stats.room_packs,
+            stats.rooms
+        ),
+        (1, 300, 1, 1),
+        "a's pack untouched, no entry left for b"
+    );
+    assert_eq!(
+        store.read(&a, &hash, 0, usize::MAX).expect("a still reads"),
+        bytes
+    );
+    store.assert_consistent();
 }
 
 #[test]
@@ -525,57 +600,11 @@ fn announcing_a_pack_the_room_has_returns_its_entry_unchanged() {
             store.announce(&r, BOB, &hash, "other.png", "image/png", 300, now),
             Ok(Announce::AlreadyAvailable {
                 pack: info(&bytes, "cat.png", "image/png", ALICE),
-                new_in_room: false
             })
         );
     }
     assert_eq!(store.list(&r).len(), 1);
     assert_eq!(store.stats().room_packs, 1);
-    store.assert_consistent();
-}
-
-#[test]
-fn dedupe_checks_the_declared_size_and_type_against_the_stored_content() {
-    let store = PackStore::new(small());
-    let now = Instant::now();
-    let bytes = png(300, 12);
-    let hash = sha(&bytes);
-    upload(
-        &store,
-        &room("a"),
-        ALICE,
-        &bytes,
-        "cat.png",
-        "image/png",
-        300,
-        now,
-    );
-    let b = room("b");
-
-    let err = store
-        .announce(&b, BOB, &hash, "cat.png", "image/png", 299, now)
-        .expect_err("wrong size");
-    assert_eq!(
-        err,
-        PackError::SizeMismatch {
-            announced: 299,
-            stored: 300
-        }
-    );
-    assert_eq!(err.code(), ErrorCode::HashMismatch);
-
-    let err = store
-        .announce(&b, BOB, &hash, "cat.jpg", "image/jpeg", 300, now)
-        .expect_err("PNG content declared JPEG");
-    assert_eq!(
-        err,
-        PackError::ContentMismatch {
-            declared: MediaKind::Jpeg
-        }
-    );
-    assert_eq!(err.code(), ErrorCode::MediaTypeRefused);
-    assert!(store.list(&b).is_empty());
-    assert_eq!(store.stats().rooms, 1, "no entry made for a refused room");
     store.assert_consistent();
 }
 
@@ -617,7 +646,7 @@ fn the_same_content_uploaded_by_two_rooms_at_once_is_stored_once() {
 }
 
 #[test]
-fn content_stored_meanwhile_ends_a_pending_upload_of_it() {
+fn content_stored_meanwhile_leaves_a_pending_upload_to_finish() {
     let store = PackStore::new(small());
     let now = Instant::now();
     let (a, b) = (room("a"), room("b"));
@@ -629,28 +658,35 @@ fn content_stored_meanwhile_ends_a_pending_upload_of_it() {
     store.write(&a, &hash, 0, &bytes[..200], now).expect("a");
     upload(&store, &b, BOB, &bytes, "y.png", "image/png", 700, now);
 
-    // Room a's client comes back to resume: the store has it already.
+    // Room a's client comes back: it resumes where it stopped, as if the
+    // store did not have the content.
     assert_eq!(
         store.announce(&a, ALICE, &hash, "x.png", "image/png", 700, now),
-        Ok(Announce::AlreadyAvailable {
-            pack: info(&bytes, "x.png", "image/png", ALICE),
-            new_in_room: true
-        })
+        Ok(Announce::Upload { offset: 200 })
     );
-    assert_eq!(store.received(&a, &hash), None);
+    assert_eq!(store.read(&a, &hash, 0, 1), Err(PackError::NotFound));
+    assert_eq!(
+        store.write(&a, &hash, 200, &bytes[200..], now),
+        Ok(WriteOutcome::Complete(info(
+            &bytes,
+            "x.png",
+            "image/png",
+            ALICE
+        )))
+    );
     let stats = store.stats();
     assert_eq!(
         (
             stats.pending_uploads,
             stats.pending_announced_bytes,
-            stats.contents
+            stats.contents,
+            stats.content_bytes
         ),
-        (0, 0, 1)
+        (0, 0, 1, 700)
     );
-    assert_eq!(
-        store.write(&a, &hash, 200, &bytes[200..], now),
-        Err(PackError::NoUpload)
-    );
+    let from_a = store.read(&a, &hash, 0, usize::MAX).expect("read a");
+    let from_b = store.read(&b, &hash, 0, usize::MAX).expect("read b");
+    assert_eq!(from_a.as_ptr(), from_b.as_ptr(), "a's copy was not kept");
     store.assert_consistent();
 }
 
@@ -665,9 +701,7 @@ fn list_is_in_upload_order() {
     upload(&store, &b, BOB, &p3, "3.webm", "video/webm", 100, now);
     upload(&store, &a, ALICE, &p1, "1.png", "image/png", 100, now);
     upload(&store, &a, ALICE, &p2, "2.jpg", "image/jpeg", 100, now);
-    store
-        .announce(&a, ALICE, &sha(&p3), "3.webm", "video/webm", 100, now)
-        .expect("dedupe");
+    upload(&store, &a, ALICE, &p3, "3.webm", "video/webm", 100, now);
     let names: Vec<String> = store.list(&a).into_iter().map(|p| p.name).collect();
     assert_eq!(names, ["1.png", "2.jpg", "3.webm"]);
 }
@@ -749,7 +783,7 @@ fn pack_count_limit_at_the_edge_counts_pending_uploads() {
         }
     );
 
-    // Also when the fourth is content the store already has (dedupe).
+    // The same answer when the store holds the fourth for another room.
     upload(
         &store,
         &room("b"),
@@ -894,18 +928,38 @@ fn store_bytes_limit_at_the_edge_spans_rooms_and_counts_content_once() {
         1000,
         now,
     );
-    // Shared content costs nothing more.
-    store
-        .announce(
+    // Another room uploading the same content counts while its bytes are in
+    // flight (they are held)...
+    assert_eq!(
+        store.announce(
             &room("b"),
             BOB,
             &sha(&shared),
             "s.png",
             "image/png",
             1000,
-            now,
-        )
-        .expect("dedupe");
+            now
+        ),
+        Ok(Announce::Upload { offset: 0 })
+    );
+    let small_one = png(10, 4);
+    assert_eq!(
+        store.announce(
+            &room("c"),
+            BOB,
+            &sha(&small_one),
+            "c.png",
+            "image/png",
+            10,
+            now
+        ),
+        Err(limit_err(PackLimit::StoreBytes, 2000, 2010))
+    );
+    // ...and nothing more once complete: the stored copy is shared.
+    store
+        .write(&room("b"), &sha(&shared), 0, &shared, now)
+        .expect("b completes");
+    assert_eq!(store.stats().content_bytes, 1000);
     let at = png(1000, 2);
     store
         .announce(&room("c"), BOB, &sha(&at), "c.png", "image/png", 1000, now)
@@ -1306,9 +1360,7 @@ fn drop_room_frees_only_content_no_other_room_uses() {
     let own = png(300, 2);
     upload(&store, &a, ALICE, &shared, "s.png", "image/png", 100, now);
     upload(&store, &a, ALICE, &own, "o.png", "image/png", 100, now);
-    store
-        .announce(&b, BOB, &sha(&shared), "s.png", "image/png", 400, now)
-        .expect("dedupe");
+    upload(&store, &b, BOB, &shared, "s.png", "image/png", 400, now);
     assert_eq!(store.stats().content_bytes, 700);
 
     store.drop_room(&a);
@@ -1503,14 +1555,6 @@ fn error_codes_and_details() {
             ErrorDetail::None,
         ),
         (
-            PackError::SizeMismatch {
-                announced: 1,
-                stored: 2,
-            },
-            ErrorCode::HashMismatch,
-            ErrorDetail::None,
-        ),
-        (
             PackError::OffsetPastEnd { offset: 9, size: 5 },
             ErrorCode::LimitExceeded,
             ErrorDetail::Limit {
@@ -1623,21 +1667,15 @@ fn the_store_is_shared_across_threads() {
             scope.spawn(move || {
                 let r = RoomKey::slot(RoomSlot(i));
                 let hash = sha(&bytes);
-                match store
-                    .announce(&r, MemberId(i), &hash, "x.png", "image/png", 4096, now)
-                    .expect("announce")
-                {
-                    Announce::Upload { offset: 0 } => {
-                        for (j, chunk) in bytes.chunks(1000).enumerate() {
-                            store
-                                .write(&r, &hash, j as u64 * 1000, chunk, now)
-                                .expect("write");
-                        }
-                    }
-                    Announce::AlreadyAvailable {
-                        new_in_room: true, ..
-                    } => {}
-                    other => panic!("{other:?}"),
+                // Every room uploads: none gets another's content for free.
+                assert_eq!(
+                    store.announce(&r, MemberId(i), &hash, "x.png", "image/png", 4096, now),
+                    Ok(Announce::Upload { offset: 0 })
+                );
+                for (j, chunk) in bytes.chunks(1000).enumerate() {
+                    store
+                        .write(&r, &hash, j as u64 * 1000, chunk, now)
+                        .expect("write");
                 }
             });
         }
