@@ -236,9 +236,10 @@ pub enum ClientMessage {
         room: RoomSlot,
         member: Option<MemberId>,
     },
-    /// Offer a pack. If the server already has the content, the room gets
-    /// `PackAvailable` at once; else the answer is `PackUploadReady` with the
-    /// offset to send from (non-zero when an interrupted upload resumes).
+    /// Offer a pack. If the room already has it, the answer is `Ack`; else
+    /// `PackUploadReady` with the offset to send from (non-zero when an
+    /// interrupted upload resumes). Once all of it arrived and checked out,
+    /// every member gets `PackAvailable`.
     PackUpload {
         request_id: RequestId,
         room: RoomSlot,

@@ -7,7 +7,7 @@ use chorus_server::access::guard::AbuseConfig;
 use chorus_server::access::tokens::TokenConfig;
 use chorus_server::cert::{CertificateSource, dev_hash_file};
 use chorus_server::http::TcpTls;
-use chorus_server::session::AccessSettings;
+use chorus_server::session::{AccessSettings, IceSettings};
 use chorus_server::templates::load_templates;
 use chorus_server::{Server, ServerConfig};
 use clap::Parser;
@@ -139,9 +139,72 @@ struct Args {
     /// State keys per room.
     #[arg(long, env = "CHORUS_MAX_STATE_KEYS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     max_state_keys: u32,
-    /// Commands kept per room for catch-up (history length).
-    #[arg(long, env = "CHORUS_COMMAND_LOG_LEN", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    command_log_len: u32,
+    /// Room events kept per room for resuming members (history length); a
+    /// member further behind gets a fresh snapshot.
+    #[arg(long, env = "CHORUS_EVENT_LOG_LEN", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    event_log_len: u32,
+    /// Bytes of state values and command payloads in that log, at most.
+    #[arg(long, env = "CHORUS_EVENT_LOG_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(0..=1 << 32))]
+    event_log_bytes: u64,
+    /// Chat messages (commands of the chat kind) a joining member receives.
+    #[arg(long, env = "CHORUS_CHAT_HISTORY_LEN", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    chat_history_len: u32,
+    /// The command kind that is chat.
+    #[arg(long, env = "CHORUS_CHAT_KIND", default_value = "chat")]
+    chat_kind: String,
+    /// Seconds a dropped session can be resumed (0: no resuming).
+    #[arg(long, env = "CHORUS_RESUME_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    resume_window_secs: u64,
+    /// Seconds of silence after which a host is away and failover starts.
+    #[arg(long, env = "CHORUS_HOST_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    host_timeout_secs: u64,
+    /// Seconds a host that went away may come back and take its role back.
+    #[arg(long, env = "CHORUS_RECLAIM_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    reclaim_window_secs: u64,
+    /// Timelines per room.
+    #[arg(long, env = "CHORUS_MAX_TIMELINES_PER_ROOM", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_timelines_per_room: u32,
+    /// How far ahead a timeline change may be scheduled, in milliseconds.
+    #[arg(long, env = "CHORUS_MAX_SCHEDULE_AHEAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=600_000))]
+    max_schedule_ahead_ms: u32,
+    /// Largest direct or broadcast message payload in bytes.
+    #[arg(long, env = "CHORUS_MAX_DIRECT_PAYLOAD_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_direct_payload_bytes: u32,
+    /// Direct and broadcast messages per second per session (burst: twice this).
+    #[arg(long, env = "CHORUS_RATE_DIRECT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    rate_direct: u32,
+    /// Largest pack in bytes.
+    #[arg(long, env = "CHORUS_MAX_PACK_BYTES", default_value_t = 2 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pack_bytes: u32,
+    /// Packs per room.
+    #[arg(long, env = "CHORUS_MAX_PACKS_PER_ROOM", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    max_packs_per_room: u32,
+    /// Bytes of all packs of one room.
+    #[arg(long, env = "CHORUS_MAX_PACK_BYTES_PER_ROOM", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pack_bytes_per_room: u32,
+    /// Bytes of pack content the whole server keeps in memory.
+    #[arg(long, env = "CHORUS_MAX_PACK_STORE_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_pack_store_bytes: u64,
+    /// Media types packs may have (checked by their content's magic bytes).
+    #[arg(
+        long,
+        env = "CHORUS_PACK_MEDIA_TYPES",
+        value_delimiter = ',',
+        default_value = "image/jpeg,image/png,image/webp,video/mp4,video/webm"
+    )]
+    pack_media_types: Vec<String>,
+    /// STUN URLs handed to clients asking for ICE servers (comma-separated).
+    #[arg(long, env = "CHORUS_STUN_URLS", value_delimiter = ',')]
+    stun_urls: Vec<String>,
+    /// TURN URLs handed out with time-limited credentials (needs --turn-secret).
+    #[arg(long, env = "CHORUS_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn static-auth-secret; prefer the variable).
+    #[arg(long, env = "CHORUS_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// Seconds TURN credentials stay valid.
+    #[arg(long, env = "CHORUS_TURN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    turn_ttl_secs: u64,
     /// Control messages per second per session (burst: twice this).
     #[arg(long, env = "CHORUS_RATE_MESSAGES", default_value_t = 45, value_parser = clap::value_parser!(u32).range(1..))]
     rate_messages: u32,
@@ -235,6 +298,12 @@ impl Args {
             max_password_len: self.max_password_len,
             max_reason_len: self.max_reason_len,
             max_state_keys: self.max_state_keys,
+            max_timelines_per_room: self.max_timelines_per_room,
+            max_schedule_ahead_ms: self.max_schedule_ahead_ms,
+            max_direct_payload_bytes: self.max_direct_payload_bytes,
+            max_pack_bytes: self.max_pack_bytes,
+            max_packs_per_room: self.max_packs_per_room,
+            max_pack_bytes_per_room: self.max_pack_bytes_per_room,
             ..Limits::default()
         };
         let rate = |per_second: u32| Rate {
@@ -247,12 +316,32 @@ impl Args {
             commands: rate(self.rate_commands),
             ticks: rate(self.rate_ticks),
             joins: rate(self.rate_joins),
+            direct: rate(self.rate_direct),
         };
         config.session.violations_before_disconnect = self.rate_violations_before_disconnect;
         config.session.handshake_timeout = Duration::from_millis(self.handshake_timeout_ms);
         config.rooms.max_rooms = self.max_rooms;
         config.rooms.room.idle_ttl_us = self.room_idle_ttl_secs * 1_000_000;
-        config.rooms.room.command_log_len = self.command_log_len as usize;
+        let room = &mut config.rooms.room;
+        room.event_log_len = self.event_log_len as usize;
+        room.event_log_bytes = usize::try_from(self.event_log_bytes).unwrap_or(usize::MAX);
+        room.chat_history_len = self.chat_history_len as usize;
+        room.chat_kind = self.chat_kind.clone();
+        room.host_timeout_us = self.host_timeout_secs * 1_000_000;
+        room.reclaim_window_us = self.reclaim_window_secs * 1_000_000;
+        config.session.resume_window = Duration::from_secs(self.resume_window_secs);
+        config.packs.max_store_bytes = self.max_pack_store_bytes;
+        config.packs.allowed_media_types = self.pack_media_types.clone();
+        anyhow::ensure!(
+            self.turn_urls.is_empty() || self.turn_secret.is_some(),
+            "--turn-urls needs --turn-secret (TURN servers are handed out with credentials only)"
+        );
+        config.session.ice = IceSettings {
+            stun_urls: self.stun_urls.clone(),
+            turn_urls: self.turn_urls.clone(),
+            turn_secret: self.turn_secret.clone(),
+            turn_ttl: Duration::from_secs(self.turn_ttl_secs),
+        };
         if let Some(path) = &self.room_templates {
             config.rooms.templates = load_templates(path)?;
         }

@@ -45,8 +45,11 @@ pub struct ServerConfig {
     pub rooms: RoomSettings,
     /// API keys, join tokens, password hashing, per-address limits and bans.
     pub access: AccessSettings,
-    /// How often expired per-address records (rates, blocks) are swept.
+    /// How often expired per-address records (rates, blocks), resume tokens
+    /// and idle pack uploads are swept.
     pub cleanup_interval: Duration,
+    /// Pack limits and media types.
+    pub packs: crate::packs::PackSettings,
     /// How often an idle connection is probed (QUIC keep-alive, WebSocket ping).
     pub heartbeat_interval: Duration,
     /// A connection silent this long is closed and its members leave with
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             session: SessionConfig::default(),
             access: AccessSettings::default(),
             cleanup_interval: Duration::from_secs(30),
+            packs: crate::packs::PackSettings::default(),
             rooms: RoomSettings::default(),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
@@ -175,6 +179,15 @@ fn check(config: &mut ServerConfig) -> Result<(), StartError> {
     config.rooms.room.max_state_keys = config.session.limits.max_state_keys;
     config.rooms.room.max_state_total_bytes =
         u64::from(config.session.limits.max_state_total_bytes);
+    let limits = &config.session.limits;
+    config.rooms.room.resume_window_us =
+        u64::try_from(config.session.resume_window.as_micros()).unwrap_or(u64::MAX);
+    config.rooms.room.max_timelines = limits.max_timelines_per_room as usize;
+    config.rooms.room.max_schedule_ahead_us = u64::from(limits.max_schedule_ahead_ms) * 1000;
+    config.packs.max_pack_bytes = u64::from(limits.max_pack_bytes);
+    config.packs.max_packs_per_room = limits.max_packs_per_room;
+    config.packs.max_bytes_per_room = u64::from(limits.max_pack_bytes_per_room);
+    config.packs.max_name_len = limits.max_pack_name_len;
     config.rooms.room.kick_ban_us =
         u64::try_from(config.access.abuse.ban_duration.as_micros()).unwrap_or(u64::MAX);
     crate::access::rate::validate_rate_limits(&config.session.rate_limits)
@@ -330,7 +343,8 @@ impl Server {
         let certificate = cert::load(&config.certificate)?;
         let clock = ServerClock::new();
         let stats = Arc::new(ServerStats::default());
-        let registry = RoomRegistry::new(config.rooms.clone(), clock, stats.clone());
+        let packs = Arc::new(crate::packs::PackStore::new(config.packs.clone()));
+        let registry = RoomRegistry::new(config.rooms.clone(), clock, stats.clone(), packs.clone());
         let access = AccessControl::new(&config.access)
             .map_err(|e| StartError::InvalidSetting(e.to_string()))?;
         let ctx = Arc::new(SessionContext::new(
@@ -339,6 +353,7 @@ impl Server {
             clock,
             stats.clone(),
             access,
+            packs,
         ));
 
         let mut endpoints = Vec::new();
@@ -427,7 +442,10 @@ impl Server {
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticker.tick().await;
-                    ctx.access.guard.prune(std::time::Instant::now());
+                    let now = std::time::Instant::now();
+                    ctx.access.guard.prune(now);
+                    ctx.resumes.prune(now);
+                    ctx.packs.sweep(now);
                 }
             }));
         }
@@ -499,6 +517,11 @@ impl RunningServer {
 
     pub fn stats(&self) -> &Arc<ServerStats> {
         &self.stats
+    }
+
+    /// Figures of the pack store (content held once, pending uploads).
+    pub fn pack_stats(&self) -> crate::packs::PackStats {
+        self.ctx.packs.stats()
     }
 
     pub fn rooms(&self) -> &Arc<RoomRegistry> {

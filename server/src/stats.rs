@@ -28,6 +28,8 @@ pub const TRANSPORTS: [&str; 2] = ["webtransport", "websocket"];
 #[derive(Debug, Default)]
 pub struct ServerStats {
     pub sessions_opened: Counter,
+    /// Sessions taken over by a resuming connection.
+    pub sessions_resumed: Counter,
     pub sessions_closed: Counter,
     pub webtransport_opened: Counter,
     pub webtransport_closed: Counter,
@@ -53,6 +55,10 @@ pub struct ServerStats {
     pub rate_limited: Counter,
     /// Sessions closed for repeated rate-limit violations.
     pub rate_limit_disconnects: Counter,
+    /// Bytes of completed pack uploads.
+    pub pack_bytes_in: Counter,
+    /// Bytes of packs sent to clients.
+    pub pack_bytes_out: Counter,
 }
 
 impl ServerStats {

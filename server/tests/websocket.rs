@@ -82,15 +82,18 @@ async fn websocket_and_webtransport_members_share_one_room() {
         .await;
     assert_eq!((author, &payload[..]), (ws_room.you, &b"hello wt"[..]));
 
-    // The WebSocket member leaves by closing; the WebTransport member sees it.
+    // The WebSocket connection drops without a Leave: the WebTransport member
+    // sees it reconnecting (it may resume within the window).
     drop(ws);
-    let (member, reason) = wt
+    let (member, presence) = wt
         .recv_until(|m| match m {
-            ServerMessage::MemberLeft { member, reason, .. } => Some((member, reason)),
+            ServerMessage::PresenceChanged {
+                member, presence, ..
+            } => Some((member, presence)),
             _ => None,
         })
         .await;
-    assert_eq!((member, reason), (ws_room.you, LeaveReason::Disconnected));
+    assert_eq!((member, presence), (ws_room.you, Presence::Reconnecting));
     assert_eq!(server.stats().websocket_opened.get(), 1);
     assert_eq!(server.stats().webtransport_opened.get(), 1);
 }
@@ -274,13 +277,26 @@ async fn a_silent_websocket_member_is_removed_after_the_heartbeat_timeout() {
     let server = start_server_with(|c| {
         c.heartbeat_interval = Duration::from_millis(100);
         c.heartbeat_timeout = Duration::from_millis(500);
+        c.session.resume_window = Duration::from_millis(300);
     })
     .await;
     let (mut watcher, _) = RawClient::connect_hello(&server).await;
     let (mut silent, _) = RawWs::connect_hello(&server).await;
     watcher.join("heartbeat", 1).await;
     let silent_room = silent.join("heartbeat", 1).await;
-    // The silent client neither reads (so it answers no ping) nor writes.
+    // The silent client neither reads (so it answers no ping) nor writes:
+    // first it is reconnecting, then, the resume window over, timed out.
+    let reconnecting = watcher
+        .recv_until(|m| match m {
+            ServerMessage::PresenceChanged {
+                member,
+                presence: Presence::Reconnecting,
+                ..
+            } => Some(member),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reconnecting, silent_room.you);
     let (member, reason) = watcher
         .recv_until(|m| match m {
             ServerMessage::MemberLeft { member, reason, .. } => Some((member, reason)),
@@ -298,6 +314,7 @@ async fn a_webtransport_client_that_vanishes_is_removed_after_the_heartbeat_time
     let server = start_server_with(|c| {
         c.heartbeat_interval = Duration::from_millis(100);
         c.heartbeat_timeout = Duration::from_millis(500);
+        c.session.resume_window = Duration::from_millis(300);
     })
     .await;
     let (mut watcher, _) = RawWs::connect_hello(&server).await;

@@ -130,16 +130,19 @@ pub enum BudgetKind {
     Ticks,
     /// `Join`.
     Joins,
+    /// `Direct` and `Broadcast`.
+    Direct,
 }
 
 impl BudgetKind {
     /// Every kind, in the order of [`RateLimits`]' fields.
-    pub const ALL: [BudgetKind; 5] = [
+    pub const ALL: [BudgetKind; 6] = [
         BudgetKind::Messages,
         BudgetKind::StateUpdates,
         BudgetKind::Commands,
         BudgetKind::Ticks,
         BudgetKind::Joins,
+        BudgetKind::Direct,
     ];
 
     /// The field name in [`RateLimits`], e.g. `"state_updates"`.
@@ -150,6 +153,7 @@ impl BudgetKind {
             BudgetKind::Commands => "commands",
             BudgetKind::Ticks => "ticks",
             BudgetKind::Joins => "joins",
+            BudgetKind::Direct => "direct",
         }
     }
 
@@ -161,6 +165,7 @@ impl BudgetKind {
             BudgetKind::Commands => limits.commands,
             BudgetKind::Ticks => limits.ticks,
             BudgetKind::Joins => limits.joins,
+            BudgetKind::Direct => limits.direct,
         }
     }
 }
@@ -184,6 +189,7 @@ pub struct Budgets {
     commands: TokenBucket,
     ticks: TokenBucket,
     joins: TokenBucket,
+    direct: TokenBucket,
 }
 
 impl Budgets {
@@ -195,6 +201,7 @@ impl Budgets {
             commands: TokenBucket::new(limits.commands, now),
             ticks: TokenBucket::new(limits.ticks, now),
             joins: TokenBucket::new(limits.joins, now),
+            direct: TokenBucket::new(limits.direct, now),
         }
     }
 
@@ -228,6 +235,11 @@ impl Budgets {
         self.joins.try_take(now)
     }
 
+    /// A `Direct` or `Broadcast`.
+    pub fn direct(&mut self, now: Instant) -> Result<(), Duration> {
+        self.direct.try_take(now)
+    }
+
     fn bucket(&mut self, kind: BudgetKind) -> &mut TokenBucket {
         match kind {
             BudgetKind::Messages => &mut self.messages,
@@ -235,6 +247,7 @@ impl Budgets {
             BudgetKind::Commands => &mut self.commands,
             BudgetKind::Ticks => &mut self.ticks,
             BudgetKind::Joins => &mut self.joins,
+            BudgetKind::Direct => &mut self.direct,
         }
     }
 }
@@ -430,6 +443,7 @@ mod tests {
             commands: rate(1, 3),
             ticks: rate(100, 4),
             joins: rate(1, 5),
+            direct: rate(1, 6),
         };
         let mut b = Budgets::new(&limits, t0);
         b.state_update(t0).expect("one state update");

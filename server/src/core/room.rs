@@ -2,9 +2,10 @@
 
 use super::SessionId;
 use chorus_protocol::{
-    Action, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, LeaveReason, MemberId, MemberInfo,
-    PermissionPolicy, RequestId, Role, RoomSlot, RoomSnapshot, Seq, ServerMessage, ServerTime,
-    StateEntry,
+    Action, Audience, ChatEntry, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, FailoverMode,
+    LeaveReason, MemberId, MemberInfo, PackInfo, PermissionPolicy, Presence, RequestId, Role,
+    RoomKind, RoomSlot, RoomSnapshot, Seq, ServerMessage, ServerTime, StateEntry, TimelineOp,
+    TimelineState,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
@@ -53,8 +54,11 @@ pub struct RoomConfig {
     pub max_state_keys: u32,
     /// Sum of key and value bytes over the whole state.
     pub max_state_total_bytes: u64,
-    /// Commands kept for catch-up.
-    pub command_log_len: usize,
+    /// Sequenced events kept for members resuming after a dropped connection
+    /// (a member further behind gets a fresh snapshot instead).
+    pub event_log_len: usize,
+    /// The same log's bound in bytes of payload (state values, command payloads).
+    pub event_log_bytes: usize,
     /// Idempotency keys remembered; the oldest is forgotten first.
     pub idempotency_keys: usize,
     /// Role of members after the first (who is host), when no token names one.
@@ -69,6 +73,23 @@ pub struct RoomConfig {
     pub persistent: bool,
     /// The password hash the room starts with.
     pub password: Option<PasswordHashString>,
+    pub kind: RoomKind,
+    pub failover: FailoverMode,
+    /// How long a member whose connection dropped stays (as reconnecting)
+    /// before it leaves; 0: members leave at once.
+    pub resume_window_us: u64,
+    /// A host not heard from for this long is away, and failover starts.
+    pub host_timeout_us: u64,
+    /// How long a host that went away can come back and take its role back.
+    pub reclaim_window_us: u64,
+    /// Commands of this kind are chat: the last ones are kept as history.
+    pub chat_kind: String,
+    /// Chat messages kept for joining and resuming members.
+    pub chat_history_len: usize,
+    /// Timelines per room.
+    pub max_timelines: usize,
+    /// How far ahead a timeline change may be scheduled.
+    pub max_schedule_ahead_us: u64,
 }
 
 impl Default for RoomConfig {
@@ -78,7 +99,8 @@ impl Default for RoomConfig {
             idle_ttl_us: 2 * 60 * 60 * 1_000_000,
             max_state_keys: 1024,
             max_state_total_bytes: 900_000,
-            command_log_len: 256,
+            event_log_len: 1024,
+            event_log_bytes: 4 * 1024 * 1024,
             idempotency_keys: 4096,
             default_role: Role::Editor,
             policy: PermissionPolicy::default(),
@@ -86,6 +108,15 @@ impl Default for RoomConfig {
             max_bans: 1024,
             persistent: false,
             password: None,
+            kind: RoomKind::Normal,
+            failover: FailoverMode::NextMember,
+            resume_window_us: 60 * 1_000_000,
+            host_timeout_us: 15 * 1_000_000,
+            reclaim_window_us: 60 * 1_000_000,
+            chat_kind: "chat".into(),
+            chat_history_len: 50,
+            max_timelines: 16,
+            max_schedule_ahead_us: 10 * 1_000_000,
         }
     }
 }
@@ -150,6 +181,62 @@ pub enum RoomInput {
         request_id: RequestId,
         reason: String,
     },
+    /// The session's connection dropped, but it may resume: its member stays,
+    /// reconnecting, for the resume window.
+    Detach {
+        session: SessionId,
+        /// How the member leaves if it does not come back in time.
+        reason: LeaveReason,
+    },
+    /// A resumed session takes `member` back; it saw events up to `last_seq`.
+    Reattach {
+        session: SessionId,
+        member: MemberId,
+        /// `None`: the client kept nothing of the room; send a snapshot.
+        last_seq: Option<Seq>,
+    },
+    /// The session's client is active (sent something); hosts heard from
+    /// are not away.
+    Alive { session: SessionId },
+    Timeline {
+        session: SessionId,
+        request_id: RequestId,
+        name: String,
+        op: TimelineOp,
+        at: Option<ServerTime>,
+        expected_seq: Option<Seq>,
+    },
+    Direct {
+        session: SessionId,
+        request_id: RequestId,
+        to: MemberId,
+        kind: String,
+        payload: Vec<u8>,
+    },
+    Broadcast {
+        session: SessionId,
+        request_id: RequestId,
+        audience: Audience,
+        kind: String,
+        payload: Vec<u8>,
+    },
+    Snapshot {
+        session: SessionId,
+        request_id: RequestId,
+    },
+    SetDelegate {
+        session: SessionId,
+        request_id: RequestId,
+        member: Option<MemberId>,
+    },
+    /// A pack's content is in the store for this room (its upload completed,
+    /// or the content was there already); `request_id` is the `PackUpload`
+    /// request when the room should acknowledge it.
+    PackAdded {
+        session: SessionId,
+        request_id: Option<RequestId>,
+        pack: PackInfo,
+    },
 }
 
 /// A security-relevant fact, for the audit log. The shell logs these with
@@ -205,15 +292,21 @@ impl AuditEvent {
 }
 
 /// Who a message goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipient {
     Session(SessionId),
     /// Every member, in the order the room lists them.
     Everyone,
     EveryoneExcept(SessionId),
+    /// These sessions (members), in this order.
+    Sessions(Vec<SessionId>),
 }
 
 /// Something the room wants done.
+// `Send` (a whole message) dwarfs the other variants, but it is nearly every
+// output, and the queue is drained after each input: boxing it would add an
+// allocation per message to save a little transient memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomOutput {
     /// Deliver on the reliable lane.
@@ -270,10 +363,39 @@ pub struct RoomStats {
 
 #[derive(Debug)]
 struct Member {
+    /// The session attached now, or the last one while reconnecting.
     session: SessionId,
     role: Role,
     display: DisplayInfo,
     identity: ClientIdentity,
+    presence: Presence,
+    /// When the member's connection dropped (presence `Reconnecting`), and
+    /// how it leaves if the resume window runs out.
+    detached_at: Option<ServerTime>,
+    detach_reason: LeaveReason,
+    /// The last time the member's client was heard from.
+    last_heard: ServerTime,
+    /// Set once the member's silence was acted on (host away, failover);
+    /// cleared when it is heard again.
+    silent: bool,
+}
+
+/// A host whose role passed to `substitute` while it was away: it gets the
+/// role back if it returns before `deadline`.
+#[derive(Debug, Clone, Copy)]
+struct Reclaim {
+    host: MemberId,
+    substitute: MemberId,
+    substitute_role: Role,
+    deadline: ServerTime,
+}
+
+/// A sequenced event kept for resuming members.
+#[derive(Debug)]
+struct LoggedEvent {
+    seq: Seq,
+    message: ServerMessage,
+    bytes: usize,
 }
 
 /// Whom a ban keeps out: the token subject when the kicked member had one,
@@ -305,13 +427,6 @@ struct CommandResult {
     seq: Seq,
 }
 
-/// A command kept in the recent log, for members catching up.
-#[derive(Debug)]
-struct LoggedCommand {
-    seq: Seq,
-    message: ServerMessage,
-}
-
 /// The state machine of one room. See the [module docs](super).
 #[derive(Debug)]
 pub struct Room {
@@ -326,7 +441,13 @@ pub struct Room {
     state_version: u64,
     state_bytes: u64,
     last_seq: Seq,
-    command_log: VecDeque<LoggedCommand>,
+    events: VecDeque<LoggedEvent>,
+    event_bytes: usize,
+    chat: VecDeque<ChatEntry>,
+    timelines: BTreeMap<String, TimelineState>,
+    packs: Vec<PackInfo>,
+    delegate: Option<MemberId>,
+    reclaim: Option<Reclaim>,
     idempotency: HashMap<String, CommandResult>,
     idempotency_order: VecDeque<String>,
     created_at: ServerTime,
@@ -381,7 +502,13 @@ impl Room {
             state_version: 0,
             state_bytes: 0,
             last_seq: Seq(0),
-            command_log: VecDeque::new(),
+            events: VecDeque::new(),
+            event_bytes: 0,
+            chat: VecDeque::new(),
+            timelines: BTreeMap::new(),
+            packs: Vec::new(),
+            delegate: None,
+            reclaim: None,
             idempotency: HashMap::new(),
             idempotency_order: VecDeque::new(),
             created_at: now,
@@ -438,10 +565,16 @@ impl Room {
         }
     }
 
-    /// The tick fan-out table: every member with its session and tick permission.
+    pub fn kind(&self) -> RoomKind {
+        self.config.kind
+    }
+
+    /// The tick fan-out table: every connected member with its session and
+    /// tick permission (reconnecting members get no ticks).
     pub fn fanout(&self) -> Vec<FanoutEntry> {
         self.members
             .iter()
+            .filter(|(_, m)| m.presence != Presence::Reconnecting)
             .map(|(id, m)| FanoutEntry {
                 session: m.session,
                 member: *id,
@@ -456,19 +589,30 @@ impl Room {
         self.outputs.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called:
+    /// the earliest of idle expiry, a reconnecting member's resume window, a
+    /// host's heartbeat deadline and a reclaim window.
     pub fn poll_timeout(&self) -> Option<ServerTime> {
-        if self.config.persistent || self.is_ended() {
+        if self.is_ended() {
             return None;
         }
-        self.empty_since
-            .map(|since| since.saturating_add_micros(self.config.idle_ttl_us))
+        let idle = match (self.config.persistent, self.empty_since) {
+            (false, Some(since)) => Some(since.saturating_add_micros(self.config.idle_ttl_us)),
+            _ => None,
+        };
+        [idle, self.presence_deadline()].into_iter().flatten().min()
     }
 
-    /// Lets time pass: an empty room past its idle TTL expires.
+    /// Lets time pass: resume windows run out, silent hosts go away, and an
+    /// empty room past its idle TTL expires.
     pub fn handle_timeout(&mut self, now: ServerTime) {
-        if let Some(deadline) = self.poll_timeout()
-            && now >= deadline
+        if self.is_ended() {
+            return;
+        }
+        self.presence_timeouts(now);
+        if !self.config.persistent
+            && let Some(since) = self.empty_since
+            && now >= since.saturating_add_micros(self.config.idle_ttl_us)
         {
             self.expired = true;
             self.outputs.push_back(RoomOutput::Expired);
@@ -488,6 +632,9 @@ impl Room {
             return;
         }
         self.last_activity = now;
+        if let Some(session) = input_session(&input) {
+            self.heard_from(now, session);
+        }
         match input {
             RoomInput::Join {
                 session,
@@ -519,7 +666,7 @@ impl Room {
                 kind,
                 payload,
                 idempotency_key,
-            } => self.command(session, request_id, kind, payload, idempotency_key),
+            } => self.command(now, session, request_id, kind, payload, idempotency_key),
             RoomInput::Kick {
                 session,
                 request_id,
@@ -542,6 +689,76 @@ impl Room {
                 request_id,
                 reason,
             } => self.close(session, request_id, reason),
+            RoomInput::Detach { session, reason } => self.detach(now, session, reason),
+            RoomInput::Reattach {
+                session,
+                member,
+                last_seq,
+            } => self.reattach(now, session, member, last_seq),
+            // Being heard from is all it does, and that happened above.
+            RoomInput::Alive { .. } => {}
+            RoomInput::Timeline {
+                session,
+                request_id,
+                name,
+                op,
+                at,
+                expected_seq,
+            } => self.timeline(now, session, request_id, name, op, at, expected_seq),
+            RoomInput::Direct {
+                session,
+                request_id,
+                to,
+                kind,
+                payload,
+            } => self.direct(session, request_id, to, kind, payload),
+            RoomInput::Broadcast {
+                session,
+                request_id,
+                audience,
+                kind,
+                payload,
+            } => self.broadcast(session, request_id, audience, kind, payload),
+            RoomInput::Snapshot {
+                session,
+                request_id,
+            } => self.send_snapshot(session, request_id),
+            RoomInput::SetDelegate {
+                session,
+                request_id,
+                member,
+            } => self.set_delegate(session, request_id, member),
+            RoomInput::PackAdded {
+                session,
+                request_id,
+                pack,
+            } => self.pack_added(session, request_id, pack),
+        }
+    }
+
+    /// Sends a sequenced room event and keeps it for resuming members.
+    fn event(&mut self, to: Recipient, seq: Seq, message: ServerMessage) {
+        self.log_event(seq, &message);
+        self.send(to, message);
+    }
+
+    fn log_event(&mut self, seq: Seq, message: &ServerMessage) {
+        if self.config.kind == RoomKind::Relay || self.config.event_log_len == 0 {
+            return;
+        }
+        let bytes = event_payload_bytes(message);
+        self.events.push_back(LoggedEvent {
+            seq,
+            message: message.clone(),
+            bytes,
+        });
+        self.event_bytes += bytes;
+        while self.events.len() > self.config.event_log_len
+            || (self.event_bytes > self.config.event_log_bytes && self.events.len() > 1)
+        {
+            if let Some(old) = self.events.pop_front() {
+                self.event_bytes -= old.bytes;
+            }
         }
     }
 
@@ -655,6 +872,11 @@ impl Room {
                 role,
                 display: display.clone(),
                 identity: access.identity,
+                presence: Presence::Online,
+                detached_at: None,
+                detach_reason: LeaveReason::Disconnected,
+                last_heard: now,
+                silent: false,
             },
         );
         self.by_session.insert(session, id);
@@ -672,12 +894,18 @@ impl Room {
                 snapshot,
             },
         );
-        self.send(
+        self.event(
             Recipient::EveryoneExcept(session),
+            seq,
             ServerMessage::MemberJoined {
                 room: self.slot,
                 seq,
-                member: MemberInfo { id, role, display },
+                member: MemberInfo {
+                    id,
+                    role,
+                    display,
+                    presence: Presence::Online,
+                },
             },
         );
     }
@@ -695,6 +923,7 @@ impl Room {
                     id: *id,
                     role: m.role,
                     display: m.display.clone(),
+                    presence: m.presence,
                 })
                 .collect(),
             state: self
@@ -710,6 +939,11 @@ impl Room {
             state_version: self.state_version,
             last_seq: self.last_seq,
             policy: self.config.policy.clone(),
+            kind: self.config.kind,
+            failover: self.config.failover,
+            timelines: self.timelines.values().cloned().collect(),
+            packs: self.packs.clone(),
+            chat: self.chat.iter().cloned().collect(),
         }
     }
 
@@ -720,7 +954,7 @@ impl Room {
         request_id: Option<RequestId>,
         reason: LeaveReason,
     ) {
-        let Some(member) = self.by_session.remove(&session) else {
+        let Some(member) = self.by_session.get(&session).copied() else {
             if let Some(request_id) = request_id {
                 self.error(
                     session,
@@ -733,8 +967,6 @@ impl Room {
             }
             return;
         };
-        self.members.remove(&member);
-        let seq = self.next_seq();
         if let Some(request_id) = request_id {
             self.send(
                 Recipient::Session(session),
@@ -744,10 +976,25 @@ impl Room {
                 },
             );
         }
-        self.outputs
-            .push_back(RoomOutput::MemberRemoved { session, member });
-        self.send(
+        self.remove_member(now, member, reason);
+    }
+
+    /// Removes a member (attached or reconnecting) and tells the others.
+    fn remove_member(&mut self, now: ServerTime, member: MemberId, reason: LeaveReason) {
+        let Some(removed) = self.members.remove(&member) else {
+            return;
+        };
+        if self.by_session.get(&removed.session) == Some(&member) {
+            self.by_session.remove(&removed.session);
+            self.outputs.push_back(RoomOutput::MemberRemoved {
+                session: removed.session,
+                member,
+            });
+        }
+        let seq = self.next_seq();
+        self.event(
             Recipient::Everyone,
+            seq,
             ServerMessage::MemberLeft {
                 room: self.slot,
                 seq,
@@ -755,8 +1002,25 @@ impl Room {
                 reason,
             },
         );
+        self.forget_member(now, member);
+    }
+
+    /// After `member` is gone: clear references to it, promote a new host if
+    /// the room has none left (by its failover mode), and start the idle clock.
+    fn forget_member(&mut self, now: ServerTime, member: MemberId) {
+        if self.delegate == Some(member) {
+            self.delegate = None;
+        }
+        if self
+            .reclaim
+            .is_some_and(|r| r.host == member || r.substitute == member)
+        {
+            self.reclaim = None;
+        }
         if self.members.is_empty() {
             self.empty_since = Some(now);
+        } else if !self.members.values().any(|m| m.role == Role::Host) {
+            self.promote_substitute(now, None);
         }
     }
 
@@ -798,6 +1062,28 @@ impl Room {
         );
     }
 
+    /// In a relay room, refuses a request for something only stored rooms
+    /// have (returns true when it did).
+    fn refuse_in_relay_room(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        what: &str,
+    ) -> bool {
+        if self.config.kind != RoomKind::Relay {
+            return false;
+        }
+        self.error(
+            session,
+            ErrorFrame::new(
+                Some(request_id),
+                ErrorCode::NotStored,
+                format!("room {} is a relay room: it keeps no {what}", self.id),
+            ),
+        );
+        true
+    }
+
     fn audit(&mut self, event: AuditEvent) {
         self.outputs.push_back(RoomOutput::Audit(event));
     }
@@ -825,6 +1111,9 @@ impl Room {
         let Some((author, role)) = self.member_of(session, request_id) else {
             return;
         };
+        if self.refuse_in_relay_room(session, request_id, "state") {
+            return;
+        }
         if !self.allows(role, Action::SetState, &key) {
             return self.forbidden(
                 session,
@@ -919,8 +1208,9 @@ impl Room {
             }
         }
         let seq = self.next_seq();
-        self.send(
+        self.event(
             Recipient::Everyone,
+            seq,
             ServerMessage::StateChanged {
                 room: self.slot,
                 seq,
@@ -943,6 +1233,7 @@ impl Room {
 
     fn command(
         &mut self,
+        now: ServerTime,
         session: SessionId,
         request_id: RequestId,
         kind: String,
@@ -952,6 +1243,9 @@ impl Room {
         let Some((author, role)) = self.member_of(session, request_id) else {
             return;
         };
+        if self.refuse_in_relay_room(session, request_id, "commands") {
+            return;
+        }
         if !self.allows(role, Action::SendCommands, &kind) {
             return self.forbidden(
                 session,
@@ -986,16 +1280,26 @@ impl Room {
             payload,
             idempotency_key,
         };
-        if self.config.command_log_len > 0 {
-            if self.command_log.len() == self.config.command_log_len {
-                self.command_log.pop_front();
+        if let ServerMessage::CommandEvent {
+            kind,
+            payload,
+            author,
+            ..
+        } = &event
+            && *kind == self.config.chat_kind
+            && self.config.chat_history_len > 0
+        {
+            if self.chat.len() >= self.config.chat_history_len {
+                self.chat.pop_front();
             }
-            self.command_log.push_back(LoggedCommand {
+            self.chat.push_back(ChatEntry {
                 seq,
-                message: event.clone(),
+                author: *author,
+                time: now,
+                payload: payload.clone(),
             });
         }
-        self.send(Recipient::Everyone, event);
+        self.event(Recipient::Everyone, seq, event);
         self.send(
             Recipient::Session(session),
             ServerMessage::CommandAck {
@@ -1097,8 +1401,9 @@ impl Room {
         let seq = self.next_seq();
         let ban_us = self.config.kick_ban_us;
         // Everyone hears it, the kicked member included, before its routing ends.
-        self.send(
+        self.event(
             Recipient::Everyone,
+            seq,
             ServerMessage::MemberKicked {
                 room: self.slot,
                 seq,
@@ -1111,7 +1416,10 @@ impl Room {
         let Some(kicked) = self.members.remove(&target) else {
             return;
         };
-        self.by_session.remove(&kicked.session);
+        let attached = self.by_session.get(&kicked.session) == Some(&target);
+        if attached {
+            self.by_session.remove(&kicked.session);
+        }
         if ban_us > 0 && self.config.max_bans > 0 {
             if self.bans.len() >= self.config.max_bans {
                 // Forget the ban that ends soonest; bans are bounded like everything else.
@@ -1137,15 +1445,15 @@ impl Room {
             subject: kicked.identity.subject,
             ban_us,
         };
-        self.outputs.push_back(RoomOutput::MemberRemoved {
-            session: kicked_session,
-            member: target,
-        });
+        if attached {
+            self.outputs.push_back(RoomOutput::MemberRemoved {
+                session: kicked_session,
+                member: target,
+            });
+        }
         self.audit(event);
         self.ack(session, request_id, seq);
-        if self.members.is_empty() {
-            self.empty_since = Some(now);
-        }
+        self.forget_member(now, target);
     }
 
     fn set_role(
@@ -1196,8 +1504,9 @@ impl Room {
             m.role = new_role;
         }
         let seq = self.next_seq();
-        self.send(
+        self.event(
             Recipient::Everyone,
+            seq,
             ServerMessage::RoleChanged {
                 room: self.slot,
                 seq,
@@ -1284,16 +1593,42 @@ impl Room {
         self.outputs.push_back(RoomOutput::Closed);
     }
 
-    /// The `CommandEvent`s in the recent log with a sequence number after `after`,
-    /// oldest first: what a member that saw up to `after` has missed.
-    pub fn commands_after(&self, after: Seq) -> impl Iterator<Item = &ServerMessage> + '_ {
-        self.command_log
-            .iter()
-            .filter(move |c| c.seq > after)
-            .map(|c| &c.message)
+    /// The logged events with a sequence number after `after`, oldest first,
+    /// or `None` when the log no longer reaches back to `after + 1` (the
+    /// member must then get a snapshot).
+    pub fn events_after(&self, after: Seq) -> Option<Vec<&ServerMessage>> {
+        if after >= self.last_seq {
+            return Some(Vec::new());
+        }
+        let first = self.events.front()?.seq;
+        if first > after.next() {
+            return None;
+        }
+        Some(
+            self.events
+                .iter()
+                .filter(|e| e.seq > after)
+                .map(|e| &e.message)
+                .collect(),
+        )
     }
 }
 
+/// Bytes of application data an event carries (what the log's byte bound counts).
+fn event_payload_bytes(message: &ServerMessage) -> usize {
+    64 + match message {
+        ServerMessage::StateChanged { key, value, .. } => {
+            key.len() + value.as_ref().map_or(0, Vec::len)
+        }
+        ServerMessage::CommandEvent { kind, payload, .. } => kind.len() + payload.len(),
+        ServerMessage::MemberJoined { member, .. } => {
+            member.display.name.len() + member.display.meta.len()
+        }
+        _ => 0,
+    }
+}
+
+/// The session and request a failure to handle `input` should be told about.
 fn input_origin(input: &RoomInput) -> Option<(SessionId, Option<RequestId>)> {
     match input {
         RoomInput::Join {
@@ -1335,14 +1670,65 @@ fn input_origin(input: &RoomInput) -> Option<(SessionId, Option<RequestId>)> {
             session,
             request_id,
             ..
+        }
+        | RoomInput::Timeline {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::Direct {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::Broadcast {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::Snapshot {
+            session,
+            request_id,
+            ..
+        }
+        | RoomInput::SetDelegate {
+            session,
+            request_id,
+            ..
         } => Some((*session, Some(*request_id))),
         RoomInput::Leave {
             session,
             request_id,
             ..
         } => request_id.map(|id| (*session, Some(id))),
+        RoomInput::PackAdded {
+            session,
+            request_id,
+            ..
+        } => request_id.map(|id| (*session, Some(id))),
+        RoomInput::Detach { .. } | RoomInput::Reattach { .. } | RoomInput::Alive { .. } => None,
     }
 }
+
+/// The session an input comes from, if its client did something (detaching
+/// and reattaching are the shell's doing, not the client's).
+fn input_session(input: &RoomInput) -> Option<SessionId> {
+    match input {
+        RoomInput::Detach { .. } | RoomInput::Reattach { .. } => None,
+        RoomInput::Leave {
+            request_id: None, ..
+        } => None,
+        RoomInput::PackAdded {
+            request_id: None, ..
+        } => None,
+        RoomInput::Alive { session } => Some(*session),
+        other => input_origin(other).map(|(session, _)| session),
+    }
+}
+
+mod messaging;
+mod presence;
+mod timeline;
 
 #[cfg(test)]
 mod tests;

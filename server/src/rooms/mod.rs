@@ -38,6 +38,7 @@ pub struct RoomShared {
     pub password: ArcSwapOption<RoomPassword>,
     /// The room's permission rules (fixed at creation).
     pub policy: chorus_protocol::PermissionPolicy,
+    pub kind: chorus_protocol::RoomKind,
 }
 
 /// A room's current password hash and its generation.
@@ -66,6 +67,13 @@ pub enum RoomRequest {
         request_id: RequestId,
         display: DisplayInfo,
         access: JoinAccess,
+        reply: oneshot::Sender<JoinOutcome>,
+    },
+    /// A resumed session takes `member` back (see `RoomInput::Reattach`).
+    Reattach {
+        session: Arc<SessionShared>,
+        member: MemberId,
+        last_seq: Option<chorus_protocol::Seq>,
         reply: oneshot::Sender<JoinOutcome>,
     },
     /// Any other input; the session inside it is set by the session task.
@@ -99,6 +107,23 @@ impl RoomHandle {
     /// Cancel safe: if cancelled, the request was not queued.
     pub async fn send(&self, request: RoomRequest) -> Result<(), RoomClosed> {
         self.inbox.send(request).await.map_err(|_| RoomClosed)
+    }
+
+    /// Queues a request if the inbox has room now; drops it otherwise (for
+    /// hints such as `Alive` that must never make a session wait).
+    pub fn try_send(&self, request: RoomRequest) -> Result<(), RoomClosed> {
+        match self.inbox.try_send(request) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RoomClosed),
+        }
+    }
+
+    /// The session's connection dropped but may resume: its member stays,
+    /// reconnecting, for the room's resume window.
+    pub async fn detach(&self, session: SessionId, reason: chorus_protocol::LeaveReason) {
+        let _ = self
+            .send(RoomRequest::Input(RoomInput::Detach { session, reason }))
+            .await;
     }
 
     /// Removes `session` from the room without a reply (disconnects).

@@ -3,6 +3,7 @@
 use super::{RoomHandle, task};
 use crate::clock::ServerClock;
 use crate::core::{PasswordHashString, Room, RoomConfig};
+use crate::packs::{PackStore, RoomKey};
 use crate::stats::ServerStats;
 use chorus_protocol::{
     ErrorCode, ErrorDetail, ErrorFrame, PermissionPolicy, RequestId, Role, RoomSlot, ServerTime,
@@ -48,6 +49,8 @@ pub struct RoomCreate {
     pub policy: Option<PermissionPolicy>,
     pub template: Option<String>,
     pub password: Option<PasswordHashString>,
+    pub kind: Option<chorus_protocol::RoomKind>,
+    pub failover: Option<chorus_protocol::FailoverMode>,
 }
 
 impl Default for RoomSettings {
@@ -79,17 +82,25 @@ pub struct RoomRegistry {
     settings: RoomSettings,
     clock: ServerClock,
     stats: Arc<ServerStats>,
+    /// Where the rooms' packs are kept; a room's go with it.
+    packs: Arc<PackStore>,
     this: Weak<RoomRegistry>,
 }
 
 impl RoomRegistry {
-    pub fn new(settings: RoomSettings, clock: ServerClock, stats: Arc<ServerStats>) -> Arc<Self> {
+    pub fn new(
+        settings: RoomSettings,
+        clock: ServerClock,
+        stats: Arc<ServerStats>,
+        packs: Arc<PackStore>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|this| RoomRegistry {
             rooms: Mutex::new(HashMap::new()),
             next_slot: Mutex::new(1),
             settings,
             clock,
             stats,
+            packs,
             this: this.clone(),
         })
     }
@@ -173,6 +184,18 @@ impl RoomRegistry {
             config.max_members = config.max_members.min(max);
         }
         config.password = how.password.clone();
+        if let Some(kind) = how.kind {
+            config.kind = kind;
+        }
+        if let Some(failover) = how.failover {
+            config.failover = failover;
+        }
+        if config.kind == chorus_protocol::RoomKind::Relay {
+            // A relay room stores nothing: not even while waiting for a
+            // dropped member (its events are not kept to replay).
+            config.event_log_len = 0;
+            config.chat_history_len = 0;
+        }
         let room_id = if room_id.is_empty() {
             // 31^8 codes: a collision is rare; retry a few times and give up
             // with a typed error (as when the OS has no randomness to give).
@@ -212,8 +235,10 @@ impl RoomRegistry {
         self.rooms().get(room_id).cloned()
     }
 
-    /// Drops `handle`'s room from the registry, if it is still the one under its id.
+    /// Drops `handle`'s room from the registry, if it is still the one under
+    /// its id, and its packs (content no other room uses is freed).
     pub(super) fn forget(&self, handle: &RoomHandle) {
+        self.packs.drop_room(&RoomKey::slot(handle.slot()));
         let mut rooms = self.rooms();
         if rooms
             .get(handle.id())

@@ -38,6 +38,7 @@ pub(super) fn spawn(
             })
         })),
         policy: room.policy().clone(),
+        kind: room.kind(),
     });
     let handle = RoomHandle { shared, inbox: tx };
     let task = RoomTask {
@@ -92,8 +93,11 @@ impl RoomTask {
         }
         inbox.close();
         while let Some(request) = inbox.recv().await {
-            if let RoomRequest::Join { reply, .. } = request {
-                let _ = reply.send(JoinOutcome::RoomClosed);
+            match request {
+                RoomRequest::Join { reply, .. } | RoomRequest::Reattach { reply, .. } => {
+                    let _ = reply.send(JoinOutcome::RoomClosed);
+                }
+                RoomRequest::Input(_) => {}
             }
         }
         tracing::debug!(room = %self.handle.id(), slot = self.handle.slot().0, "room ended");
@@ -131,6 +135,30 @@ impl RoomTask {
                     .find(|(s, _)| *s == id)
                     .map_or(JoinOutcome::Refused, |(_, m)| JoinOutcome::Joined(m));
                 // The session may have gone meanwhile; then it will send a Leave.
+                let _ = reply.send(outcome);
+            }
+            RoomRequest::Reattach {
+                session,
+                member,
+                last_seq,
+                reply,
+            } => {
+                let id = session.id;
+                self.pending.insert(id, session);
+                self.core.handle(
+                    now,
+                    RoomInput::Reattach {
+                        session: id,
+                        member,
+                        last_seq,
+                    },
+                );
+                let added = self.flush();
+                self.pending.remove(&id);
+                let outcome = added
+                    .into_iter()
+                    .find(|(s, _)| *s == id)
+                    .map_or(JoinOutcome::Refused, |(_, m)| JoinOutcome::Joined(m));
                 let _ = reply.send(outcome);
             }
             RoomRequest::Input(input) => {
@@ -249,6 +277,13 @@ impl RoomTask {
                 for (session, link) in &self.links {
                     if *session != except {
                         push(*session, link);
+                    }
+                }
+            }
+            Recipient::Sessions(sessions) => {
+                for session in sessions {
+                    if let Some(link) = self.links.get(&session) {
+                        push(session, link);
                     }
                 }
             }

@@ -71,6 +71,8 @@ impl<R: TransportReader> Session<R> {
                 }
                 JoinOption::Token(token) => request.token = Some(token),
                 JoinOption::Template(name) => request.create.template = Some(name),
+                JoinOption::Kind(kind) => request.create.kind = Some(kind),
+                JoinOption::Failover(mode) => request.create.failover = Some(mode),
                 JoinOption::Policy(policy) => {
                     policy
                         .validate(limits.max_state_key_len as usize)
@@ -296,7 +298,7 @@ impl<R: TransportReader> Session<R> {
         let at = self.ctx.clock.instant_of(ServerTime::from_micros(
             exp_unix_secs.saturating_mul(1_000_000),
         ));
-        self.token_expiry.insert(slot, at);
+        self.shared.token_deadlines().insert(slot, at);
     }
 
     pub(super) async fn set_password(

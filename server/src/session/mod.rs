@@ -17,9 +17,14 @@
 mod access;
 mod join;
 mod outbox;
+mod packs;
+mod requests;
+mod resume;
 
 pub use access::{AccessControl, AccessSettingError, AccessSettings};
 pub use outbox::{Outbox, PushError};
+pub use requests::IceSettings;
+pub use resume::ResumeRegistry;
 
 use crate::access::rate::{Budgets, ViolationTracker};
 use crate::clock::ServerClock;
@@ -37,7 +42,7 @@ use chorus_protocol::{
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -53,6 +58,46 @@ pub enum Inbound {
     /// Something the transport received but could not pass on (e.g. a text
     /// WebSocket message); the client is told, and the session goes on.
     Refused(ErrorFrame),
+    /// One pack-lane message (WebSocket): a framed `PackStreamHeader::Upload`
+    /// followed by one chunk of content.
+    PackChunk(Bytes),
+    /// A pack stream the client opened (WebTransport unidirectional stream):
+    /// its bytes as they arrive, the framed `Upload` header first; the channel
+    /// closes at the stream's end.
+    PackStream(PackStreamRx),
+}
+
+/// The bytes of one incoming pack stream, in order (bounded by the transport).
+pub type PackStreamRx = tokio::sync::mpsc::Receiver<Result<Bytes, TransportError>>;
+
+/// A pack on its way to a client: the content from `offset` to the end, for
+/// the `PackFetch` request `request_id`.
+#[derive(Debug, Clone)]
+pub struct PackDownload {
+    pub request_id: RequestId,
+    pub hash: [u8; 32],
+    pub offset: u64,
+    /// The whole pack's size.
+    pub size: u64,
+    /// The bytes from `offset` on (a slice of the stored content, not a copy).
+    pub content: Bytes,
+}
+
+/// A transport's pack lane toward its client.
+pub trait PackSink: Send + Sync + std::fmt::Debug {
+    /// Sends one download. WebTransport: a new unidirectional stream with the
+    /// framed `PackStreamHeader::Download`, then the content, then its end.
+    /// WebSocket: pack-lane messages of at most the chunk size, each a framed
+    /// `Download` header (with that chunk's offset) and the chunk, queued
+    /// behind control messages and ticks so a big pack never delays them.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a cancelled send leaves a stream the client sees end
+    /// early (it can fetch the rest from the offset it got to).
+    fn send_pack(
+        &self,
+        download: PackDownload,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send + '_>>;
 }
 
 /// Why a transport stopped delivering.
@@ -112,6 +157,10 @@ pub struct SessionConfig {
     pub datagram_errors_per_second: u32,
     /// Per-session budgets, announced in the hello.
     pub rate_limits: RateLimits,
+    /// How long a dropped session can be resumed (zero: not at all).
+    pub resume_window: Duration,
+    /// STUN/TURN servers handed out with `GetIceServers`.
+    pub ice: IceSettings,
     /// Rate-limit refusals within `violation_window` that close the session.
     pub violations_before_disconnect: u32,
     pub violation_window: Duration,
@@ -128,6 +177,8 @@ impl Default for SessionConfig {
             close_flush_timeout: Duration::from_secs(2),
             datagram_errors_per_second: 5,
             rate_limits: RateLimits::default(),
+            resume_window: Duration::from_secs(60),
+            ice: IceSettings::default(),
             violations_before_disconnect: 20,
             violation_window: Duration::from_secs(10),
         }
@@ -142,6 +193,9 @@ pub struct SessionContext {
     pub clock: ServerClock,
     pub stats: Arc<ServerStats>,
     pub access: AccessControl,
+    pub resumes: ResumeRegistry,
+    /// Pack content of every room.
+    pub packs: Arc<crate::packs::PackStore>,
     next_id: AtomicU64,
     /// Flips to `true` when the server shuts down; every session then ends
     /// with ShuttingDown.
@@ -155,6 +209,7 @@ impl SessionContext {
         clock: ServerClock,
         stats: Arc<ServerStats>,
         access: AccessControl,
+        packs: Arc<crate::packs::PackStore>,
     ) -> Self {
         SessionContext {
             config,
@@ -162,6 +217,8 @@ impl SessionContext {
             clock,
             stats,
             access,
+            resumes: ResumeRegistry::new(1_000_000),
+            packs,
             next_id: AtomicU64::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
         }
@@ -192,23 +249,50 @@ pub struct SessionShared {
     pub id: SessionId,
     pub outbox: Outbox,
     pub ticks: Arc<dyn TickSink>,
+    pub packs: Arc<dyn PackSink>,
+    /// Uploads this session announced and may now send, by hash.
+    uploads: Mutex<HashMap<[u8; 32], packs::PendingUpload>>,
+    /// Downloads in flight at once, at most.
+    downloads: tokio::sync::Semaphore,
     /// Rooms joined, by slot. Written by room tasks (so a membership exists
     /// before the client hears of it), read on every tick without a lock.
     joined: ArcSwap<HashMap<RoomSlot, JoinedRoom>>,
     close_reason: Mutex<Option<Option<ErrorFrame>>>,
     close_requested: Notify,
+    /// Set when another connection resumed this session: its end then only
+    /// detaches (the new connection holds the members).
+    replaced: AtomicBool,
+    /// When the join token of each room runs out (the session is closed
+    /// then, if still in that room). Shared so a resumed session keeps them.
+    token_deadlines: Mutex<HashMap<RoomSlot, Instant>>,
 }
 
 impl SessionShared {
-    fn new(id: SessionId, outbox: Outbox, ticks: Arc<dyn TickSink>) -> Self {
+    fn new(
+        id: SessionId,
+        outbox: Outbox,
+        ticks: Arc<dyn TickSink>,
+        packs: Arc<dyn PackSink>,
+    ) -> Self {
         SessionShared {
             id,
             outbox,
             ticks,
+            packs,
+            uploads: Mutex::new(HashMap::new()),
+            downloads: tokio::sync::Semaphore::new(packs::DOWNLOADS_PER_SESSION),
             joined: ArcSwap::from_pointee(HashMap::new()),
             close_reason: Mutex::new(None),
             close_requested: Notify::new(),
+            replaced: AtomicBool::new(false),
+            token_deadlines: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn token_deadlines(&self) -> std::sync::MutexGuard<'_, HashMap<RoomSlot, Instant>> {
+        self.token_deadlines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn insert_joined(&self, joined: JoinedRoom) {
@@ -269,6 +353,7 @@ pub async fn run_session<R, W, C>(
     writer: W,
     closer: C,
     ticks: Arc<dyn TickSink>,
+    packs: Arc<dyn PackSink>,
 ) where
     R: TransportReader,
     W: TransportWriter,
@@ -278,7 +363,7 @@ pub async fn run_session<R, W, C>(
     let span = tracing::debug_span!("session", id = %id, remote = %info.remote, transport = info.transport);
     async move {
         let outbox = Outbox::new(ctx.config.outbox_max_frames, ctx.config.outbox_max_bytes);
-        let shared = Arc::new(SessionShared::new(id, outbox, ticks));
+        let shared = Arc::new(SessionShared::new(id, outbox, ticks, packs));
         ctx.stats.sessions_opened.inc();
         let (opened, _) = ctx.stats.transport_counters(info.transport);
         opened.inc();
@@ -318,10 +403,12 @@ pub async fn run_session<R, W, C>(
                 ctx.config.violations_before_disconnect,
                 ctx.config.violation_window,
             ),
-            token_expiry: HashMap::new(),
+            resume_token: None,
+            alive_sent: HashMap::new(),
         };
         let end = session.run().await;
         let leave_reason = session.leave_reason;
+        let resume_token = session.resume_token.take();
         drop(permit);
 
         // Tell the client why, if there is a why; then leave every room.
@@ -334,9 +421,27 @@ pub async fn run_session<R, W, C>(
                     error.clone(),
                 ))));
         }
+        // A dropped connection (no reason of ours) may be resumed: its
+        // members stay, reconnecting, for the resume window. A session that
+        // another connection resumed only lets go of its routing.
         let joined: Vec<JoinedRoom> = shared.joined.load().values().cloned().collect();
+        let replaced = shared.replaced.load(Ordering::Acquire);
+        let resumable = replaced
+            || (end.is_none() && !ctx.config.resume_window.is_zero() && resume_token.is_some());
+        if let Some(token) = &resume_token {
+            if resumable && !replaced {
+                let until = Instant::now() + ctx.config.resume_window;
+                ctx.resumes.ended(token, joined.clone(), until);
+            } else if !replaced {
+                ctx.resumes.remove(token);
+            }
+        }
         for room in joined {
-            room.room.remove(id, leave_reason).await;
+            if resumable {
+                room.room.detach(id, leave_reason).await;
+            } else {
+                room.room.remove(id, leave_reason).await;
+            }
         }
         shared.outbox.close();
         if tokio::time::timeout(ctx.config.close_flush_timeout, writer_task)
@@ -417,10 +522,10 @@ struct Session<R> {
     violations: ViolationTracker,
     /// When the earliest join token this session joined with expires; the
     /// session is closed with TokenExpired then.
-    /// When each join token this session joined with expires, by room; the
-    /// session is closed with TokenExpired when one runs out while it is
-    /// still in that room.
-    token_expiry: HashMap<RoomSlot, Instant>,
+    /// This session's resume token, while it can be resumed.
+    resume_token: Option<String>,
+    /// When this session last told each room its client is active.
+    alive_sent: HashMap<RoomSlot, Instant>,
 }
 
 fn version_mismatch(client: chorus_protocol::ProtocolVersion) -> ErrorFrame {
@@ -481,9 +586,13 @@ impl<R: TransportReader> Session<R> {
             return Some(version_mismatch(hello.version));
         }
         let mut api_key = None;
+        let mut resume = None;
         for option in &hello.options {
             match option {
                 HelloOption::ApiKey(key) => api_key = Some(key.as_str()),
+                HelloOption::Resume { token, rooms } => {
+                    resume = Some((token.clone(), rooms.clone()))
+                }
             }
         }
         if self.ctx.access.api_keys.check(api_key).is_err() {
@@ -499,6 +608,12 @@ impl<R: TransportReader> Session<R> {
             ));
         }
         tracing::debug!(client = %hello.client_name, version = %hello.version, "hello");
+        if !self.ctx.config.resume_window.is_zero() {
+            self.resume_token = self
+                .ctx
+                .resumes
+                .register(self.shared.clone(), Instant::now());
+        }
         self.reply(ServerMessage::Hello(ServerHello {
             version: PROTOCOL_VERSION,
             server_name: self.ctx.config.server_name.clone(),
@@ -507,8 +622,17 @@ impl<R: TransportReader> Session<R> {
             max_datagram_size: self.info.max_datagram_size,
             limits: self.ctx.config.limits.clone(),
             rate_limits: self.ctx.config.rate_limits.clone(),
+            resume_token: self.resume_token.clone().unwrap_or_default(),
+            resume_window_ms: if self.resume_token.is_some() {
+                u64::try_from(self.ctx.config.resume_window.as_millis()).unwrap_or(u64::MAX)
+            } else {
+                0
+            },
             extensions: Vec::new(),
         }));
+        if let Some((token, rooms)) = resume {
+            self.resume(&token, rooms).await;
+        }
 
         let mut shutdown = self.shutdown.clone();
         loop {
@@ -531,6 +655,8 @@ impl<R: TransportReader> Session<R> {
                     Ok(Inbound::Control(body)) => self.on_control(body).await,
                     Ok(Inbound::Datagram(bytes)) => self.on_datagram(bytes),
                     Ok(Inbound::Refused(error)) => self.reply_error(error),
+                    Ok(Inbound::PackChunk(message)) => self.on_pack_chunk(message).await,
+                    Ok(Inbound::PackStream(rx)) => self.on_pack_stream(rx),
                     Err(e) => return self.transport_ended(e),
                 },
             }
@@ -561,6 +687,8 @@ impl<R: TransportReader> Session<R> {
             match self.reader.recv().await {
                 // Datagrams before the handshake have no room to go to.
                 Ok(Inbound::Datagram(_)) => self.ctx.stats.ticks_rejected.inc(),
+                // Nor have packs: no upload can have been announced yet.
+                Ok(Inbound::PackChunk(_) | Inbound::PackStream(_)) => {}
                 Ok(Inbound::Refused(error)) => return Err(Some(error)),
                 Ok(Inbound::Control(body)) => {
                     self.ctx.stats.reliable_in.inc();
@@ -639,6 +767,7 @@ impl<R: TransportReader> Session<R> {
         if let Err(error) = self.spend_budget(&msg) {
             return self.reply_error(error);
         }
+        self.alive_in_every_room();
         match msg {
             ClientMessage::Hello(_) => self.reply_error(ErrorFrame::new(
                 None,
@@ -750,6 +879,93 @@ impl<R: TransportReader> Session<R> {
                 })
                 .await
             }
+            ClientMessage::Timeline {
+                request_id,
+                room,
+                name,
+                op,
+                at,
+                expected_seq,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::Timeline {
+                    session,
+                    request_id,
+                    name,
+                    op,
+                    at,
+                    expected_seq,
+                })
+                .await
+            }
+            ClientMessage::Direct {
+                request_id,
+                room,
+                to,
+                kind,
+                payload,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::Direct {
+                    session,
+                    request_id,
+                    to,
+                    kind,
+                    payload,
+                })
+                .await
+            }
+            ClientMessage::Broadcast {
+                request_id,
+                room,
+                audience,
+                kind,
+                payload,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::Broadcast {
+                    session,
+                    request_id,
+                    audience,
+                    kind,
+                    payload,
+                })
+                .await
+            }
+            ClientMessage::RequestSnapshot { request_id, room } => {
+                self.to_room(request_id, room, |session| RoomInput::Snapshot {
+                    session,
+                    request_id,
+                })
+                .await
+            }
+            ClientMessage::SetDelegate {
+                request_id,
+                room,
+                member,
+            } => {
+                self.to_room(request_id, room, |session| RoomInput::SetDelegate {
+                    session,
+                    request_id,
+                    member,
+                })
+                .await
+            }
+            ClientMessage::GetIceServers { request_id, room } => self.ice_servers(request_id, room),
+            ClientMessage::PackUpload {
+                request_id,
+                room,
+                hash,
+                name,
+                media_type,
+                size,
+            } => {
+                self.pack_upload(request_id, room, hash, name, media_type, size)
+                    .await
+            }
+            ClientMessage::PackFetch {
+                request_id,
+                room,
+                hash,
+                offset,
+            } => self.pack_fetch(request_id, room, hash, offset).await,
             ClientMessage::Ping { client_time } => self.reply(ServerMessage::Pong {
                 client_time,
                 server_receive_time: received_at,
@@ -759,7 +975,7 @@ impl<R: TransportReader> Session<R> {
     }
 
     fn next_token_expiry(&self) -> Option<Instant> {
-        self.token_expiry.values().min().copied()
+        self.shared.token_deadlines().values().min().copied()
     }
 
     /// A token deadline passed: close the session if it is still in a room
@@ -767,13 +983,14 @@ impl<R: TransportReader> Session<R> {
     fn on_token_expiry(&mut self) -> Option<ErrorFrame> {
         let now = Instant::now();
         let expired: Vec<RoomSlot> = self
-            .token_expiry
+            .shared
+            .token_deadlines()
             .iter()
             .filter(|(_, at)| **at <= now)
             .map(|(slot, _)| *slot)
             .collect();
         for slot in expired {
-            self.token_expiry.remove(&slot);
+            self.shared.token_deadlines().remove(&slot);
             if self.joined(slot).is_some() {
                 audit_refusal("token_expired", &self.info, ErrorCode::TokenExpired);
                 return Some(ErrorFrame::new(
@@ -796,6 +1013,9 @@ impl<R: TransportReader> Session<R> {
             }
             ClientMessage::Command { .. } => Some(("commands", self.budgets.command(now))),
             ClientMessage::Join { .. } => Some(("joins", self.budgets.join(now))),
+            ClientMessage::Direct { .. } | ClientMessage::Broadcast { .. } => {
+                Some(("direct messages", self.budgets.direct(now)))
+            }
             _ => None,
         };
         let refused = match self.budgets.message(now) {
@@ -851,16 +1071,19 @@ impl<R: TransportReader> Session<R> {
             }
             return;
         }
-        if let Err(error) = self.forward_tick(&bytes) {
-            self.ctx.stats.ticks_rejected.inc();
-            if self.datagram_errors.allow(Instant::now()) {
-                self.reply_error(error);
+        match self.forward_tick(&bytes) {
+            Ok(slot) => self.alive(slot),
+            Err(error) => {
+                self.ctx.stats.ticks_rejected.inc();
+                if self.datagram_errors.allow(Instant::now()) {
+                    self.reply_error(error);
+                }
             }
         }
     }
 
     /// Checks a tick and hands its bytes to every other member of its room.
-    fn forward_tick(&self, bytes: &Bytes) -> Result<(), ErrorFrame> {
+    fn forward_tick(&self, bytes: &Bytes) -> Result<RoomSlot, ErrorFrame> {
         let Datagram::Tick(tick) =
             decode_datagram(bytes, &self.ctx.config.limits).map_err(|e| {
                 ErrorFrame::new(None, e.code(), format!("bad datagram: {e}"))
@@ -905,7 +1128,7 @@ impl<R: TransportReader> Session<R> {
         }
         self.ctx.stats.ticks_out.add(sent);
         self.ctx.stats.ticks_dropped.add(dropped);
-        Ok(())
+        Ok(tick.room)
     }
 }
 

@@ -361,10 +361,28 @@ struct WtCloser {
     connection: Connection,
 }
 
+/// How long a connection closed for an error waits for the client to close
+/// it first. Closing the QUIC connection at once can make a browser drop the
+/// error frame it has received but not yet read; a client that read it closes
+/// by itself, well within this.
+const ERROR_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl TransportCloser for WtCloser {
     fn close(&self, code: u16, reason: &str) {
-        self.connection
-            .close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
+        let code = VarInt::from_u32(u32::from(code));
+        if code.into_inner() == 0 {
+            return self.connection.close(code, reason.as_bytes());
+        }
+        let connection = self.connection.clone();
+        let reason = reason.as_bytes().to_vec();
+        tokio::spawn(async move {
+            if tokio::time::timeout(ERROR_CLOSE_GRACE, connection.closed())
+                .await
+                .is_err()
+            {
+                connection.close(code, &reason);
+            }
+        });
     }
 }
 

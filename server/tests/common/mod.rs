@@ -39,6 +39,7 @@ pub fn lift_rate_limits(config: &mut ServerConfig) {
         commands: unlimited,
         ticks: unlimited,
         joins: unlimited,
+        direct: unlimited,
     };
 }
 
@@ -83,8 +84,16 @@ impl RawClient {
 
     /// Connects and completes the handshake.
     pub async fn connect_hello(server: &RunningServer) -> (RawClient, ServerHello) {
+        Self::connect_with(server, hello(PROTOCOL_VERSION)).await
+    }
+
+    /// Connects and completes the handshake with the given hello.
+    pub async fn connect_with(
+        server: &RunningServer,
+        hello: ClientMessage,
+    ) -> (RawClient, ServerHello) {
         let mut client = Self::connect(server).await;
-        client.send(&hello(PROTOCOL_VERSION)).await;
+        client.send(&hello).await;
         match client.recv().await {
             ServerMessage::Hello(hello) => {
                 client.limits = hello.limits.clone();
@@ -239,7 +248,7 @@ impl RawProtocol for RawWs {
         loop {
             match self.next().await {
                 WsIn::Control(msg) => return msg,
-                WsIn::Tick(_) => {}
+                WsIn::Tick(_) | WsIn::Pack(_) => {}
                 WsIn::Closed(code) => panic!("closed ({code:?}) while waiting for a message"),
             }
         }
@@ -289,6 +298,19 @@ pub fn hello(version: ProtocolVersion) -> ClientMessage {
     })
 }
 
+/// A hello that resumes the session behind `token`, having seen `rooms`.
+pub fn resume_hello(token: &str, rooms: Vec<ResumeRoom>) -> ClientMessage {
+    ClientMessage::Hello(ClientHello {
+        version: PROTOCOL_VERSION,
+        client_name: "raw-test".into(),
+        capabilities: 0,
+        options: vec![HelloOption::Resume {
+            token: token.into(),
+            rooms,
+        }],
+    })
+}
+
 pub fn join_msg(room_id: &str, request_id: RequestId, options: Vec<JoinOption>) -> ClientMessage {
     ClientMessage::Join {
         request_id,
@@ -317,6 +339,8 @@ pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 pub enum WsIn {
     Control(ServerMessage),
     Tick(Vec<u8>),
+    /// A pack-lane message (framed header, then a chunk).
+    Pack(Vec<u8>),
     /// The server closed with this code.
     Closed(Option<u16>),
 }
@@ -338,8 +362,13 @@ impl RawWs {
 
     /// Connects and completes the handshake.
     pub async fn connect_hello(server: &RunningServer) -> (RawWs, ServerHello) {
+        Self::connect_with(server, hello(PROTOCOL_VERSION)).await
+    }
+
+    /// Connects and completes the handshake with the given hello.
+    pub async fn connect_with(server: &RunningServer, hello: ClientMessage) -> (RawWs, ServerHello) {
         let mut ws = Self::connect(server).await;
-        ws.send(&hello(PROTOCOL_VERSION)).await;
+        ws.send(&hello).await;
         match ws.recv().await {
             ServerMessage::Hello(hello) => (ws, hello),
             other => panic!("expected Hello, got {other:?}"),
@@ -387,6 +416,7 @@ impl RawWs {
                             );
                         }
                         Some(1) => return WsIn::Tick(data[1..].to_vec()),
+                        Some(3) => return WsIn::Pack(data[1..].to_vec()),
                         Some(2) => self.partial.extend_from_slice(&data[1..]),
                         other => panic!("unknown lane {other:?}"),
                     },

@@ -156,6 +156,7 @@ fn first_member_hosts_and_others_get_the_default_role() {
             room: RoomSlot(7),
             seq: Seq(2),
             member: MemberInfo {
+                presence: Presence::Online,
                 id: MemberId(2),
                 role: Role::Editor,
                 display: DisplayInfo {
@@ -494,9 +495,9 @@ fn idempotency_memory_is_bounded_oldest_first() {
 }
 
 #[test]
-fn command_log_is_bounded_and_serves_catch_up() {
+fn the_event_log_is_bounded_and_serves_catch_up() {
     let mut room = room_with(RoomConfig {
-        command_log_len: 3,
+        event_log_len: 3,
         ..RoomConfig::default()
     });
     join(&mut room, s(1), "ada");
@@ -504,15 +505,25 @@ fn command_log_is_bounded_and_serves_catch_up() {
         command(&mut room, s(1), "c", None);
     }
     // Seqs 2..=6 were commands; the log keeps the last 3.
-    let seqs: Vec<Seq> = room
-        .commands_after(Seq(0))
-        .map(|m| match m {
-            ServerMessage::CommandEvent { seq, .. } => *seq,
-            other => panic!("not a command: {other:?}"),
+    let seqs = |after: u64| -> Option<Vec<Seq>> {
+        room.events_after(Seq(after)).map(|events| {
+            events
+                .into_iter()
+                .map(|m| match m {
+                    ServerMessage::CommandEvent { seq, .. } => *seq,
+                    other => panic!("not a command: {other:?}"),
+                })
+                .collect()
         })
-        .collect();
-    assert_eq!(seqs, [Seq(4), Seq(5), Seq(6)]);
-    assert_eq!(room.commands_after(Seq(5)).count(), 1);
+    };
+    assert_eq!(seqs(3), Some(vec![Seq(4), Seq(5), Seq(6)]));
+    assert_eq!(seqs(5), Some(vec![Seq(6)]));
+    assert_eq!(seqs(6), Some(vec![]), "nothing missed");
+    assert_eq!(
+        seqs(2),
+        None,
+        "seq 3 is no longer kept: a snapshot is needed"
+    );
 }
 
 #[test]
@@ -592,7 +603,11 @@ fn an_empty_room_expires_after_its_idle_ttl() {
     // A room created but never joined expires too.
     assert_eq!(room.poll_timeout(), Some(ServerTime(T0.0 + ttl)));
     join(&mut room, s(1), "ada");
-    assert_eq!(room.poll_timeout(), None, "occupied rooms do not expire");
+    assert_eq!(
+        room.poll_timeout(),
+        Some(ServerTime(T0.0 + 15_000_000)),
+        "occupied rooms do not expire: the only deadline is the host's heartbeat"
+    );
     let left_at = ServerTime(T0.0 + 5_000_000);
     room.handle(
         left_at,
@@ -1099,3 +1114,5 @@ fn persistent_rooms_never_expire() {
     room.handle_timeout(ServerTime(u64::MAX));
     assert!(!room.is_ended());
 }
+
+mod sync;
