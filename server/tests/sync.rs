@@ -56,7 +56,12 @@ async fn request_ack(client: &mut impl RawProtocol, msg: ClientMessage) -> Resul
         .await
 }
 
-async fn set_state(client: &mut impl RawProtocol, room: RoomSlot, request_id: u32, value: &[u8]) -> Seq {
+async fn set_state(
+    client: &mut impl RawProtocol,
+    room: RoomSlot,
+    request_id: u32,
+    value: &[u8],
+) -> Seq {
     client
         .send(&ClientMessage::SetState {
             request_id,
@@ -162,11 +167,14 @@ async fn a_dropped_session_resumes_over_websocket_with_nothing_missed_or_duplica
     assert!(replayed.iter().any(|m| matches!(m,
         ServerMessage::CommandEvent { payload, .. } if payload == b"where did you go")));
     // The host sees it back, as the same member.
-    assert_eq!(host.recv_until(presence_of).await, (me.you, Presence::Online));
+    assert_eq!(
+        host.recv_until(presence_of).await,
+        (me.you, Presence::Online)
+    );
     // And it is a member again on its new transport: it ticks and writes.
     back.send_tick(me.room, me.you, 1, b"hi again").await;
-    let Datagram::Tick(tick) = decode_datagram(&host.recv_datagram().await, &Limits::default())
-        .expect("tick");
+    let datagram = host.recv_datagram().await;
+    let Datagram::Tick(tick) = decode_datagram(&datagram, &Limits::default()).expect("tick");
     assert_eq!((tick.sender, tick.payload), (me.you, &b"hi again"[..]));
     set_state(&mut back, me.room, 9, b"after").await;
 }
@@ -194,7 +202,13 @@ async fn an_idempotent_command_is_applied_once_across_a_resume() {
 
     let (mut back, _) = RawClient::connect_with(
         &server,
-        resume_hello(&hello.resume_token, vec![ResumeRoom { room: me.room, last_seq: Seq(0) }]),
+        resume_hello(
+            &hello.resume_token,
+            vec![ResumeRoom {
+                room: me.room,
+                last_seq: Seq(0),
+            }],
+        ),
     )
     .await;
     back.send(&command(3)).await;
@@ -243,7 +257,10 @@ async fn when_the_resume_window_runs_out_the_member_leaves_and_the_token_is_dead
     host.join("window", 1).await;
     let me = member.join("window", 1).await;
     drop(member);
-    assert_eq!(host.recv_until(presence_of).await, (me.you, Presence::Reconnecting));
+    assert_eq!(
+        host.recv_until(presence_of).await,
+        (me.you, Presence::Reconnecting)
+    );
     let (who, reason) = host
         .recv_until(|m| match m {
             ServerMessage::MemberLeft { member, reason, .. } => Some((member, reason)),
@@ -251,7 +268,8 @@ async fn when_the_resume_window_runs_out_the_member_leaves_and_the_token_is_dead
         })
         .await;
     assert_eq!((who, reason), (me.you, LeaveReason::Disconnected));
-    let (mut late, _) = RawClient::connect_with(&server, resume_hello(&hello.resume_token, vec![])).await;
+    let (mut late, _) =
+        RawClient::connect_with(&server, resume_hello(&hello.resume_token, vec![])).await;
     assert_eq!(late.recv_error().await.code, ErrorCode::ResumeFailed);
 }
 
@@ -262,10 +280,19 @@ async fn a_resume_while_the_old_connection_lives_takes_it_over() {
     let me = old.join("takeover", 1).await;
     let (mut new, _) = RawWs::connect_with(
         &server,
-        resume_hello(&hello.resume_token, vec![ResumeRoom { room: me.room, last_seq: me.last_seq }]),
+        resume_hello(
+            &hello.resume_token,
+            vec![ResumeRoom {
+                room: me.room,
+                last_seq: me.last_seq,
+            }],
+        ),
     )
     .await;
-    assert!(matches!(new.recv().await, ServerMessage::Resumed { snapshot: None, .. }));
+    assert!(matches!(
+        new.recv().await,
+        ServerMessage::Resumed { snapshot: None, .. }
+    ));
     // The old connection is told and closed.
     let e = old.recv_error().await;
     assert_eq!(e.code, ErrorCode::ResumeFailed);
@@ -286,7 +313,13 @@ async fn server_now(client: &mut impl RawProtocol) -> ServerTime {
         .await
 }
 
-fn timeline_msg(request_id: u32, room: RoomSlot, op: TimelineOp, at: Option<ServerTime>, expected_seq: Option<Seq>) -> ClientMessage {
+fn timeline_msg(
+    request_id: u32,
+    room: RoomSlot,
+    op: TimelineOp,
+    at: Option<ServerTime>,
+    expected_seq: Option<Seq>,
+) -> ClientMessage {
     ClientMessage::Timeline {
         request_id,
         room,
@@ -305,28 +338,40 @@ async fn a_scheduled_play_reaches_every_member_with_its_server_time_and_stale_re
     let room = host.join("watch", 1).await;
     guest.join("watch", 1).await;
     let at = server_now(&mut host).await.saturating_add_micros(300_000);
-    let seq = request_ack(&mut host, timeline_msg(2, room.room, TimelineOp::Play, Some(at), Some(Seq(0))))
-        .await
-        .expect("host plays");
+    let seq = request_ack(
+        &mut host,
+        timeline_msg(2, room.room, TimelineOp::Play, Some(at), Some(Seq(0))),
+    )
+    .await
+    .expect("host plays");
     let timeline = guest
         .recv_until(|m| match m {
             ServerMessage::TimelineChanged { timeline, .. } => Some(timeline),
             _ => None,
         })
         .await;
-    assert_eq!(timeline.anchor_time, at, "takes effect at the scheduled server time");
+    assert_eq!(
+        timeline.anchor_time, at,
+        "takes effect at the scheduled server time"
+    );
     assert!(timeline.playing);
     assert_eq!((timeline.anchor_position_us, timeline.seq), (0, seq));
 
     // A pause based on the state before the play is stale.
-    let e = request_ack(&mut host, timeline_msg(3, room.room, TimelineOp::Pause, None, Some(Seq(0))))
-        .await
-        .expect_err("stale");
+    let e = request_ack(
+        &mut host,
+        timeline_msg(3, room.room, TimelineOp::Pause, None, Some(Seq(0))),
+    )
+    .await
+    .expect_err("stale");
     assert_eq!(e.code, ErrorCode::Conflict);
     assert_eq!(e.detail, ErrorDetail::Sequence { current_seq: seq });
-    request_ack(&mut host, timeline_msg(4, room.room, TimelineOp::Pause, None, Some(seq)))
-        .await
-        .expect("current");
+    request_ack(
+        &mut host,
+        timeline_msg(4, room.room, TimelineOp::Pause, None, Some(seq)),
+    )
+    .await
+    .expect("current");
 }
 
 #[tokio::test]
@@ -352,7 +397,12 @@ async fn a_direct_message_reaches_only_its_target() {
     .expect("sent");
     let got = c
         .recv_until(|m| match m {
-            ServerMessage::DirectMessage { from, kind, payload, .. } => Some((from, kind, payload)),
+            ServerMessage::DirectMessage {
+                from,
+                kind,
+                payload,
+                ..
+            } => Some((from, kind, payload)),
             _ => None,
         })
         .await;
@@ -438,8 +488,15 @@ async fn relay_rooms_relay_broadcasts_and_ticks_but_store_nothing() {
     let server = start_server().await;
     let (mut a, _) = RawClient::connect_hello(&server).await;
     let (mut b, _) = RawWs::connect_hello(&server).await;
-    a.send(&join_msg("p2p", 1, vec![JoinOption::CreateIfMissing, JoinOption::Kind(RoomKind::Relay)]))
-        .await;
+    a.send(&join_msg(
+        "p2p",
+        1,
+        vec![
+            JoinOption::CreateIfMissing,
+            JoinOption::Kind(RoomKind::Relay),
+        ],
+    ))
+    .await;
     let room = a
         .recv_until(|m| match m {
             ServerMessage::Joined { snapshot, .. } => Some(snapshot),
@@ -487,7 +544,8 @@ async fn relay_rooms_relay_broadcasts_and_ticks_but_store_nothing() {
         .await;
     assert_eq!(got, b"delta");
     b.send_tick(b_snap.room, b_snap.you, 1, b"tick").await;
-    let Datagram::Tick(t) = decode_datagram(&a.recv_datagram().await, &Limits::default()).expect("tick");
+    let datagram = a.recv_datagram().await;
+    let Datagram::Tick(t) = decode_datagram(&datagram, &Limits::default()).expect("tick");
     assert_eq!(t.payload, b"tick");
 }
 
@@ -534,7 +592,11 @@ async fn ice_servers_come_with_turn_rest_credentials() {
     use base64::Engine;
     assert_eq!(
         turn.credential.as_deref(),
-        Some(base64::engine::general_purpose::STANDARD.encode(expected.as_ref()).as_str())
+        Some(
+            base64::engine::general_purpose::STANDARD
+                .encode(expected.as_ref())
+                .as_str()
+        )
     );
 }
 
@@ -609,7 +671,11 @@ async fn ws_fetch(ws: &mut RawWs, room: RoomSlot, hash: &[u8], offset: u64) -> V
                 else {
                     panic!("unexpected header {header:?}");
                 };
-                assert_eq!(chunk_offset, offset + content.len() as u64, "chunks in order");
+                assert_eq!(
+                    chunk_offset,
+                    offset + content.len() as u64,
+                    "chunks in order"
+                );
                 content.extend_from_slice(chunk);
                 if offset + content.len() as u64 == size {
                     return content;
@@ -631,19 +697,35 @@ async fn packs_upload_verify_announce_dedupe_and_download_over_websocket() {
     watcher.join("gallery", 1).await;
     let content = png(100_000, 7);
     let hash = sha256(&content);
-    assert_eq!(upload_ready(&mut up, pack_upload(2, room.room, &content, "image/png")).await, Ok(0));
+    assert_eq!(
+        upload_ready(&mut up, pack_upload(2, room.room, &content, "image/png")).await,
+        Ok(0)
+    );
     ws_send_pack(&mut up, &hash, &content, 0).await;
     let pack = pack_available(&mut watcher).await;
-    assert_eq!((pack.hash.clone(), pack.size, pack.uploader), (hash.clone(), 100_000, room.you));
-    assert_eq!(pack_available(&mut up).await, pack, "the uploader hears it too");
+    assert_eq!(
+        (pack.hash.clone(), pack.size, pack.uploader),
+        (hash.clone(), 100_000, room.you)
+    );
+    assert_eq!(
+        pack_available(&mut up).await,
+        pack,
+        "the uploader hears it too"
+    );
 
     // Download: the same bytes, and from an offset (a resumed download).
     assert_eq!(ws_fetch(&mut up, room.room, &hash, 0).await, content);
-    assert_eq!(ws_fetch(&mut up, room.room, &hash, 60_000).await, content[60_000..]);
+    assert_eq!(
+        ws_fetch(&mut up, room.room, &hash, 60_000).await,
+        content[60_000..]
+    );
 
     // A second room uploads the same content: the server keeps it once.
     let other = up.join("gallery-2", 3).await;
-    assert_eq!(upload_ready(&mut up, pack_upload(4, other.room, &content, "image/png")).await, Ok(0));
+    assert_eq!(
+        upload_ready(&mut up, pack_upload(4, other.room, &content, "image/png")).await,
+        Ok(0)
+    );
     ws_send_pack(&mut up, &hash, &content, 0).await;
     pack_available(&mut up).await;
     let stats = server.pack_stats();
@@ -686,7 +768,13 @@ async fn an_interrupted_upload_resumes_from_the_offset_the_server_has() {
     drop(up);
     let (mut back, _) = RawClient::connect_with(
         &server,
-        resume_hello(&hello.resume_token, vec![ResumeRoom { room: room.room, last_seq: room.last_seq }]),
+        resume_hello(
+            &hello.resume_token,
+            vec![ResumeRoom {
+                room: room.room,
+                last_seq: room.last_seq,
+            }],
+        ),
     )
     .await;
     let offset = upload_ready(&mut back, pack_upload(3, room.room, &content, "image/png"))
@@ -708,7 +796,10 @@ async fn an_interrupted_upload_resumes_from_the_offset_the_server_has() {
         }))
         .await
         .expect("header");
-    stream.write_all(&content[offset as usize..]).await.expect("content");
+    stream
+        .write_all(&content[offset as usize..])
+        .await
+        .expect("content");
     stream.finish().await.expect("finish");
     assert_eq!(pack_available(&mut back).await.hash, hash);
 
@@ -730,7 +821,9 @@ async fn an_interrupted_upload_resumes_from_the_offset_the_server_has() {
         bytes.extend_from_slice(&buf[..n]);
     }
     let (header, body) = split_pack_message(&bytes).expect("header");
-    assert!(matches!(header, PackStreamHeader::Download { request_id: 9, offset: 0, size, .. } if size == content.len() as u64));
+    assert!(
+        matches!(header, PackStreamHeader::Download { request_id: 9, offset: 0, size, .. } if size == content.len() as u64)
+    );
     assert_eq!(body, content);
 }
 
@@ -745,15 +838,24 @@ async fn pack_limits_and_media_types_are_enforced() {
     let room = up.join("limits", 1).await;
     // Size: at the limit passes, one byte over is refused at announce.
     let at_limit = png(10_000, 1);
-    assert_eq!(upload_ready(&mut up, pack_upload(2, room.room, &at_limit, "image/png")).await, Ok(0));
-    let e = upload_ready(&mut up, pack_upload(3, room.room, &png(10_001, 1), "image/png"))
-        .await
-        .expect_err("too big");
+    assert_eq!(
+        upload_ready(&mut up, pack_upload(2, room.room, &at_limit, "image/png")).await,
+        Ok(0)
+    );
+    let e = upload_ready(
+        &mut up,
+        pack_upload(3, room.room, &png(10_001, 1), "image/png"),
+    )
+    .await
+    .expect_err("too big");
     assert_eq!(e.code, ErrorCode::LimitExceeded);
     // A media type off the allow-list.
-    let e = upload_ready(&mut up, pack_upload(4, room.room, &png(100, 1), "text/html"))
-        .await
-        .expect_err("not allowed");
+    let e = upload_ready(
+        &mut up,
+        pack_upload(4, room.room, &png(100, 1), "text/html"),
+    )
+    .await
+    .expect_err("not allowed");
     assert_eq!(e.code, ErrorCode::MediaTypeRefused);
     // Spoofing: declared PNG, content is a JPEG.
     let mut jpeg = vec![0xff, 0xd8, 0xff, 0xe0];
@@ -763,17 +865,25 @@ async fn pack_limits_and_media_types_are_enforced() {
         .expect("announce passes");
     ws_send_pack(&mut up, &sha256(&jpeg), &jpeg, 0).await;
     let e = up.recv_error().await;
-    assert_eq!((e.code, e.request_id), (ErrorCode::MediaTypeRefused, Some(5)));
+    assert_eq!(
+        (e.code, e.request_id),
+        (ErrorCode::MediaTypeRefused, Some(5))
+    );
     // Count: two packs fit, the third is refused.
     ws_send_pack(&mut up, &sha256(&at_limit), &at_limit, 0).await;
     pack_available(&mut up).await;
     let second = png(500, 2);
-    upload_ready(&mut up, pack_upload(6, room.room, &second, "image/png")).await.expect("second");
+    upload_ready(&mut up, pack_upload(6, room.room, &second, "image/png"))
+        .await
+        .expect("second");
     ws_send_pack(&mut up, &sha256(&second), &second, 0).await;
     pack_available(&mut up).await;
-    let e = upload_ready(&mut up, pack_upload(7, room.room, &png(600, 3), "image/png"))
-        .await
-        .expect_err("third");
+    let e = upload_ready(
+        &mut up,
+        pack_upload(7, room.room, &png(600, 3), "image/png"),
+    )
+    .await
+    .expect_err("third");
     assert_eq!(e.code, ErrorCode::LimitExceeded);
 }
 
@@ -789,18 +899,32 @@ async fn a_viewer_cannot_upload_packs_or_control_the_timeline() {
     );
     let server: RunningServer = start_server_with(|c| c.rooms.templates = templates).await;
     let (mut host, _) = RawClient::connect_hello(&server).await;
-    host.send(&join_msg("show", 1, vec![JoinOption::CreateIfMissing, JoinOption::Template("show".into())]))
+    host.send(&join_msg(
+        "show",
+        1,
+        vec![
+            JoinOption::CreateIfMissing,
+            JoinOption::Template("show".into()),
+        ],
+    ))
+    .await;
+    host.recv_until(|m| matches!(m, ServerMessage::Joined { .. }).then_some(()))
         .await;
-    host.recv_until(|m| matches!(m, ServerMessage::Joined { .. }).then_some(())).await;
     let (mut viewer, _) = RawWs::connect_hello(&server).await;
     let snap = viewer.join("show", 1).await;
     assert_eq!(snap.role, Role::Viewer);
-    let e = request_ack(&mut viewer, timeline_msg(2, snap.room, TimelineOp::Play, None, None))
-        .await
-        .expect_err("viewer");
+    let e = request_ack(
+        &mut viewer,
+        timeline_msg(2, snap.room, TimelineOp::Play, None, None),
+    )
+    .await
+    .expect_err("viewer");
     assert_eq!(e.code, ErrorCode::Forbidden);
-    let e = upload_ready(&mut viewer, pack_upload(3, snap.room, &png(100, 1), "image/png"))
-        .await
-        .expect_err("viewer");
+    let e = upload_ready(
+        &mut viewer,
+        pack_upload(3, snap.room, &png(100, 1), "image/png"),
+    )
+    .await
+    .expect_err("viewer");
     assert_eq!(e.code, ErrorCode::Forbidden);
 }

@@ -133,7 +133,7 @@ async fn large_messages_are_chunked_and_ticks_pass_between_the_chunks() {
                 got_tick = true;
             }
             WsIn::Control(ServerMessage::StateChanged { value, .. }) => got_value = value,
-            WsIn::Control(_) => {}
+            WsIn::Control(_) | WsIn::Pack(_) => {}
             WsIn::Closed(code) => panic!("closed {code:?}"),
         }
     }
@@ -241,7 +241,7 @@ async fn a_slow_websocket_reader_gets_the_newest_ticks_and_the_drops_are_counted
                     break;
                 }
             }
-            WsIn::Control(_) => {}
+            WsIn::Control(_) | WsIn::Pack(_) => {}
             WsIn::Closed(code) => panic!("the slow reader was closed ({code:?})"),
         }
     }

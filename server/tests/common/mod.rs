@@ -366,7 +366,10 @@ impl RawWs {
     }
 
     /// Connects and completes the handshake with the given hello.
-    pub async fn connect_with(server: &RunningServer, hello: ClientMessage) -> (RawWs, ServerHello) {
+    pub async fn connect_with(
+        server: &RunningServer,
+        hello: ClientMessage,
+    ) -> (RawWs, ServerHello) {
         let mut ws = Self::connect(server).await;
         ws.send(&hello).await;
         match ws.recv().await {
@@ -436,7 +439,7 @@ impl RawWs {
         loop {
             match self.next().await {
                 WsIn::Tick(tick) => return tick,
-                WsIn::Control(_) => {}
+                WsIn::Control(_) | WsIn::Pack(_) => {}
                 WsIn::Closed(code) => panic!("closed ({code:?}) while waiting for a tick"),
             }
         }

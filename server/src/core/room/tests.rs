@@ -119,7 +119,7 @@ fn error_of(outputs: &[RoomOutput]) -> (Recipient, &ErrorFrame) {
                 to,
                 message: ServerMessage::Error(e),
             },
-        ] => (*to, e),
+        ] => (to.clone(), e),
         other => panic!("expected exactly one error, got {other:?}"),
     }
 }
@@ -712,7 +712,7 @@ fn sent(outputs: &[RoomOutput]) -> Vec<(Recipient, &ServerMessage)> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            RoomOutput::Send { to, message } => Some((*to, message)),
+            RoomOutput::Send { to, message } => Some((to.clone(), message)),
             _ => None,
         })
         .collect()

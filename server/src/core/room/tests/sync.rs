@@ -69,10 +69,14 @@ fn a_dropped_member_reconnects_and_resumes_with_exactly_what_it_missed() {
     let seen = room.stats().last_seq;
 
     // Bo's connection drops: the others see "reconnecting", not a leave.
-    let out = input(&mut room, at(1), RoomInput::Detach {
+    let out = input(
+        &mut room,
+        at(1),
+        RoomInput::Detach {
             session: s(2),
             reason: LeaveReason::Disconnected,
-        });
+        },
+    );
     assert!(out.contains(&RoomOutput::MemberRemoved {
         session: s(2),
         member: MemberId(2)
@@ -151,10 +155,14 @@ fn a_resume_window_that_runs_out_is_a_leave() {
     });
     join(&mut room, s(1), "host");
     join(&mut room, s(2), "bo");
-    input(&mut room, at(0), RoomInput::Detach {
+    input(
+        &mut room,
+        at(0),
+        RoomInput::Detach {
             session: s(2),
             reason: LeaveReason::Disconnected,
-        });
+        },
+    );
     assert_eq!(
         room.poll_timeout(),
         Some(at(15)),
@@ -205,10 +213,14 @@ fn a_gap_older_than_the_log_resumes_with_a_snapshot() {
     join(&mut room, s(1), "host");
     join(&mut room, s(2), "bo");
     let seen = room.stats().last_seq;
-    input(&mut room, at(0), RoomInput::Detach {
+    input(
+        &mut room,
+        at(0),
+        RoomInput::Detach {
             session: s(2),
             reason: LeaveReason::Disconnected,
-        });
+        },
+    );
     for n in 0..5u8 {
         set(&mut room, s(1), "k", &[n], None);
     }
@@ -240,10 +252,14 @@ fn an_idempotent_command_sent_again_after_a_resume_is_applied_once() {
     join(&mut room, s(1), "ada");
     let first = command(&mut room, s(1), "move", Some("k-1"));
     assert_eq!(events(&first).len(), 1);
-    input(&mut room, at(1), RoomInput::Detach {
+    input(
+        &mut room,
+        at(1),
+        RoomInput::Detach {
             session: s(1),
             reason: LeaveReason::Disconnected,
-        });
+        },
+    );
     input(
         &mut room,
         at(2),
