@@ -298,7 +298,10 @@ impl<R: TransportReader> Session<R> {
             return self.reply_error(ErrorFrame::new(
                 Some(request_id),
                 ErrorCode::NotStored,
-                format!("room {} is a relay room: it keeps no packs", joined.room.id()),
+                format!(
+                    "room {} is a relay room: it keeps no packs",
+                    joined.room.id()
+                ),
             ));
         }
         let hash = match parse_hash(&hash) {
