@@ -214,6 +214,7 @@ async fn health(State(state): State<Arc<HttpState>>) -> Response {
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Response {
     let stats = &state.ctx.stats;
+    let packs = state.ctx.packs.stats();
     let now = state.ctx.clock.now();
     let rooms = state.ctx.registry.summaries();
     let members: usize = rooms.iter().map(|r| r.members).sum();
@@ -253,6 +254,15 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Response {
             "slow_consumer_disconnects": stats.slow_consumer_disconnects.get(),
             "rate_limited": stats.rate_limited.get(),
             "rate_limit_disconnects": stats.rate_limit_disconnects.get(),
+            "sessions_resumed": stats.sessions_resumed.get(),
+            "resumable_sessions": state.ctx.resumes.len(),
+            "pack_bytes_in": stats.pack_bytes_in.get(),
+            "pack_bytes_out": stats.pack_bytes_out.get(),
+        },
+        "packs": {
+            "contents": packs.contents,
+            "content_bytes": packs.content_bytes,
+            "pending_uploads": packs.pending_uploads,
         },
     }))
     .into_response()

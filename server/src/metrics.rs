@@ -68,6 +68,20 @@ impl Metrics {
                 "Messages and ticks refused by a session's rate budgets"
             );
             describe_counter!(
+                "chorus_sessions_resumed_total",
+                "Sessions taken over by a resuming connection"
+            );
+            describe_counter!(
+                "chorus_pack_bytes_in_total",
+                Unit::Bytes,
+                "Bytes of completed pack uploads"
+            );
+            describe_counter!(
+                "chorus_pack_bytes_out_total",
+                Unit::Bytes,
+                "Bytes of packs sent to clients"
+            );
+            describe_counter!(
                 "chorus_rate_limit_disconnects_total",
                 "Sessions closed for repeated rate-limit violations"
             );
@@ -106,6 +120,9 @@ impl Metrics {
             counter!("chorus_rate_limited_total").absolute(stats.rate_limited.get());
             counter!("chorus_rate_limit_disconnects_total")
                 .absolute(stats.rate_limit_disconnects.get());
+            counter!("chorus_sessions_resumed_total").absolute(stats.sessions_resumed.get());
+            counter!("chorus_pack_bytes_in_total").absolute(stats.pack_bytes_in.get());
+            counter!("chorus_pack_bytes_out_total").absolute(stats.pack_bytes_out.get());
             gauge!("chorus_uptime_seconds").set(uptime_secs);
         });
         self.handle.render()
