@@ -23,9 +23,20 @@
 //! {"event":"role_changed","id":4,"role":"viewer","by":1,"seq":16}
 //! {"event":"member_kicked","id":4,"name":"bo","by":1,"reason":"spam","ban_ms":60000,"seq":17}
 //! {"event":"room_closed","by":1,"reason":"done","seq":18}   (the room's last event)
+//! {"event":"presence","id":4,"presence":"reconnecting","seq":19}
+//! {"event":"timeline","name":"song","playing":true,"rate_ppm":1000000,"anchor_time":…,"anchor_position_us":0,"tempo_mbpm":null,"by":1,"seq":20}
+//! {"event":"pack","hash":"…","name":"a.png","media_type":"image/png","size":1234,"uploader":1,"seq":21}
+//! {"event":"resynced","seq":40}
+//! {"event":"message","delivery":"direct","from":1,"kind":"offer","text":"…","hex":"…"}   (or "broadcast")
 //! {"event":"ack","op":"state","version":6,"seq":16}   (and op "command" with "duplicate")
-//! {"event":"ack","op":"kick","seq":17}   (and ops "role", "password", "close")
+//! {"event":"ack","op":"kick","seq":17}   (and ops "role", "password", "close", "timeline", "delegate")
+//! {"event":"ack","op":"direct"}   (and op "broadcast")
+//! {"event":"ack","op":"upload","hash":"…","size":1234}   {"event":"fetched","hash":"…","len":1234,"hex":"…"}
+//! {"event":"position","name":"song","us":1500000}   (null: no such timeline)
+//! {"event":"ack","op":"snapshot","seq":40,"members":3}   {"event":"ice","servers":2,"expires":…}
 //! {"event":"error","op":"state","code":300,"message":"…"}
+//! {"event":"reconnecting","attempt":1,"delay_ms":120,"reason":"…"}
+//! {"event":"resumed","transport":"websocket","session":true,"rooms":1}   {"event":"lost","reason":"…"}
 //! {"event":"closed","reason":"…"}   {"event":"left"}
 //! ```
 //!
@@ -40,13 +51,23 @@
 //! {"op":"role","member":4,"role":"viewer"}   (host, editor or viewer)
 //! {"op":"password","value":"s3cret"}    (or "value":null to remove it)
 //! {"op":"close","reason":"done"}
+//! {"op":"direct","member":4,"kind":"offer","payload":"…"}   (or "hex")
+//! {"op":"broadcast","audience":"others","kind":"k","payload":"…"}   (everyone, others, host, editor, viewer)
+//! {"op":"timeline","name":"song","action":"play"}   (pause; seek with "position_ms";
+//!     rate with "rate_ppm"; tempo with "tempo_mbpm" or null; optional "in_ms" to
+//!     schedule it that far ahead of the server time, "expected_seq")
+//! {"op":"position","name":"song"}
+//! {"op":"upload","name":"a.png","media_type":"image/png","hex":"89504e47…"}   (or "text")
+//! {"op":"fetch","hash":"…"}
+//! {"op":"snapshot"}   {"op":"ice"}   {"op":"delegate","member":4}   (or null)
 //! {"op":"leave"}                        (also on end of input)
 //! ```
 
 use anyhow::{Context, Result, bail};
 use chorus_client::{
-    Client, ConnectOptions, JoinOptions, MemberId, MemberInfo, RequestError, Role, Room, RoomEvent,
-    Seq, ServerUrl, Transport, TransportChoice, Trust,
+    Audience, Client, ConnectOptions, ConnectionEvent, Delivery, JoinOptions, MemberId, MemberInfo,
+    RequestError, Role, Room, RoomEvent, Seq, ServerUrl, TimelineOptions, Transport,
+    TransportChoice, Trust,
 };
 use clap::{Parser, ValueEnum};
 use std::collections::HashMap;
@@ -425,6 +446,41 @@ async fn events(mut rx: broadcast::Receiver<RoomEvent>) {
                 js(&reason),
                 seq.0
             ),
+            Ok(RoomEvent::PresenceChanged {
+                member,
+                presence,
+                seq,
+            }) => format!(
+                "{{\"event\":\"presence\",\"id\":{},\"presence\":{},\"seq\":{}}}",
+                member.0,
+                js(presence.name()),
+                seq.0
+            ),
+            Ok(RoomEvent::TimelineChanged { timeline, by, seq }) => format!(
+                "{{\"event\":\"timeline\",\"name\":{},\"playing\":{},\"rate_ppm\":{},\"anchor_time\":{},\"anchor_position_us\":{},\"tempo_mbpm\":{},\"by\":{},\"seq\":{}}}",
+                js(&timeline.name),
+                timeline.playing,
+                timeline.rate_ppm,
+                timeline.anchor_time.0,
+                timeline.anchor_position_us,
+                timeline
+                    .tempo_mbpm
+                    .map_or_else(|| "null".to_owned(), |t| t.to_string()),
+                by.0,
+                seq.0
+            ),
+            Ok(RoomEvent::PackAvailable { pack, seq }) => format!(
+                "{{\"event\":\"pack\",\"hash\":{},\"name\":{},\"media_type\":{},\"size\":{},\"uploader\":{},\"seq\":{}}}",
+                js(&hex(&pack.hash)),
+                js(&pack.name),
+                js(&pack.media_type),
+                pack.size,
+                pack.uploader.0,
+                seq.0
+            ),
+            Ok(RoomEvent::Resynced { seq }) => {
+                format!("{{\"event\":\"resynced\",\"seq\":{}}}", seq.0)
+            }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 format!("{{\"event\":\"lagged\",\"missed\":{n}}}")
             }
@@ -432,6 +488,116 @@ async fn events(mut rx: broadcast::Receiver<RoomEvent>) {
         };
         emit(&line);
     }
+}
+
+/// Reports direct and broadcast messages to this peer.
+async fn messages(room: Room) {
+    let mut rx = room.messages();
+    while let Some(m) = rx.recv().await {
+        let delivery = match m.delivery {
+            Delivery::Direct => "direct",
+            Delivery::Broadcast => "broadcast",
+        };
+        emit(&format!(
+            "{{\"event\":\"message\",\"delivery\":\"{delivery}\",\"from\":{},\"kind\":{},\"text\":{},\"hex\":{}}}",
+            m.from.0,
+            js(&m.kind),
+            js(&String::from_utf8_lossy(&m.payload)),
+            js(&hex(&m.payload))
+        ));
+    }
+}
+
+/// Reports reconnects and resumes.
+async fn connection(client: Client) {
+    let mut rx = client.connection_events();
+    loop {
+        let line = match rx.recv().await {
+            Ok(ConnectionEvent::Reconnecting {
+                attempt,
+                delay,
+                reason,
+            }) => format!(
+                "{{\"event\":\"reconnecting\",\"attempt\":{attempt},\"delay_ms\":{},\"reason\":{}}}",
+                delay.as_millis(),
+                js(&reason.to_string())
+            ),
+            Ok(ConnectionEvent::Resumed {
+                transport,
+                session_resumed,
+                rooms,
+            }) => format!(
+                "{{\"event\":\"resumed\",\"transport\":{},\"session\":{session_resumed},\"rooms\":{}}}",
+                js(&transport.to_string().to_lowercase()),
+                rooms.len()
+            ),
+            Ok(ConnectionEvent::Lost { reason }) => format!(
+                "{{\"event\":\"lost\",\"reason\":{}}}",
+                js(&reason.to_string())
+            ),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        emit(&line);
+    }
+}
+
+/// The bytes of a `"hex"` or `"text"` (or `"payload"`) field.
+fn payload_of(map: &HashMap<String, Scalar>) -> Option<Vec<u8>> {
+    match (
+        get_str(map, "hex"),
+        get_str(map, "text"),
+        get_str(map, "payload"),
+    ) {
+        (Some(h), _, _) => unhex(h),
+        (None, Some(t), _) | (None, None, Some(t)) => Some(t.as_bytes().to_vec()),
+        (None, None, None) => Some(Vec::new()),
+    }
+}
+
+/// The `timeline` op.
+async fn timeline_command(room: &Room, map: &HashMap<String, Scalar>) -> String {
+    let Some(name) = get_str(map, "name") else {
+        return error_line("timeline", None, "needs \"name\"");
+    };
+    let mut options = TimelineOptions::now();
+    if let Some(ms) = get_u64(map, "in_ms") {
+        // Scheduled ahead of the server time this peer estimates.
+        let now = room_server_time(room);
+        options.at = Some(now.saturating_add_micros(ms * 1000));
+    }
+    if let Some(seq) = get_u64(map, "expected_seq") {
+        options.expected_seq = Some(Seq(seq));
+    }
+    let result = match get_str(map, "action").unwrap_or("") {
+        "play" => room.play(name, options).await,
+        "pause" => room.pause(name, options).await,
+        "seek" => match get_u64(map, "position_ms") {
+            Some(ms) => room.seek(name, Duration::from_millis(ms), options).await,
+            None => return error_line("timeline", None, "seek needs \"position_ms\""),
+        },
+        "rate" => match get_u64(map, "rate_ppm").and_then(|r| u32::try_from(r).ok()) {
+            Some(rate) => room.set_rate(name, rate, options).await,
+            None => return error_line("timeline", None, "rate needs \"rate_ppm\""),
+        },
+        "tempo" => {
+            let tempo = get_u64(map, "tempo_mbpm").and_then(|t| u32::try_from(t).ok());
+            room.set_tempo(name, tempo, options).await
+        }
+        _ => {
+            return error_line(
+                "timeline",
+                None,
+                "\"action\" is play, pause, seek, rate or tempo",
+            );
+        }
+    };
+    ack_line("timeline", result)
+}
+
+/// The server time by this peer's clock estimate (through its client).
+fn room_server_time(room: &Room) -> chorus_client::ServerTime {
+    room.client().server_time()
 }
 
 /// Reads stdin lines on a thread (stdin reads block).
@@ -551,6 +717,118 @@ async fn command(room: &Room, line: &str) -> bool {
             let reason = get_str(&map, "reason").unwrap_or("");
             emit(&ack_line("close", room.close_room(reason).await));
         }
+        "direct" => {
+            let (Some(member), Some(payload)) = (get_member(&map), payload_of(&map)) else {
+                emit(&error_line(
+                    "direct",
+                    None,
+                    "needs \"member\" (and valid \"hex\")",
+                ));
+                return true;
+            };
+            let kind = get_str(&map, "kind").unwrap_or("direct");
+            emit(&match room.send_direct(member, kind, &payload).await {
+                Ok(()) => "{\"event\":\"ack\",\"op\":\"direct\"}".to_owned(),
+                Err(e) => request_error("direct", &e),
+            });
+        }
+        "broadcast" => {
+            let audience = match get_str(&map, "audience").unwrap_or("everyone") {
+                "everyone" => Some(Audience::Everyone),
+                "others" => Some(Audience::Others),
+                role => Role::from_name(role).map(Audience::Role),
+            };
+            let (Some(audience), Some(payload)) = (audience, payload_of(&map)) else {
+                emit(&error_line(
+                    "broadcast",
+                    None,
+                    "\"audience\" is everyone, others or a role (and \"hex\" valid hex)",
+                ));
+                return true;
+            };
+            let kind = get_str(&map, "kind").unwrap_or("broadcast");
+            emit(&match room.broadcast(audience, kind, &payload).await {
+                Ok(()) => "{\"event\":\"ack\",\"op\":\"broadcast\"}".to_owned(),
+                Err(e) => request_error("broadcast", &e),
+            });
+        }
+        "timeline" => emit(&timeline_command(room, &map).await),
+        "position" => {
+            let name = get_str(&map, "name").unwrap_or("");
+            let us = room
+                .timeline_position(name)
+                .map_or_else(|| "null".to_owned(), |p| p.as_micros().to_string());
+            emit(&format!(
+                "{{\"event\":\"position\",\"name\":{},\"us\":{us}}}",
+                js(name)
+            ));
+        }
+        "upload" => {
+            let (Some(name), Some(media_type), Some(content)) = (
+                get_str(&map, "name"),
+                get_str(&map, "media_type"),
+                payload_of(&map),
+            ) else {
+                emit(&error_line(
+                    "upload",
+                    None,
+                    "needs \"name\", \"media_type\" and \"hex\" (or \"text\")",
+                ));
+                return true;
+            };
+            emit(&match room.upload_pack(name, media_type, content).await {
+                Ok(pack) => format!(
+                    "{{\"event\":\"ack\",\"op\":\"upload\",\"hash\":{},\"size\":{}}}",
+                    js(&hex(&pack.hash)),
+                    pack.size
+                ),
+                Err(e) => request_error("upload", &e),
+            });
+        }
+        "fetch" => {
+            let Some(hash) = get_str(&map, "hash").and_then(unhex) else {
+                emit(&error_line("fetch", None, "needs \"hash\" (hex)"));
+                return true;
+            };
+            emit(&match room.fetch_pack(&hash).await {
+                Ok(bytes) => format!(
+                    "{{\"event\":\"fetched\",\"hash\":{},\"len\":{},\"hex\":{}}}",
+                    js(&hex(&hash)),
+                    bytes.len(),
+                    js(&hex(&bytes))
+                ),
+                Err(e) => request_error("fetch", &e),
+            });
+        }
+        "snapshot" => emit(&match room.request_snapshot().await {
+            Ok(view) => format!(
+                "{{\"event\":\"ack\",\"op\":\"snapshot\",\"seq\":{},\"members\":{}}}",
+                view.last_seq.0,
+                view.members.len()
+            ),
+            Err(e) => request_error("snapshot", &e),
+        }),
+        "ice" => emit(&match room.ice_servers().await {
+            Ok(ice) => format!(
+                "{{\"event\":\"ice\",\"servers\":{},\"expires\":{}}}",
+                ice.servers.len(),
+                ice.expires.0
+            ),
+            Err(e) => request_error("ice", &e),
+        }),
+        "delegate" => {
+            let member = match map.get("member") {
+                Some(Scalar::Null) | None => None,
+                Some(_) => match get_member(&map) {
+                    Some(m) => Some(m),
+                    None => {
+                        emit(&error_line("delegate", None, "\"member\" is an id or null"));
+                        return true;
+                    }
+                },
+            };
+            emit(&ack_line("delegate", room.set_delegate(member).await));
+        }
         "leave" => return false,
         other => emit(&error_line(other, None, "unknown op")),
     }
@@ -607,6 +885,8 @@ async fn run(args: Args) -> Result<()> {
 
     tokio::spawn(ticks(room.clone(), !args.no_echo));
     tokio::spawn(events(rx));
+    tokio::spawn(messages(room.clone()));
+    tokio::spawn(connection(client.clone()));
     let mut errors = client.errors();
     let mut lines = stdin_lines();
     loop {

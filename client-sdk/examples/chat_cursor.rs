@@ -31,10 +31,15 @@
 //! - sends a `cursor` tick every 100 ms (payload: x and y as two little-endian
 //!   `f32`, moving slowly around a circle) and prints the other members' cursors,
 //!   at most once a second per member;
-//! - sends every line typed on stdin as a `chat` command, and prints the chat
-//!   of everyone (its own included) with the author's name;
-//! - prints role changes, kicks and the room's closing, and ends when this
-//!   client is kicked or the room is closed.
+//! - prints the room's recent chat history, then sends every line typed on
+//!   stdin as a `chat` command (with an idempotency key, so a line typed
+//!   while the connection is dropped is sent once it is back, exactly once),
+//!   and prints the chat of everyone (its own included) with the author's name;
+//! - prints role changes, presence changes (a member reconnecting, away,
+//!   back), timeline changes, new packs, kicks and the room's closing, and
+//!   ends when this client is kicked or the room is closed;
+//! - survives a dropped connection: it says so, reconnects with backoff and
+//!   resumes (members see it as reconnecting meanwhile, not gone).
 //!
 //! `--room ""` creates a new room under a fresh id (an invite code) and prints
 //! it; others join with `--room <code>`. For a server that requires an API key
@@ -45,8 +50,8 @@
 
 use anyhow::{Context, Result, bail};
 use chorus_client::{
-    Client, ConnectOptions, JoinOptions, MemberId, Room, RoomEvent, ServerUrl, TickError,
-    TransportChoice, Trust,
+    Client, ConnectOptions, ConnectionEvent, JoinOptions, MemberId, Room, RoomEvent, RoomResume,
+    ServerUrl, TickError, TransportChoice, Trust,
 };
 use clap::{Parser, ValueEnum};
 use std::collections::HashMap;
@@ -167,7 +172,8 @@ async fn send_cursor(room: Room) {
     loop {
         interval.tick().await;
         match room.send_tick(&cursor_payload(step)) {
-            Ok(_) => {}
+            // While reconnecting ticks are not sent; they resume by themselves.
+            Ok(_) | Err(TickError::Disconnected) => {}
             Err(TickError::Closed(_) | TickError::NotJoined) => return,
             Err(e) => eprintln!("tick not sent: {e}"),
         }
@@ -272,9 +278,75 @@ async fn print_events(room: Room, mut events: broadcast::Receiver<RoomEvent>) {
                     name_of(&room, &names, by)
                 );
             }
+            Ok(RoomEvent::PresenceChanged {
+                member, presence, ..
+            }) => {
+                println!(
+                    "~ {} is {}",
+                    name_of(&room, &names, member),
+                    presence.name()
+                );
+            }
+            Ok(RoomEvent::TimelineChanged { timeline, by, .. }) => {
+                println!(
+                    "♪ timeline {:?} {} at {:.1} s (by {})",
+                    timeline.name,
+                    if timeline.playing { "plays" } else { "paused" },
+                    timeline.anchor_position_us as f64 / 1e6,
+                    name_of(&room, &names, by)
+                );
+            }
+            Ok(RoomEvent::PackAvailable { pack, .. }) => {
+                println!(
+                    "+ {} shared {:?} ({}, {} bytes)",
+                    name_of(&room, &names, pack.uploader),
+                    pack.name,
+                    pack.media_type,
+                    pack.size
+                );
+            }
+            Ok(RoomEvent::Resynced { .. }) => {
+                println!(
+                    "(caught up from a fresh snapshot: {} here)",
+                    room.members().len()
+                );
+            }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 println!("(missed {n} events; members and state are still current)");
             }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Reports the connection dropping, coming back, or ending.
+async fn print_connection(mut events: broadcast::Receiver<ConnectionEvent>) {
+    loop {
+        match events.recv().await {
+            Ok(ConnectionEvent::Reconnecting {
+                attempt,
+                delay,
+                reason,
+            }) => {
+                println!(
+                    "(connection lost: {reason}; reconnect attempt {attempt} in {} ms)",
+                    delay.as_millis()
+                );
+            }
+            Ok(ConnectionEvent::Resumed {
+                transport, rooms, ..
+            }) => {
+                println!("(reconnected over {transport})");
+                for room in rooms {
+                    if let RoomResume::Lost(code) = room.outcome {
+                        println!("(room {:?} could not be resumed: {code})", room.room_id);
+                    }
+                }
+            }
+            Ok(ConnectionEvent::Lost { reason }) => {
+                println!("(connection gone for good: {reason})")
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
@@ -354,14 +426,24 @@ async fn main() -> Result<()> {
         let you = if m.id == room.me() { " (you)" } else { "" };
         println!("  {} [{}]{you}", m.display.name, m.role);
     }
+    let no_names = HashMap::new();
+    for entry in &view.chat {
+        println!(
+            "[{}] {}",
+            name_of(&room, &no_names, entry.author),
+            String::from_utf8_lossy(&entry.payload)
+        );
+    }
     println!("type a line and press enter to chat; Ctrl-D to leave");
 
+    tokio::spawn(print_connection(client.connection_events()));
     tokio::spawn(send_cursor(room.clone()));
     tokio::spawn(print_cursors(room.clone()));
     // Ends when the room does (this client kicked, the room closed).
     let mut printer = tokio::spawn(print_events(room.clone(), events));
     let mut errors = client.errors();
     let mut lines = stdin_lines();
+    let mut sent = 0u64;
 
     loop {
         tokio::select! {
@@ -370,7 +452,10 @@ async fn main() -> Result<()> {
                 if line.is_empty() {
                     continue;
                 }
-                if let Err(e) = room.send_command("chat", line.as_bytes(), None).await {
+                // A key per line: sent again after a reconnect, applied once.
+                sent += 1;
+                let key = format!("{}-{}-{sent}", room.me().0, client.session_id());
+                if let Err(e) = room.send_command("chat", line.as_bytes(), Some(&key)).await {
                     eprintln!("chat not sent: {e}");
                 }
             }

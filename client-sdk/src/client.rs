@@ -7,6 +7,7 @@ use crate::clock::{ClockEstimate, LocalClock};
 use crate::driver::{Reply, Shared};
 use crate::error::{CloseReason, ConnectError, RequestError};
 use crate::options::{ConnectOptions, JoinOptions, TransportChoice};
+use crate::reconnect::ConnectionEvent;
 use crate::room::Room;
 use crate::transport::{
     Connected, Inbound, LinkClose, LinkReader, LinkWriter, OutMessage, Transport, websocket,
@@ -14,9 +15,9 @@ use crate::transport::{
 };
 use crate::url::{Scheme, ServerUrl, UrlError};
 use chorus_protocol::{
-    ClientHello, ClientMessage, DecodeError, ErrorCode, ErrorDetail, ErrorFrame, Limits,
-    PROTOCOL_VERSION, RateLimits, ServerHello, ServerMessage, ServerTime, decode_server_message,
-    peek_hello_version,
+    ClientHello, ClientMessage, DecodeError, ErrorCode, ErrorDetail, ErrorFrame, HelloOption,
+    Limits, PROTOCOL_VERSION, RateLimits, ServerHello, ServerMessage, ServerTime,
+    decode_server_message, peek_hello_version,
 };
 use std::fmt;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use tracing::{debug, info, trace};
 /// (dropping the last one closes it) or until [`close`](Self::close).
 #[derive(Clone)]
 pub struct Client {
-    handle: Arc<ClientHandle>,
+    pub(crate) handle: Arc<ClientHandle>,
 }
 
 /// Owns the connection on behalf of every `Client` and `Room` handle; closing it
@@ -70,52 +71,38 @@ impl Client {
     ///   development and behind a TLS-terminating proxy).
     ///
     /// Must be called within a Tokio runtime. Each attempt is bounded by
-    /// [`ConnectOptions::handshake_timeout`].
+    /// [`ConnectOptions::handshake_timeout`]. Later reconnects (see
+    /// [`crate::reconnect`]) go through the same steps.
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<Client, ConnectError> {
-        let server = ServerUrl::parse(url)?;
-        match (server.scheme, options.transport) {
-            (Scheme::Https, TransportChoice::Auto) => {
-                // Only a session that is not established in time (or fails) falls
-                // back; once it is, the Chorus handshake's outcome is final.
-                let deadline = Deadline::now() + options.handshake_timeout;
-                let wait = options.fallback_after.min(options.handshake_timeout);
-                let webtransport_error = match webtransport_session(url, &options, wait).await {
-                    Ok(connected) => return establish(connected, options, deadline).await,
-                    Err(e) if !e.allows_fallback() => return Err(e),
-                    Err(e) => e,
-                };
-                let target = websocket_target(&server, &options)?;
-                info!(
-                    error = %webtransport_error,
-                    url = %target,
-                    "WebTransport unavailable, trying WebSocket"
-                );
-                connect_websocket(&target, options)
+        let (connected, hello, deadline) = open(url, &options, None).await?;
+        let timeout = options.handshake_timeout;
+        let pings = options.clock_sync_pings;
+        let shared = Shared::start(url.to_owned(), connected, hello, options, LocalClock::new());
+        let client = Client {
+            handle: Arc::new(ClientHandle { shared }),
+        };
+        if pings > 0 {
+            let remaining = deadline.saturating_duration_since(Deadline::now());
+            let per_ping = remaining / pings.max(1);
+            let sync =
+                tokio::time::timeout(remaining, client.handle.shared.sync_clock(pings, per_ping))
                     .await
-                    .map_err(|websocket_error| ConnectError::AllTransportsFailed {
-                        webtransport: Box::new(webtransport_error),
-                        websocket: Box::new(websocket_error),
-                    })
+                    .unwrap_or(0);
+            if let Some(reason) = client.handle.shared.close_reason() {
+                return Err(ConnectError::Closed(reason));
             }
-            (Scheme::Https, TransportChoice::WebTransport) => {
-                let deadline = Deadline::now() + options.handshake_timeout;
-                let connected =
-                    webtransport_session(url, &options, options.handshake_timeout).await?;
-                establish(connected, options, deadline).await
+            if sync == 0 {
+                return Err(ConnectError::HandshakeTimeout(timeout));
             }
-            (_, TransportChoice::WebSocket) | (Scheme::Ws | Scheme::Wss, TransportChoice::Auto) => {
-                let target = websocket_target(&server, &options)?;
-                connect_websocket(&target, options).await
-            }
-            (scheme @ (Scheme::Ws | Scheme::Wss), TransportChoice::WebTransport) => Err(
-                ConnectError::Url(UrlError::UnsupportedScheme(scheme.as_str().into())),
-            ),
+            debug!(samples = sync, clock = ?client.clock(), "clock synced");
         }
+        Ok(client)
     }
 
-    /// The transport this connection uses.
+    /// The transport of the current connection (after a reconnect with
+    /// [`TransportChoice::Auto`], it may differ from the first one's).
     pub fn transport(&self) -> Transport {
-        self.handle.shared.link.kind()
+        self.handle.shared.transport()
     }
 
     /// Ticks sent with [`Room::send_tick`] that never reached the network because
@@ -123,7 +110,7 @@ impl Client {
     /// (WebSocket; always 0 on WebTransport, where the QUIC datagram buffer drops
     /// the oldest instead, see [`ConnectOptions::datagram_send_buffer_bytes`]).
     pub fn outgoing_ticks_dropped(&self) -> u64 {
-        self.handle.shared.link.outgoing_ticks_dropped()
+        self.handle.shared.outgoing_ticks_dropped()
     }
 
     /// Joins (by default creating) a room.
@@ -171,12 +158,15 @@ impl Client {
         }
     }
 
-    /// This session's id on the server (for logs and support).
+    /// This session's id on the server (for logs and support); a resume
+    /// gives the session a new id.
     pub fn session_id(&self) -> u64 {
-        self.handle.shared.hello.session_id
+        self.handle.shared.session_id()
     }
 
-    /// The server's hello.
+    /// The server's hello on the first connection. (A resumed connection's
+    /// hello only renews the resume token and the session id; limits and
+    /// rate budgets stay the same.)
     pub fn server_hello(&self) -> &ServerHello {
         &self.handle.shared.hello
     }
@@ -200,24 +190,44 @@ impl Client {
     /// WebSocket (ticks travel in-band; the server's hello says
     /// `max_datagram_size: 0` there) and when datagrams are unsupported.
     pub fn max_datagram_size(&self) -> Option<usize> {
-        self.handle.shared.link.max_datagram_size()
+        self.handle.shared.max_datagram_size()
     }
 
     /// The server's clock now, according to the current estimate.
+    ///
+    /// # Accuracy
+    ///
+    /// The estimate comes from ping/pong exchanges: the `clock_sync_pings` at
+    /// connect, then one keep-alive ping every
+    /// [`ConnectOptions::ping_interval`] (5 s). Of the last
+    /// [`ConnectOptions::clock_window`] samples, the one with the smallest
+    /// round trip gives the offset, whose error is at most half that round
+    /// trip and, in practice, half the *asymmetry* between the two
+    /// directions. Expect, against the server's clock:
+    /// - loopback or LAN: well under a millisecond;
+    /// - the internet: about half the path's asymmetry, typically a few
+    ///   milliseconds; never more than half the best RTT
+    ///   ([`ClockEstimate::rtt`]);
+    /// - plus the local clock's drift since that sample (tens of parts per
+    ///   million: well under a millisecond per minute), which the steady
+    ///   keep-alive samples keep correcting.
+    ///
+    /// Every member computes a timeline's position from its own estimate, so
+    /// two members agree within the sum of their errors.
     pub fn server_time(&self) -> ServerTime {
-        self.server_time_at(Instant::now())
+        self.handle.shared.server_time()
     }
 
     /// The server's clock at a local instant (e.g. a tick's `received_at`).
     pub fn server_time_at(&self, instant: Instant) -> ServerTime {
-        let shared = &self.handle.shared;
-        self.clock().to_server_time(shared.clock.at_us(instant))
+        self.handle.shared.server_time_at(instant)
     }
 
     /// The clock estimate: offset to the server clock, the RTT of the sample it
     /// comes from, samples in the window. Before the first ping sample (only with
     /// `clock_sync_pings: 0`), the offset is the rough one from the server hello's
-    /// `server_time`, not corrected for RTT, and `samples` is 0.
+    /// `server_time`, not corrected for RTT, and `samples` is 0. A reconnect
+    /// keeps the estimate (the server's clock does not change).
     pub fn clock(&self) -> ClockEstimate {
         self.handle.shared.clock_estimate()
     }
@@ -241,25 +251,59 @@ impl Client {
         self.handle.shared.errors.subscribe()
     }
 
-    /// Whether the connection has ended.
+    /// What happens to the connection from now on: reconnect attempts,
+    /// resumes (with each room's outcome), and the end
+    /// ([`ConnectionEvent`]; see [`crate::reconnect`]).
+    ///
+    /// Bounded (64 events): a receiver that falls further behind gets
+    /// `RecvError::Lagged`. The stream ends when the client does.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: chorus_client::Client) {
+    /// use chorus_client::ConnectionEvent;
+    ///
+    /// let mut events = client.connection_events();
+    /// while let Ok(event) = events.recv().await {
+    ///     match event {
+    ///         ConnectionEvent::Reconnecting { attempt, delay, reason } => {
+    ///             println!("connection lost ({reason}); attempt {attempt} in {delay:?}");
+    ///         }
+    ///         ConnectionEvent::Resumed { rooms, .. } => println!("back: {rooms:?}"),
+    ///         ConnectionEvent::Lost { reason } => println!("gone for good: {reason}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn connection_events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.handle.shared.subscribe_events()
+    }
+
+    /// Whether a connection is up: false while reconnecting and once closed.
+    pub fn is_connected(&self) -> bool {
+        self.handle.shared.is_up()
+    }
+
+    /// Whether the client has ended (closed, or lost for good).
     pub fn is_closed(&self) -> bool {
         self.handle.shared.close_reason().is_some()
     }
 
-    /// Why the connection ended, if it has.
+    /// Why the client ended, if it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.handle.shared.close_reason()
     }
 
-    /// Waits until the connection ends and returns why.
+    /// Waits until the client ends (not a mere reconnect) and returns why.
     pub async fn closed(&self) -> CloseReason {
         self.handle.shared.wait_closed().await
     }
 
-    /// Closes the connection cleanly (WebTransport close code 0, WebSocket close
-    /// code 1000). Pending requests
-    /// fail with [`RequestError::Closed`]`(`[`CloseReason::Local`]`)`, streams end.
-    /// Waits up to a second for the close to reach the network.
+    /// Closes the connection cleanly: first leaves every joined room (waiting
+    /// up to 2 s for the server's answers), so the other members see a leave
+    /// and not a member reconnecting, then closes (WebTransport close code 0,
+    /// WebSocket close code 1000). Pending requests fail with
+    /// [`RequestError::Closed`]`(`[`CloseReason::Local`]`)`, streams end.
+    /// Waits a few seconds at most for the close to reach the network.
     pub async fn close(&self) {
         self.handle.shared.close_gracefully().await;
     }
@@ -301,6 +345,56 @@ fn initial_max_frame_bytes(options: &ConnectOptions) -> u32 {
         .unwrap_or(Limits::default().max_frame_bytes)
 }
 
+/// Opens a connection to `url` the way the options say (with
+/// [`TransportChoice::Auto`], WebTransport then WebSocket) and performs the
+/// hello exchange, with `resume` among the hello's options when reconnecting.
+/// Returns the connected transport, the server's hello, and the handshake
+/// deadline (for the initial clock sync).
+pub(crate) async fn open(
+    url: &str,
+    options: &ConnectOptions,
+    resume: Option<HelloOption>,
+) -> Result<(Connected, ServerHello, Deadline), ConnectError> {
+    let server = ServerUrl::parse(url)?;
+    match (server.scheme, options.transport) {
+        (Scheme::Https, TransportChoice::Auto) => {
+            // Only a session that is not established in time (or fails) falls
+            // back; once it is, the Chorus handshake's outcome is final.
+            let deadline = Deadline::now() + options.handshake_timeout;
+            let wait = options.fallback_after.min(options.handshake_timeout);
+            let webtransport_error = match webtransport_session(url, options, wait).await {
+                Ok(connected) => return establish(connected, options, resume, deadline).await,
+                Err(e) if !e.allows_fallback() => return Err(e),
+                Err(e) => e,
+            };
+            let target = websocket_target(&server, options)?;
+            info!(
+                error = %webtransport_error,
+                url = %target,
+                "WebTransport unavailable, trying WebSocket"
+            );
+            connect_websocket(&target, options, resume)
+                .await
+                .map_err(|websocket_error| ConnectError::AllTransportsFailed {
+                    webtransport: Box::new(webtransport_error),
+                    websocket: Box::new(websocket_error),
+                })
+        }
+        (Scheme::Https, TransportChoice::WebTransport) => {
+            let deadline = Deadline::now() + options.handshake_timeout;
+            let connected = webtransport_session(url, options, options.handshake_timeout).await?;
+            establish(connected, options, resume, deadline).await
+        }
+        (_, TransportChoice::WebSocket) | (Scheme::Ws | Scheme::Wss, TransportChoice::Auto) => {
+            let target = websocket_target(&server, options)?;
+            connect_websocket(&target, options, resume).await
+        }
+        (scheme @ (Scheme::Ws | Scheme::Wss), TransportChoice::WebTransport) => Err(
+            ConnectError::Url(UrlError::UnsupportedScheme(scheme.as_str().into())),
+        ),
+    }
+}
+
 /// The WebTransport session and its control stream, giving up after `wait`.
 async fn webtransport_session(
     url: &str,
@@ -319,36 +413,36 @@ async fn webtransport_session(
 /// WebSocket: TCP, TLS for `wss://`, the upgrade, then the handshake.
 async fn connect_websocket(
     target: &ServerUrl,
-    options: ConnectOptions,
-) -> Result<Client, ConnectError> {
+    options: &ConnectOptions,
+    resume: Option<HelloOption>,
+) -> Result<(Connected, ServerHello, Deadline), ConnectError> {
     let deadline = Deadline::now() + options.handshake_timeout;
-    let max_frame_bytes = initial_max_frame_bytes(&options);
+    let max_frame_bytes = initial_max_frame_bytes(options);
     let connected = tokio::time::timeout_at(
         deadline,
-        websocket::connect(target, &options, max_frame_bytes),
+        websocket::connect(target, options, max_frame_bytes),
     )
     .await
     .map_err(|_| ConnectError::HandshakeTimeout(options.handshake_timeout))??;
-    establish(connected, options, deadline).await
+    establish(connected, options, resume, deadline).await
 }
 
-/// On a connected transport: the hello exchange, the driver, the initial clock
-/// sync, all before `deadline`.
+/// On a connected transport: the hello exchange, before `deadline`.
 async fn establish(
     connected: Connected,
-    options: ConnectOptions,
+    options: &ConnectOptions,
+    resume: Option<HelloOption>,
     deadline: Deadline,
-) -> Result<Client, ConnectError> {
+) -> Result<(Connected, ServerHello, Deadline), ConnectError> {
     let Connected {
         link,
         mut reader,
         mut writer,
     } = connected;
     let timeout = options.handshake_timeout;
-    let clock = LocalClock::new();
     let hello = match tokio::time::timeout_at(
         deadline,
-        handshake(&mut reader, &mut writer, &options),
+        handshake(&mut reader, &mut writer, options, resume),
     )
     .await
     {
@@ -371,6 +465,7 @@ async fn establish(
         server = %hello.server_name,
         version = %hello.version,
         transport = %link.kind(),
+        resumable = !hello.resume_token.is_empty(),
         "connected"
     );
     // 2.0 defines no hello extensions: every kind is one this client skips.
@@ -381,28 +476,15 @@ async fn establish(
             "skipping unknown hello extension"
         );
     }
-
-    let pings = options.clock_sync_pings;
-    let shared = Shared::start(link, reader, writer, hello, options, clock);
-    let client = Client {
-        handle: Arc::new(ClientHandle { shared }),
-    };
-    if pings > 0 {
-        let remaining = deadline.saturating_duration_since(Deadline::now());
-        let per_ping = remaining / pings.max(1);
-        let sync =
-            tokio::time::timeout(remaining, client.handle.shared.sync_clock(pings, per_ping))
-                .await
-                .unwrap_or(0);
-        if let Some(reason) = client.handle.shared.close_reason() {
-            return Err(ConnectError::Closed(reason));
-        }
-        if sync == 0 {
-            return Err(ConnectError::HandshakeTimeout(timeout));
-        }
-        debug!(samples = sync, clock = ?client.clock(), "clock synced");
-    }
-    Ok(client)
+    Ok((
+        Connected {
+            link,
+            reader,
+            writer,
+        },
+        hello,
+        deadline,
+    ))
 }
 
 /// Sends the hello and reads the server's answer (the same on both transports).
@@ -410,12 +492,15 @@ async fn handshake(
     reader: &mut LinkReader,
     writer: &mut LinkWriter,
     options: &ConnectOptions,
+    resume: Option<HelloOption>,
 ) -> Result<ServerHello, ConnectError> {
+    let mut hello_options = options.hello_options();
+    hello_options.extend(resume);
     let hello = ClientMessage::Hello(ClientHello {
         version: PROTOCOL_VERSION,
         client_name: options.client_name.clone(),
         capabilities: 0,
-        options: options.hello_options(),
+        options: hello_options,
     });
     if let Err(close) = writer.send_control(OutMessage::encode(&hello)).await {
         return Err(handshake_close(close));
@@ -427,7 +512,9 @@ async fn handshake(
                     return outcome;
                 }
             }
-            Ok(Inbound::Datagram(_)) => trace!("ignoring a datagram before the hello"),
+            Ok(Inbound::Datagram(_) | Inbound::Pack(_) | Inbound::PackStream(_)) => {
+                trace!("ignoring a datagram or pack before the hello");
+            }
             Err(close) => return Err(handshake_close(close)),
         }
     }
@@ -498,6 +585,8 @@ mod tests {
             max_datagram_size: 1200,
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
+            resume_token: String::new(),
+            resume_window_ms: 0,
             extensions: vec![],
         }
     }

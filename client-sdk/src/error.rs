@@ -1,7 +1,7 @@
 //! The client's error types, one per boundary:
 //! [`ConnectError`] for [`Client::connect`](crate::Client::connect),
 //! [`RequestError`] for every request/reply call (join, leave, state, commands,
-//! kick, roles, password, close),
+//! kick, roles, password, close, timelines, messages, snapshots, packs),
 //! [`TickError`] for [`Room::send_tick`](crate::Room::send_tick),
 //! and [`CloseReason`], why a connection ended.
 
@@ -161,15 +161,26 @@ impl ConnectError {
 }
 
 /// Why a request (join, leave, set/delete state, command, kick, set role, set
-/// password, close room) failed.
+/// password, close room, timeline control, direct or broadcast message,
+/// snapshot, ICE servers, delegate, pack upload or fetch) failed.
 #[derive(Debug, Clone, Error)]
 pub enum RequestError {
     /// The server refused the request. See [`RequestError::code`].
     #[error("server error: {0}")]
     Server(ErrorFrame),
-    /// The connection ended before the reply arrived (or had already ended).
+    /// The connection ended for good before the reply arrived (or had already
+    /// ended).
     #[error("connection closed: {0}")]
     Closed(CloseReason),
+    /// The connection dropped while the request was in flight: it may or may
+    /// not have been applied. The client is reconnecting on its own
+    /// ([`ConnectionEvent`](crate::ConnectionEvent)); once resumed, the room
+    /// replica shows whether it was. Commands with an idempotency key never
+    /// fail this way: they are sent again after the resume, applied once.
+    #[error(
+        "the connection dropped before the reply; the request may or may not have been applied"
+    )]
+    ConnectionLost,
     /// No reply within the request timeout
     /// ([`ConnectOptions::request_timeout`](crate::ConnectOptions::request_timeout)).
     /// The request may still have been applied.
@@ -185,6 +196,13 @@ pub enum RequestError {
     /// The server answered with a reply of the wrong kind for this request.
     #[error("unexpected reply from the server: {0}")]
     UnexpectedReply(&'static str),
+    /// A fetched pack's content does not have the SHA-256 it was asked for.
+    #[error("the pack's content does not match its SHA-256")]
+    PackHashMismatch,
+    /// A pack transfer broke off in a way resuming cannot fix (content out of
+    /// order, larger than announced or than the server's `max_pack_bytes`).
+    #[error("pack transfer failed: {0}")]
+    PackTransfer(String),
 }
 
 impl RequestError {
@@ -238,6 +256,32 @@ impl RequestError {
             _ => None,
         }
     }
+
+    /// For a timeline request refused with [`ErrorCode::Conflict`] (its
+    /// [`expected_seq`](crate::TimelineOptions::expected_seq) was not the
+    /// timeline's last change): the sequence number of that last change.
+    pub fn conflict_seq(&self) -> Option<chorus_protocol::Seq> {
+        match self {
+            RequestError::Server(ErrorFrame {
+                code: ErrorCode::Conflict,
+                detail: ErrorDetail::Sequence { current_seq },
+                ..
+            }) => Some(*current_seq),
+            _ => None,
+        }
+    }
+
+    /// For an upload refused with [`ErrorCode::Conflict`] because its content
+    /// did not start where the server expected: the offset it expected.
+    pub fn conflict_offset(&self) -> Option<u64> {
+        self.conflict_version()
+    }
+
+    /// Whether the request failed because the connection dropped
+    /// ([`RequestError::ConnectionLost`]): trying again after the resume may work.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, RequestError::ConnectionLost)
+    }
 }
 
 /// Why [`Room::send_tick`](crate::Room::send_tick) refused a tick. A refused tick
@@ -268,6 +312,10 @@ pub enum TickError {
     /// The room handle is no longer joined.
     #[error("not joined to this room any more")]
     NotJoined,
+    /// The connection dropped and the client is reconnecting: the tick was not
+    /// sent. Ticks flow again once the session is resumed.
+    #[error("reconnecting: the tick was not sent")]
+    Disconnected,
     /// The connection has ended.
     #[error("connection closed: {0}")]
     Closed(CloseReason),
@@ -300,12 +348,36 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_name_the_current_seq_version_or_offset() {
+        use chorus_protocol::Seq;
+        let timeline = RequestError::Server(
+            ErrorFrame::new(Some(1), ErrorCode::Conflict, "changed at 7").with_detail(
+                ErrorDetail::Sequence {
+                    current_seq: Seq(7),
+                },
+            ),
+        );
+        assert_eq!(timeline.conflict_seq(), Some(Seq(7)));
+        assert_eq!(timeline.conflict_version(), None);
+        let state = RequestError::Server(
+            ErrorFrame::new(Some(1), ErrorCode::Conflict, "at version 4")
+                .with_detail(ErrorDetail::Conflict { current_version: 4 }),
+        );
+        assert_eq!(state.conflict_seq(), None);
+        assert_eq!(state.conflict_version(), Some(4));
+        assert_eq!(state.conflict_offset(), Some(4));
+        assert!(RequestError::ConnectionLost.is_connection_lost());
+        assert!(!RequestError::Timeout.is_connection_lost());
+    }
+
+    #[test]
     fn no_retry_after_without_the_detail() {
         let conflict = ErrorFrame::new(Some(1), ErrorCode::Conflict, "at version 4")
             .with_detail(ErrorDetail::Conflict { current_version: 4 });
         assert_eq!(RequestError::Server(conflict).retry_after(), None);
         assert_eq!(RequestError::Timeout.retry_after(), None);
         assert_eq!(RequestError::NotJoined.retry_after(), None);
+        assert_eq!(RequestError::ConnectionLost.retry_after(), None);
         assert_eq!(CloseReason::Local.retry_after(), None);
         assert_eq!(
             ConnectError::HandshakeTimeout(Duration::from_secs(1)).retry_after(),

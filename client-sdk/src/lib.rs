@@ -135,21 +135,31 @@ pub mod clock;
 mod driver;
 pub mod error;
 pub mod options;
+pub mod pack;
+pub mod reconnect;
 pub mod replica;
 pub mod room;
+pub mod timeline;
 mod transport;
 pub mod url;
 
 pub use chorus_protocol::{
-    Action, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, LeaveReason, Limits, MemberId,
-    MemberInfo, PROTOCOL_VERSION, PermissionPolicy, PermissionRule, Rate, RateLimits, Role,
-    RoomSlot, Seq, ServerHello, ServerTime,
+    Action, Audience, ChatEntry, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, FailoverMode,
+    IceServer, LeaveReason, Limits, MemberId, MemberInfo, PROTOCOL_VERSION, PackInfo,
+    PermissionPolicy, PermissionRule, Presence, Rate, RateLimits, Role, RoomKind, RoomSlot, Seq,
+    ServerHello, ServerTime, TimelineOp, TimelineState,
 };
 pub use client::Client;
 pub use clock::ClockEstimate;
 pub use error::{CloseReason, ConnectError, RequestError, TickError};
 pub use options::{ConnectOptions, JoinOptions, TransportChoice, Trust};
+pub use pack::pack_hash;
+pub use reconnect::{ConnectionEvent, ReconnectOptions, ResumedRoom, RoomResume};
 pub use replica::{CommandEvent, RoomEvent, RoomView, StateValue};
-pub use room::{CommandAck, Room, StateAck, TickEvent, TickReceiver};
+pub use room::{
+    CommandAck, Delivery, IceServers, MessageReceiver, Room, RoomMessage, StateAck, TickEvent,
+    TickReceiver,
+};
+pub use timeline::TimelineOptions;
 pub use transport::Transport;
 pub use url::{Scheme, ServerUrl, UrlError};

@@ -3,7 +3,10 @@
 //! client configuration or a rustls configuration for `wss://`.
 
 use crate::error::ConnectError;
-use chorus_protocol::{DisplayInfo, HelloOption, JoinOption, PermissionPolicy};
+use crate::reconnect::ReconnectOptions;
+use chorus_protocol::{
+    DisplayInfo, FailoverMode, HelloOption, JoinOption, PermissionPolicy, RoomKind,
+};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,8 +116,15 @@ pub struct ConnectOptions {
     /// Pings sent one after another at connect to sync the clock; `connect`
     /// returns after them. Default: 8. 0 skips the initial sync.
     pub clock_sync_pings: u32,
-    /// How often the clock is re-synced in the background. Default: 10 s.
-    /// [`Duration::ZERO`] disables background re-sync.
+    /// The keep-alive: one Chorus `Ping` this often while connected. It tells
+    /// the server this client is there (a host silent for 15 s is seen as
+    /// away, and the room may fail over to another host), and each pong is a
+    /// clock sample, so the estimate follows the clock's drift. Default: 5 s
+    /// (the server expects at least that often). [`Duration::ZERO`] disables it.
+    pub ping_interval: Duration,
+    /// How often a burst of [`clock_refresh_pings`](Self::clock_refresh_pings)
+    /// re-syncs the clock in the background, on top of the keep-alive pings.
+    /// Default: 60 s. [`Duration::ZERO`] disables these bursts.
     pub clock_sync_interval: Duration,
     /// Pings per background re-sync. Default: 3.
     pub clock_refresh_pings: u32,
@@ -129,9 +139,17 @@ pub struct ConnectOptions {
     /// Capacity of each room's tick broadcast: a receiver that falls further behind
     /// loses the oldest ticks. Default: 64.
     pub tick_capacity: usize,
+    /// Capacity of each room's direct and broadcast message channel
+    /// ([`Room::messages`](crate::Room::messages)): a receiver that falls further
+    /// behind loses the oldest (and counts them). Default: 256.
+    pub message_capacity: usize,
     /// Capacity of the client-level error broadcast ([`Client::errors`](crate::Client::errors)).
     /// Default: 64.
     pub error_capacity: usize,
+    /// Reconnecting and resuming after a dropped connection (see
+    /// [`reconnect`](crate::reconnect)). Default: on, 250 ms doubling to 10 s,
+    /// full jitter, for as long as the server's resume window lasts.
+    pub reconnect: ReconnectOptions,
     /// Frames queued for the control-stream writer before requests wait. Default: 256.
     pub write_queue: usize,
     /// Largest control-stream frame body accepted from the server; a larger one
@@ -169,13 +187,16 @@ impl Default for ConnectOptions {
             handshake_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             clock_sync_pings: 8,
-            clock_sync_interval: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(5),
+            clock_sync_interval: Duration::from_secs(60),
             clock_refresh_pings: 3,
             clock_ping_spacing: Duration::from_millis(10),
             clock_window: 32,
             event_capacity: 1024,
             tick_capacity: 64,
+            message_capacity: 256,
             error_capacity: 64,
+            reconnect: ReconnectOptions::default(),
             write_queue: 256,
             max_frame_bytes: None,
             keep_alive_interval: Some(Duration::from_secs(5)),
@@ -204,13 +225,16 @@ impl fmt::Debug for ConnectOptions {
             handshake_timeout,
             request_timeout,
             clock_sync_pings,
+            ping_interval,
             clock_sync_interval,
             clock_refresh_pings,
             clock_ping_spacing,
             clock_window,
             event_capacity,
             tick_capacity,
+            message_capacity,
             error_capacity,
+            reconnect,
             write_queue,
             max_frame_bytes,
             keep_alive_interval,
@@ -228,13 +252,16 @@ impl fmt::Debug for ConnectOptions {
             .field("handshake_timeout", handshake_timeout)
             .field("request_timeout", request_timeout)
             .field("clock_sync_pings", clock_sync_pings)
+            .field("ping_interval", ping_interval)
             .field("clock_sync_interval", clock_sync_interval)
             .field("clock_refresh_pings", clock_refresh_pings)
             .field("clock_ping_spacing", clock_ping_spacing)
             .field("clock_window", clock_window)
             .field("event_capacity", event_capacity)
             .field("tick_capacity", tick_capacity)
+            .field("message_capacity", message_capacity)
             .field("error_capacity", error_capacity)
+            .field("reconnect", reconnect)
             .field("write_queue", write_queue)
             .field("max_frame_bytes", max_frame_bytes)
             .field("keep_alive_interval", keep_alive_interval)
@@ -249,7 +276,8 @@ impl fmt::Debug for ConnectOptions {
 }
 
 impl ConnectOptions {
-    /// The options of the client hello.
+    /// The options of the client hello (the API key; a resume is added by
+    /// the driver when it reconnects).
     pub(crate) fn hello_options(&self) -> Vec<HelloOption> {
         self.api_key
             .iter()
@@ -425,6 +453,15 @@ pub struct JoinOptions {
     /// server's configuration (policy, caps, persistence); unknown names are
     /// refused. Default: `None`.
     pub template: Option<String>,
+    /// When this join creates the room: its kind. [`RoomKind::Relay`] rooms
+    /// store nothing (no state, commands, timelines or packs: `NotStored`) and
+    /// only relay ticks, direct and broadcast messages. Default: `None`
+    /// (the server's default, a normal room).
+    pub kind: Option<RoomKind>,
+    /// When this join creates the room: what happens when its host goes
+    /// away. Default: `None` (the server's default,
+    /// [`FailoverMode::NextMember`]).
+    pub failover: Option<FailoverMode>,
 }
 
 impl Default for JoinOptions {
@@ -437,6 +474,8 @@ impl Default for JoinOptions {
             token: None,
             policy: None,
             template: None,
+            kind: None,
+            failover: None,
         }
     }
 }
@@ -451,6 +490,8 @@ impl fmt::Debug for JoinOptions {
             token,
             policy,
             template,
+            kind,
+            failover,
         } = self;
         f.debug_struct("JoinOptions")
             .field("display", display)
@@ -460,6 +501,8 @@ impl fmt::Debug for JoinOptions {
             .field("token", &redacted(token))
             .field("policy", policy)
             .field("template", template)
+            .field("kind", kind)
+            .field("failover", failover)
             .finish()
     }
 }
@@ -500,6 +543,18 @@ impl JoinOptions {
         self
     }
 
+    /// These options with the [`kind`](Self::kind) a created room gets.
+    pub fn with_kind(mut self, kind: RoomKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// These options with the [`failover`](Self::failover) mode a created room gets.
+    pub fn with_failover(mut self, failover: FailoverMode) -> Self {
+        self.failover = Some(failover);
+        self
+    }
+
     /// The wire option list.
     pub(crate) fn wire_options(&self) -> Vec<JoinOption> {
         let mut options = Vec::new();
@@ -520,6 +575,12 @@ impl JoinOptions {
         }
         if let Some(template) = &self.template {
             options.push(JoinOption::Template(template.clone()));
+        }
+        if let Some(kind) = self.kind {
+            options.push(JoinOption::Kind(kind));
+        }
+        if let Some(failover) = self.failover {
+            options.push(JoinOption::Failover(failover));
         }
         options
     }
@@ -573,7 +634,9 @@ mod tests {
             .with_password("pw")
             .with_token("tok")
             .with_policy(policy.clone())
-            .with_template("classroom");
+            .with_template("classroom")
+            .with_kind(RoomKind::Relay)
+            .with_failover(FailoverMode::PauseTimeline);
         assert_eq!(
             all.wire_options(),
             vec![
@@ -582,6 +645,8 @@ mod tests {
                 JoinOption::Token("tok".into()),
                 JoinOption::Policy(policy),
                 JoinOption::Template("classroom".into()),
+                JoinOption::Kind(RoomKind::Relay),
+                JoinOption::Failover(FailoverMode::PauseTimeline),
             ]
         );
     }
@@ -640,5 +705,9 @@ mod tests {
         assert_eq!(o.transport, TransportChoice::Auto);
         assert_eq!(o.fallback_after, Duration::from_secs(3));
         assert_eq!(o.websocket_url, None);
+        assert!(o.reconnect.enabled);
+        assert_eq!(o.reconnect.initial_delay, Duration::from_millis(250));
+        assert_eq!(o.reconnect.max_delay, Duration::from_secs(10));
+        assert_eq!(o.ping_interval, Duration::from_secs(5));
     }
 }

@@ -1,16 +1,30 @@
-//! The local replica of one room: members and state, kept up to date by applying
-//! the room's events in sequence order.
+//! The local replica of one room: members (with presence), state, timelines,
+//! packs and chat history, kept up to date by applying the room's events in
+//! sequence order.
 //!
-//! [`RoomReplica`] is a pure state machine: it starts from the `Joined` snapshot
-//! and [`apply`](RoomReplica::apply)s [`ServerMessage`] room events, returning the
-//! [`RoomEvent`] to publish. It does no I/O and is tested without a server. The
-//! driver holds one per joined room behind a mutex.
+//! [`RoomReplica`] is a pure state machine: it starts from a snapshot (the
+//! `Joined` one, or a later one that replaces it) and
+//! [`apply`](RoomReplica::apply)s [`ServerMessage`] room events, returning the
+//! [`RoomEvent`] to publish. It does no I/O and reads no clock (the caller
+//! passes the server time where one matters), so it is tested without a
+//! server. The driver holds one per joined room behind a mutex.
 
+use crate::timeline::TimelineSchedule;
 use bytes::Bytes;
-use chorus_protocol::{Action, PermissionPolicy, ServerMessage, StateEntry};
+use chorus_protocol::{
+    Action, ChatEntry, FailoverMode, PackInfo, PermissionPolicy, Presence, RoomKind, ServerMessage,
+    ServerTime, StateEntry, TimelineState,
+};
 use chorus_protocol::{LeaveReason, MemberId, MemberInfo, Role, RoomSlot, RoomSnapshot, Seq};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
+
+/// Chat messages (commands of kind [`CHAT_KIND`]) the replica keeps at least;
+/// more when the server's snapshot held more.
+pub const CHAT_HISTORY: usize = 50;
+
+/// The command kind the server keeps as chat history.
+pub const CHAT_KIND: &str = "chat";
 
 /// One state key's current value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +53,9 @@ pub struct CommandEvent {
 }
 
 /// A reliable room event, in room-sequence order.
+///
+/// Direct and broadcast messages are not room events (they are not
+/// sequenced): [`Room::messages`](crate::Room::messages) delivers them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
     /// A member joined.
@@ -77,13 +94,14 @@ pub enum RoomEvent {
     Command(CommandEvent),
     /// A member's role changed (the replica's member list has the new role).
     /// When `member` is this client, [`Room::role`](crate::Room::role) and
-    /// [`Room::can`](crate::Room::can) follow it.
+    /// [`Room::can`](crate::Room::can) follow it. `by` is `MemberId(0)` when
+    /// the server did it (host failover).
     RoleChanged {
         /// Whose role changed.
         member: MemberId,
         /// The new role.
         role: Role,
-        /// Who changed it.
+        /// Who changed it (`MemberId(0)`: the server).
         by: MemberId,
         /// The event's room sequence number.
         seq: Seq,
@@ -116,10 +134,52 @@ pub enum RoomEvent {
         /// The event's room sequence number.
         seq: Seq,
     },
+    /// A member's presence changed: its connection dropped
+    /// ([`Presence::Reconnecting`], it may come back within the server's
+    /// resume window), it is back ([`Presence::Online`]), or it is connected
+    /// but silent ([`Presence::Away`], hosts). The member list has the new
+    /// presence.
+    PresenceChanged {
+        /// Whose presence changed.
+        member: MemberId,
+        /// The new presence.
+        presence: Presence,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// A timeline changed. It takes effect at `timeline.anchor_time`, which
+    /// may be a little ahead (a scheduled change): until then
+    /// [`Room::timeline`](crate::Room::timeline) still gives the previous
+    /// state (see [`timeline`](crate::timeline)).
+    TimelineChanged {
+        /// The new state (its `seq` is this event's).
+        timeline: TimelineState,
+        /// Who changed it (`MemberId(0)`: the server, e.g. pausing on failover).
+        by: MemberId,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// A pack is available in the room ([`Room::fetch_pack`](crate::Room::fetch_pack)).
+    PackAvailable {
+        /// The pack.
+        pack: PackInfo,
+        /// The event's room sequence number.
+        seq: Seq,
+    },
+    /// The replica was replaced by a fresh snapshot of the room at `seq`: after
+    /// a resume whose gap was too old to replay, or after
+    /// [`Room::request_snapshot`](crate::Room::request_snapshot). The events
+    /// in between were not delivered one by one: read the room again
+    /// (members, state, timelines, packs).
+    Resynced {
+        /// The snapshot's last sequence number.
+        seq: Seq,
+    },
 }
 
 impl RoomEvent {
-    /// The event's room sequence number.
+    /// The event's room sequence number (for [`RoomEvent::Resynced`], the
+    /// snapshot's).
     pub fn seq(&self) -> Seq {
         match self {
             RoomEvent::MemberJoined { seq, .. }
@@ -127,7 +187,11 @@ impl RoomEvent {
             | RoomEvent::StateChanged { seq, .. }
             | RoomEvent::RoleChanged { seq, .. }
             | RoomEvent::MemberKicked { seq, .. }
-            | RoomEvent::RoomClosed { seq, .. } => *seq,
+            | RoomEvent::RoomClosed { seq, .. }
+            | RoomEvent::PresenceChanged { seq, .. }
+            | RoomEvent::TimelineChanged { seq, .. }
+            | RoomEvent::PackAvailable { seq, .. }
+            | RoomEvent::Resynced { seq } => *seq,
             RoomEvent::Command(c) => c.seq,
         }
     }
@@ -144,6 +208,13 @@ pub struct RoomView {
     pub state_version: u64,
     /// The last event applied.
     pub last_seq: Seq,
+    /// Each timeline's newest state, by name (a scheduled change included,
+    /// before its anchor time: see [`crate::timeline`]).
+    pub timelines: BTreeMap<String, TimelineState>,
+    /// Packs available in the room, oldest first.
+    pub packs: Vec<PackInfo>,
+    /// The last chat messages (commands of kind `"chat"`), oldest first.
+    pub chat: Vec<ChatEntry>,
 }
 
 /// What applying one message did.
@@ -165,7 +236,7 @@ pub enum Applied {
     NotRoomEvent,
 }
 
-/// Members and state of one room, as of `last_seq`.
+/// Members, state, timelines, packs and chat of one room, as of `last_seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomReplica {
     room_id: String,
@@ -177,13 +248,19 @@ pub struct RoomReplica {
     state_version: u64,
     last_seq: Seq,
     policy: PermissionPolicy,
+    kind: RoomKind,
+    failover: FailoverMode,
+    timelines: BTreeMap<String, TimelineSchedule>,
+    packs: Vec<PackInfo>,
+    chat: VecDeque<ChatEntry>,
+    chat_capacity: usize,
     /// Events whose seq skipped ahead of `last_seq + 1` (a server bug or a lost
     /// event); counted for diagnostics, applied anyway.
     gaps: u64,
 }
 
 impl RoomReplica {
-    /// The replica right after joining.
+    /// The replica right after joining (or from a later snapshot).
     pub fn from_snapshot(snapshot: RoomSnapshot) -> Self {
         let RoomSnapshot {
             room_id,
@@ -195,6 +272,11 @@ impl RoomReplica {
             state_version,
             last_seq,
             policy,
+            kind,
+            failover,
+            timelines,
+            packs,
+            chat,
         } = snapshot;
         let state = state
             .into_iter()
@@ -216,6 +298,10 @@ impl RoomReplica {
                 },
             )
             .collect();
+        let timelines = timelines
+            .into_iter()
+            .map(|t| (t.name.clone(), TimelineSchedule::new(t)))
+            .collect();
         RoomReplica {
             room_id,
             slot: room,
@@ -226,8 +312,24 @@ impl RoomReplica {
             state_version,
             last_seq,
             policy,
+            kind,
+            failover,
+            timelines,
+            packs,
+            chat_capacity: CHAT_HISTORY.max(chat.len()),
+            chat: chat.into(),
             gaps: 0,
         }
+    }
+
+    /// Replaces everything with a fresh snapshot of the same room, returning
+    /// the [`RoomEvent::Resynced`] to publish.
+    pub fn replace(&mut self, snapshot: RoomSnapshot) -> RoomEvent {
+        let seq = snapshot.last_seq;
+        let gaps = self.gaps;
+        *self = RoomReplica::from_snapshot(snapshot);
+        self.gaps = gaps;
+        RoomEvent::Resynced { seq }
     }
 
     /// The room's string id.
@@ -254,6 +356,16 @@ impl RoomReplica {
     /// where none matches).
     pub fn policy(&self) -> &PermissionPolicy {
         &self.policy
+    }
+
+    /// What the room keeps ([`RoomKind::Relay`]: nothing but relaying).
+    pub fn kind(&self) -> RoomKind {
+        self.kind
+    }
+
+    /// What happens when the room's host goes away.
+    pub fn failover(&self) -> FailoverMode {
+        self.failover
     }
 
     /// Whether this client's role may do `action` on `target` (a state key or
@@ -298,6 +410,39 @@ impl RoomReplica {
         self.gaps
     }
 
+    /// One timeline's schedule (its known states), if the room has it.
+    pub fn timeline_schedule(&self, name: &str) -> Option<&TimelineSchedule> {
+        self.timelines.get(name)
+    }
+
+    /// The state of timeline `name` in force at server time `now`.
+    pub fn timeline_at(&self, name: &str, now: ServerTime) -> Option<&TimelineState> {
+        self.timelines.get(name).map(|t| t.at(now))
+    }
+
+    /// The names of the room's timelines.
+    pub fn timeline_names(&self) -> impl Iterator<Item = &str> {
+        self.timelines.keys().map(String::as_str)
+    }
+
+    /// Packs available in the room, oldest first.
+    pub fn packs(&self) -> &[PackInfo] {
+        &self.packs
+    }
+
+    /// The pack with this SHA-256, if available in the room.
+    pub fn pack(&self, hash: &[u8]) -> Option<&PackInfo> {
+        self.packs.iter().find(|p| p.hash == hash)
+    }
+
+    /// The last chat messages, oldest first: the snapshot's, then every
+    /// command of kind `"chat"` since (their `time` is this client's estimate
+    /// of the server time when it arrived), at most [`CHAT_HISTORY`] (or as
+    /// many as the snapshot held).
+    pub fn chat(&self) -> impl ExactSizeIterator<Item = &ChatEntry> {
+        self.chat.iter()
+    }
+
     /// A consistent copy.
     pub fn view(&self) -> RoomView {
         RoomView {
@@ -305,6 +450,13 @@ impl RoomReplica {
             state: self.state.clone(),
             state_version: self.state_version,
             last_seq: self.last_seq,
+            timelines: self
+                .timelines
+                .iter()
+                .map(|(name, t)| (name.clone(), t.latest().clone()))
+                .collect(),
+            packs: self.packs.clone(),
+            chat: self.chat.iter().cloned().collect(),
         }
     }
 
@@ -323,8 +475,10 @@ impl RoomReplica {
         Ok(())
     }
 
-    /// Applies one server message if it is an event of this room.
-    pub fn apply(&mut self, msg: ServerMessage) -> Applied {
+    /// Applies one server message if it is an event of this room. `now` is
+    /// the current server time (the time of a chat entry; timeline states
+    /// superseded by then are forgotten).
+    pub fn apply(&mut self, msg: ServerMessage, now: ServerTime) -> Applied {
         match msg {
             ServerMessage::MemberJoined { room, seq, member } if room == self.slot => {
                 if let Err(stale) = self.admit(seq) {
@@ -405,11 +559,23 @@ impl RoomReplica {
                 if let Err(stale) = self.admit(seq) {
                     return stale;
                 }
+                let payload = Bytes::from(payload);
+                if kind == CHAT_KIND {
+                    if self.chat.len() >= self.chat_capacity {
+                        self.chat.pop_front();
+                    }
+                    self.chat.push_back(ChatEntry {
+                        seq,
+                        author,
+                        time: now,
+                        payload: payload.to_vec(),
+                    });
+                }
                 Applied::Event(RoomEvent::Command(CommandEvent {
                     seq,
                     author,
                     kind,
-                    payload: Bytes::from(payload),
+                    payload,
                     idempotency_key,
                 }))
             }
@@ -475,6 +641,56 @@ impl RoomReplica {
                 self.members.clear();
                 Applied::Removed(RoomEvent::RoomClosed { by, reason, seq })
             }
+            ServerMessage::PresenceChanged {
+                room,
+                seq,
+                member,
+                presence,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                if let Some(m) = self.members.iter_mut().find(|m| m.id == member) {
+                    m.presence = presence;
+                }
+                Applied::Event(RoomEvent::PresenceChanged {
+                    member,
+                    presence,
+                    seq,
+                })
+            }
+            ServerMessage::TimelineChanged {
+                room,
+                seq,
+                timeline,
+                by,
+            } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                match self.timelines.get_mut(&timeline.name) {
+                    Some(schedule) => {
+                        schedule.push(timeline.clone());
+                        schedule.settle(now);
+                    }
+                    None => {
+                        self.timelines.insert(
+                            timeline.name.clone(),
+                            TimelineSchedule::new(timeline.clone()),
+                        );
+                    }
+                }
+                Applied::Event(RoomEvent::TimelineChanged { timeline, by, seq })
+            }
+            ServerMessage::PackAvailable { room, seq, pack } if room == self.slot => {
+                if let Err(stale) = self.admit(seq) {
+                    return stale;
+                }
+                if !self.packs.iter().any(|p| p.hash == pack.hash) {
+                    self.packs.push(pack.clone());
+                }
+                Applied::Event(RoomEvent::PackAvailable { pack, seq })
+            }
             _ => Applied::NotRoomEvent,
         }
     }
@@ -488,7 +704,7 @@ impl RoomReplica {
     }
 }
 
-/// The room a server message belongs to, for room events.
+/// The room a server message belongs to, for sequenced room events.
 pub fn event_room(msg: &ServerMessage) -> Option<RoomSlot> {
     match msg {
         ServerMessage::MemberJoined { room, .. }
@@ -497,7 +713,10 @@ pub fn event_room(msg: &ServerMessage) -> Option<RoomSlot> {
         | ServerMessage::CommandEvent { room, .. }
         | ServerMessage::RoleChanged { room, .. }
         | ServerMessage::MemberKicked { room, .. }
-        | ServerMessage::RoomClosed { room, .. } => Some(*room),
+        | ServerMessage::RoomClosed { room, .. }
+        | ServerMessage::PresenceChanged { room, .. }
+        | ServerMessage::TimelineChanged { room, .. }
+        | ServerMessage::PackAvailable { room, .. } => Some(*room),
         _ => None,
     }
 }
@@ -517,26 +736,60 @@ mod tests {
                 name: name.into(),
                 meta: vec![],
             },
+            presence: Presence::Online,
+        }
+    }
+
+    /// The server time the tests apply events at.
+    const NOW: ServerTime = ServerTime(50_000_000);
+
+    fn apply(r: &mut RoomReplica, msg: ServerMessage) -> Applied {
+        r.apply(msg, NOW)
+    }
+
+    /// A snapshot with nothing of the sync additions (no timelines, packs, chat).
+    fn bare(
+        you: MemberId,
+        role: Role,
+        members: Vec<MemberInfo>,
+        state: Vec<StateEntry>,
+        state_version: u64,
+        last_seq: Seq,
+        policy: PermissionPolicy,
+    ) -> RoomSnapshot {
+        RoomSnapshot {
+            room_id: "lobby".into(),
+            room: SLOT,
+            you,
+            role,
+            members,
+            state,
+            state_version,
+            last_seq,
+            policy,
+            kind: RoomKind::Normal,
+            failover: FailoverMode::NextMember,
+            timelines: vec![],
+            packs: vec![],
+            chat: vec![],
         }
     }
 
     fn replica() -> RoomReplica {
-        RoomReplica::from_snapshot(RoomSnapshot {
-            room_id: "lobby".into(),
-            room: SLOT,
-            you: MemberId(2),
-            role: Role::Editor,
-            members: vec![member(1, "ada", Role::Host), member(2, "bob", Role::Editor)],
-            state: vec![StateEntry {
+        RoomReplica::from_snapshot(bare(
+            MemberId(2),
+            Role::Editor,
+            vec![member(1, "ada", Role::Host), member(2, "bob", Role::Editor)],
+            vec![StateEntry {
                 key: "title".into(),
                 value: b"hello".to_vec(),
                 version: 3,
                 author: MemberId(1),
             }],
-            state_version: 4,
-            last_seq: Seq(10),
-            policy: PermissionPolicy::default(),
-        })
+            4,
+            Seq(10),
+            PermissionPolicy::default(),
+        ))
     }
 
     fn set(seq: u64, key: &str, value: Option<&[u8]>, version: u64) -> ServerMessage {
@@ -575,11 +828,14 @@ mod tests {
         let mut r = replica();
         let carol = member(3, "carol", Role::Viewer);
         assert_eq!(
-            r.apply(ServerMessage::MemberJoined {
-                room: SLOT,
-                seq: Seq(11),
-                member: carol.clone()
-            }),
+            apply(
+                &mut r,
+                ServerMessage::MemberJoined {
+                    room: SLOT,
+                    seq: Seq(11),
+                    member: carol.clone()
+                }
+            ),
             Applied::Event(RoomEvent::MemberJoined {
                 member: carol.clone(),
                 seq: Seq(11)
@@ -590,12 +846,15 @@ mod tests {
             [1, 2, 3]
         );
         assert_eq!(
-            r.apply(ServerMessage::MemberLeft {
-                room: SLOT,
-                seq: Seq(12),
-                member: MemberId(1),
-                reason: LeaveReason::Disconnected
-            }),
+            apply(
+                &mut r,
+                ServerMessage::MemberLeft {
+                    room: SLOT,
+                    seq: Seq(12),
+                    member: MemberId(1),
+                    reason: LeaveReason::Disconnected
+                }
+            ),
             Applied::Event(RoomEvent::MemberLeft {
                 member: MemberId(1),
                 info: Some(member(1, "ada", Role::Host)),
@@ -608,12 +867,15 @@ mod tests {
             [2, 3]
         );
         // Leaving twice (or an unknown member) still yields an event, without info.
-        match r.apply(ServerMessage::MemberLeft {
-            room: SLOT,
-            seq: Seq(13),
-            member: MemberId(9),
-            reason: LeaveReason::Left,
-        }) {
+        match apply(
+            &mut r,
+            ServerMessage::MemberLeft {
+                room: SLOT,
+                seq: Seq(13),
+                member: MemberId(9),
+                reason: LeaveReason::Left,
+            },
+        ) {
             Applied::Event(RoomEvent::MemberLeft { info: None, .. }) => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -625,11 +887,14 @@ mod tests {
     fn rejoin_with_same_id_replaces_the_member() {
         let mut r = replica();
         let renamed = member(1, "ada lovelace", Role::Host);
-        r.apply(ServerMessage::MemberJoined {
-            room: SLOT,
-            seq: Seq(11),
-            member: renamed.clone(),
-        });
+        apply(
+            &mut r,
+            ServerMessage::MemberJoined {
+                room: SLOT,
+                seq: Seq(11),
+                member: renamed.clone(),
+            },
+        );
         assert_eq!(r.members().len(), 2);
         assert_eq!(r.member(MemberId(1)), Some(&renamed));
     }
@@ -637,7 +902,7 @@ mod tests {
     #[test]
     fn state_set_and_delete_update_versions() {
         let mut r = replica();
-        let applied = r.apply(set(11, "title", Some(b"bye"), 5));
+        let applied = apply(&mut r, set(11, "title", Some(b"bye"), 5));
         assert_eq!(
             applied,
             Applied::Event(RoomEvent::StateChanged {
@@ -650,8 +915,8 @@ mod tests {
         );
         assert_eq!(r.state("title").map(|v| v.version), Some(5));
         assert_eq!(r.state_version(), 5);
-        r.apply(set(12, "other", Some(b"x"), 6));
-        r.apply(set(13, "title", None, 7));
+        apply(&mut r, set(12, "other", Some(b"x"), 6));
+        apply(&mut r, set(13, "title", None, 7));
         assert_eq!(r.state("title"), None);
         assert_eq!(r.state_map().keys().collect::<Vec<_>>(), ["other"]);
         assert_eq!(r.state_version(), 7);
@@ -663,14 +928,17 @@ mod tests {
     #[test]
     fn commands_pass_through_in_order() {
         let mut r = replica();
-        let applied = r.apply(ServerMessage::CommandEvent {
-            room: SLOT,
-            seq: Seq(11),
-            author: MemberId(2),
-            kind: "chat".into(),
-            payload: b"hi".to_vec(),
-            idempotency_key: Some("k1".into()),
-        });
+        let applied = apply(
+            &mut r,
+            ServerMessage::CommandEvent {
+                room: SLOT,
+                seq: Seq(11),
+                author: MemberId(2),
+                kind: "chat".into(),
+                payload: b"hi".to_vec(),
+                idempotency_key: Some("k1".into()),
+            },
+        );
         assert_eq!(
             applied,
             Applied::Event(RoomEvent::Command(CommandEvent {
@@ -689,7 +957,7 @@ mod tests {
         let mut r = replica();
         // At or before the snapshot's seq: already part of the snapshot.
         assert_eq!(
-            r.apply(set(10, "title", Some(b"old"), 9)),
+            apply(&mut r, set(10, "title", Some(b"old"), 9)),
             Applied::Stale {
                 seq: Seq(10),
                 last: Seq(10)
@@ -698,13 +966,13 @@ mod tests {
         assert_eq!(r.state("title").map(|v| v.version), Some(3));
         // A skipped seq is applied but counted.
         assert!(matches!(
-            r.apply(set(15, "k", Some(b"v"), 9)),
+            apply(&mut r, set(15, "k", Some(b"v"), 9)),
             Applied::Event(_)
         ));
         assert_eq!(r.gaps(), 1);
         assert_eq!(r.last_seq(), Seq(15));
         assert!(matches!(
-            r.apply(set(14, "k", Some(b"w"), 10)),
+            apply(&mut r, set(14, "k", Some(b"w"), 10)),
             Applied::Stale { .. }
         ));
         assert_eq!(
@@ -725,7 +993,7 @@ mod tests {
             idempotency_key: None,
         };
         assert_eq!(event_room(&other), Some(RoomSlot(8)));
-        assert_eq!(r.apply(other), Applied::NotRoomEvent);
+        assert_eq!(apply(&mut r, other), Applied::NotRoomEvent);
         let ack = ServerMessage::CommandAck {
             request_id: 1,
             room: SLOT,
@@ -733,19 +1001,22 @@ mod tests {
             duplicate: false,
         };
         assert_eq!(event_room(&ack), None);
-        assert_eq!(r.apply(ack), Applied::NotRoomEvent);
+        assert_eq!(apply(&mut r, ack), Applied::NotRoomEvent);
         assert_eq!(r.last_seq(), Seq(10));
     }
 
     #[test]
     fn being_removed_is_reported() {
         let mut r = replica();
-        match r.apply(ServerMessage::MemberLeft {
-            room: SLOT,
-            seq: Seq(11),
-            member: MemberId(2),
-            reason: LeaveReason::TooSlow,
-        }) {
+        match apply(
+            &mut r,
+            ServerMessage::MemberLeft {
+                room: SLOT,
+                seq: Seq(11),
+                member: MemberId(2),
+                reason: LeaveReason::TooSlow,
+            },
+        ) {
             Applied::Removed(RoomEvent::MemberLeft { member, .. }) => {
                 assert_eq!(member, MemberId(2))
             }
@@ -760,13 +1031,16 @@ mod tests {
         assert!(!r.can(Action::Kick, ""));
         // Someone else's role.
         assert_eq!(
-            r.apply(ServerMessage::RoleChanged {
-                room: SLOT,
-                seq: Seq(11),
-                member: MemberId(1),
-                role: Role::Viewer,
-                by: MemberId(1),
-            }),
+            apply(
+                &mut r,
+                ServerMessage::RoleChanged {
+                    room: SLOT,
+                    seq: Seq(11),
+                    member: MemberId(1),
+                    role: Role::Viewer,
+                    by: MemberId(1),
+                }
+            ),
             Applied::Event(RoomEvent::RoleChanged {
                 member: MemberId(1),
                 role: Role::Viewer,
@@ -777,34 +1051,43 @@ mod tests {
         assert_eq!(r.member(MemberId(1)).map(|m| m.role), Some(Role::Viewer));
         assert_eq!(r.role(), Role::Editor);
         // Mine: up to host, then down to viewer.
-        r.apply(ServerMessage::RoleChanged {
-            room: SLOT,
-            seq: Seq(12),
-            member: MemberId(2),
-            role: Role::Host,
-            by: MemberId(1),
-        });
+        apply(
+            &mut r,
+            ServerMessage::RoleChanged {
+                room: SLOT,
+                seq: Seq(12),
+                member: MemberId(2),
+                role: Role::Host,
+                by: MemberId(1),
+            },
+        );
         assert_eq!(r.role(), Role::Host);
         assert!(r.can(Action::Kick, ""));
-        r.apply(ServerMessage::RoleChanged {
-            room: SLOT,
-            seq: Seq(13),
-            member: MemberId(2),
-            role: Role::Viewer,
-            by: MemberId(1),
-        });
+        apply(
+            &mut r,
+            ServerMessage::RoleChanged {
+                room: SLOT,
+                seq: Seq(13),
+                member: MemberId(2),
+                role: Role::Viewer,
+                by: MemberId(1),
+            },
+        );
         assert_eq!(r.role(), Role::Viewer);
         assert!(!r.can(Action::SetState, "title"));
         assert!(r.can(Action::SendTicks, ""));
         // An unknown member's change is still an event, and still sequenced.
         assert!(matches!(
-            r.apply(ServerMessage::RoleChanged {
-                room: SLOT,
-                seq: Seq(15),
-                member: MemberId(9),
-                role: Role::Editor,
-                by: MemberId(1),
-            }),
+            apply(
+                &mut r,
+                ServerMessage::RoleChanged {
+                    room: SLOT,
+                    seq: Seq(15),
+                    member: MemberId(9),
+                    role: Role::Editor,
+                    by: MemberId(1),
+                }
+            ),
             Applied::Event(RoomEvent::RoleChanged { .. })
         ));
         assert_eq!((r.last_seq(), r.gaps()), (Seq(15), 1));
@@ -818,28 +1101,29 @@ mod tests {
             scope: "cursor/".into(),
             roles: vec![Role::Host, Role::Editor, Role::Viewer],
         });
-        let mut r = RoomReplica::from_snapshot(RoomSnapshot {
-            room_id: "lobby".into(),
-            room: SLOT,
-            you: MemberId(2),
-            role: Role::Viewer,
-            members: vec![member(2, "bob", Role::Viewer)],
-            state: vec![],
-            state_version: 0,
-            last_seq: Seq(1),
-            policy: snapshot_policy.clone(),
-        });
+        let mut r = RoomReplica::from_snapshot(bare(
+            MemberId(2),
+            Role::Viewer,
+            vec![member(2, "bob", Role::Viewer)],
+            vec![],
+            0,
+            Seq(1),
+            snapshot_policy.clone(),
+        ));
         assert_eq!(r.policy(), &snapshot_policy);
         assert!(r.can(Action::SetState, "cursor/2"));
         assert!(!r.can(Action::SetState, "title"));
         assert!(!r.can(Action::SendCommands, "chat"));
-        r.apply(ServerMessage::RoleChanged {
-            room: SLOT,
-            seq: Seq(2),
-            member: MemberId(2),
-            role: Role::Editor,
-            by: MemberId(1),
-        });
+        apply(
+            &mut r,
+            ServerMessage::RoleChanged {
+                room: SLOT,
+                seq: Seq(2),
+                member: MemberId(2),
+                role: Role::Editor,
+                by: MemberId(1),
+            },
+        );
         assert!(r.can(Action::SetState, "title"));
     }
 
@@ -847,14 +1131,17 @@ mod tests {
     fn kicks_remove_the_member_and_end_the_room_for_me() {
         let mut r = replica();
         assert_eq!(
-            r.apply(ServerMessage::MemberKicked {
-                room: SLOT,
-                seq: Seq(11),
-                member: MemberId(1),
-                by: MemberId(2),
-                reason: "spam".into(),
-                ban_ms: 60_000,
-            }),
+            apply(
+                &mut r,
+                ServerMessage::MemberKicked {
+                    room: SLOT,
+                    seq: Seq(11),
+                    member: MemberId(1),
+                    by: MemberId(2),
+                    reason: "spam".into(),
+                    ban_ms: 60_000,
+                }
+            ),
             Applied::Event(RoomEvent::MemberKicked {
                 member: MemberId(1),
                 info: Some(member(1, "ada", Role::Host)),
@@ -867,25 +1154,31 @@ mod tests {
         assert_eq!(r.members().iter().map(|m| m.id.0).collect::<Vec<_>>(), [2]);
         // A stale repeat changes nothing.
         assert!(matches!(
-            r.apply(ServerMessage::MemberKicked {
-                room: SLOT,
-                seq: Seq(11),
-                member: MemberId(2),
-                by: MemberId(1),
-                reason: String::new(),
-                ban_ms: 0,
-            }),
+            apply(
+                &mut r,
+                ServerMessage::MemberKicked {
+                    room: SLOT,
+                    seq: Seq(11),
+                    member: MemberId(2),
+                    by: MemberId(1),
+                    reason: String::new(),
+                    ban_ms: 0,
+                }
+            ),
             Applied::Stale { .. }
         ));
         assert_eq!(r.members().len(), 1);
-        match r.apply(ServerMessage::MemberKicked {
-            room: SLOT,
-            seq: Seq(12),
-            member: MemberId(2),
-            by: MemberId(3),
-            reason: "bye".into(),
-            ban_ms: 1500,
-        }) {
+        match apply(
+            &mut r,
+            ServerMessage::MemberKicked {
+                room: SLOT,
+                seq: Seq(12),
+                member: MemberId(2),
+                by: MemberId(3),
+                reason: "bye".into(),
+                ban_ms: 1500,
+            },
+        ) {
             Applied::Removed(RoomEvent::MemberKicked {
                 member, info, ban, ..
             }) => {
@@ -910,7 +1203,7 @@ mod tests {
         };
         assert_eq!(event_room(&closed), Some(SLOT));
         assert_eq!(
-            r.apply(closed),
+            apply(&mut r, closed),
             Applied::Removed(RoomEvent::RoomClosed {
                 by: MemberId(1),
                 reason: "show's over".into(),
@@ -923,12 +1216,15 @@ mod tests {
         assert_eq!((r.last_seq(), r.gaps()), (Seq(12), 1));
         // Another room's close is not this room's event.
         assert_eq!(
-            r.apply(ServerMessage::RoomClosed {
-                room: RoomSlot(8),
-                seq: Seq(13),
-                by: MemberId(1),
-                reason: String::new(),
-            }),
+            apply(
+                &mut r,
+                ServerMessage::RoomClosed {
+                    room: RoomSlot(8),
+                    seq: Seq(13),
+                    by: MemberId(1),
+                    reason: String::new(),
+                }
+            ),
             Applied::NotRoomEvent
         );
         assert_eq!(
@@ -939,5 +1235,224 @@ mod tests {
             }),
             None
         );
+    }
+
+    #[test]
+    fn presence_changes_update_the_member_list() {
+        let mut r = replica();
+        assert_eq!(
+            apply(
+                &mut r,
+                ServerMessage::PresenceChanged {
+                    room: SLOT,
+                    seq: Seq(11),
+                    member: MemberId(1),
+                    presence: Presence::Reconnecting,
+                }
+            ),
+            Applied::Event(RoomEvent::PresenceChanged {
+                member: MemberId(1),
+                presence: Presence::Reconnecting,
+                seq: Seq(11)
+            })
+        );
+        assert_eq!(
+            r.member(MemberId(1)).map(|m| m.presence),
+            Some(Presence::Reconnecting)
+        );
+        assert_eq!(
+            r.member(MemberId(2)).map(|m| m.presence),
+            Some(Presence::Online)
+        );
+        // A stale replay of the same event changes nothing.
+        assert!(matches!(
+            apply(
+                &mut r,
+                ServerMessage::PresenceChanged {
+                    room: SLOT,
+                    seq: Seq(11),
+                    member: MemberId(1),
+                    presence: Presence::Away,
+                }
+            ),
+            Applied::Stale { .. }
+        ));
+        assert_eq!(
+            r.member(MemberId(1)).map(|m| m.presence),
+            Some(Presence::Reconnecting)
+        );
+    }
+
+    fn timeline(seq: u64, playing: bool, anchor: ServerTime, position_us: u64) -> TimelineState {
+        TimelineState {
+            name: "song".into(),
+            playing,
+            rate_ppm: 1_000_000,
+            anchor_time: anchor,
+            anchor_position_us: position_us,
+            tempo_mbpm: Some(120_000),
+            seq: Seq(seq),
+        }
+    }
+
+    #[test]
+    fn a_scheduled_timeline_change_keeps_the_previous_state_until_its_anchor() {
+        let mut r = replica();
+        let start = NOW;
+        // Playing from 0 at NOW.
+        let playing = timeline(11, true, start, 0);
+        assert_eq!(
+            apply(
+                &mut r,
+                ServerMessage::TimelineChanged {
+                    room: SLOT,
+                    seq: Seq(11),
+                    timeline: playing.clone(),
+                    by: MemberId(1),
+                }
+            ),
+            Applied::Event(RoomEvent::TimelineChanged {
+                timeline: playing.clone(),
+                by: MemberId(1),
+                seq: Seq(11)
+            })
+        );
+        let at = |us: u64| ServerTime(start.0 + us);
+        assert_eq!(r.timeline_at("song", at(500_000)), Some(&playing));
+        // A pause at position 2 s, scheduled for NOW + 2 s, arrives at NOW + 1 s.
+        let paused = timeline(12, false, at(2_000_000), 2_000_000);
+        r.apply(
+            ServerMessage::TimelineChanged {
+                room: SLOT,
+                seq: Seq(12),
+                timeline: paused.clone(),
+                by: MemberId(1),
+            },
+            at(1_000_000),
+        );
+        let position = |r: &RoomReplica, t: ServerTime| {
+            r.timeline_schedule("song").map(|s| s.position_us_at(t))
+        };
+        assert_eq!(r.timeline_at("song", at(1_999_999)), Some(&playing));
+        assert_eq!(position(&r, at(1_500_000)), Some(1_500_000));
+        assert_eq!(r.timeline_at("song", at(2_000_000)), Some(&paused));
+        assert_eq!(position(&r, at(9_000_000)), Some(2_000_000));
+        // The view lists the newest state.
+        assert_eq!(r.view().timelines.get("song"), Some(&paused));
+        assert_eq!(r.timeline_names().collect::<Vec<_>>(), ["song"]);
+        assert_eq!(r.timeline_at("other", NOW), None);
+    }
+
+    #[test]
+    fn packs_and_chat_history() {
+        let mut r = replica();
+        let pack = PackInfo {
+            hash: vec![9; 32],
+            name: "cover.png".into(),
+            media_type: "image/png".into(),
+            size: 1234,
+            uploader: MemberId(1),
+        };
+        assert_eq!(
+            apply(
+                &mut r,
+                ServerMessage::PackAvailable {
+                    room: SLOT,
+                    seq: Seq(11),
+                    pack: pack.clone(),
+                }
+            ),
+            Applied::Event(RoomEvent::PackAvailable {
+                pack: pack.clone(),
+                seq: Seq(11)
+            })
+        );
+        assert_eq!(r.packs(), std::slice::from_ref(&pack));
+        assert_eq!(r.pack(&[9; 32]), Some(&pack));
+        assert_eq!(r.pack(&[8; 32]), None);
+        // Chat: commands of kind "chat", bounded, with the arrival time.
+        apply(
+            &mut r,
+            ServerMessage::CommandEvent {
+                room: SLOT,
+                seq: Seq(12),
+                author: MemberId(1),
+                kind: "move".into(),
+                payload: vec![],
+                idempotency_key: None,
+            },
+        );
+        assert_eq!(r.chat().len(), 0);
+        for i in 0..(CHAT_HISTORY as u64 + 5) {
+            apply(
+                &mut r,
+                ServerMessage::CommandEvent {
+                    room: SLOT,
+                    seq: Seq(13 + i),
+                    author: MemberId(1),
+                    kind: "chat".into(),
+                    payload: vec![i as u8],
+                    idempotency_key: None,
+                },
+            );
+        }
+        let chat: Vec<&ChatEntry> = r.chat().collect();
+        assert_eq!(chat.len(), CHAT_HISTORY);
+        assert_eq!((chat[0].payload[0], chat[0].seq), (5, Seq(18)));
+        assert!(
+            chat.iter()
+                .all(|c| c.time == NOW && c.author == MemberId(1))
+        );
+        assert_eq!(r.view().chat.len(), chat.len());
+        assert_eq!(r.view().packs, [pack]);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_everything() {
+        let mut r = replica();
+        apply(&mut r, set(11, "title", Some(b"changed"), 5));
+        let mut fresh = bare(
+            MemberId(2),
+            Role::Host,
+            vec![member(2, "bob", Role::Host)],
+            vec![],
+            9,
+            Seq(40),
+            PermissionPolicy::default(),
+        );
+        fresh.kind = RoomKind::Relay;
+        fresh.failover = FailoverMode::PauseTimeline;
+        fresh.timelines = vec![timeline(30, true, NOW, 0)];
+        fresh.chat = (0..60)
+            .map(|i| ChatEntry {
+                seq: Seq(i),
+                author: MemberId(1),
+                time: NOW,
+                payload: vec![],
+            })
+            .collect();
+        assert_eq!(r.replace(fresh), RoomEvent::Resynced { seq: Seq(40) });
+        assert_eq!(r.last_seq(), Seq(40));
+        assert_eq!(r.state("title"), None);
+        assert_eq!(r.role(), Role::Host);
+        assert_eq!(r.members().len(), 1);
+        assert_eq!(r.kind(), RoomKind::Relay);
+        assert_eq!(r.failover(), FailoverMode::PauseTimeline);
+        assert!(r.timeline_at("song", NOW).is_some());
+        assert_eq!(
+            r.chat().len(),
+            60,
+            "a longer snapshot history is kept whole"
+        );
+        // Events continue from the snapshot's seq.
+        assert!(matches!(
+            apply(&mut r, set(40, "k", Some(b"v"), 10)),
+            Applied::Stale { .. }
+        ));
+        assert!(matches!(
+            apply(&mut r, set(41, "k", Some(b"v"), 10)),
+            Applied::Event(_)
+        ));
+        assert_eq!(r.gaps(), 0);
     }
 }

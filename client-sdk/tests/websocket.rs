@@ -172,6 +172,9 @@ fn hello() -> ServerHello {
         max_datagram_size: 0,
         limits: Limits::default(),
         rate_limits: RateLimits::default(),
+        // Resuming off, so a drop ends the client (the resume tests turn it on).
+        resume_token: String::new(),
+        resume_window_ms: 0,
         extensions: vec![],
     }
 }

@@ -2,17 +2,22 @@
 //! pending requests, events, clock, errors) is written once.
 //!
 //! A transport gives the driver three things:
-//! - a [`LinkReader`]: the next inbound control message body or tick datagram,
-//!   or why the connection ended ([`LinkClose`]);
+//! - a [`LinkReader`]: the next inbound control message body, tick datagram or
+//!   pack transfer, or why the connection ended ([`LinkClose`]);
 //! - a [`LinkWriter`]: sends control message bodies, and runs as the single
-//!   writer task of the connection;
+//!   writer task of the connection until told to stop;
 //! - a [`Link`]: what the handles need at any time: send a tick without
-//!   blocking, the tick size bound, close, wait until the close is done.
+//!   blocking, send a pack's content, the tick size bound, close.
 //!
 //! What differs: WebTransport frames control messages on a QUIC stream with a
-//! varint length prefix and sends ticks as QUIC datagrams; WebSocket puts a lane
-//! byte in front of each binary message, chunks large control messages, and
-//! carries ticks in-band with a newest-wins slot per room (PROTOCOL.md §1.3).
+//! varint length prefix, sends ticks as QUIC datagrams and packs on
+//! unidirectional streams; WebSocket puts a lane byte in front of each binary
+//! message, chunks large control messages, carries ticks in-band with a
+//! newest-wins slot per room, and packs in lane `0x03` messages
+//! (PROTOCOL.md §1.3).
+//!
+//! A client may go through several connections (reconnects): each has its own
+//! link, reader and writer; the driver owns the choice of the current one.
 
 pub(crate) mod websocket;
 pub(crate) mod webtransport;
@@ -21,12 +26,11 @@ use crate::driver::Shared;
 use crate::error::{CloseReason, TickError};
 use bytes::Bytes;
 use chorus_protocol::frame::{MAX_VARINT_LEN, put_varint_u32};
-use chorus_protocol::{ErrorCode, ErrorFrame, RoomSlot};
+use chorus_protocol::{ErrorCode, ErrorFrame, PackStreamHeader, RoomSlot, encode_pack_header};
 use serde::Serialize;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// How long to wait for the connection's own close reason after a failure, and
 /// for a close to reach the network.
@@ -51,12 +55,30 @@ impl fmt::Display for Transport {
 }
 
 /// What a transport delivers to the driver.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Inbound {
     /// One complete control message body (a `ServerMessage`, not yet decoded).
     Control(Bytes),
     /// One datagram body (a `Datagram`, not yet decoded).
     Datagram(Bytes),
+    /// One WebSocket pack-lane message body: a framed `PackStreamHeader` and
+    /// one chunk of content.
+    Pack(Bytes),
+    /// A pack stream the server opened (WebTransport): a framed
+    /// `PackStreamHeader`, then content to the stream's end.
+    PackStream(wtransport::RecvStream),
+}
+
+#[cfg(test)]
+impl PartialEq for Inbound {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Inbound::Control(a), Inbound::Control(b))
+            | (Inbound::Datagram(a), Inbound::Datagram(b))
+            | (Inbound::Pack(a), Inbound::Pack(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// How a transport saw the connection end.
@@ -240,13 +262,29 @@ impl Link {
         }
     }
 
-    /// Starts closing the connection for `reason` (called once, from the
-    /// driver's shutdown; never blocks).
+    /// Sends a pack's content from `offset` (`content` is what follows it):
+    /// WebTransport, on a unidirectional stream of its own (resolves once the
+    /// server has acknowledged every byte); WebSocket, as pack-lane messages
+    /// of at most 16 KiB through the writer (resolves once the last one is
+    /// queued). The error text says what failed.
+    pub(crate) async fn send_pack(
+        &self,
+        hash: &[u8],
+        offset: u64,
+        content: Bytes,
+    ) -> Result<(), String> {
+        match self {
+            Link::WebTransport(l) => l.send_pack(hash, offset, &content).await,
+            Link::WebSocket(l) => l.send_pack(hash, offset, content).await,
+        }
+    }
+
+    /// Closes the connection for `reason` (called when it is done with; never
+    /// blocks; a no-op when already closed).
     pub(crate) fn close(&self, reason: &CloseReason) {
         match self {
             Link::WebTransport(l) => l.close(reason),
-            // The WebSocket writer task sees the close reason and sends the
-            // close frame itself.
+            // The WebSocket writer task sends the close frame itself.
             Link::WebSocket(_) => {}
         }
     }
@@ -258,6 +296,15 @@ impl Link {
             Link::WebSocket(l) => l.wait_finished().await,
         }
     }
+}
+
+/// The start of a pack transfer from this client: the framed
+/// `PackStreamHeader::Upload`.
+pub(crate) fn upload_header(hash: &[u8], offset: u64) -> Vec<u8> {
+    encode_pack_header(&PackStreamHeader::Upload {
+        hash: hash.to_vec(),
+        offset,
+    })
 }
 
 /// The inbound half of a transport.
@@ -310,11 +357,19 @@ impl LinkWriter {
     }
 
     /// Runs as the connection's only writer: sends what `rx` delivers (and, on
-    /// WebSocket, pending ticks and pings) until the connection ends.
-    pub(crate) async fn run(self, shared: Arc<Shared>, rx: mpsc::Receiver<OutMessage>) {
+    /// WebSocket, pending ticks, pack messages and pings) until `stop` holds a
+    /// reason. For [`CloseReason::Local`] it first sends what is still queued
+    /// (e.g. the `Leave`s of dropped rooms) and makes sure it arrived, within
+    /// [`CLOSE_GRACE`]; on WebSocket it then sends the close frame. Returns
+    /// how the connection failed, if a write failed.
+    pub(crate) async fn run(
+        self,
+        rx: mpsc::Receiver<OutMessage>,
+        stop: watch::Receiver<Option<CloseReason>>,
+    ) -> Result<(), LinkClose> {
         match self {
-            LinkWriter::WebTransport(w) => w.run(shared, rx).await,
-            LinkWriter::WebSocket(w) => w.run(shared, rx).await,
+            LinkWriter::WebTransport(w) => w.run(rx, stop).await,
+            LinkWriter::WebSocket(w) => w.run(rx, stop).await,
         }
     }
 

@@ -8,24 +8,32 @@
 //! | `0x00` | a complete control message, or the last piece of a chunked one |
 //! | `0x01` | one `Datagram` (a tick), as on WebTransport |
 //! | `0x02` | a piece of a control message continued by the next `0x02`/`0x00` |
+//! | `0x03` | a pack message: a framed `PackStreamHeader`, then one chunk of content |
 //!
-//! Reading: [`Reassembler`] joins chunks (ticks may come between them) within
-//! `max_frame_bytes`. Text messages, empty messages and unknown lane bytes are
-//! skipped. Any message, ping or pong counts as traffic for the idle timeout.
+//! Reading: [`Reassembler`] joins chunks (ticks and pack messages may come
+//! between them) within `max_frame_bytes`. Text messages, empty messages and
+//! unknown lane bytes are skipped. Any message, ping or pong counts as traffic
+//! for the idle timeout.
 //!
 //! Writing: one writer task sends control messages, splitting those over
 //! [`CHUNK_BYTES`] into pieces, and before each message or piece writes the
 //! pending ticks. [`Room::send_tick`](crate::Room::send_tick) never waits: it
 //! puts the tick in its room's slot, replacing (and counting) an older tick that
 //! has not been written yet, so a slow socket holds at most one tick per room.
+//! Pack uploads wait in a small queue of their own ([`PACK_QUEUE`] messages of
+//! at most [`PACK_CHUNK_BYTES`]), taken in turn with control messages, so a
+//! pack in flight delays a control message by at most one pack message.
 //! The writer also sends a WebSocket Ping every keep-alive interval.
 //!
 //! Closing: the server closes with code 1000 (normal) or 4000 + a Chorus error
 //! code, after an `Error` message where it can; this client closes with 1000,
 //! or 4100 (4000 + Malformed) after a protocol error.
 
-use super::{CLOSE_GRACE, Connected, Inbound, Link, LinkClose, LinkReader, LinkWriter, OutMessage};
-use crate::driver::{Shared, lock};
+use super::{
+    CLOSE_GRACE, Connected, Inbound, Link, LinkClose, LinkReader, LinkWriter, OutMessage,
+    upload_header,
+};
+use crate::driver::lock;
 use crate::error::{CloseReason, ConnectError};
 use crate::options::ConnectOptions;
 use crate::url::{Scheme, ServerUrl};
@@ -55,6 +63,14 @@ pub(crate) const LANE_CONTROL: u8 = 0x00;
 pub(crate) const LANE_TICK: u8 = 0x01;
 /// Lane byte: a piece of a control message that continues.
 pub(crate) const LANE_CHUNK: u8 = 0x02;
+/// Lane byte: a pack message (a framed `PackStreamHeader` and one chunk).
+pub(crate) const LANE_PACK: u8 = 0x03;
+
+/// The largest content chunk of one pack message this client sends.
+pub(crate) const PACK_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Pack messages waiting for the writer, at most; an upload waits for room.
+pub(crate) const PACK_QUEUE: usize = 4;
 
 /// Control messages with a larger body are sent in pieces of this size.
 pub(crate) const CHUNK_BYTES: usize = 16 * 1024;
@@ -135,6 +151,28 @@ pub(crate) fn tick_message(datagram: &[u8]) -> Bytes {
     Bytes::from(message)
 }
 
+/// The pack-lane messages carrying `content`, a pack's bytes from `offset`:
+/// each is the lane byte, a framed `Upload { hash, offset }` with that chunk's
+/// own offset, and at most [`PACK_CHUNK_BYTES`] of content. At least one
+/// message, even for no content.
+pub(crate) fn pack_messages(hash: &[u8], offset: u64, content: &Bytes) -> Vec<Bytes> {
+    let mut messages = Vec::with_capacity(content.len().div_ceil(PACK_CHUNK_BYTES).max(1));
+    let mut at = 0usize;
+    loop {
+        let end = (at + PACK_CHUNK_BYTES).min(content.len());
+        let header = upload_header(hash, offset.saturating_add(at as u64));
+        let mut message = Vec::with_capacity(1 + header.len() + end - at);
+        message.push(LANE_PACK);
+        message.extend_from_slice(&header);
+        message.extend_from_slice(&content[at..end]);
+        messages.push(Bytes::from(message));
+        at = end;
+        if at >= content.len() {
+            return messages;
+        }
+    }
+}
+
 /// Joins the control lane's chunks into whole control messages.
 #[derive(Debug)]
 pub(crate) struct Reassembler {
@@ -187,6 +225,8 @@ impl Reassembler {
                 self.chunking = true;
                 Ok(None)
             }
+            // Self-contained: it may come between the chunks of a control message.
+            LANE_PACK => Ok(Some(Inbound::Pack(message.slice(1..)))),
             other => {
                 debug!(
                     lane = other,
@@ -321,6 +361,7 @@ pub(crate) async fn connect(
         "WebSocket upgraded"
     );
     let (sink, stream) = ws.split();
+    let (packs, packs_rx) = mpsc::channel(PACK_QUEUE);
     let shared = Arc::new(WsShared {
         ticks: Mutex::new(Vec::new()),
         notify: Notify::new(),
@@ -330,6 +371,7 @@ pub(crate) async fn connect(
     Ok(Connected {
         link: Link::WebSocket(WsLink {
             shared: Arc::clone(&shared),
+            packs,
         }),
         reader: LinkReader::WebSocket(WsReader {
             stream,
@@ -341,6 +383,7 @@ pub(crate) async fn connect(
             sink,
             keep_alive: options.keep_alive_interval.filter(|d| !d.is_zero()),
             shared,
+            packs: packs_rx,
         }),
     })
 }
@@ -361,6 +404,8 @@ struct WsShared {
 
 pub(crate) struct WsLink {
     shared: Arc<WsShared>,
+    /// Pack-lane messages for the writer.
+    packs: mpsc::Sender<Bytes>,
 }
 
 impl WsLink {
@@ -385,6 +430,23 @@ impl WsLink {
             trace!(room = room.0, "replaced an unsent tick");
         }
         self.shared.notify.notify_one();
+    }
+
+    /// Queues a pack's content as pack-lane messages, waiting while the pack
+    /// queue is full.
+    pub(crate) async fn send_pack(
+        &self,
+        hash: &[u8],
+        offset: u64,
+        content: Bytes,
+    ) -> Result<(), String> {
+        for message in pack_messages(hash, offset, &content) {
+            self.packs
+                .send(message)
+                .await
+                .map_err(|_| "the WebSocket writer has ended".to_owned())?;
+        }
+        Ok(())
     }
 
     pub(crate) fn ticks_dropped(&self) -> u64 {
@@ -464,6 +526,8 @@ pub(crate) struct WsWriter {
     sink: SplitSink<WsStream, Message>,
     keep_alive: Option<Duration>,
     shared: Arc<WsShared>,
+    /// Pack-lane messages to send.
+    packs: mpsc::Receiver<Bytes>,
 }
 
 impl WsWriter {
@@ -513,6 +577,10 @@ impl WsWriter {
                     Some(message) => self.write_control(message).await?,
                     None => return Ok(()),
                 },
+                Some(pack) = self.packs.recv() => {
+                    self.feed_ticks().await?;
+                    self.sink.send(Message::Binary(pack)).await?;
+                }
                 _ = next_ping(ping) => {
                     self.sink.send(Message::Ping(Bytes::new())).await?;
                 }
@@ -520,8 +588,11 @@ impl WsWriter {
         }
     }
 
-    pub(crate) async fn run(mut self, shared: Arc<Shared>, mut rx: mpsc::Receiver<OutMessage>) {
-        let mut closed = shared.closed_watch();
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<OutMessage>,
+        mut stop: watch::Receiver<Option<CloseReason>>,
+    ) -> Result<(), LinkClose> {
         let mut ping = self.keep_alive.map(|period| {
             let mut interval =
                 tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -530,15 +601,25 @@ impl WsWriter {
         });
         let outcome = tokio::select! {
             outcome = self.pump(&mut rx, &mut ping) => outcome,
-            _ = closed.wait_for(Option::is_some) => Ok(()),
+            _ = stop.wait_for(Option::is_some) => Ok(()),
         };
         if let Err(e) = outcome {
-            // The reader usually knows better why (the server's close frame).
-            let _ = tokio::time::timeout(CLOSE_GRACE, closed.wait_for(Option::is_some)).await;
-            shared.link_failed(LinkClose::transport(format!("WebSocket write failed: {e}")));
-            return;
+            return Err(LinkClose::transport(format!("WebSocket write failed: {e}")));
         }
-        let reason = shared.closed_error();
+        let reason = stop.borrow().clone().unwrap_or(CloseReason::Local);
+        if reason == CloseReason::Local {
+            // A clean close: what is queued (the Leaves of dropped rooms)
+            // still goes out before the close frame.
+            let flushed = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Ok(message) = rx.try_recv() {
+                    self.write_control(message).await?;
+                }
+                self.sink.flush().await
+            });
+            if let Ok(Err(e)) = flushed.await {
+                debug!(error = %e, "could not flush at close");
+            }
+        }
         if let Some(frame) = close_frame_for(&reason) {
             let sent =
                 tokio::time::timeout(CLOSE_GRACE, self.sink.send(Message::Close(Some(frame))));
@@ -546,6 +627,7 @@ impl WsWriter {
                 debug!(error = %e, "could not send the close frame");
             }
         }
+        Ok(())
     }
 
     /// Sends a close frame (best effort, briefly) after a failed handshake.
@@ -722,11 +804,52 @@ mod tests {
     fn empty_messages_and_unknown_lanes_are_skipped() {
         let mut r = Reassembler::new(100);
         assert_eq!(r.push(Bytes::new()).expect("empty"), None);
-        assert_eq!(r.push(msg(0x03, b"future")).expect("unknown"), None);
+        assert_eq!(r.push(msg(0x04, b"future")).expect("unknown"), None);
         assert_eq!(r.push(msg(0xff, b"")).expect("unknown"), None);
         // Also between chunks, without breaking the message.
         assert_eq!(r.push(msg(LANE_CHUNK, b"ab")).expect("chunk"), None);
         assert_eq!(r.push(msg(0x07, b"zz")).expect("unknown"), None);
+        assert_eq!(
+            r.push(msg(LANE_CONTROL, b"c")).expect("last"),
+            Some(Inbound::Control(Bytes::from_static(b"abc")))
+        );
+    }
+
+    #[test]
+    fn pack_messages_carry_their_own_offsets_in_16_kib_chunks() {
+        let hash = [5u8; 32];
+        let content = Bytes::from(
+            (0..(2 * PACK_CHUNK_BYTES + 3))
+                .map(|i| i as u8)
+                .collect::<Vec<_>>(),
+        );
+        let messages = pack_messages(&hash, 100, &content);
+        assert_eq!(messages.len(), 3);
+        let mut joined = Vec::new();
+        for (i, m) in messages.iter().enumerate() {
+            assert_eq!(m[0], LANE_PACK);
+            let (header, chunk) = chorus_protocol::split_pack_message(&m[1..]).expect("header");
+            assert_eq!(
+                header,
+                chorus_protocol::PackStreamHeader::Upload {
+                    hash: hash.to_vec(),
+                    offset: 100 + (i * PACK_CHUNK_BYTES) as u64
+                }
+            );
+            assert!(chunk.len() <= PACK_CHUNK_BYTES);
+            joined.extend_from_slice(chunk);
+        }
+        assert_eq!(joined, content);
+        // No content is still one message (the server answers it).
+        let empty = pack_messages(&hash, 7, &Bytes::new());
+        assert_eq!(empty.len(), 1);
+        // Incoming pack messages pass the reassembler whole, even mid-chunks.
+        let mut r = Reassembler::new(10);
+        assert_eq!(r.push(msg(LANE_CHUNK, b"ab")).expect("chunk"), None);
+        assert_eq!(
+            r.push(msg(LANE_PACK, &[1; 40])).expect("pack"),
+            Some(Inbound::Pack(Bytes::from(vec![1; 40])))
+        );
         assert_eq!(
             r.push(msg(LANE_CONTROL, b"c")).expect("last"),
             Some(Inbound::Control(Bytes::from_static(b"abc")))
@@ -789,6 +912,7 @@ mod tests {
                 dropped: AtomicU64::new(0),
                 finished: watch::Sender::new(false),
             }),
+            packs: mpsc::channel(1).0,
         };
         // Nobody writes: a stuck socket.
         for seq in 0..100u8 {

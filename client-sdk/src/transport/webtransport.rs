@@ -1,14 +1,19 @@
 //! WebTransport (HTTP/3 over QUIC): the session, the control stream with
-//! length-prefixed frames (PROTOCOL.md §3), ticks as QUIC datagrams.
+//! length-prefixed frames (PROTOCOL.md §3), ticks as QUIC datagrams, packs on
+//! unidirectional streams (a framed `PackStreamHeader`, then the content to
+//! the stream's end; the client opens one per upload, the server one per
+//! download).
 
-use super::{CLOSE_GRACE, Connected, Inbound, Link, LinkClose, LinkReader, LinkWriter, OutMessage};
+use super::{
+    CLOSE_GRACE, Connected, Inbound, Link, LinkClose, LinkReader, LinkWriter, OutMessage,
+    upload_header,
+};
 use crate::driver::Shared;
 use crate::error::{CloseReason, ConnectError, TickError};
 use crate::options::ConnectOptions;
 use chorus_protocol::{ErrorCode, FrameDecoder};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use wtransport::endpoint::endpoint_side;
 use wtransport::error::{ConnectionError, SendDatagramError};
 use wtransport::{Connection, Endpoint, RecvStream, SendStream, VarInt};
@@ -49,6 +54,7 @@ pub(crate) async fn connect(
             decoder: FrameDecoder::new(max_frame_bytes),
             buf: vec![0u8; READ_CHUNK],
             datagrams_open: true,
+            streams_open: true,
         }),
         writer: LinkWriter::WebTransport(WtWriter { conn, send }),
     })
@@ -103,7 +109,10 @@ impl WtLink {
             });
         }
         self.conn.send_datagram(datagram).map_err(|e| match e {
-            SendDatagramError::NotConnected => TickError::Closed(shared.closed_error()),
+            SendDatagramError::NotConnected => match shared.close_reason() {
+                Some(reason) => TickError::Closed(reason),
+                None => TickError::Disconnected,
+            },
             SendDatagramError::UnsupportedByPeer => TickError::DatagramsUnsupported,
             SendDatagramError::TooLarge => TickError::DatagramTooLarge {
                 len: datagram.len(),
@@ -125,6 +134,30 @@ impl WtLink {
         self.conn.close(VarInt::from_u32(code), text);
     }
 
+    /// Sends a pack's content from `offset` on a new unidirectional stream and
+    /// waits until the server has acknowledged all of it.
+    pub(crate) async fn send_pack(
+        &self,
+        hash: &[u8],
+        offset: u64,
+        content: &[u8],
+    ) -> Result<(), String> {
+        let opening = self
+            .conn
+            .open_uni()
+            .await
+            .map_err(|e| format!("opening a pack stream: {e}"))?;
+        let mut stream = opening
+            .await
+            .map_err(|e| format!("opening a pack stream: {e}"))?;
+        let written = async {
+            stream.write_all(&upload_header(hash, offset)).await?;
+            stream.write_all(content).await?;
+            stream.finish().await
+        };
+        written.await.map_err(|e| format!("pack stream: {e}"))
+    }
+
     pub(crate) fn abort(&self) {
         self.conn.close(VarInt::from_u32(0), b"handshake failed");
     }
@@ -143,6 +176,8 @@ pub(crate) struct WtReader {
     /// False once datagram reception failed (the connection is going away; the
     /// control stream read reports why).
     datagrams_open: bool,
+    /// False once accepting pack streams failed (likewise).
+    streams_open: bool,
 }
 
 impl WtReader {
@@ -175,6 +210,10 @@ impl WtReader {
                     Ok(datagram) => return Ok(Inbound::Datagram(datagram.payload())),
                     Err(_) => self.datagrams_open = false,
                 },
+                stream = self.conn.accept_uni(), if self.streams_open => match stream {
+                    Ok(stream) => return Ok(Inbound::PackStream(stream)),
+                    Err(_) => self.streams_open = false,
+                },
             }
         }
     }
@@ -198,22 +237,39 @@ impl WtWriter {
         }
     }
 
-    pub(crate) async fn run(mut self, shared: Arc<Shared>, mut rx: mpsc::Receiver<OutMessage>) {
-        let mut closed = shared.closed_watch();
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<OutMessage>,
+        mut stop: watch::Receiver<Option<CloseReason>>,
+    ) -> Result<(), LinkClose> {
         loop {
             let message = tokio::select! {
                 message = rx.recv() => message,
-                _ = closed.wait_for(Option::is_some) => return,
+                _ = stop.wait_for(Option::is_some) => break,
             };
-            let Some(message) = message else { return };
-            let sent = tokio::select! {
-                sent = self.send_control(message) => sent,
-                _ = closed.wait_for(Option::is_some) => return,
-            };
-            if let Err(close) = sent {
-                shared.link_failed(close);
-                return;
+            let Some(message) = message else { break };
+            tokio::select! {
+                sent = self.send_control(message) => sent?,
+                _ = stop.wait_for(Option::is_some) => break,
             }
         }
+        if matches!(&*stop.borrow(), Some(CloseReason::Local)) {
+            // A clean close: what is queued (the Leaves of dropped rooms)
+            // still goes out, and the control stream is finished, so that
+            // the server has read it all before the connection closes.
+            let flushed = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Ok(message) = rx.try_recv() {
+                    self.send_control(message).await?;
+                }
+                self.send
+                    .finish()
+                    .await
+                    .map_err(|e| LinkClose::transport(e.to_string()))
+            });
+            if let Ok(Err(e)) = flushed.await {
+                tracing::debug!(error = ?e, "could not flush the control stream at close");
+            }
+        }
+        Ok(())
     }
 }

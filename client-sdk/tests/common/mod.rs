@@ -2,8 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use chorus_protocol::{
-    DisplayInfo, MemberId, MemberInfo, PermissionPolicy, Role, RoomSlot, RoomSnapshot, Seq,
-    StateEntry,
+    DisplayInfo, FailoverMode, MemberId, MemberInfo, PermissionPolicy, Presence, Role, RoomKind,
+    RoomSlot, RoomSnapshot, Seq, StateEntry,
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +35,7 @@ pub fn member(id: u32, name: &str) -> MemberInfo {
             name: name.into(),
             meta: vec![],
         },
+        presence: Presence::Online,
     }
 }
 
@@ -62,11 +63,17 @@ pub fn snapshot_with(
                 id: MemberId(2),
                 role: Role::Editor,
                 display,
+                presence: Presence::Online,
             },
         ],
         state,
         state_version,
         last_seq,
         policy: PermissionPolicy::default(),
+        kind: RoomKind::Normal,
+        failover: FailoverMode::NextMember,
+        timelines: vec![],
+        packs: vec![],
+        chat: vec![],
     }
 }
