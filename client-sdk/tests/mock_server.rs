@@ -16,9 +16,10 @@ use chorus_client::{
 use chorus_protocol::{
     ClientMessage, Datagram, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, FrameDecoder,
     HelloExtension, HelloOption, JoinOption, LeaveReason, Limits, MemberId, PROTOCOL_VERSION,
-    PermissionPolicy, PermissionRule, ProtocolVersion, Rate, RateLimits, Role, RoomSlot,
-    RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime, StateEntry, Tick,
-    decode_client_message, decode_datagram, encode_datagram, encode_frame,
+    PackInfo, PackStreamHeader, PermissionPolicy, PermissionRule, ProtocolVersion, Rate,
+    RateLimits, Role, RoomSlot, RoomSnapshot, Seq, ServerHello, ServerMessage, ServerTime,
+    StateEntry, Tick, decode_client_message, decode_datagram, encode_datagram, encode_frame,
+    encode_pack_header, split_pack_message,
 };
 use common::{CERT, KEY, SLOT, member, snapshot_with, unix_us};
 use std::future::Future;
@@ -1450,6 +1451,261 @@ async fn being_kicked_ends_the_room_with_the_kick_as_last_event() {
     assert!(!client.is_closed());
     drop(room);
     tokio::time::sleep(Duration::from_millis(100)).await;
+    client.close().await;
+    server.await.expect("server script");
+}
+
+/// Starts a mock server whose script accepts sessions itself (for a client
+/// that reconnects); returns its URL.
+async fn mock_endpoint<F, Fut>(script: F) -> (String, JoinHandle<()>)
+where
+    F: FnOnce(Endpoint<wtransport::endpoint::endpoint_side::Server>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let identity = Identity::new(
+        CertificateChain::load_pemfile(CERT).await.expect("cert"),
+        PrivateKey::load_pemfile(KEY).await.expect("key"),
+    );
+    let config = ServerConfig::builder()
+        .with_bind_address(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .with_identity(identity)
+        .build();
+    let endpoint = Endpoint::server(config).expect("server endpoint");
+    let port = endpoint.local_addr().expect("addr").port();
+    let task = tokio::spawn(script(endpoint));
+    (format!("https://127.0.0.1:{port}/chorus"), task)
+}
+
+/// Reads one whole unidirectional stream the client opened.
+async fn read_uni(peer: &Peer) -> Vec<u8> {
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), peer.conn.accept_uni())
+        .await
+        .expect("a pack stream in time")
+        .expect("pack stream");
+    let mut all = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Some(n) = stream.read(&mut buf).await.expect("pack stream read") {
+        all.extend_from_slice(&buf[..n]);
+    }
+    all
+}
+
+#[tokio::test]
+async fn packs_travel_on_streams_of_their_own() {
+    let content: Vec<u8> = b"\x89PNG\r\n\x1a\n"
+        .iter()
+        .copied()
+        .chain((0..70_000u32).map(|i| (i % 253) as u8))
+        .collect();
+    let hash = chorus_client::pack_hash(&content);
+    let expected = content.clone();
+    let (url, server) = mock(move |mut peer| async move {
+        greet(&mut peer).await;
+        answer_join(&mut peer).await;
+        let info = match peer.expect_next().await {
+            ClientMessage::PackUpload {
+                request_id,
+                room,
+                hash: announced,
+                name,
+                media_type,
+                size,
+            } => {
+                assert_eq!((room, announced.as_slice()), (SLOT, &hash[..]));
+                peer.send(&ServerMessage::PackUploadReady {
+                    request_id,
+                    hash: hash.to_vec(),
+                    offset: 0,
+                })
+                .await;
+                PackInfo {
+                    hash: hash.to_vec(),
+                    name,
+                    media_type,
+                    size,
+                    uploader: MemberId(2),
+                }
+            }
+            other => panic!("expected pack_upload, got {other:?}"),
+        };
+        // The content: a stream with the upload header, then every byte.
+        let stream = read_uni(&peer).await;
+        let (header, rest) = split_pack_message(&stream).expect("header");
+        assert_eq!(
+            header,
+            PackStreamHeader::Upload {
+                hash: hash.to_vec(),
+                offset: 0
+            }
+        );
+        assert_eq!(rest, expected);
+        peer.send(&ServerMessage::PackAvailable {
+            room: SLOT,
+            seq: Seq(6),
+            pack: info.clone(),
+        })
+        .await;
+        // The fetch: a stream the server opens.
+        match peer.expect_next().await {
+            ClientMessage::PackFetch {
+                request_id, offset, ..
+            } => {
+                assert_eq!(offset, 0);
+                let mut stream = peer
+                    .conn
+                    .open_uni()
+                    .await
+                    .expect("open")
+                    .await
+                    .expect("opened");
+                let header = encode_pack_header(&PackStreamHeader::Download {
+                    request_id,
+                    hash: hash.to_vec(),
+                    offset: 0,
+                    size: info.size,
+                });
+                stream.write_all(&header).await.expect("header");
+                stream.write_all(&expected).await.expect("content");
+                stream.finish().await.expect("finish");
+            }
+            other => panic!("expected pack_fetch, got {other:?}"),
+        }
+        assert_eq!(answer_leaves_until_gone(&mut peer).await, [SLOT]);
+    })
+    .await;
+    let client = Client::connect(&url, options()).await.expect("connect");
+    let room = client
+        .join("lobby", JoinOptions::default())
+        .await
+        .expect("join");
+    let pack = room
+        .upload_pack("cover.png", "image/png", content.clone())
+        .await
+        .expect("upload");
+    assert_eq!(
+        (pack.size, pack.uploader),
+        (content.len() as u64, MemberId(2))
+    );
+    let fetched = room.fetch_pack(&pack.hash).await.expect("fetch");
+    assert_eq!(fetched, content);
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn a_webtransport_session_resumes_on_a_new_session() {
+    let (url, server) = mock_endpoint(|endpoint| async move {
+        let mut peer = accept_session(&endpoint).await;
+        assert_eq!(read_hello(&mut peer).await, vec![]);
+        peer.send(&ServerMessage::Hello(ServerHello {
+            resume_token: "wt-token".into(),
+            resume_window_ms: 60_000,
+            ..hello()
+        }))
+        .await;
+        answer_join(&mut peer).await;
+        // A request, unanswered: a close without an error interrupts it; the
+        // client comes back.
+        assert!(matches!(
+            peer.expect_next().await,
+            ClientMessage::SetState { .. }
+        ));
+        peer.conn.close(VarInt::from_u32(0), b"restarting the edge");
+        drop(peer);
+
+        let mut peer = accept_session(&endpoint).await;
+        match read_hello(&mut peer).await.as_slice() {
+            [HelloOption::Resume { token, rooms }] => {
+                assert_eq!(token, "wt-token");
+                assert_eq!(rooms.len(), 1);
+                assert_eq!((rooms[0].room, rooms[0].last_seq), (SLOT, Seq(5)));
+            }
+            other => panic!("expected a resume, got {other:?}"),
+        }
+        peer.send(&ServerMessage::Hello(ServerHello {
+            session_id: 78,
+            resume_token: "wt-token-2".into(),
+            resume_window_ms: 60_000,
+            ..hello()
+        }))
+        .await;
+        peer.send(&ServerMessage::Resumed {
+            room: SLOT,
+            member: MemberId(2),
+            snapshot: None,
+        })
+        .await;
+        peer.send(&ServerMessage::StateChanged {
+            room: SLOT,
+            seq: Seq(6),
+            key: "title".into(),
+            value: Some(b"while away".to_vec()),
+            version: 4,
+            author: MemberId(1),
+        })
+        .await;
+        assert_eq!(answer_leaves_until_gone(&mut peer).await, [SLOT]);
+    })
+    .await;
+    let client = Client::connect(
+        &url,
+        ConnectOptions {
+            reconnect: chorus_client::ReconnectOptions {
+                enabled: true,
+                initial_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(40),
+            },
+            ..options()
+        },
+    )
+    .await
+    .expect("connect");
+    let mut connection = client.connection_events();
+    let room = client
+        .join("lobby", JoinOptions::default())
+        .await
+        .expect("join");
+    let mut events = room.events();
+    assert!(matches!(
+        room.set_state("title", b"mine").await,
+        Err(RequestError::ConnectionLost)
+    ));
+    let resumed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), connection.recv())
+            .await
+            .expect("in time")
+            .expect("an event")
+        {
+            chorus_client::ConnectionEvent::Reconnecting { reason, .. } => {
+                assert!(
+                    matches!(reason, CloseReason::ServerClosed { .. }),
+                    "{reason:?}"
+                );
+            }
+            other => break other,
+        }
+    };
+    match resumed {
+        chorus_client::ConnectionEvent::Resumed {
+            transport, rooms, ..
+        } => {
+            assert_eq!(transport, Transport::WebTransport);
+            assert_eq!(
+                rooms[0].outcome,
+                chorus_client::RoomResume::Replayed { since: Seq(5) }
+            );
+        }
+        other => panic!("expected resumed, got {other:?}"),
+    }
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(10), events.recv()).await,
+        Ok(Ok(RoomEvent::StateChanged { seq: Seq(6), .. }))
+    ));
+    assert_eq!(client.session_id(), 78);
+    assert_eq!(
+        room.state("title").map(|v| v.value),
+        Some(Bytes::from_static(b"while away"))
+    );
     client.close().await;
     server.await.expect("server script");
 }
