@@ -110,25 +110,111 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Reconnecting and resuming
+//!
+//! A connection that drops below Chorus (network change, idle timeout, a
+//! close without an error from the server) does not end the client when the
+//! server offers resumes (it does by default): the client reconnects with
+//! exponential backoff and full jitter ([`ConnectOptions::reconnect`]),
+//! resumes its session within the server's resume window, and every [`Room`]
+//! handle keeps working: the missed events are replayed into the replica (or
+//! a fresh snapshot replaces it, [`RoomEvent::Resynced`]), ticks flow again.
+//! Meanwhile the other members see this one as
+//! [`Presence::Reconnecting`]. [`Client::connection_events`] reports it all;
+//! [`reconnect`] has the details (what happens to requests in flight:
+//! [`RequestError::ConnectionLost`], except commands with an idempotency key,
+//! which are sent again and applied once).
+//!
+//! ```no_run
+//! # async fn demo(client: chorus_client::Client) {
+//! use chorus_client::{ConnectionEvent, RoomResume};
+//!
+//! let mut events = client.connection_events();
+//! while let Ok(event) = events.recv().await {
+//!     match event {
+//!         ConnectionEvent::Reconnecting { attempt, delay, .. } => {
+//!             println!("offline; attempt {attempt} in {delay:?}");
+//!         }
+//!         ConnectionEvent::Resumed { rooms, .. } => {
+//!             for room in rooms {
+//!                 if let RoomResume::Lost(code) = room.outcome {
+//!                     println!("{} is gone ({code}): join again", room.room_id);
+//!                 }
+//!             }
+//!         }
+//!         ConnectionEvent::Lost { reason } => println!("disconnected: {reason}"),
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! [`Client::close`] leaves every room first, so the others see a leave
+//! rather than a member reconnecting. The client pings every
+//! [`ConnectOptions::ping_interval`] (5 s): the server then knows it is there
+//! (a silent host is seen as away and may be replaced), and each pong
+//! refreshes the clock estimate ([`Client::server_time`] documents its
+//! accuracy).
+//!
+//! # Timelines, messages, packs
+//!
+//! - **Timelines** ([`timeline`]): a shared playhead per name. Members control
+//!   it ([`Room::play`], [`Room::pause`], [`Room::seek`], [`Room::set_rate`],
+//!   [`Room::set_tempo`], optionally scheduled at a server time and
+//!   conditional on the last change, [`TimelineOptions`]) and each computes
+//!   the position locally from its synced clock ([`Room::timeline_position`]).
+//! - **Direct and broadcast messages** ([`Room::send_direct`],
+//!   [`Room::broadcast`], received on [`Room::messages`]): reliable but
+//!   neither sequenced nor stored, e.g. for WebRTC signalling
+//!   ([`Room::ice_servers`]).
+//! - **Packs** ([`pack`]): files shared through the room under their SHA-256
+//!   ([`Room::upload_pack`], [`Room::fetch_pack`], [`RoomEvent::PackAvailable`]).
+//! - The replica also keeps each member's [`Presence`], the room's chat
+//!   history ([`Room::chat`]), its [`RoomKind`] (relay rooms store nothing)
+//!   and [`FailoverMode`] ([`Room::set_delegate`] names the next host).
+//!
+//! ```no_run
+//! # async fn demo(room: chorus_client::Room) -> Result<(), chorus_client::RequestError> {
+//! use chorus_client::{Audience, TimelineOptions};
+//! use std::time::Duration;
+//!
+//! // Start the song for everyone half a second from now, in step.
+//! let at = room.client().server_time().saturating_add_micros(500_000);
+//! room.play("song", TimelineOptions::at(at)).await?;
+//! let position: Option<Duration> = room.timeline_position("song");
+//!
+//! room.broadcast(Audience::Others, "emoji", "🎉".as_bytes()).await?;
+//! let mut messages = room.messages();
+//! while let Some(message) = messages.recv().await {
+//!     println!("{} from member {}", message.kind, message.from.0);
+//! }
+//! # let _ = position;
+//! # Ok(()) }
+//! ```
+//!
 //! Modules:
 //! - [`client`]: connecting, the handshake and the [`Client`] handle.
-//! - [`room`]: the [`Room`] handle: replica reads, requests, ticks.
+//! - [`room`]: the [`Room`] handle: replica reads, requests, ticks, messages.
 //! - [`replica`]: the pure room state machine that applies room events.
+//! - [`timeline`]: timeline position math and scheduled changes.
+//! - [`reconnect`]: backoff, resume, [`ConnectionEvent`].
+//! - [`pack`]: pack transfers and [`pack_hash`].
 //! - [`clock`]: the NTP-style clock estimator.
 //! - [`options`]: [`ConnectOptions`], [`Trust`], [`JoinOptions`].
 //! - [`error`]: one error type per boundary and [`CloseReason`].
 //! - [`url`]: server URL validation and the `https://` → `wss://` mapping.
 //!
-//! One connection runs a few background tasks (see the `driver` and `transport`
-//! module sources), the same for both transports: a reader that applies events
-//! to each room's replica *before* broadcasting them and completing requests and
-//! routes ticks, a single writer fed by a bounded queue (on WebSocket it also
-//! writes the pending ticks and pings), and a periodic clock re-sync. Only the
-//! bytes differ per transport. Every queue is bounded: ticks are newest-wins,
-//! reliable events report `Lagged` to a receiver that falls behind (the replica
-//! stays correct).
-//! When the connection ends every pending request fails with
-//! [`RequestError::Closed`] and every event and tick stream ends.
+//! A client runs a few background tasks (see the `driver` and `transport`
+//! module sources), the same for both transports: a supervisor that reads the
+//! current connection (applying events to each room's replica *before*
+//! broadcasting them and completing requests, routing ticks, messages and
+//! pack content) and reconnects when it drops; one writer per connection fed
+//! by a bounded queue (on WebSocket it also writes the pending ticks, pack
+//! chunks and pings); the keep-alive; and a periodic clock re-sync. Only the
+//! bytes differ per transport. Every queue is bounded: ticks and messages are
+//! newest-wins, reliable events report `Lagged` to a receiver that falls
+//! behind (the replica stays correct). When the client ends (closed, or lost
+//! for good) every pending request fails with [`RequestError::Closed`] and
+//! every event, tick and message stream ends.
 
 pub mod client;
 pub mod clock;
