@@ -827,32 +827,35 @@ impl Shared {
                 });
             }
             let end = self.serve(&conn, &mut reader, writer_done).await;
-            let reason = match &end {
-                End::Shutdown => self.closed_error(),
-                End::Dropped(reason) => reason.clone(),
+            // Decided at once, so that requests made from now on wait for the
+            // next connection (or fail, when there is none) rather than
+            // queueing on this one.
+            let (reason, resume) = match end {
+                End::Shutdown => (self.closed_error(), None),
+                End::Dropped(reason) => match self.resume_window(&reason) {
+                    Some(window) => {
+                        info!(reason = %reason, "connection dropped; reconnecting");
+                        self.connection_down();
+                        (reason, Some(window))
+                    }
+                    None => {
+                        self.shutdown(reason.clone());
+                        (reason, None)
+                    }
+                },
             };
             conn.stop.send_replace(Some(reason.clone()));
             let _ = tokio::time::timeout(2 * CLOSE_GRACE, writer_task).await;
             conn.link.close(&reason);
-            match end {
-                End::Shutdown => {
-                    reader.finish().await;
-                    conn.link.wait_closed().await;
-                    break;
-                }
-                End::Dropped(reason) => {
-                    tokio::spawn(reader.finish());
-                    let Some(window) = self.resume_window(&reason) else {
-                        self.shutdown(reason);
-                        break;
-                    };
-                    info!(reason = %reason, "connection dropped; reconnecting");
-                    self.connection_down();
-                    match self.reconnect(reason, window).await {
-                        Some(next) => live = next,
-                        None => break,
-                    }
-                }
+            let Some(window) = resume else {
+                reader.finish().await;
+                conn.link.wait_closed().await;
+                break;
+            };
+            tokio::spawn(reader.finish());
+            match self.reconnect(reason, window).await {
+                Some(next) => live = next,
+                None => break,
             }
         }
         self.finished.send_replace(true);
@@ -882,7 +885,7 @@ impl Shared {
                         }
                     }
                     Ok(Inbound::Datagram(bytes)) => self.on_datagram(bytes),
-                    Ok(Inbound::Pack(message)) => self.on_pack_message(&message),
+                    Ok(Inbound::Pack(message)) => self.on_pack_message(message),
                     Ok(Inbound::PackStream(stream)) => {
                         tokio::spawn(Arc::clone(self).receive_pack_stream(stream));
                     }
@@ -1573,8 +1576,8 @@ impl Shared {
     }
 
     /// One WebSocket pack-lane message: a `Download` header and a chunk.
-    fn on_pack_message(&self, message: &[u8]) {
-        match split_pack_message(message) {
+    fn on_pack_message(&self, message: Bytes) {
+        match split_pack_message(&message) {
             Ok((
                 PackStreamHeader::Download {
                     request_id,
@@ -1589,7 +1592,7 @@ impl Shared {
                         hash,
                         offset,
                         size,
-                        bytes: Bytes::copy_from_slice(chunk),
+                        bytes: message.slice_ref(chunk),
                     });
                 }
                 None => trace!(request_id, "pack content for no fetch"),

@@ -920,8 +920,8 @@ impl Room {
     /// every member has been told it is available
     /// ([`RoomEvent::PackAvailable`], already in this client's replica). A
     /// pack the room already has resolves at once. A dropped connection does
-    /// not fail the upload: after the resume it goes on from where the server
-    /// got to.
+    /// not fail the upload: once resumed (within the request timeout), it
+    /// goes on from where the server got to.
     ///
     /// Needs [`Action::UploadPacks`] (hosts and editors, by default).
     /// Refusals: [`ErrorCode::LimitExceeded`] (over `max_pack_bytes` — checked
@@ -958,8 +958,8 @@ impl Room {
 
     /// Downloads the pack with this SHA-256 (see [`crate::pack`]) and checks
     /// the content against it ([`RequestError::PackHashMismatch`] otherwise).
-    /// A dropped connection does not fail the fetch: after the resume it asks
-    /// for the rest. [`ErrorCode::PackNotFound`] when the room has no such
+    /// A dropped connection does not fail the fetch: once resumed (within the
+    /// request timeout), it asks for the rest. [`ErrorCode::PackNotFound`] when the room has no such
     /// pack.
     pub async fn fetch_pack(&self, hash: &[u8]) -> Result<Bytes, RequestError> {
         self.check_joined()?;
