@@ -476,8 +476,9 @@ impl RoomReplica {
     }
 
     /// Applies one server message if it is an event of this room. `now` is
-    /// the current server time (the time of a chat entry; timeline states
-    /// superseded by then are forgotten).
+    /// the current server time: it dates chat entries, and tells a timeline
+    /// change scheduled ahead (pending until its `anchor_time`) from one in
+    /// force at once.
     pub fn apply(&mut self, msg: ServerMessage, now: ServerTime) -> Applied {
         match msg {
             ServerMessage::MemberJoined { room, seq, member } if room == self.slot => {
@@ -668,18 +669,10 @@ impl RoomReplica {
                 if let Err(stale) = self.admit(seq) {
                     return stale;
                 }
-                match self.timelines.get_mut(&timeline.name) {
-                    Some(schedule) => {
-                        schedule.push(timeline.clone());
-                        schedule.settle(now);
-                    }
-                    None => {
-                        self.timelines.insert(
-                            timeline.name.clone(),
-                            TimelineSchedule::new(timeline.clone()),
-                        );
-                    }
-                }
+                self.timelines
+                    .entry(timeline.name.clone())
+                    .or_insert_with(|| TimelineSchedule::initial(&timeline.name))
+                    .push(timeline.clone(), now);
                 Applied::Event(RoomEvent::TimelineChanged { timeline, by, seq })
             }
             ServerMessage::PackAvailable { room, seq, pack } if room == self.slot => {

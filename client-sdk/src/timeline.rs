@@ -15,9 +15,10 @@
 //! every member switches at the same server time whatever its latency. Its
 //! `TimelineChanged` event arrives early, with `anchor_time` in the future:
 //! until then the *previous* state stays in force, from then on the new one.
-//! A later change whose anchor comes first supersedes a pending one (the
-//! server computed it from that pending state, as the room holds only one
-//! state per timeline).
+//! [`TimelineSchedule`] keeps the two states exactly as PROTOCOL.md §16.4
+//! says, so that every member (whatever its SDK) switches alike: a newer
+//! change replaces a pending one, as on the server, which keeps only the
+//! latest state.
 //!
 //! ```
 //! use chorus_client::timeline::{TimelineSchedule, position_us_at};
@@ -37,13 +38,14 @@
 //!
 //! // A pause scheduled for t = 3 s arrives at t = 2 s.
 //! let mut schedule = TimelineSchedule::new(playing.clone());
-//! schedule.push(TimelineState {
+//! let pause = TimelineState {
 //!     playing: false,
 //!     anchor_time: ServerTime(3_000_000),
 //!     anchor_position_us: 2_000_000,
 //!     seq: Seq(5),
 //!     ..playing
-//! });
+//! };
+//! schedule.push(pause, ServerTime(2_000_000));
 //! assert!(schedule.at(ServerTime(2_500_000)).playing, "still playing");
 //! assert_eq!(schedule.position_us_at(ServerTime(2_500_000)), 1_500_000);
 //! assert!(!schedule.at(ServerTime(3_000_000)).playing, "paused from its anchor");
@@ -55,10 +57,6 @@ use std::time::Duration;
 
 /// Normal speed, in parts per million (`rate_ppm`).
 pub const NORMAL_RATE_PPM: u32 = 1_000_000;
-
-/// States of one timeline kept at most (pending scheduled changes included);
-/// older ones are dropped first.
-pub const MAX_SCHEDULED_STATES: usize = 8;
 
 /// The position of a timeline in state `state` at server time `at`, in
 /// microseconds: `anchor_position_us + (at − anchor_time) × rate_ppm / 10⁶`
@@ -80,53 +78,70 @@ pub fn position_at(state: &TimelineState, at: ServerTime) -> Duration {
     Duration::from_micros(position_us_at(state, at))
 }
 
-/// The states of one timeline as this client learned them, oldest first, and
-/// which one is in force when. See the [module docs](self).
+/// One timeline as this client follows it: the state in force and, while a
+/// scheduled change waits for its `anchor_time`, that change. See the
+/// [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TimelineSchedule {
-    /// Never empty; in arrival (= sequence) order.
-    states: Vec<TimelineState>,
+    current: TimelineState,
+    /// A change whose `anchor_time` was ahead when it arrived.
+    pending: Option<TimelineState>,
 }
 
 impl TimelineSchedule {
-    /// A schedule starting from one state (e.g. from a snapshot).
+    /// A schedule starting from one state (e.g. from a snapshot: a change
+    /// still pending there is simply the state, whose position stays at its
+    /// `anchor_position_us` until its `anchor_time`).
     pub fn new(state: TimelineState) -> Self {
         TimelineSchedule {
-            states: vec![state],
+            current: state,
+            pending: None,
         }
     }
 
-    /// Adds a newer state (a `TimelineChanged`). Older states that could no
-    /// longer come into force (their anchor is not before the new one's) are
-    /// dropped, and at most [`MAX_SCHEDULED_STATES`] are kept.
-    pub fn push(&mut self, state: TimelineState) {
-        let anchor = state.anchor_time;
-        self.states.retain(|s| s.anchor_time < anchor);
-        self.states.push(state);
-        if self.states.len() > MAX_SCHEDULED_STATES {
-            let excess = self.states.len() - MAX_SCHEDULED_STATES;
-            self.states.drain(..excess);
+    /// A timeline never changed (PROTOCOL.md §16.1): paused at position 0,
+    /// at normal speed, without tempo, seq 0.
+    pub fn initial(name: &str) -> Self {
+        TimelineSchedule::new(TimelineState {
+            name: name.to_owned(),
+            playing: false,
+            rate_ppm: NORMAL_RATE_PPM,
+            anchor_time: ServerTime(0),
+            anchor_position_us: 0,
+            tempo_mbpm: None,
+            seq: Seq(0),
+        })
+    }
+
+    /// Takes a newer state (a `TimelineChanged`) that arrived at server time
+    /// `now`: one anchored ahead of `now` waits as the pending change
+    /// (replacing any pending one); one anchored at or before `now` is in
+    /// force at once.
+    pub fn push(&mut self, state: TimelineState, now: ServerTime) {
+        self.settle(now);
+        if state.anchor_time > now {
+            self.pending = Some(state);
+        } else {
+            self.current = state;
+            self.pending = None;
         }
     }
 
-    /// Forgets states that can no longer be in force at or after `now`.
+    /// Makes a pending change whose `anchor_time` has come (by `now`) the
+    /// current state.
     pub fn settle(&mut self, now: ServerTime) {
-        if let Some(i) = self.in_force_index(now) {
-            self.states.drain(..i);
+        if let Some(pending) = self.pending.take_if(|p| p.anchor_time <= now) {
+            self.current = pending;
         }
     }
 
-    /// The index of the newest state whose anchor has come by `at`.
-    fn in_force_index(&self, at: ServerTime) -> Option<usize> {
-        self.states.iter().rposition(|s| s.anchor_time <= at)
-    }
-
-    /// The state in force at server time `at`: the newest whose `anchor_time`
-    /// has come, or (when `at` is before every anchor this client knows) the
-    /// oldest known state.
+    /// The state in force at server time `at`: the pending change from its
+    /// `anchor_time` on, else the current state.
     pub fn at(&self, at: ServerTime) -> &TimelineState {
-        let i = self.in_force_index(at).unwrap_or(0);
-        &self.states[i]
+        match &self.pending {
+            Some(pending) if at >= pending.anchor_time => pending,
+            _ => &self.current,
+        }
     }
 
     /// The position at server time `at`, in microseconds.
@@ -137,13 +152,12 @@ impl TimelineSchedule {
     /// The newest state, whether or not it is in force yet. Its `seq` is what
     /// [`TimelineOptions::expected_seq`] compares with.
     pub fn latest(&self) -> &TimelineState {
-        // `states` is never empty.
-        &self.states[self.states.len() - 1]
+        self.pending.as_ref().unwrap_or(&self.current)
     }
 
-    /// Every state kept, oldest first.
-    pub fn states(&self) -> &[TimelineState] {
-        &self.states
+    /// The change waiting for its `anchor_time`, if any.
+    pub fn pending(&self) -> Option<&TimelineState> {
+        self.pending.as_ref()
     }
 }
 
@@ -258,8 +272,9 @@ mod tests {
         // Playing from 0 at t = 10 s; a seek to 60 s scheduled for t = 20 s
         // arrives at t = 15 s.
         let mut sch = TimelineSchedule::new(state(3, true, 10, 0));
-        sch.push(state(4, true, 20, 60));
+        sch.push(state(4, true, 20, 60), s(15));
         assert_eq!(sch.latest().seq, Seq(4));
+        assert_eq!(sch.pending().map(|p| p.seq), Some(Seq(4)));
         assert_eq!(sch.at(s(15)).seq, Seq(3));
         assert_eq!(
             sch.position_us_at(s(19)),
@@ -269,40 +284,46 @@ mod tests {
         assert_eq!(sch.at(s(20)).seq, Seq(4));
         assert_eq!(sch.position_us_at(s(20)), 60_000_000);
         assert_eq!(sch.position_us_at(s(21)), 61_000_000);
-        // Settling before the anchor keeps both; after it, only the new one.
+        // Settling before the anchor keeps it pending; after it, in force.
         sch.settle(s(19));
-        assert_eq!(sch.states().len(), 2);
+        assert!(sch.pending().is_some());
         sch.settle(s(20));
-        assert_eq!(sch.states().len(), 1);
-        assert_eq!(
-            sch.at(s(0)).seq,
-            Seq(4),
-            "the oldest known state before every anchor"
-        );
+        assert!(sch.pending().is_none());
+        assert_eq!(sch.at(s(0)).seq, Seq(4));
     }
 
     #[test]
-    fn an_earlier_change_supersedes_a_pending_one() {
+    fn a_newer_change_replaces_a_pending_one() {
+        // PROTOCOL.md §16.4: at most one pending change; a newer one replaces it.
         let mut sch = TimelineSchedule::new(state(1, true, 10, 0));
-        sch.push(state(2, false, 30, 20)); // pause at t = 30
-        sch.push(state(3, false, 25, 15)); // then: pause at t = 25
-        assert_eq!(
-            sch.states().iter().map(|s| s.seq.0).collect::<Vec<_>>(),
-            [1, 3],
-            "the pending pause at 30 can never be in force"
-        );
-        assert_eq!(sch.at(s(24)).seq, Seq(1));
+        sch.push(state(2, false, 30, 20), s(12)); // pause at t = 30
+        sch.push(state(3, false, 40, 30), s(13)); // then: pause at t = 40
+        assert_eq!(sch.at(s(35)).seq, Seq(1), "the first pause never applies");
         assert_eq!(sch.at(s(40)).seq, Seq(3));
+        sch.push(state(4, false, 25, 15), s(14)); // pause at t = 25
+        assert_eq!(sch.at(s(24)).seq, Seq(1));
+        assert_eq!(sch.at(s(27)).seq, Seq(4));
+        // A change anchored in the past is in force at once and drops the
+        // pending one.
+        sch.push(state(5, true, 14, 4), s(15));
+        assert!(sch.pending().is_none());
+        assert_eq!(sch.at(s(30)).seq, Seq(5));
+        // A pending change whose time has come by the next change becomes
+        // the current state first.
+        sch.push(state(6, false, 16, 6), s(15));
+        sch.push(state(7, true, 100, 6), s(50));
+        assert_eq!(sch.at(s(60)).seq, Seq(6));
     }
 
     #[test]
-    fn the_schedule_is_bounded() {
-        let mut sch = TimelineSchedule::new(state(0, true, 1, 0));
-        for i in 1..=20 {
-            sch.push(state(i, true, 1 + i, i));
-        }
-        assert_eq!(sch.states().len(), MAX_SCHEDULED_STATES);
-        assert_eq!(sch.latest().seq, Seq(20));
+    fn a_first_change_scheduled_ahead_waits_on_the_initial_state() {
+        let mut sch = TimelineSchedule::initial("main");
+        sch.push(state(7, true, 20, 0), s(10));
+        let before = sch.at(s(15));
+        assert_eq!((before.playing, before.seq), (false, Seq(0)));
+        assert_eq!(sch.position_us_at(s(15)), 0);
+        assert_eq!(sch.position_us_at(s(22)), 2_000_000);
+        assert_eq!(sch.latest().seq, Seq(7));
     }
 
     #[test]

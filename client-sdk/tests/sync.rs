@@ -1497,7 +1497,11 @@ fn backoff_is_exponential_with_full_jitter_within_the_window() {
 #[test]
 fn a_scheduled_timeline_change_waits_for_its_anchor() {
     let mut schedule = TimelineSchedule::new(song(1, true, ServerTime(1_000_000), 0));
-    schedule.push(song(2, false, ServerTime(5_000_000), 4_000_000));
+    // Arriving at t = 2 s.
+    schedule.push(
+        song(2, false, ServerTime(5_000_000), 4_000_000),
+        ServerTime(2_000_000),
+    );
     assert_eq!(schedule.at(ServerTime(4_999_999)).seq, Seq(1));
     assert_eq!(schedule.position_us_at(ServerTime(4_000_000)), 3_000_000);
     assert_eq!(schedule.at(ServerTime(5_000_000)).seq, Seq(2));
