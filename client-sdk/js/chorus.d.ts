@@ -29,6 +29,8 @@ export declare const ErrorCode: Readonly<{
   InvalidSender: 206;
   InvalidRoomId: 207;
   Banned: 208;
+  ResumeFailed: 209;
+  PackNotFound: 210;
   Forbidden: 300;
   Conflict: 301;
   StateFull: 302;
@@ -37,6 +39,9 @@ export declare const ErrorCode: Readonly<{
   TokenExpired: 305;
   WrongPassword: 306;
   PasswordRequired: 307;
+  HashMismatch: 308;
+  MediaTypeRefused: 309;
+  NotStored: 310;
   SlowConsumer: 400;
   RateLimited: 401;
   Blocked: 402;
@@ -63,6 +68,8 @@ export type ErrorCodeName =
   | 'invalid_sender'
   | 'invalid_room_id'
   | 'banned'
+  | 'resume_failed'
+  | 'pack_not_found'
   | 'forbidden'
   | 'conflict'
   | 'state_full'
@@ -71,6 +78,9 @@ export type ErrorCodeName =
   | 'token_expired'
   | 'wrong_password'
   | 'password_required'
+  | 'hash_mismatch'
+  | 'media_type_refused'
+  | 'not_stored'
   | 'slow_consumer'
   | 'rate_limited'
   | 'blocked'
@@ -93,6 +103,8 @@ export type ErrorDetail =
   | { limit: number; actual: number }
   /** With rate_limited, blocked, banned and too_many_connections: how long to wait before trying again. */
   | { retryAfterMs: number }
+  /** With conflict on a timeline request: the seq of the timeline's last change. */
+  | { currentSeq: number }
   | null;
 
 /** Why a connection ended; the value of the client's 'close' event. */
@@ -122,6 +134,8 @@ export declare class ChorusError extends Error {
   detail: ErrorDetail;
   /** Milliseconds to wait before trying again (the detail's `retryAfterMs`), or null. */
   retryAfterMs: number | null;
+  /** On a timeline conflict: the seq of the timeline's last change (the detail's `currentSeq`), or null. */
+  currentSeq: number | null;
   /** For 'closed' errors: why the connection ended, when known. */
   reason?: CloseReason;
   /** The error an `Error` frame (codec form) stands for. */
@@ -581,9 +595,64 @@ export type JoinOption =
   | { Password: string }
   | { Token: string }
   | { Policy: WirePermissionPolicy }
-  | { Template: string };
+  | { Template: string }
+  | { Kind: WireRoomKind }
+  | { Failover: WireFailoverMode };
 
-export type HelloOption = { ApiKey: string };
+export type WirePresence = 'Online' | 'Reconnecting' | 'Away';
+export type WireRoomKind = 'Normal' | 'Relay';
+export type WireFailoverMode = 'NextMember' | 'PauseTimeline' | 'Nothing';
+
+export interface ResumeRoom<U = bigint> {
+  room: number;
+  last_seq: U;
+}
+
+export type HelloOption<U = bigint> = { ApiKey: string } | { Resume: { token: string; rooms: ResumeRoom<U>[] } };
+
+export type TimelineOp<U = bigint> =
+  | 'Play'
+  | 'Pause'
+  | { Seek: { position_us: U } }
+  | { SetRate: { rate_ppm: number } }
+  | { SetTempo: { tempo_mbpm: number | null } };
+
+export type Audience = 'Everyone' | 'Others' | { Role: WireRole };
+
+export interface TimelineState<U = bigint> {
+  name: string;
+  playing: boolean;
+  rate_ppm: number;
+  anchor_time: U;
+  anchor_position_us: U;
+  tempo_mbpm: number | null;
+  seq: U;
+}
+
+export interface PackInfo<U = bigint> {
+  hash: Uint8Array;
+  name: string;
+  media_type: string;
+  size: U;
+  uploader: number;
+}
+
+export interface ChatEntry<U = bigint> {
+  seq: U;
+  author: number;
+  time: U;
+  payload: Uint8Array;
+}
+
+export interface IceServer {
+  urls: string[];
+  username: string | null;
+  credential: string | null;
+}
+
+export type PackStreamHeader<U = bigint> =
+  | { Upload: { hash: Uint8Array; offset: U } }
+  | { Download: { request_id: number; hash: Uint8Array; offset: U; size: U } };
 
 /** An addition of a later 2.x server to its hello; clients ignore kinds they do not know (2.0 defines none). */
 export interface HelloExtension {
@@ -602,6 +671,7 @@ export interface WireRateLimits {
   commands: WireRate;
   ticks: WireRate;
   joins: WireRate;
+  direct: WireRate;
 }
 
 export interface DisplayInfo {
@@ -613,6 +683,7 @@ export interface MemberInfo {
   id: number;
   role: WireRole;
   display: DisplayInfo;
+  presence: WirePresence;
 }
 
 export interface StateEntry<U = bigint> {
@@ -632,6 +703,11 @@ export interface RoomSnapshot<U = bigint> {
   state_version: U;
   last_seq: U;
   policy: WirePermissionPolicy;
+  kind: WireRoomKind;
+  failover: WireFailoverMode;
+  timelines: TimelineState<U>[];
+  packs: PackInfo<U>[];
+  chat: ChatEntry<U>[];
 }
 
 /** Limits in codec (snake_case) form. */
@@ -656,13 +732,21 @@ export interface WireLimits {
   max_token_len: number;
   max_api_key_len: number;
   max_policy_rules: number;
+  max_timeline_name_len: number;
+  max_timelines_per_room: number;
+  max_schedule_ahead_ms: number;
+  max_direct_payload_bytes: number;
+  max_pack_bytes: number;
+  max_packs_per_room: number;
+  max_pack_bytes_per_room: number;
+  max_pack_name_len: number;
 }
 
 export interface ClientHello<U = bigint> {
   version: ProtocolVersion;
   client_name: string;
   capabilities: U;
-  options: HelloOption[];
+  options: HelloOption<U>[];
 }
 
 export interface ServerHello<U = bigint> {
@@ -673,6 +757,9 @@ export interface ServerHello<U = bigint> {
   max_datagram_size: number;
   limits: WireLimits;
   rate_limits: WireRateLimits;
+  /** Presented in a later hello (HelloOption Resume) to resume this session; '' when resuming is off. */
+  resume_token: string;
+  resume_window_ms: U;
   extensions: HelloExtension[];
 }
 
@@ -681,7 +768,8 @@ export type WireErrorDetail<U = bigint> =
   | { Conflict: { current_version: U } }
   | { Version: { server: ProtocolVersion; client: ProtocolVersion } }
   | { Limit: { limit: U; actual: U } }
-  | { RetryAfter: { retry_after_ms: U } };
+  | { RetryAfter: { retry_after_ms: U } }
+  | { Sequence: { current_seq: U } };
 
 export interface ErrorFrame<U = bigint> {
   request_id: number | null;
@@ -701,7 +789,15 @@ export type ClientMessage<U = bigint> =
   | { Kick: { request_id: number; room: number; member: number; reason: string } }
   | { SetRole: { request_id: number; room: number; member: number; role: WireRole } }
   | { SetPassword: { request_id: number; room: number; password: string | null } }
-  | { CloseRoom: { request_id: number; room: number; reason: string } };
+  | { CloseRoom: { request_id: number; room: number; reason: string } }
+  | { Timeline: { request_id: number; room: number; name: string; op: TimelineOp<U>; at: U | null; expected_seq: U | null } }
+  | { Direct: { request_id: number; room: number; to: number; kind: string; payload: Uint8Array } }
+  | { Broadcast: { request_id: number; room: number; audience: Audience; kind: string; payload: Uint8Array } }
+  | { RequestSnapshot: { request_id: number; room: number } }
+  | { GetIceServers: { request_id: number; room: number } }
+  | { SetDelegate: { request_id: number; room: number; member: number | null } }
+  | { PackUpload: { request_id: number; room: number; hash: Uint8Array; name: string; media_type: string; size: U } }
+  | { PackFetch: { request_id: number; room: number; hash: Uint8Array; offset: U } };
 
 export type ServerMessage<U = bigint> =
   | { Hello: ServerHello<U> }
@@ -720,7 +816,17 @@ export type ServerMessage<U = bigint> =
   | { RoleChanged: { room: number; seq: U; member: number; role: WireRole; by: number } }
   | { MemberKicked: { room: number; seq: U; member: number; by: number; reason: string; ban_ms: U } }
   | { RoomClosed: { room: number; seq: U; by: number; reason: string } }
-  | { Ack: { request_id: number; room: number; seq: U } };
+  | { Ack: { request_id: number; room: number; seq: U } }
+  | { PresenceChanged: { room: number; seq: U; member: number; presence: WirePresence } }
+  | { TimelineChanged: { room: number; seq: U; timeline: TimelineState<U>; by: number } }
+  | { DirectMessage: { room: number; from: number; kind: string; payload: Uint8Array } }
+  | { BroadcastMessage: { room: number; from: number; kind: string; payload: Uint8Array } }
+  | { Snapshot: { request_id: number; snapshot: RoomSnapshot<U> } }
+  | { IceServers: { request_id: number; servers: IceServer[]; expires: U } }
+  | { Resumed: { room: number; member: number; snapshot: RoomSnapshot<U> | null } }
+  | { ResumeLost: { room: number; code: number } }
+  | { PackAvailable: { room: number; seq: U; pack: PackInfo<U> } }
+  | { PackUploadReady: { request_id: number; hash: Uint8Array; offset: U } };
 
 export interface Tick {
   room: number;
@@ -765,6 +871,20 @@ export declare function rateLimitsToCamel(rateLimits: WireRateLimits): RateLimit
 /** UTF-8 length of a string, without encoding it. */
 export declare function utf8Length(s: string): number;
 
+// ---- packs ----
+
+/** Largest pack stream header body (256 bytes). */
+export declare const MAX_PACK_HEADER_BYTES: number;
+/** Bytes of a pack hash (SHA-256: 32). */
+export declare const PACK_HASH_BYTES: number;
+/** A pack stream header as a frame (varint length + body): the start of a pack stream or pack-lane message. Throws CodecError 'invalid' for a hash that is not 32 bytes. */
+export declare function encodePackHeader(header: PackStreamHeader<U64Input>): Uint8Array;
+/**
+ * Splits a pack-lane message (or the start of a pack stream) into its header and the content after it.
+ * Throws CodecError 'empty', 'malformed', 'frame_too_large' (header over 256 bytes), 'unknown_tag' or 'limit_exceeded' (hash not 32 bytes).
+ */
+export declare function splitPackMessage(bytes: Bytes): { header: PackStreamHeader; content: Uint8Array };
+
 // ---- framing ----
 
 /** Longest frame length prefix (5). */
@@ -788,6 +908,10 @@ export declare class FrameDecoder {
 export declare const WS_LANE_CONTROL: 0;
 export declare const WS_LANE_TICK: 1;
 export declare const WS_LANE_CHUNK: 2;
+/** Pack messages: a framed PackStreamHeader, then one chunk of content. */
+export declare const WS_LANE_PACK: 3;
+/** Pack content goes out in chunks of at most this many bytes (16 KiB). */
+export declare const WS_PACK_CHUNK_BYTES: number;
 /** Control messages over this many bytes are chunked (16 KiB). */
 export declare const WS_CHUNK_BYTES: number;
 export declare const WS_SUBPROTOCOL: 'chorus.v1';
@@ -796,14 +920,16 @@ export declare const WS_SUBPROTOCOL: 'chorus.v1';
 export declare function wsControlMessages(body: Bytes, chunkBytes?: number): Uint8Array[];
 /** The WebSocket message (lane 0x01) carrying one tick datagram. */
 export declare function wsTickMessage(datagram: Bytes): Uint8Array;
+/** The WebSocket pack-lane message (0x03): the framed header, then the chunk. */
+export declare function wsPackMessage(header: PackStreamHeader<U64Input>, chunk: Bytes): Uint8Array;
 
 /** Joins the WebSocket control lane's chunks. */
 export declare class WsReassembler {
   constructor(maxFrameBytes?: number);
   maxFrameBytes: number;
   setMaxFrameBytes(max: number): void;
-  /** A whole control message or a tick; null for a chunk or a skipped message. Throws CodecError 'frame_too_large'. */
-  push(message: Bytes): { lane: 'control' | 'tick'; body: Uint8Array } | null;
+  /** A whole control message, a tick or a pack message; null for a chunk or a skipped message. Throws CodecError 'frame_too_large'. */
+  push(message: Bytes): { lane: 'control' | 'tick' | 'pack'; body: Uint8Array } | null;
 }
 
 /** How a link saw its connection end. */
@@ -939,4 +1065,11 @@ export declare const codec: Readonly<{
   WS_LANE_CHUNK: 2;
   WS_CHUNK_BYTES: number;
   WS_SUBPROTOCOL: 'chorus.v1';
+  encodePackHeader: typeof encodePackHeader;
+  splitPackMessage: typeof splitPackMessage;
+  wsPackMessage: typeof wsPackMessage;
+  MAX_PACK_HEADER_BYTES: number;
+  PACK_HASH_BYTES: number;
+  WS_LANE_PACK: 3;
+  WS_PACK_CHUNK_BYTES: number;
 }>;

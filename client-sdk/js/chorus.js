@@ -48,6 +48,8 @@ export const ErrorCode = Object.freeze({
   InvalidSender: 206,
   InvalidRoomId: 207,
   Banned: 208,
+  ResumeFailed: 209,
+  PackNotFound: 210,
   Forbidden: 300,
   Conflict: 301,
   StateFull: 302,
@@ -56,6 +58,9 @@ export const ErrorCode = Object.freeze({
   TokenExpired: 305,
   WrongPassword: 306,
   PasswordRequired: 307,
+  HashMismatch: 308,
+  MediaTypeRefused: 309,
+  NotStored: 310,
   SlowConsumer: 400,
   RateLimited: 401,
   Blocked: 402,
@@ -92,9 +97,12 @@ export function errorName(code) {
  * - `requestId`: the request the server's error answers, or `null`;
  * - `detail`: `{ currentVersion }` (conflict), `{ server, client }` (version
  *   mismatch), `{ limit, actual }` (limits, room full, ...), `{ retryAfterMs }`
- *   (rate_limited, blocked, banned, too_many_connections), or `null`;
+ *   (rate_limited, blocked, banned, too_many_connections), `{ currentSeq }`
+ *   (a timeline conflict), or `null`;
  * - `retryAfterMs`: how long to wait before trying again, when the detail says
  *   so (`detail.retryAfterMs`), else `null`;
+ * - `currentSeq`: on a timeline conflict, the seq of the timeline's last change
+ *   (`detail.currentSeq`), else `null`;
  * - `reason`: for `'closed'` errors, the connection's close reason when known.
  */
 export class ChorusError extends Error {
@@ -112,6 +120,8 @@ export class ChorusError extends Error {
     this.detail = extra.detail ?? null;
     /** Milliseconds to wait before retrying (a RetryAfter detail), or null. */
     this.retryAfterMs = typeof this.detail?.retryAfterMs === 'number' ? this.detail.retryAfterMs : null;
+    /** The seq of a timeline's last change (a Sequence detail, on a timeline conflict), or null. */
+    this.currentSeq = typeof this.detail?.currentSeq === 'number' ? this.detail.currentSeq : null;
     if (extra.reason !== undefined) this.reason = extra.reason;
   }
 
@@ -137,6 +147,7 @@ function errorDetail(detail) {
   }
   if (detail.Limit) return { limit: toNumber(detail.Limit.limit), actual: toNumber(detail.Limit.actual) };
   if (detail.RetryAfter) return { retryAfterMs: toNumber(detail.RetryAfter.retry_after_ms) };
+  if (detail.Sequence) return { currentSeq: toNumber(detail.Sequence.current_seq) };
   return null;
 }
 
@@ -600,7 +611,7 @@ function Enum(enumName, variants) {
 
 // ---- the protocol's types (PROTOCOL.md §2.3, §2.4, §4, §5) ------------------
 
-/** The 20 fields of `Limits`, in wire order (§4.3). */
+/** The 28 fields of `Limits`, in wire order (§4.3). */
 const LIMIT_FIELDS = [
   'max_frame_bytes',
   'max_tick_payload_bytes',
@@ -622,6 +633,14 @@ const LIMIT_FIELDS = [
   'max_token_len',
   'max_api_key_len',
   'max_policy_rules',
+  'max_timeline_name_len',
+  'max_timelines_per_room',
+  'max_schedule_ahead_ms',
+  'max_direct_payload_bytes',
+  'max_pack_bytes',
+  'max_packs_per_room',
+  'max_pack_bytes_per_room',
+  'max_pack_name_len',
 ];
 
 /** The server's default limits (§4.3), in codec (snake_case) form. */
@@ -646,6 +665,14 @@ export const DEFAULT_LIMITS = Object.freeze({
   max_token_len: 4096,
   max_api_key_len: 256,
   max_policy_rules: 64,
+  max_timeline_name_len: 64,
+  max_timelines_per_room: 16,
+  max_schedule_ahead_ms: 10000,
+  max_direct_payload_bytes: 64 * 1024,
+  max_pack_bytes: 2 * 1024 * 1024,
+  max_packs_per_room: 300,
+  max_pack_bytes_per_room: 256 * 1024 * 1024,
+  max_pack_name_len: 128,
 });
 
 /** The server's default per-session rate budgets (`RateLimits::default()`), in codec form. */
@@ -655,10 +682,11 @@ export const DEFAULT_RATE_LIMITS = Object.freeze({
   commands: Object.freeze({ per_second: 30, burst: 60 }),
   ticks: Object.freeze({ per_second: 120, burst: 240 }),
   joins: Object.freeze({ per_second: 5, burst: 10 }),
+  direct: Object.freeze({ per_second: 30, burst: 60 }),
 });
 
-/** The five budgets of `RateLimits`, in wire order. */
-const RATE_LIMIT_FIELDS = ['messages', 'state_updates', 'commands', 'ticks', 'joins'];
+/** The six budgets of `RateLimits`, in wire order. */
+const RATE_LIMIT_FIELDS = ['messages', 'state_updates', 'commands', 'ticks', 'joins', 'direct'];
 
 /**
  * The actions a permission policy governs, in wire order (the variants of
@@ -685,6 +713,9 @@ export const TICK_MAX_OVERHEAD = 19;
 
 const ProtocolVersionT = Struct([['major', U16], ['minor', U16]]);
 const RoleT = Enum('Role', [['Host'], ['Editor'], ['Viewer']]);
+const PresenceT = Enum('Presence', [['Online'], ['Reconnecting'], ['Away']]);
+const RoomKindT = Enum('RoomKind', [['Normal'], ['Relay']]);
+const FailoverModeT = Enum('FailoverMode', [['NextMember'], ['PauseTimeline'], ['Nothing']]);
 const LeaveReasonT = Enum('LeaveReason', [['Left'], ['Disconnected'], ['TooSlow'], ['TimedOut']]);
 const ActionT = Enum('Action', ACTION_NAMES.map(([wire]) => [wire]));
 const PermissionRuleT = Struct([['action', ActionT], ['scope', STRING], ['roles', Vec(RoleT)]]);
@@ -698,12 +729,38 @@ const JoinOptionT = Enum('JoinOption', [
   ['Token', STRING],
   ['Policy', PermissionPolicyT],
   ['Template', STRING],
+  ['Kind', RoomKindT],
+  ['Failover', FailoverModeT],
 ]);
-const HelloOptionT = Enum('HelloOption', [['ApiKey', STRING]]);
+const ResumeRoomT = Struct([['room', U32], ['last_seq', U64]]);
+const HelloOptionT = Enum('HelloOption', [
+  ['ApiKey', STRING],
+  ['Resume', Struct([['token', STRING], ['rooms', Vec(ResumeRoomT)]])],
+]);
+const TimelineOpT = Enum('TimelineOp', [
+  ['Play'],
+  ['Pause'],
+  ['Seek', Struct([['position_us', U64]])],
+  ['SetRate', Struct([['rate_ppm', U32]])],
+  ['SetTempo', Struct([['tempo_mbpm', Option(U32)]])],
+]);
+const AudienceT = Enum('Audience', [['Everyone'], ['Others'], ['Role', RoleT]]);
 const HelloExtensionT = Struct([['kind', U16], ['data', BYTES]]);
 const DisplayInfoT = Struct([['name', STRING], ['meta', BYTES]]);
-const MemberInfoT = Struct([['id', U32], ['role', RoleT], ['display', DisplayInfoT]]);
+const MemberInfoT = Struct([['id', U32], ['role', RoleT], ['display', DisplayInfoT], ['presence', PresenceT]]);
 const StateEntryT = Struct([['key', STRING], ['value', BYTES], ['version', U64], ['author', U32]]);
+const TimelineStateT = Struct([
+  ['name', STRING],
+  ['playing', BOOL],
+  ['rate_ppm', U32],
+  ['anchor_time', U64],
+  ['anchor_position_us', U64],
+  ['tempo_mbpm', Option(U32)],
+  ['seq', U64],
+]);
+const PackInfoT = Struct([['hash', BYTES], ['name', STRING], ['media_type', STRING], ['size', U64], ['uploader', U32]]);
+const ChatEntryT = Struct([['seq', U64], ['author', U32], ['time', U64], ['payload', BYTES]]);
+const IceServerT = Struct([['urls', Vec(STRING)], ['username', Option(STRING)], ['credential', Option(STRING)]]);
 const RoomSnapshotT = Struct([
   ['room_id', STRING],
   ['room', U32],
@@ -714,6 +771,11 @@ const RoomSnapshotT = Struct([
   ['state_version', U64],
   ['last_seq', U64],
   ['policy', PermissionPolicyT],
+  ['kind', RoomKindT],
+  ['failover', FailoverModeT],
+  ['timelines', Vec(TimelineStateT)],
+  ['packs', Vec(PackInfoT)],
+  ['chat', Vec(ChatEntryT)],
 ]);
 const LimitsT = Struct(LIMIT_FIELDS.map((name) => [name, U32]));
 const ClientHelloT = Struct([
@@ -730,6 +792,8 @@ const ServerHelloT = Struct([
   ['max_datagram_size', U32],
   ['limits', LimitsT],
   ['rate_limits', RateLimitsT],
+  ['resume_token', STRING],
+  ['resume_window_ms', U64],
   ['extensions', Vec(HelloExtensionT)],
 ]);
 const ErrorDetailT = Enum('ErrorDetail', [
@@ -738,6 +802,7 @@ const ErrorDetailT = Enum('ErrorDetail', [
   ['Version', Struct([['server', ProtocolVersionT], ['client', ProtocolVersionT]])],
   ['Limit', Struct([['limit', U64], ['actual', U64]])],
   ['RetryAfter', Struct([['retry_after_ms', U64]])],
+  ['Sequence', Struct([['current_seq', U64]])],
 ]);
 const ErrorFrameT = Struct([
   ['request_id', Option(U32)],
@@ -788,6 +853,34 @@ const ClientMessageT = Enum('ClientMessage', [
   ['SetRole', Struct([['request_id', U32], ['room', U32], ['member', U32], ['role', RoleT]])],
   ['SetPassword', Struct([['request_id', U32], ['room', U32], ['password', Option(STRING)]])],
   ['CloseRoom', Struct([['request_id', U32], ['room', U32], ['reason', STRING]])],
+  [
+    'Timeline',
+    Struct([
+      ['request_id', U32],
+      ['room', U32],
+      ['name', STRING],
+      ['op', TimelineOpT],
+      ['at', Option(U64)],
+      ['expected_seq', Option(U64)],
+    ]),
+  ],
+  ['Direct', Struct([['request_id', U32], ['room', U32], ['to', U32], ['kind', STRING], ['payload', BYTES]])],
+  ['Broadcast', Struct([['request_id', U32], ['room', U32], ['audience', AudienceT], ['kind', STRING], ['payload', BYTES]])],
+  ['RequestSnapshot', Struct([['request_id', U32], ['room', U32]])],
+  ['GetIceServers', Struct([['request_id', U32], ['room', U32]])],
+  ['SetDelegate', Struct([['request_id', U32], ['room', U32], ['member', Option(U32)]])],
+  [
+    'PackUpload',
+    Struct([
+      ['request_id', U32],
+      ['room', U32],
+      ['hash', BYTES],
+      ['name', STRING],
+      ['media_type', STRING],
+      ['size', U64],
+    ]),
+  ],
+  ['PackFetch', Struct([['request_id', U32], ['room', U32], ['hash', BYTES], ['offset', U64]])],
 ]);
 
 /** Server -> client, control stream (§5.2). */
@@ -840,6 +933,25 @@ const ServerMessageT = Enum('ServerMessage', [
   ],
   ['RoomClosed', Struct([['room', U32], ['seq', U64], ['by', U32], ['reason', STRING]])],
   ['Ack', Struct([['request_id', U32], ['room', U32], ['seq', U64]])],
+  ['PresenceChanged', Struct([['room', U32], ['seq', U64], ['member', U32], ['presence', PresenceT]])],
+  ['TimelineChanged', Struct([['room', U32], ['seq', U64], ['timeline', TimelineStateT], ['by', U32]])],
+  ['DirectMessage', Struct([['room', U32], ['from', U32], ['kind', STRING], ['payload', BYTES]])],
+  ['BroadcastMessage', Struct([['room', U32], ['from', U32], ['kind', STRING], ['payload', BYTES]])],
+  ['Snapshot', Struct([['request_id', U32], ['snapshot', RoomSnapshotT]])],
+  ['IceServers', Struct([['request_id', U32], ['servers', Vec(IceServerT)], ['expires', U64]])],
+  ['Resumed', Struct([['room', U32], ['member', U32], ['snapshot', Option(RoomSnapshotT)]])],
+  ['ResumeLost', Struct([['room', U32], ['code', U16]])],
+  ['PackAvailable', Struct([['room', U32], ['seq', U64], ['pack', PackInfoT]])],
+  ['PackUploadReady', Struct([['request_id', U32], ['hash', BYTES], ['offset', U64]])],
+]);
+
+/**
+ * The header of a pack transfer (§ packs): the first frame of a WebTransport
+ * unidirectional stream, or the start of every WebSocket pack-lane message.
+ */
+const PackStreamHeaderT = Enum('PackStreamHeader', [
+  ['Upload', Struct([['hash', BYTES], ['offset', U64]])],
+  ['Download', Struct([['request_id', U32], ['hash', BYTES], ['offset', U64], ['size', U64]])],
 ]);
 
 /** Both directions, one per datagram (§5.3). */
@@ -949,6 +1061,66 @@ export function decodeDatagram(bytes, limits) {
   return datagram;
 }
 
+/** Largest pack stream header body, in bytes (`MAX_PACK_HEADER_BYTES`). */
+export const MAX_PACK_HEADER_BYTES = 256;
+/** Bytes of a pack hash (SHA-256). */
+export const PACK_HASH_BYTES = 32;
+
+/**
+ * Encodes a pack stream header as a frame (varint length, then the postcard
+ * body): the start of a pack stream, or of a WebSocket pack-lane message.
+ * @param {object} header `{ Upload: { hash, offset } }` or `{ Download: { request_id, hash, offset, size } }`
+ * @returns {Uint8Array}
+ */
+export function encodePackHeader(header) {
+  const body = encodeTop(PackStreamHeaderT, header);
+  const hash = (header.Upload ?? header.Download)?.hash;
+  if (bytesValue(hash).length !== PACK_HASH_BYTES) throw invalid(`a pack hash is ${PACK_HASH_BYTES} bytes`);
+  return encodeFrame(body);
+}
+
+/**
+ * Splits a pack-lane message (or the start of a pack stream) into its header
+ * and the content bytes after it (`split_pack_message`). The header must be a
+ * complete frame of at most MAX_PACK_HEADER_BYTES holding exactly one header
+ * with a 32-byte hash.
+ * @returns {{ header: object, content: Uint8Array }} `content` is a view into `bytes`
+ * @throws {CodecError} 'empty', 'malformed', 'frame_too_large', 'unknown_tag' or 'limit_exceeded'
+ */
+export function splitPackMessage(input) {
+  const bytes = inputBytes(input);
+  if (bytes.length === 0) throw new CodecError('empty', 'empty pack message');
+  const prefix = readFrameLength(bytes);
+  if (prefix === null) throw malformed('truncated pack header length');
+  if (prefix.value > MAX_PACK_HEADER_BYTES) {
+    throw new CodecError('frame_too_large', `pack header of ${prefix.value} bytes exceeds the maximum of ${MAX_PACK_HEADER_BYTES}`, {
+      detail: { limit: MAX_PACK_HEADER_BYTES, actual: prefix.value },
+    });
+  }
+  const end = prefix.used + prefix.value;
+  if (end > bytes.length) throw malformed(`declared pack header length ${prefix.value} exceeds the ${bytes.length - prefix.used} bytes left`);
+  const header = decodeTop(PackStreamHeaderT, bytes.subarray(prefix.used, end));
+  const hash = (header.Upload ?? header.Download).hash;
+  if (hash.length !== PACK_HASH_BYTES) {
+    throw new CodecError('limit_exceeded', `pack hash is ${hash.length} bytes, not ${PACK_HASH_BYTES}`, {
+      detail: { limit: PACK_HASH_BYTES, actual: hash.length },
+    });
+  }
+  return { header, content: bytes.subarray(end) };
+}
+
+/**
+ * Whether `bytes` starts with a whole pack header frame (so `splitPackMessage`
+ * can read it), for stream readers that get the header in pieces. Throws like
+ * `splitPackMessage` for a header that can never become valid.
+ */
+function packHeaderComplete(bytes) {
+  const prefix = readFrameLength(bytes);
+  if (prefix === null) return false;
+  if (prefix.value > MAX_PACK_HEADER_BYTES) splitPackMessage(bytes); // throws frame_too_large
+  return bytes.length >= prefix.used + prefix.value;
+}
+
 /** UTF-8 length of a string without encoding it. */
 export function utf8Length(s) {
   let n = 0;
@@ -986,6 +1158,12 @@ export function validateClientMessage(message, limits) {
       );
       for (const option of m.options ?? []) {
         if (option?.ApiKey !== undefined) checks.push(['api key', byteLength(option.ApiKey), limits.max_api_key_len]);
+        if (option?.Resume !== undefined) {
+          checks.push(
+            ['resume token', byteLength(option.Resume.token), limits.max_token_len],
+            ['resume rooms', option.Resume.rooms?.length ?? 0, limits.max_rooms_per_session],
+          );
+        }
       }
       break;
     case 'Join':
@@ -1022,6 +1200,26 @@ export function validateClientMessage(message, limits) {
       break;
     case 'DeleteState':
       checks.push(['state key', byteLength(m.key), limits.max_state_key_len]);
+      break;
+    case 'Timeline':
+      checks.push(['timeline name', byteLength(m.name), limits.max_timeline_name_len]);
+      break;
+    case 'Direct':
+    case 'Broadcast':
+      checks.push(
+        ['message kind', byteLength(m.kind), limits.max_command_kind_len],
+        ['message payload', byteLength(m.payload), limits.max_direct_payload_bytes],
+      );
+      break;
+    case 'PackUpload':
+      checks.push(
+        ['pack hash', byteLength(m.hash), PACK_HASH_BYTES],
+        ['pack name', byteLength(m.name), limits.max_pack_name_len],
+        ['media type', byteLength(m.media_type), limits.max_pack_name_len],
+      );
+      break;
+    case 'PackFetch':
+      checks.push(['pack hash', byteLength(m.hash), PACK_HASH_BYTES]);
       break;
     case 'Command':
       checks.push(
@@ -1174,6 +1372,10 @@ export class FrameDecoder {
 export const WS_LANE_CONTROL = 0x00;
 export const WS_LANE_TICK = 0x01;
 export const WS_LANE_CHUNK = 0x02;
+/** A pack message: a framed PackStreamHeader, then one chunk of content. */
+export const WS_LANE_PACK = 0x03;
+/** Pack content goes out in pieces of at most this many bytes (the server's PACK_CHUNK_BYTES). */
+export const WS_PACK_CHUNK_BYTES = 16 * 1024;
 /** Control messages with a larger body are sent in pieces of this size. */
 export const WS_CHUNK_BYTES = 16 * 1024;
 /** The WebSocket subprotocol offered. */
@@ -1200,6 +1402,21 @@ export function wsControlMessages(body, chunkBytes = WS_CHUNK_BYTES) {
   return out;
 }
 
+/**
+ * The WebSocket pack-lane message carrying one chunk of an upload: lane byte
+ * 0x03, the framed `Upload { hash, offset }` header (`offset`: this chunk's
+ * offset in the pack), then the chunk.
+ */
+export function wsPackMessage(header, chunk) {
+  const head = encodePackHeader(header);
+  const c = inputBytes(chunk);
+  const out = new Uint8Array(1 + head.length + c.length);
+  out[0] = WS_LANE_PACK;
+  out.set(head, 1);
+  out.set(c, 1 + head.length);
+  return out;
+}
+
 /** The WebSocket message carrying one tick datagram. */
 export function wsTickMessage(datagram) {
   const d = inputBytes(datagram);
@@ -1211,7 +1428,7 @@ export function wsTickMessage(datagram) {
 
 /**
  * Joins the WebSocket control lane's chunks into whole control messages; ticks
- * may come between the chunks. Empty messages and unknown lane bytes are
+ * and pack messages may come between the chunks. Empty messages and unknown lane bytes are
  * skipped. A reassembled message over `maxFrameBytes` is fatal.
  */
 export class WsReassembler {
@@ -1228,7 +1445,7 @@ export class WsReassembler {
 
   /**
    * Takes one binary WebSocket message.
-   * @returns {{ lane: 'control'|'tick', body: Uint8Array } | null} null for a chunk or a skipped message
+   * @returns {{ lane: 'control'|'tick'|'pack', body: Uint8Array } | null} null for a chunk or a skipped message
    * @throws {CodecError} 'frame_too_large'
    */
   push(message) {
@@ -1238,6 +1455,9 @@ export class WsReassembler {
     switch (m[0]) {
       case WS_LANE_TICK:
         return { lane: 'tick', body };
+      case WS_LANE_PACK:
+        // Self-contained: it may come between the pieces of a control message.
+        return { lane: 'pack', body };
       case WS_LANE_CONTROL: {
         if (!this.chunking) {
           this.check(body.length);
@@ -3379,4 +3599,11 @@ export const codec = Object.freeze({
   WS_LANE_CHUNK,
   WS_CHUNK_BYTES,
   WS_SUBPROTOCOL,
+  encodePackHeader,
+  splitPackMessage,
+  wsPackMessage,
+  MAX_PACK_HEADER_BYTES,
+  PACK_HASH_BYTES,
+  WS_LANE_PACK,
+  WS_PACK_CHUNK_BYTES,
 });

@@ -101,6 +101,7 @@ test('rateLimits come from the hello; unknown hello extensions are ignored', asy
     commands: { perSecond: 30, burst: 60 },
     ticks: { perSecond: 60, burst: 90 },
     joins: { perSecond: 5, burst: 10 },
+    direct: { perSecond: 30, burst: 60 },
   });
   assert.ok(Object.isFrozen(client.rateLimits) && Object.isFrozen(client.rateLimits.ticks));
   assert.equal(client.serverHello.extensions[0].kind, 4242, 'kept in the codec-form hello, otherwise unused');

@@ -211,7 +211,7 @@ test('server frames with unknown tags are skipped; undecodable ones close the co
   const { server, client, room } = await joined();
   const seen = [];
   room.on('command', (c) => seen.push(c.seq));
-  server.sendRaw(Uint8Array.of(15, 1, 2, 3)); // a tag from a newer server
+  server.sendRaw(Uint8Array.of(25, 1, 2, 3)); // a tag from a newer server
   server.sendRaw(Uint8Array.of(0x80, 0x01)); // tag 128
   server.send({ CommandEvent: { room: 1, seq: 3n, author: 1, kind: 'k', payload: new Uint8Array(), idempotency_key: null } });
   await until(() => seen.length === 1);

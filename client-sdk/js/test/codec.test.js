@@ -17,10 +17,20 @@ import {
   encodeServerMessage,
   validateClientMessage,
   utf8Length,
+  splitPackMessage,
+  CLIENT_MESSAGE_TAGS,
+  SERVER_MESSAGE_TAGS,
 } from '../chorus.js';
 import { hexToBytes, loadVectors } from './support/vectors.js';
 
-const DECODERS = { client: decodeClientMessage, server: decodeServerMessage, datagram: decodeDatagram };
+/** A framed pack header and nothing after it (content after a header is not an error, but these vectors hold none). */
+function decodePackHeaderOnly(bytes) {
+  const { header, content } = splitPackMessage(bytes);
+  if (content.length > 0) throw new CodecError('trailing', `${content.length} bytes after the pack header`);
+  return header;
+}
+
+const DECODERS = { client: decodeClientMessage, server: decodeServerMessage, datagram: decodeDatagram, pack: decodePackHeaderOnly };
 const vectors = loadVectors();
 
 /** Asserts `fn` throws a CodecError (and nothing else), optionally of `kind`; returns it. */
@@ -59,8 +69,8 @@ test('trailing bytes are refused', () => {
 
 test('unknown tags are refused before the rest is read', () => {
   for (const [decode, first] of [
-    [decodeClientMessage, 11],
-    [decodeServerMessage, 15],
+    [decodeClientMessage, CLIENT_MESSAGE_TAGS],
+    [decodeServerMessage, SERVER_MESSAGE_TAGS],
     [decodeDatagram, 1],
   ]) {
     const e = codecFails(() => decode(Uint8Array.of(first)), 'unknown_tag');
@@ -80,17 +90,25 @@ test('unknown nested enum indices, bad bools and option bytes are malformed', ()
   codecFails(() => decodeServerMessage(hexToBytes('0301060303' + '0000')), 'malformed');
   // member_left with reason 4.
   codecFails(() => decodeServerMessage(hexToBytes('0401070304')), 'malformed');
-  // join with JoinOption 6.
-  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '06')), 'malformed');
-  // hello with HelloOption 1.
-  codecFails(() => decodeClientMessage(hexToBytes('000200' + '0161' + '00' + '01' + '01')), 'malformed');
+  // join with JoinOption 8, and with RoomKind 2 and FailoverMode 3.
+  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '08')), 'malformed');
+  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '0602')), 'malformed');
+  codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '0703')), 'malformed');
+  // hello with HelloOption 2.
+  codecFails(() => decodeClientMessage(hexToBytes('000200' + '0161' + '00' + '01' + '02')), 'malformed');
+  // presence_changed with Presence 3; timeline with TimelineOp 5; broadcast with Audience 3.
+  codecFails(() => decodeServerMessage(hexToBytes('0f010d0203')), 'malformed');
+  codecFails(() => decodeClientMessage(hexToBytes('0b010101610500' + '0000')), 'malformed');
+  codecFails(() => decodeClientMessage(hexToBytes('0d010103016b00')), 'malformed');
   // join with a policy rule for Action 10, and with role 3 in a rule.
   codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '04' + '01' + '0a' + '00' + '00')), 'malformed');
   codecFails(() => decodeClientMessage(hexToBytes('01010161000001' + '04' + '01' + '00' + '00' + '0103')), 'malformed');
   // set_role with role 3.
   codecFails(() => decodeClientMessage(hexToBytes('0801010303')), 'malformed');
-  // error with ErrorDetail 5.
+  // error with ErrorDetail 6 (5 is Sequence, and needs its seq).
+  codecFails(() => decodeServerMessage(hexToBytes('0a00900301' + '78' + '06')), 'malformed');
   codecFails(() => decodeServerMessage(hexToBytes('0a00900301' + '78' + '05')), 'malformed');
+  assert.deepEqual(decodeServerMessage(hexToBytes('0a00900301' + '78' + '0507')).Error.detail, { Sequence: { current_seq: 7n } });
   // set_password with option byte 2.
   codecFails(() => decodeClientMessage(hexToBytes('09010102')), 'malformed');
   // command_ack with duplicate = 2.
@@ -221,6 +239,22 @@ test('limits are checked when asked, inclusively', () => {
     { field: 'idempotency key', limit: 64, actual: 65 },
   );
   assert.equal(validateClientMessage({ Ping: { client_time: 1 } }, DEFAULT_LIMITS), null);
+  // The messages of the sync semantics.
+  const room = { request_id: 1, room: 1 };
+  const cases = [
+    [{ Timeline: { ...room, name: 't'.repeat(65), op: 'Play', at: null, expected_seq: null } }, 'timeline name', 64],
+    [{ Direct: { ...room, to: 2, kind: 'k'.repeat(65), payload: [] } }, 'message kind', 64],
+    [{ Broadcast: { ...room, audience: 'Others', kind: 'k', payload: new Uint8Array(65537) } }, 'message payload', 65536],
+    [{ PackUpload: { ...room, hash: new Uint8Array(33), name: 'a.png', media_type: 'image/png', size: 1 } }, 'pack hash', 32],
+    [{ PackUpload: { ...room, hash: new Uint8Array(32), name: 'n'.repeat(129), media_type: 'image/png', size: 1 } }, 'pack name', 128],
+    [{ PackFetch: { ...room, hash: new Uint8Array(31).fill(1), offset: 0 } }, null, 0],
+    [{ Hello: { version: { major: 2, minor: 0 }, client_name: 'c', capabilities: 0, options: [{ Resume: { token: 't', rooms: new Array(17).fill({ room: 1, last_seq: 1 }) } }] } }, 'resume rooms', 16],
+  ];
+  for (const [message, field, limit] of cases) {
+    const v = validateClientMessage(message, DEFAULT_LIMITS);
+    if (field === null) assert.equal(v, null);
+    else assert.deepEqual([v?.field, v?.limit], [field, limit], JSON.stringify(Object.keys(message)));
+  }
 });
 
 test('utf8Length agrees with TextEncoder', () => {

@@ -153,8 +153,13 @@ test('the reassembler joins chunks, with ticks between them', () => {
 test('the reassembler skips empty messages and unknown lanes', () => {
   const r = new WsReassembler();
   assert.equal(r.push(new Uint8Array(0)), null);
-  assert.equal(r.push(Uint8Array.of(3, 1, 2)), null);
+  assert.equal(r.push(Uint8Array.of(4, 1, 2)), null);
   assert.equal(r.push(Uint8Array.of(0xff)), null);
+  // 0x03 is the pack lane: self-contained, even between the pieces of a control message.
+  assert.deepEqual(r.push(Uint8Array.of(3, 1, 2)), { lane: 'pack', body: Uint8Array.of(1, 2) });
+  assert.equal(r.push(Uint8Array.of(2, 9)), null);
+  assert.deepEqual(r.push(Uint8Array.of(3, 5)), { lane: 'pack', body: Uint8Array.of(5) });
+  assert.deepEqual(r.push(Uint8Array.of(0, 8)), { lane: 'control', body: Uint8Array.of(9, 8) });
   assert.deepEqual(r.push(Uint8Array.of(0, 7)), { lane: 'control', body: Uint8Array.of(7) });
 });
 

@@ -71,6 +71,8 @@ export class FakeServer {
       max_datagram_size: this.maxDatagramSize,
       limits: this.limits,
       rate_limits: this.rateLimits,
+      resume_token: this.resumeToken ?? '',
+      resume_window_ms: BigInt(this.resumeWindowMs ?? 0),
       extensions: [],
       ...overrides,
     };
@@ -99,7 +101,7 @@ export class FakeServer {
   }
 
   send(message) {
-    this.conn.sendControl(encodeServerMessage(message));
+    this.conn.sendControl(encodeServerMessage(withPresence(message)));
   }
 
   sendRaw(body) {
@@ -122,16 +124,38 @@ export class FakeServer {
       you: 2,
       role: 'Editor',
       members: [
-        { id: 1, role: 'Host', display: { name: 'ada', meta: new Uint8Array() } },
-        { id: 2, role: 'Editor', display: { name: 'bob', meta: new Uint8Array() } },
+        { id: 1, role: 'Host', display: { name: 'ada', meta: new Uint8Array() }, presence: 'Online' },
+        { id: 2, role: 'Editor', display: { name: 'bob', meta: new Uint8Array() }, presence: 'Online' },
       ],
       state: [],
       state_version: 0n,
       last_seq: 2n,
       policy: { rules: [] },
+      kind: 'Normal',
+      failover: 'NextMember',
+      timelines: [],
+      packs: [],
+      chat: [],
       ...overrides,
     };
   }
+}
+
+/** Members written without a presence (older fixtures) are online. */
+function onlineMember(member) {
+  return member && member.presence === undefined ? { ...member, presence: 'Online' } : member;
+}
+
+function withPresenceSnapshot(snapshot) {
+  return snapshot ? { ...snapshot, members: snapshot.members.map(onlineMember) } : snapshot;
+}
+
+function withPresence(message) {
+  if (message.MemberJoined) return { MemberJoined: { ...message.MemberJoined, member: onlineMember(message.MemberJoined.member) } };
+  for (const tag of ['Joined', 'Snapshot', 'Resumed']) {
+    if (message[tag]?.snapshot) return { [tag]: { ...message[tag], snapshot: withPresenceSnapshot(message[tag].snapshot) } };
+  }
+  return message;
 }
 
 /** The browser WebSocket API, as much as the SDK uses. */

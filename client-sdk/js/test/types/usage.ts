@@ -172,7 +172,15 @@ export function codecExample(): void {
     state_version: 0,
     last_seq: 1n,
     policy: { rules: [{ action: 'SendCommands', scope: 'chat', roles: ['Viewer'] }] },
+    kind: 'Normal',
+    failover: 'NextMember',
+    timelines: [{ name: 'main', playing: true, rate_ppm: 1_000_000, anchor_time: 5n, anchor_position_us: 0, tempo_mbpm: null, seq: 1 }],
+    packs: [],
+    chat: [{ seq: 1, author: 1, time: 2n, payload: new Uint8Array() }],
   });
+  const packMessage = codec.wsPackMessage({ Upload: { hash: new Uint8Array(32), offset: 0 } }, new Uint8Array(3));
+  const split = codec.splitPackMessage(packMessage.subarray(1));
+  if ('Download' in split.header) void split.header.Download.size;
   const allowed: boolean = replica.can('send_commands', 'chat');
   void allowed;
   const outcome = replica.apply({ StateChanged: { room: 1, seq: 2n, key: 'k', value: null, version: 1n, author: 1 } });
