@@ -873,24 +873,33 @@ impl Shared {
         let mut writer_running = true;
         // A failed write: how, and until when the reader may tell better.
         let mut writer_failure: Option<(LinkClose, Deadline)> = None;
+        // Nothing at all (not even the keep-alive's pongs) for this long: the
+        // connection is dead, though the transport has not noticed yet.
+        let silence = self.silence_limit();
+        let mut last_heard = Deadline::now();
         loop {
             let resume_deadline = lock(&self.state).resume.as_ref().map(|r| r.deadline);
             let failure_deadline = writer_failure.as_ref().map(|(_, d)| *d);
+            let silent_at = silence.map(|limit| last_heard + limit);
             tokio::select! {
                 inbound = reader.recv() => match inbound {
-                    Ok(Inbound::Control(body)) => {
-                        if let Err(reason) = self.on_control(&body) {
+                    Ok(inbound) => {
+                        last_heard = Deadline::now();
+                        if let Err(reason) = self.on_inbound(inbound) {
                             self.shutdown(reason);
                             return End::Shutdown;
                         }
                     }
-                    Ok(Inbound::Datagram(bytes)) => self.on_datagram(bytes),
-                    Ok(Inbound::Pack(message)) => self.on_pack_message(message),
-                    Ok(Inbound::PackStream(stream)) => {
-                        tokio::spawn(Arc::clone(self).receive_pack_stream(stream));
-                    }
                     Err(close) => return End::Dropped(self.reason_for(close)),
                 },
+                () = sleep_until(silent_at), if silent_at.is_some() => {
+                    let limit = silence.unwrap_or_default();
+                    warn!(?limit, "nothing heard from the server; taking the connection for dropped");
+                    return End::Dropped(CloseReason::Transport(format!(
+                        "nothing heard from the server for {} ms",
+                        limit.as_millis()
+                    )));
+                }
                 result = &mut writer_done, if writer_running => {
                     writer_running = false;
                     if let Ok(Err(close)) = result {
@@ -910,6 +919,27 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Handles one thing the connection delivered; an error ends the client
+    /// (the server broke the protocol).
+    fn on_inbound(self: &Arc<Self>, inbound: Inbound) -> Result<(), CloseReason> {
+        match inbound {
+            Inbound::Control(body) => return self.on_control(&body),
+            Inbound::Datagram(bytes) => self.on_datagram(bytes),
+            Inbound::Pack(message) => self.on_pack_message(message),
+            Inbound::PackStream(stream) => {
+                tokio::spawn(Arc::clone(self).receive_pack_stream(stream));
+            }
+        }
+        Ok(())
+    }
+
+    /// How long a connection may stay silent before it is taken for dead:
+    /// three keep-alive intervals, at least a second (none without keep-alive).
+    fn silence_limit(&self) -> Option<Duration> {
+        let interval = self.options.ping_interval;
+        (!interval.is_zero()).then(|| (3 * interval).max(Duration::from_secs(1)))
     }
 
     /// The close reason for a connection that ended this way: with the

@@ -119,8 +119,12 @@ pub struct ConnectOptions {
     /// The keep-alive: one Chorus `Ping` this often while connected. It tells
     /// the server this client is there (a host silent for 15 s is seen as
     /// away, and the room may fail over to another host), and each pong is a
-    /// clock sample, so the estimate follows the clock's drift. Default: 5 s
-    /// (the server expects at least that often). [`Duration::ZERO`] disables it.
+    /// clock sample, so the estimate follows the clock's drift. When nothing
+    /// at all arrives for three intervals (at least a second), not even a
+    /// pong, the connection is taken for dropped (and resumed, see
+    /// [`reconnect`](crate::reconnect)) without waiting for the transport's
+    /// idle timeout. Default: 5 s (the server expects at least that often).
+    /// [`Duration::ZERO`] disables both.
     pub ping_interval: Duration,
     /// How often a burst of [`clock_refresh_pings`](Self::clock_refresh_pings)
     /// re-syncs the clock in the background, on top of the keep-alive pings.

@@ -844,6 +844,66 @@ async fn the_client_ends_when_the_resume_window_passes() {
 }
 
 #[tokio::test]
+async fn a_silent_connection_is_taken_for_dropped_and_resumed() {
+    let (url, server) = serve(|server| async move {
+        let mut silent = server.accept().await;
+        greet(&mut silent, "token-1", 60_000).await;
+        answer_join(&mut silent).await;
+        // From now on this connection reads nothing and answers nothing,
+        // though it stays open: the client must notice by itself.
+        let mut peer = server.accept().await;
+        greet_resume(
+            &mut peer,
+            "token-1",
+            vec![ResumeRoom {
+                room: SLOT,
+                last_seq: Seq(5),
+            }],
+            "token-2",
+        )
+        .await;
+        peer.send(&ServerMessage::Resumed {
+            room: SLOT,
+            member: MemberId(2),
+            snapshot: None,
+        })
+        .await;
+        assert_eq!(peer.answer_leaves_until_gone().await, [SLOT]);
+        drop(silent);
+    })
+    .await;
+
+    let client = Client::connect(
+        &url,
+        ConnectOptions {
+            ping_interval: Duration::from_millis(100),
+            ..options()
+        },
+    )
+    .await
+    .expect("connect");
+    let mut connection = client.connection_events();
+    let room = client
+        .join("lobby", JoinOptions::named("bo"))
+        .await
+        .expect("join");
+    match next_event(&mut connection).await {
+        ConnectionEvent::Reconnecting { reason, .. } => match reason {
+            CloseReason::Transport(text) => assert!(text.contains("nothing heard"), "{text}"),
+            other => panic!("unexpected reason {other:?}"),
+        },
+        other => panic!("expected reconnecting, got {other:?}"),
+    }
+    assert!(matches!(
+        next_outcome(&mut connection).await,
+        ConnectionEvent::Resumed { .. }
+    ));
+    assert!(room.is_joined());
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
 async fn a_close_with_an_error_is_not_resumed() {
     let (url, server) = serve(|server| async move {
         let mut peer = server.accept().await;
