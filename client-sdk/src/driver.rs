@@ -1175,9 +1175,13 @@ impl Shared {
                     inner.publish(event);
                     RoomResume::Snapshot
                 }
-                None => RoomResume::Replayed {
-                    since: inner.replica.last_seq(),
-                },
+                None => {
+                    let since = inner.replica.last_seq();
+                    RoomResume::Replayed {
+                        since,
+                        until: since,
+                    }
+                }
             }
         };
         debug!(room = slot.0, ?outcome, "room resumed");
@@ -1192,7 +1196,8 @@ impl Shared {
         self.resume_answered(slot, RoomResume::Lost(code));
     }
 
-    /// Records one room's outcome; completes the resume when nothing is left.
+    /// Records one room's outcome; completes the resume when nothing is left
+    /// and the barrier pong has come (every replay is in by then).
     fn resume_answered(&self, slot: RoomSlot, outcome: RoomResume) {
         let done = {
             let mut st = lock(&self.state);
@@ -1208,7 +1213,7 @@ impl Shared {
                 slot,
                 outcome,
             });
-            if progress.waiting.is_empty() {
+            if progress.waiting.is_empty() && progress.barrier_seen {
                 st.resume.take()
             } else {
                 None
@@ -1298,7 +1303,16 @@ impl Shared {
         self.resume_complete(progress);
     }
 
-    fn resume_complete(&self, progress: ResumeProgress) {
+    fn resume_complete(&self, mut progress: ResumeProgress) {
+        // How far each replay went: the server sent it whole before its
+        // answer to the barrier.
+        for room in &mut progress.outcomes {
+            if let RoomResume::Replayed { until, .. } = &mut room.outcome
+                && let Some(shared) = self.room(room.slot)
+            {
+                *until = lock(&shared.inner).replica.last_seq();
+            }
+        }
         info!(
             session_resumed = progress.session_resumed,
             rooms = progress.outcomes.len(),

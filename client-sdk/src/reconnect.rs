@@ -161,11 +161,16 @@ pub fn random_u64() -> u64 {
 /// How one room came through a resume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomResume {
-    /// The server replays every event after `since` (the replica's last seq
-    /// at the drop); they arrive as ordinary room events.
+    /// The server replayed every event after `since` (the replica's last seq
+    /// at the drop), as ordinary room events, already applied and published
+    /// when this is reported.
     Replayed {
         /// The last event the replica had applied before the drop.
         since: Seq,
+        /// The last event applied when the resume completed: the replay went
+        /// from `since` to here (`until == since`: nothing was missed). Live
+        /// events that came right after the replay are included.
+        until: Seq,
     },
     /// The gap was too old to replay: the replica was replaced by a fresh
     /// snapshot ([`RoomEvent::Resynced`](crate::RoomEvent::Resynced)).
@@ -204,7 +209,8 @@ pub enum ConnectionEvent {
         /// Why the connection dropped (the first drop, for every attempt).
         reason: CloseReason,
     },
-    /// A new connection resumed the session: requests flow again. `session_resumed`
+    /// A new connection resumed the session: requests flow again, and every
+    /// replayed event has been applied and published. `session_resumed`
     /// is false when the server no longer knew the session (`ResumeFailed`):
     /// the connection works, as a fresh session, but every room was lost.
     Resumed {

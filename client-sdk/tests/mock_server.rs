@@ -1692,7 +1692,10 @@ async fn a_webtransport_session_resumes_on_a_new_session() {
             assert_eq!(transport, Transport::WebTransport);
             assert_eq!(
                 rooms[0].outcome,
-                chorus_client::RoomResume::Replayed { since: Seq(5) }
+                chorus_client::RoomResume::Replayed {
+                    since: Seq(5),
+                    until: Seq(6)
+                }
             );
         }
         other => panic!("expected resumed, got {other:?}"),

@@ -542,7 +542,13 @@ async fn resume_replays_missed_events_and_sends_idempotent_commands_again() {
             assert!(session_resumed);
             assert_eq!(rooms.len(), 1);
             assert_eq!((rooms[0].room_id.as_str(), rooms[0].slot), ("lobby", SLOT));
-            assert_eq!(rooms[0].outcome, RoomResume::Replayed { since: Seq(5) });
+            assert_eq!(
+                rooms[0].outcome,
+                RoomResume::Replayed {
+                    since: Seq(5),
+                    until: Seq(8)
+                }
+            );
         }
         other => panic!("expected resumed, got {other:?}"),
     }
