@@ -17,14 +17,15 @@
 //! (WebSocket). The client checks it against the hash.
 //!
 //! Both survive a dropped connection: after the resume, an upload announces
-//! the pack again and goes on from the offset the server reports, a fetch asks
-//! for the rest from the offset it reached.
+//! the pack again and goes on from the offset the server reports (so it does
+//! after a `Conflict` about its offset), a fetch asks for the rest from the
+//! offset it reached.
 
 use crate::driver::{PackPiece, Reply, RoomShared, Shared, lock};
 use crate::error::RequestError;
 use crate::replica::RoomEvent;
 use bytes::Bytes;
-use chorus_protocol::{ClientMessage, LimitViolation, PackInfo};
+use chorus_protocol::{ClientMessage, ErrorCode, LimitViolation, PackInfo};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::{broadcast, mpsc};
@@ -54,9 +55,12 @@ fn not_joined_or_closed(shared: &Shared) -> RequestError {
     }
 }
 
-/// Whether an interrupted transfer should start over.
+/// Whether an interrupted transfer should start over: the connection
+/// dropped, or (an upload) the server expected its content from another
+/// offset (`Conflict`, PROTOCOL.md §22.5), which announcing again tells.
 fn retry(error: &RequestError, attempt: u32, room: &RoomShared) -> bool {
-    error.is_connection_lost() && attempt < MAX_ATTEMPTS && room.joined.load(Ordering::SeqCst)
+    let interrupted = error.is_connection_lost() || error.code() == Some(ErrorCode::Conflict);
+    interrupted && attempt < MAX_ATTEMPTS && room.joined.load(Ordering::SeqCst)
 }
 
 /// Uploads `content` to `room` (see the [module docs](self)).
@@ -145,8 +149,10 @@ async fn upload_once(
         .send_pack(hash, offset, content.slice_ref(rest))
         .await
     {
-        debug!(error = %e, "pack content not sent");
-        return Err(shared.lost_or_closed());
+        // The connection dropped (the request's `Lost` follows), or the
+        // server stopped the stream after an error (which follows, with the
+        // request's id): either way the answer comes below.
+        debug!(error = %e, "pack content not sent whole");
     }
     let deadline = Deadline::now() + timeout;
     loop {

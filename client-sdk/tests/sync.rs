@@ -1469,6 +1469,110 @@ async fn pack_upload_from_an_offset_and_fetch_with_hash_verification() {
 }
 
 #[tokio::test]
+async fn an_upload_goes_on_after_an_offset_conflict_and_reports_refusals() {
+    let content = png(20_000);
+    let hash = pack_hash(&content);
+    let expected = content.clone();
+    let (url, server) = serve(move |server| async move {
+        let mut peer = server.accept().await;
+        greet(&mut peer, "", 0).await;
+        answer_join(&mut peer).await;
+        let ClientMessage::PackUpload { request_id, .. } = peer.expect_next().await else {
+            panic!("expected pack_upload");
+        };
+        peer.send(&ServerMessage::PackUploadReady {
+            request_id,
+            hash: hash.to_vec(),
+            offset: 0,
+        })
+        .await;
+        peer.read_pack_upload(&hash, 0, expected.len()).await;
+        // Say the second piece did not start where the server was.
+        peer.send(&ServerMessage::Error(
+            ErrorFrame::new(Some(request_id), ErrorCode::Conflict, "expected 16384").with_detail(
+                ErrorDetail::Conflict {
+                    current_version: 16_384,
+                },
+            ),
+        ))
+        .await;
+        // Announced again, it goes on from there.
+        let ClientMessage::PackUpload {
+            request_id, size, ..
+        } = peer.expect_next().await
+        else {
+            panic!("expected pack_upload again");
+        };
+        peer.send(&ServerMessage::PackUploadReady {
+            request_id,
+            hash: hash.to_vec(),
+            offset: 16_384,
+        })
+        .await;
+        let rest = peer
+            .read_pack_upload(&hash, 16_384, expected.len() - 16_384)
+            .await;
+        assert_eq!(rest, expected[16_384..]);
+        peer.send(&ServerMessage::PackAvailable {
+            room: SLOT,
+            seq: Seq(6),
+            pack: PackInfo {
+                hash: hash.to_vec(),
+                name: "a.png".into(),
+                media_type: "image/png".into(),
+                size,
+                uploader: MemberId(2),
+            },
+        })
+        .await;
+        // Another upload, whose content the server refuses.
+        let ClientMessage::PackUpload {
+            request_id,
+            hash: other,
+            size,
+            ..
+        } = peer.expect_next().await
+        else {
+            panic!("expected pack_upload");
+        };
+        peer.send(&ServerMessage::PackUploadReady {
+            request_id,
+            hash: other.clone(),
+            offset: 0,
+        })
+        .await;
+        peer.read_pack_upload(&other, 0, usize::try_from(size).expect("size"))
+            .await;
+        peer.send(&ServerMessage::Error(ErrorFrame::new(
+            Some(request_id),
+            ErrorCode::MediaTypeRefused,
+            "not a PNG",
+        )))
+        .await;
+        assert_eq!(peer.answer_leaves_until_gone().await, [SLOT]);
+    })
+    .await;
+
+    let client = Client::connect(&url, options()).await.expect("connect");
+    let room = client
+        .join("lobby", JoinOptions::named("bo"))
+        .await
+        .expect("join");
+    let pack = room
+        .upload_pack("a.png", "image/png", content)
+        .await
+        .expect("upload after the conflict");
+    assert_eq!(pack.hash, hash);
+    let refused = room
+        .upload_pack("b.png", "image/png", b"GIF89a, not a PNG".to_vec())
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Some(ErrorCode::MediaTypeRefused));
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
 async fn a_fetch_cut_by_a_drop_resumes_from_the_offset_reached() {
     let content = png(50_000);
     let hash = pack_hash(&content);
