@@ -135,7 +135,10 @@ pub struct ConnectOptions {
     /// Pause between consecutive pings of one sync, so their samples see
     /// independent queueing. Default: 10 ms.
     pub clock_ping_spacing: Duration,
-    /// Recent clock samples kept; the minimum-RTT one gives the estimate. Default: 32.
+    /// Recent clock samples kept; the minimum-RTT one gives the estimate.
+    /// Default: 16, that is the connect-time samples and then about 80 s of
+    /// keep-alive samples: old ones age out, so the estimate follows the
+    /// local clock's drift (PROTOCOL.md §17.2).
     pub clock_window: usize,
     /// Capacity of each room's event (and command) broadcast: a receiver that falls
     /// further behind gets `RecvError::Lagged`. Default: 1024.
@@ -195,7 +198,7 @@ impl Default for ConnectOptions {
             clock_sync_interval: Duration::from_secs(60),
             clock_refresh_pings: 3,
             clock_ping_spacing: Duration::from_millis(10),
-            clock_window: 32,
+            clock_window: 16,
             event_capacity: 1024,
             tick_capacity: 64,
             message_capacity: 256,
