@@ -531,3 +531,110 @@ where
         String::from_utf8_lossy(&body).into_owned(),
     )
 }
+
+/// A TCP forwarder in front of the server, to break connections the way a
+/// network does (both directions cut at once, no close handshake from the
+/// client), while new connections still get through.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy listens");
+        let addr = listener.local_addr().expect("proxy address");
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept_links = links.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accept_links.lock().expect("links").push(link);
+            }
+        });
+        TcpProxy {
+            addr,
+            links,
+            accept,
+        }
+    }
+
+    /// Cuts every connection through the proxy now.
+    pub fn sever(&self) {
+        for link in self.links.lock().expect("links").drain(..) {
+            link.abort();
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.sever();
+    }
+}
+
+/// A UDP forwarder in front of the server's QUIC endpoint that can go silent
+/// (a network that stops carrying packets), for one client at a time.
+pub struct UdpProxy {
+    pub addr: std::net::SocketAddr,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UdpProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> UdpProxy {
+        use std::sync::atomic::Ordering;
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
+        let addr = front.local_addr().expect("proxy address");
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("proxy binds");
+        back.connect(upstream).await.expect("proxy connects");
+        let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quiet = silent.clone();
+        let task = tokio::spawn(async move {
+            let mut client = None;
+            let (mut a, mut b) = (vec![0u8; 65536], vec![0u8; 65536]);
+            loop {
+                tokio::select! {
+                    got = front.recv_from(&mut a) => {
+                        let Ok((n, from)) = got else { return };
+                        client = Some(from);
+                        if !quiet.load(Ordering::Relaxed) {
+                            let _ = back.send(&a[..n]).await;
+                        }
+                    }
+                    got = back.recv(&mut b) => {
+                        let Ok(n) = got else { return };
+                        if let (Some(to), false) = (client, quiet.load(Ordering::Relaxed)) {
+                            let _ = front.send_to(&b[..n], to).await;
+                        }
+                    }
+                }
+            }
+        });
+        UdpProxy { addr, silent, task }
+    }
+
+    /// From now on, no packet passes either way.
+    pub fn go_silent(&self) {
+        self.silent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for UdpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
