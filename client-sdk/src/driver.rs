@@ -675,9 +675,33 @@ impl Shared {
             Ok(Ok(())) => Ok(pending),
             // The connection is gone; an idempotent command goes out again on
             // the next one, so it waits for its reply there.
-            Ok(Err(_)) if resendable => Ok(pending),
+            Ok(Err(_)) if resendable => {
+                self.resend_if_missed(id);
+                Ok(pending)
+            }
             Ok(Err(_)) => Err(self.lost_or_closed()),
             Err(_) => Err(RequestError::Timeout),
+        }
+    }
+
+    /// An idempotent command whose connection failed while it was being
+    /// queued: if the next connection is already up (and so did not send it
+    /// again), queue it there.
+    fn resend_if_missed(&self, id: RequestId) {
+        let mut st = lock(&self.state);
+        if !st.up {
+            return; // the next connection sends it
+        }
+        let generation = st.conn.generation;
+        let writer = st.conn.writer.clone();
+        if let Some(entry) = st.pending.get_mut(&id)
+            && entry.generation < generation
+            && let Some(message) = entry.resend.clone()
+        {
+            entry.generation = generation;
+            if writer.try_send(message).is_err() {
+                debug!(request_id = id, "could not queue the command again");
+            }
         }
     }
 
