@@ -463,7 +463,7 @@ async fn a_silent_host_hands_over_and_reclaims_the_role_when_back() {
     assert_eq!(promoted, me.you);
     // The host speaks again within the reclaim window: it is host again.
     host.ping().await;
-    let back = editor
+    editor
         .recv_until(|m| match m {
             ServerMessage::RoleChanged {
                 member,
@@ -473,7 +473,6 @@ async fn a_silent_host_hands_over_and_reclaims_the_role_when_back() {
             _ => None,
         })
         .await;
-    let _ = back;
     let demoted = editor
         .recv_until(|m| match m {
             ServerMessage::RoleChanged { member, role, .. } if member == me.you => Some(role),

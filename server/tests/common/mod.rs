@@ -336,6 +336,7 @@ pub use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// What a raw WebSocket client received.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // test-only, one message at a time
 pub enum WsIn {
     Control(ServerMessage),
     Tick(Vec<u8>),
