@@ -93,10 +93,12 @@ const cursors = new Map(); // member id → { node, x, y, seen }
 async function main() {
   $('room-name').textContent = roomId;
   let client;
+  let joinFailed = false;
   try {
     client = await connect(serverUrl, { transport, clientName: 'chorus-demo/0.1', apiKey });
     demo.client = client;
-    client.on('close', (reason) => banner(`Disconnected: ${reason?.message || reason?.name || 'connection closed'}`));
+    // After a refused join, the banner keeps saying why (not that this page then closed).
+    client.on('close', (reason) => joinFailed || banner(`Disconnected: ${reason?.message || reason?.name || 'connection closed'}`));
     // The SDK closes the connection on pagehide itself (closeOnPageHide).
     client.on('error', (err) => systemLine(`server error: ${describe(err)}`));
     const room = await client.join(roomId, {
@@ -106,6 +108,7 @@ async function main() {
     setUp(client, room);
     resolveJoined({ client, room });
   } catch (err) {
+    joinFailed = true;
     banner(`Could not join ${roomId}: ${describe(err)}`);
     $('status').textContent = 'not connected';
     rejectJoined(err);
