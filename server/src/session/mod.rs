@@ -450,6 +450,8 @@ pub async fn run_session<R, W, C>(
         {
             tracing::debug!("client did not take its last frames in time");
         }
+        // The session may be kept (for resuming) a while longer; not its frames.
+        shared.outbox.discard();
         match &end {
             Some(error) => closer.close(error.code.as_u16(), &error.message),
             None => closer.close(0, "closed"),

@@ -91,6 +91,17 @@ impl Outbox {
         self.notify.notify_one();
     }
 
+    /// Closes the queue and drops whatever is still in it (a session that
+    /// ended, kept only so that it can be resumed, holds no frames).
+    pub fn discard(&self) {
+        let mut inner = self.lock();
+        inner.closed = true;
+        inner.frames.clear();
+        inner.bytes = 0;
+        drop(inner);
+        self.notify.notify_one();
+    }
+
     /// Frames and bytes queued now.
     pub fn depth(&self) -> (usize, usize) {
         let inner = self.lock();
