@@ -90,8 +90,12 @@ export type ErrorCodeName =
   /** A code this SDK does not know (newer servers may add codes). */
   | 'unknown';
 
-/** Names of local conditions (their `code` is null). */
-export type LocalErrorName = 'closed' | 'timeout' | 'invalid_argument';
+/**
+ * Names of local conditions (their `code` is null): 'closed' (the connection is closed or could not
+ * be opened), 'timeout', 'invalid_argument', 'connection_lost' (a request was in flight when the
+ * connection dropped; it may or may not have been carried out), 'unsupported' (no Web Crypto here).
+ */
+export type LocalErrorName = 'closed' | 'timeout' | 'invalid_argument' | 'connection_lost' | 'unsupported';
 
 /** `errorName(200) === 'room_not_found'`; `'unknown'` for codes this SDK does not know. */
 export declare function errorName(code: number): ErrorCodeName;
@@ -166,7 +170,7 @@ export type TransportName = 'webtransport' | 'websocket';
 export interface ClockSyncOptions {
   /** Pings at connect (connect resolves after them). Default 8; 0 skips the initial sync. */
   pings?: number;
-  /** Background re-sync period. Default 10000; 0 turns it off. */
+  /** Background re-sync bursts, on top of the keepalive pings. Default 60000; 0 turns them off. */
   intervalMs?: number;
   /** Pings per background re-sync. Default 3. */
   refreshPings?: number;
@@ -174,6 +178,20 @@ export interface ClockSyncOptions {
   spacingMs?: number;
   /** Samples kept; the one with the least RTT gives the offset. Default 32. */
   window?: number;
+}
+
+export interface ReconnectOptions {
+  /** Reconnect and resume after a dropped connection. Default true. */
+  enabled?: boolean;
+  /** The delay bound of the first attempt; it doubles with each attempt. Default 250. */
+  initialDelayMs?: number;
+  /** The largest delay bound. Default 10000. */
+  maxDelayMs?: number;
+  /** The jitter's randomness, in [0, 1). Default Math.random (tests inject their own). */
+  random?: () => number;
+  /** The timer that waits before an attempt. Default the global setTimeout (tests inject their own). */
+  setTimeout?: (fn: () => void, ms: number) => unknown;
+  clearTimeout?: (timer: unknown) => void;
 }
 
 export interface ConnectOptions {
@@ -195,10 +213,14 @@ export interface ConnectOptions {
   handshakeTimeoutMs?: number;
   /** WebSocket: a Ping sent after a quiet spell and unanswered this long means the connection is lost. Default 30000; 0 turns it off. */
   idleTimeoutMs?: number;
-  /** In a page, close the connection on `pagehide` (Chromium may otherwise leave a closed tab's WebTransport session open until the server's heartbeat timeout). Default true. */
+  /** In a page, send Leave for each room and close the connection on `pagehide`. Default true. */
   closeOnPageHide?: boolean;
-  /** Default `{ pings: 8, intervalMs: 10000 }`; false turns clock sync off. */
+  /** Default `{ pings: 8, intervalMs: 60000 }`; false turns clock sync off. */
   clockSync?: ClockSyncOptions | false;
+  /** A Ping this often (keeps a host from being seen away, refreshes the clock; silence after one for 3 intervals means the connection dropped). Default 5000; 0 turns it off. */
+  keepaliveMs?: number;
+  /** Reconnect with exponential backoff and full jitter, and resume the session, after a dropped connection. Default on; false turns it off. */
+  reconnect?: boolean | ReconnectOptions;
   /** A WebSocket constructor to use instead of the global one (polyfills, tests). */
   WebSocket?: unknown;
   /** A WebTransport constructor to use instead of the global one; null to act as if there were none. */
@@ -232,6 +254,18 @@ export interface Limits {
   readonly maxApiKeyLen: number;
   /** Rules in a room's permission policy. */
   readonly maxPolicyRules: number;
+  readonly maxTimelineNameLen: number;
+  readonly maxTimelinesPerRoom: number;
+  /** How far ahead a timeline change may be scheduled (`at`). */
+  readonly maxScheduleAheadMs: number;
+  /** Direct and broadcast message payload. */
+  readonly maxDirectPayloadBytes: number;
+  /** One pack. */
+  readonly maxPackBytes: number;
+  readonly maxPacksPerRoom: number;
+  readonly maxPackBytesPerRoom: number;
+  /** A pack's name and media type. */
+  readonly maxPackNameLen: number;
 }
 
 /** A token-bucket budget: `perSecond` on average, up to `burst` at once. */
@@ -252,6 +286,8 @@ export interface RateLimits {
   readonly ticks: Rate;
   /** join. */
   readonly joins: Rate;
+  /** sendDirect and broadcast. */
+  readonly direct: Rate;
 }
 
 export interface ClockEstimate {
@@ -267,6 +303,15 @@ export type Role = 'host' | 'editor' | 'viewer';
 /** A role as the SDK accepts it: a Role, its wire name, or an alias (leader and owner: host; participant: editor; follower: viewer). */
 export type RoleName = Role | WireRole | 'leader' | 'owner' | 'participant' | 'follower';
 export type LeaveReason = 'left' | 'disconnected' | 'too_slow' | 'timed_out';
+/** Whether a member is reachable: connected, its connection dropped (it may resume), or a host silent past the host timeout. */
+export type Presence = 'online' | 'reconnecting' | 'away';
+/** A relay room stores nothing (no state, commands, timelines, packs); it relays ticks, direct and broadcast messages. */
+export type RoomKind = 'normal' | 'relay';
+/** What happens when the host goes away. */
+export type FailoverMode = 'next_member' | 'pause_timeline' | 'nothing';
+/** Who a broadcast goes to. */
+export type BroadcastAudience = 'everyone' | 'others' | { role: RoleName };
+export type ConnectionState = 'connected' | 'reconnecting' | 'closed';
 
 /** What a permission policy governs. */
 export type Action =
@@ -306,6 +351,7 @@ export interface Member {
   readonly role: Role | null;
   readonly name: string;
   readonly meta: Uint8Array;
+  readonly presence: Presence;
 }
 
 export interface StateValue {
@@ -389,6 +435,109 @@ export interface ClosedEvent {
   seq: number;
 }
 
+/** A timeline's state (PROTOCOL.md §16), times in µs of server time. */
+export interface Timeline {
+  readonly name: string;
+  readonly playing: boolean;
+  /** Rate in parts per million (1 000 000 = normal speed). */
+  readonly ratePpm: number;
+  /** ratePpm / 1e6. */
+  readonly rate: number;
+  /** Server time (µs since the epoch) the state takes effect from. */
+  readonly anchorTime: number;
+  /** Position at anchorTime, µs. */
+  readonly anchorPositionUs: number;
+  /** Tempo in milli-BPM, or null. */
+  readonly tempoMbpm: number | null;
+  /** tempoMbpm / 1000, or null. */
+  readonly bpm: number | null;
+  /** The seq of the change that made this state (0: never changed): the value for `expectedSeq`. */
+  readonly seq: number;
+}
+
+export interface TimelineOptions {
+  /** Server time (µs since the epoch, e.g. `client.serverTime() + 200_000`) the change takes effect; default now. */
+  at?: number | bigint;
+  /** Only if the timeline's last change has this seq (0: never changed); else 'conflict' with `err.currentSeq`. */
+  expectedSeq?: number | bigint;
+}
+
+export interface Pack {
+  /** SHA-256 of the content, lowercase hex. */
+  readonly hash: string;
+  readonly name: string;
+  readonly mediaType: string;
+  readonly size: number;
+  readonly uploader: number;
+}
+
+export interface ChatMessage {
+  readonly seq: number;
+  readonly author: number;
+  /** Server time (µs) the room applied it (for live messages: this client's estimate when it arrived). */
+  readonly time: number;
+  readonly payload: Uint8Array;
+  readonly text: string;
+}
+
+/** An RTCConfiguration: `new RTCPeerConnection(await room.iceServers())`. */
+export interface IceConfiguration {
+  readonly iceServers: ReadonlyArray<{ readonly urls: readonly string[]; readonly username?: string; readonly credential?: string }>;
+  /** Server time (µs) the TURN credentials stop working; 0 without TURN. */
+  readonly expiresAt: number;
+}
+
+export interface PresenceChangedEvent {
+  /** The member, with its new presence. */
+  member: Member;
+  presence: Presence;
+  previousPresence: Presence | null;
+  seq: number;
+}
+
+export interface TimelineChangedEvent {
+  name: string;
+  /** The new state; when `scheduled`, the previous one stays in force until its anchorTime. */
+  timeline: Timeline;
+  /** Who changed it; 0 for the server (failover pausing it). */
+  by: number;
+  seq: number;
+  scheduled: boolean;
+}
+
+export interface PackAvailableEvent {
+  pack: Pack;
+  seq: number;
+}
+
+/** A direct or broadcast message (not sequenced, not stored, not replayed). */
+export interface MessageEvent {
+  type: 'direct' | 'broadcast';
+  from: number;
+  kind: string;
+  payload: Uint8Array;
+  text: string;
+}
+
+export interface SnapshotEvent {
+  /** 'requested' (requestSnapshot) or 'resumed' (the gap after a drop was too old to replay). */
+  reason: 'requested' | 'resumed';
+  lastSeq: number;
+}
+
+export interface RoomResumedEvent {
+  /** Events applied since the resume (the missed ones); 0 with a snapshot. */
+  replayed: number;
+  snapshot: boolean;
+}
+
+export interface RoomLostEvent {
+  /** 200 room_not_found, 205 not_joined, 209 resume_failed; null when the server did not answer for the room. */
+  code: number | null;
+  name: string;
+  message: string;
+}
+
 export interface RoomEvents {
   tick: TickEvent;
   memberJoined: Member;
@@ -402,13 +551,66 @@ export interface RoomEvents {
   kicked: KickedEvent;
   /** The room was closed. */
   closed: ClosedEvent;
+  presenceChanged: PresenceChangedEvent;
+  timelineChanged: TimelineChangedEvent;
+  packAvailable: PackAvailableEvent;
+  direct: MessageEvent;
+  broadcast: MessageEvent;
+  /** A snapshot replaced the replica. */
+  snapshot: SnapshotEvent;
+  /** The session was resumed after a dropped connection; the room goes on. */
+  resumed: RoomResumedEvent;
+  /** The room could not be resumed: it is no longer joined. */
+  lost: RoomLostEvent;
+}
+
+export interface ReconnectingEvent {
+  /** The attempt about to be made, from 1. */
+  attempt: number;
+  /** The wait before it. */
+  delayMs: number;
+  /** Why the connection dropped. */
+  reason: CloseReason;
+}
+
+export interface ResumedRoom {
+  room: Room;
+  roomId: string;
+  slot: number;
+  /** 'replayed': the missed events were replayed; 'snapshot': a snapshot replaced the replica; 'lost' / 'unanswered': the room is gone. */
+  outcome: 'replayed' | 'snapshot' | 'lost' | 'unanswered';
+  replayed: number;
+  code: number | null;
+}
+
+export interface ResumedEvent {
+  transport: TransportName;
+  /** False when the server no longer knew the session (resume_failed): the connection works, as a fresh session, but every room was lost. */
+  sessionResumed: boolean;
+  attempts: number;
+  downtimeMs: number;
+  rooms: ResumedRoom[];
+}
+
+export interface LostEvent {
+  reason: CloseReason | { code: number | null; name: string; message: string; detail: ErrorDetail };
+  /** The rooms that are gone (no longer joined). */
+  rooms: Room[];
+  /** True when the whole session is gone (the connection ended for good, or resume_failed). */
+  sessionLost: boolean;
 }
 
 export interface ClientEvents {
   /** A server error no pending request takes: not tied to a request (a refused tick, the reason for an imminent close), or answering one that timed out. */
   error: ChorusError;
-  /** Once, when the connection ends. */
+  /** Once, when the connection ends for good. */
   close: CloseReason;
+  /** The connection dropped; a reconnect attempt follows after `delayMs`. */
+  reconnecting: ReconnectingEvent;
+  /** A new connection resumed the session. */
+  resumed: ResumedEvent;
+  /** Rooms or the whole session are gone (the window passed, resume_failed, a room's ResumeLost, or the server ended the connection). Not after close(). */
+  lost: LostEvent;
 }
 
 export interface JoinOptions {
@@ -430,6 +632,10 @@ export interface JoinOptions {
   policy?: PolicyInput;
   /** When this join creates the room: a room template from the server's configuration. */
   template?: string;
+  /** When this join creates the room: 'relay' for a room that stores nothing. Default 'normal'. */
+  kind?: RoomKind | WireRoomKind;
+  /** When this join creates the room: what happens when its host goes away. Default 'next_member'. */
+  failover?: FailoverMode | WireFailoverMode;
 }
 
 export interface StateAck {
@@ -464,7 +670,9 @@ export declare class EventQueue<T> implements AsyncIterableIterator<T> {
 /** A connection to a Chorus server, from `connect()`. */
 export declare class Client {
   private constructor();
+  /** The current connection's transport (a resume may change it). */
   readonly transport: TransportName;
+  readonly state: ConnectionState;
   readonly sessionId: bigint;
   readonly limits: Limits;
   /** This session's rate budgets (past one, requests fail with 'rate_limited' and `retryAfterMs`). */
@@ -480,7 +688,11 @@ export declare class Client {
   readonly closeReason: CloseReason | null;
   /** Resolves with the close reason when the connection ends. */
   readonly closed: Promise<CloseReason>;
-  /** Estimated server time now, µs since the Unix epoch. */
+  /**
+   * Estimated server time now, µs since the Unix epoch (least-RTT ping of recent ones). Error at most half
+   * that ping's round trip, in practice half the path's asymmetry: well under 1 ms on loopback or a LAN,
+   * a few ms across the internet.
+   */
   serverTime(): number;
   /** Estimated server time at a performance.now() timestamp, µs since the Unix epoch. */
   serverTimeAt(performanceNow: number): number;
@@ -490,7 +702,7 @@ export declare class Client {
   on<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): () => void;
   off<E extends keyof ClientEvents>(event: E, listener: (value: ClientEvents[E]) => void): void;
   join(roomId: string, options?: JoinOptions): Promise<Room>;
-  /** Closes the connection; resolves once the close is sent (at most about a second). */
+  /** Sends Leave for each joined room, then closes the connection; resolves once the close is sent (at most about 1.5 s). */
   close(): Promise<void>;
 }
 
@@ -503,6 +715,12 @@ export declare class Room {
   readonly me: number;
   /** This client's role, kept current by 'roleChanged'. */
   readonly role: Role | null;
+  readonly kind: RoomKind;
+  readonly failover: FailoverMode;
+  /** The last chat messages (commands of kind 'chat'), oldest first. */
+  readonly chat: ChatMessage[];
+  /** The packs available in the room, oldest first. */
+  readonly packs: Pack[];
   /** The room's own permission rules (from the join snapshot). */
   readonly policy: PermissionPolicy;
   /** Members in join order, this client included. */
@@ -513,6 +731,38 @@ export declare class Room {
   readonly joined: boolean;
   readonly maxTickPayload: number;
   member(id: number): Member | undefined;
+  /** A pack by its hash (hex or 32 bytes). */
+  pack(hash: string | Uint8Array): Pack | undefined;
+  /** Timeline `name`'s state in force at server time `at` (µs, default now); undefined if the room has no such timeline. */
+  timeline(name: string, at?: number | bigint): Timeline | undefined;
+  /** Every timeline's state in force now. */
+  timelines(): Map<string, Timeline>;
+  /** Timeline `name`'s position in µs at server time `at` (default now), computed locally; 0 for an unknown timeline. */
+  timelinePosition(name: string, at?: number | bigint): number;
+  /** The seq of timeline `name`'s last change (scheduled ones included), 0 if never changed. */
+  timelineSeq(name: string): number;
+  /** Resolves with the seq of its timelineChanged (already applied). */
+  play(name: string, options?: TimelineOptions): Promise<number>;
+  pause(name: string, options?: TimelineOptions): Promise<number>;
+  seek(name: string, positionUs: number | bigint, options?: TimelineOptions): Promise<number>;
+  /** `rate`: 1 normal speed, 0.5 half, 2 double. */
+  setRate(name: string, rate: number, options?: TimelineOptions): Promise<number>;
+  /** Beats per minute, or null for none. */
+  setTempo(name: string, bpm: number | null, options?: TimelineOptions): Promise<number>;
+  /** A message to one member ('direct' there); resolves with the room's last seq. */
+  sendDirect(to: number | Member, kind: string, payload?: Bytes | string): Promise<number>;
+  /** A message to an audience ('broadcast' there); resolves with the room's last seq. */
+  broadcast(audience: BroadcastAudience, kind: string, payload?: Bytes | string): Promise<number>;
+  /** A fresh snapshot replaces the replica; resolves with this room. */
+  requestSnapshot(): Promise<Room>;
+  /** STUN/TURN servers as an RTCConfiguration. */
+  iceServers(): Promise<IceConfiguration>;
+  /** The member who becomes host if the host goes away, or null; resolves with the room's last seq. */
+  setDelegate(member: number | Member | null): Promise<number>;
+  /** Uploads a pack (SHA-256 by Web Crypto); resolves with it once the room has it. */
+  uploadPack(name: string, mediaType: string, content: Bytes, options?: { onProgress?: (sent: number, total: number) => void }): Promise<Pack>;
+  /** Downloads a pack's content, checked against its SHA-256. */
+  fetchPack(hash: string | Uint8Array | Pack, options?: { onProgress?: (received: number, total: number) => void }): Promise<Uint8Array>;
   getState(key: string): StateValue | undefined;
   /** All state, sorted by key. */
   stateEntries(): Map<string, StateValue>;
@@ -541,6 +791,8 @@ export declare class Room {
   ticks(options?: { capacity?: number }): EventQueue<TickEvent>;
   /** Commands from now on. Default capacity 1024. */
   commands(options?: { capacity?: number }): EventQueue<CommandEvent>;
+  /** Direct and broadcast messages from now on. Default capacity 256. */
+  messages(options?: { capacity?: number }): EventQueue<MessageEvent>;
   leave(): Promise<void>;
 }
 
@@ -1010,11 +1262,15 @@ export type ReplicaOutcome =
   | { name: 'command'; event: CommandEvent; removed: false }
   | { name: 'roleChanged'; event: RoleChangedEvent; removed: false }
   | { name: 'memberKicked'; event: MemberKickedEvent; removed: boolean }
-  | { name: 'closed'; event: ClosedEvent; removed: true };
+  | { name: 'closed'; event: ClosedEvent; removed: true }
+  | { name: 'presenceChanged'; event: PresenceChangedEvent; removed: false }
+  | { name: 'timelineChanged'; event: TimelineChangedEvent; removed: false }
+  | { name: 'packAvailable'; event: PackAvailableEvent; removed: false };
 
 /** Members and state of one room, updated by its events in seq order (pure, no I/O). */
 export declare class RoomReplica {
-  constructor(snapshot: RoomSnapshot<U64Input>);
+  /** `serverTime`: the server's clock (µs), for scheduled timeline changes and new chat entries. Default: the local clock. */
+  constructor(snapshot: RoomSnapshot<U64Input>, options?: { serverTime?: () => number });
   readonly roomId: string;
   readonly slot: number;
   readonly me: number;
@@ -1024,8 +1280,15 @@ export declare class RoomReplica {
   readonly stateVersion: number;
   readonly lastSeq: number;
   readonly policy: PermissionPolicy;
+  readonly kind: RoomKind;
+  readonly failover: FailoverMode;
+  readonly timelines: Map<string, TimelineSchedule>;
+  /** hex hash -> pack, oldest first. */
+  readonly packs: Map<string, Pack>;
+  readonly chat: ChatMessage[];
   /** Events whose seq skipped ahead (applied anyway). */
   readonly gaps: number;
+  timelineAt(name: string, at?: number): Timeline | undefined;
   /** policyAllows(policy, role, action, target). */
   can(action: Action | WireAction, target?: string): boolean;
   member(id: number): Member | undefined;
@@ -1033,6 +1296,44 @@ export declare class RoomReplica {
   apply(message: ServerMessage<U64Input>): ReplicaOutcome;
   static eventRoom(message: ServerMessage<U64Input>): number | null;
 }
+
+// ---- timelines ----
+
+/** Normal speed in parts per million (1 000 000). */
+export declare const NORMAL_RATE_PPM: number;
+/** Commands of this kind are the room's chat ('chat'). */
+export declare const CHAT_KIND: string;
+/** A codec-form TimelineState in API form. */
+export declare function publicTimeline(state: TimelineState<U64Input>): Timeline;
+/** The position in µs at server time `at`, exactly as the server computes it (§16.2). */
+export declare function timelinePosition(state: Timeline, at: number | bigint): number;
+
+/** One timeline as a client follows it (§16.4): the state in force and a change scheduled ahead. */
+export declare class TimelineSchedule {
+  constructor(state: Timeline);
+  static initial(name: string): TimelineSchedule;
+  current: Timeline;
+  pending: Timeline | null;
+  /** A newer state that arrived at server time `now`. */
+  push(state: Timeline, now: number): void;
+  settle(now: number): void;
+  at(t: number): Timeline;
+  positionAt(t: number): number;
+  readonly latest: Timeline;
+}
+
+/** Lowercase hex of bytes. */
+export declare function bytesToHex(bytes: Uint8Array): string;
+
+// ---- reconnecting ----
+
+/** Attempt `attempt`'s delay bound: initialDelayMs × 2^(attempt−1), at most maxDelayMs. */
+export declare function reconnectCeiling(attempt: number, options?: ReconnectOptions): number;
+/** Attempt `attempt`'s delay with full jitter, at least `atLeastMs`, cut to the window; null once the window has passed. */
+export declare function nextReconnectDelay(
+  args: { attempt: number; elapsedMs?: number; windowMs?: number; atLeastMs?: number; random?: number },
+  options?: ReconnectOptions,
+): number | null;
 
 /** The codec and framing in one object. */
 export declare const codec: Readonly<{

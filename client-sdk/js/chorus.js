@@ -1845,7 +1845,41 @@ export function policyAllows(policy, role, action, target = '') {
 }
 
 /** The server messages that are events of one room (they carry `room` and `seq`). */
-const ROOM_EVENTS = new Set(['MemberJoined', 'MemberLeft', 'StateChanged', 'CommandEvent', 'RoleChanged', 'MemberKicked', 'RoomClosed']);
+const ROOM_EVENTS = new Set([
+  'MemberJoined',
+  'MemberLeft',
+  'StateChanged',
+  'CommandEvent',
+  'RoleChanged',
+  'MemberKicked',
+  'RoomClosed',
+  'PresenceChanged',
+  'TimelineChanged',
+  'PackAvailable',
+]);
+
+const PRESENCE_NAMES = { Online: 'online', Reconnecting: 'reconnecting', Away: 'away' };
+const ROOM_KIND_NAMES = { Normal: 'normal', Relay: 'relay' };
+const FAILOVER_NAMES = { NextMember: 'next_member', PauseTimeline: 'pause_timeline', Nothing: 'nothing' };
+const WIRE_ROOM_KINDS = new Map([
+  ['normal', 'Normal'],
+  ['relay', 'Relay'],
+  ['Normal', 'Normal'],
+  ['Relay', 'Relay'],
+]);
+const WIRE_FAILOVER_MODES = new Map([
+  ['next_member', 'NextMember'],
+  ['pause_timeline', 'PauseTimeline'],
+  ['nothing', 'Nothing'],
+  ['NextMember', 'NextMember'],
+  ['PauseTimeline', 'PauseTimeline'],
+  ['Nothing', 'Nothing'],
+]);
+
+/** Commands of this kind are the room's chat (PROTOCOL.md §20). */
+export const CHAT_KIND = 'chat';
+/** Chat entries a replica keeps at least (the server's default history). */
+const CHAT_HISTORY = 50;
 
 /** A member in API form from a codec `MemberInfo`. */
 function publicMember(info) {
@@ -1854,6 +1888,7 @@ function publicMember(info) {
     role: ROLE_NAMES[info.role] ?? null,
     name: info.display.name,
     meta: info.display.meta,
+    presence: PRESENCE_NAMES[info.presence] ?? 'online',
   });
 }
 
@@ -1861,14 +1896,139 @@ function stateValue(value, version, author) {
   return Object.freeze({ value, text: lenientUtf8.decode(value), version, author });
 }
 
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** Bytes as lowercase hex. */
+export function bytesToHex(bytes) {
+  let out = '';
+  for (const b of bytes) out += HEX[b];
+  return out;
+}
+
+/** A pack in API form from a codec `PackInfo`: `{ hash (hex), name, mediaType, size, uploader }`. */
+function publicPack(info) {
+  return Object.freeze({
+    hash: bytesToHex(info.hash),
+    name: info.name,
+    mediaType: info.media_type,
+    size: toNumber(info.size),
+    uploader: info.uploader,
+  });
+}
+
+function chatEntry(seq, author, time, payload) {
+  return Object.freeze({ seq, author, time, payload, text: lenientUtf8.decode(payload) });
+}
+
+// ---- timelines (PROTOCOL.md §16) ----------------------------------------------
+
+/** Normal speed, in parts per million. */
+export const NORMAL_RATE_PPM = 1_000_000;
+
 /**
- * Members and state of one room as of `lastSeq`. A pure state machine: it
- * starts from the `Joined` snapshot and applies the room's events (codec form
- * `ServerMessage`s) in sequence order, returning the event to publish. No I/O.
+ * A timeline state in API form from a codec `TimelineState`: `{ name,
+ * playing, ratePpm, rate, anchorTime, anchorPositionUs, tempoMbpm, bpm, seq }`
+ * (times in µs; `rate` is `ratePpm / 1e6`, `bpm` is `tempoMbpm / 1000` or null).
+ */
+export function publicTimeline(state) {
+  const tempo = state.tempo_mbpm ?? null;
+  return Object.freeze({
+    name: state.name,
+    playing: state.playing,
+    ratePpm: state.rate_ppm,
+    rate: state.rate_ppm / NORMAL_RATE_PPM,
+    anchorTime: toNumber(state.anchor_time),
+    anchorPositionUs: toNumber(state.anchor_position_us),
+    tempoMbpm: tempo,
+    bpm: tempo === null ? null : tempo / 1000,
+    seq: toNumber(state.seq),
+  });
+}
+
+/** A timeline never changed (§16.1): paused at 0, normal speed, no tempo, seq 0. */
+function initialTimeline(name) {
+  return publicTimeline({ name, playing: false, rate_ppm: NORMAL_RATE_PPM, anchor_time: 0, anchor_position_us: 0, tempo_mbpm: null, seq: 0 });
+}
+
+/**
+ * The position of a timeline in state `state` (API form) at server time `at`
+ * (µs), in µs, exactly as the server computes it (§16.2): `anchorPositionUs +
+ * (at - anchorTime) * ratePpm / 1e6` (integer, rounded down) while playing
+ * and after the anchor, else `anchorPositionUs`.
+ */
+export function timelinePosition(state, at) {
+  const t = Math.floor(toNumber(at));
+  if (!state.playing || t <= state.anchorTime) return state.anchorPositionUs;
+  const advanced = (BigInt(t) - BigInt(state.anchorTime)) * BigInt(state.ratePpm) / BigInt(NORMAL_RATE_PPM);
+  return state.anchorPositionUs + Number(advanced);
+}
+
+/**
+ * One timeline as this client follows it (§16.4): the state in force and, while
+ * a change scheduled ahead waits for its `anchorTime`, that change. A newer
+ * change replaces a pending one, as on the server, so every member switches
+ * alike. Pure: times are given.
+ */
+export class TimelineSchedule {
+  /** @param {object} state the state in force (API form) */
+  constructor(state) {
+    this.current = state;
+    this.pending = null;
+  }
+
+  /** A schedule for a timeline never changed (§16.1). */
+  static initial(name) {
+    return new TimelineSchedule(initialTimeline(name));
+  }
+
+  /** Takes a newer state that arrived at server time `now`: ahead of `now` it waits as the pending change, else it is in force at once. */
+  push(state, now) {
+    this.settle(now);
+    if (state.anchorTime > now) this.pending = state;
+    else {
+      this.current = state;
+      this.pending = null;
+    }
+  }
+
+  /** A pending change whose anchor time has come (by `now`) becomes current. */
+  settle(now) {
+    if (this.pending && this.pending.anchorTime <= now) {
+      this.current = this.pending;
+      this.pending = null;
+    }
+  }
+
+  /** The state in force at server time `t`. */
+  at(t) {
+    return this.pending && t >= this.pending.anchorTime ? this.pending : this.current;
+  }
+
+  /** The position at server time `t`, µs. */
+  positionAt(t) {
+    return timelinePosition(this.at(t), t);
+  }
+
+  /** The newest state, in force or not: its `seq` is what `expectedSeq` compares with. */
+  get latest() {
+    return this.pending ?? this.current;
+  }
+}
+
+/**
+ * Members, state, timelines, packs and chat of one room as of `lastSeq`. A
+ * pure state machine: it starts from a snapshot and applies the room's events
+ * (codec form `ServerMessage`s) in sequence order, returning the event to
+ * publish. No I/O; the server time (for scheduled timeline changes and the
+ * time of new chat entries) comes from `options.serverTime`.
  */
 export class RoomReplica {
-  /** @param {object} snapshot a codec-form `RoomSnapshot` */
-  constructor(snapshot) {
+  /**
+   * @param {object} snapshot a codec-form `RoomSnapshot`
+   * @param {{ serverTime?: () => number }} [options]
+   */
+  constructor(snapshot, options = {}) {
+    this.serverTime = options.serverTime ?? localNowUs;
     this.roomId = snapshot.room_id;
     this.slot = snapshot.room;
     this.me = snapshot.you;
@@ -1883,6 +2043,20 @@ export class RoomReplica {
     this.lastSeq = toNumber(snapshot.last_seq);
     /** The room's own permission rules, API form (the defaults apply where none matches). */
     this.policy = publicPolicy(snapshot.policy);
+    /** 'normal' or 'relay' (a relay room stores nothing). */
+    this.kind = ROOM_KIND_NAMES[snapshot.kind] ?? 'normal';
+    /** 'next_member', 'pause_timeline' or 'nothing'. */
+    this.failover = FAILOVER_NAMES[snapshot.failover] ?? 'next_member';
+    /** @type {Map<string, TimelineSchedule>} */
+    this.timelines = new Map((snapshot.timelines ?? []).map((t) => [t.name, new TimelineSchedule(publicTimeline(t))]));
+    /** @type {Map<string, object>} hex hash -> pack, oldest first */
+    this.packs = new Map((snapshot.packs ?? []).map((p) => {
+      const pack = publicPack(p);
+      return [pack.hash, pack];
+    }));
+    /** The last chat messages, oldest first. */
+    this.chat = (snapshot.chat ?? []).map((c) => chatEntry(toNumber(c.seq), c.author, toNumber(c.time), c.payload));
+    this.chatCapacity = Math.max(CHAT_HISTORY, this.chat.length);
     /** Events whose seq skipped past lastSeq + 1 (applied anyway, counted). */
     this.gaps = 0;
   }
@@ -1905,10 +2079,23 @@ export class RoomReplica {
     return this.members.has(id);
   }
 
+  /** The state of timeline `name` in force at server time `at` (default now), or undefined. */
+  timelineAt(name, at = this.serverTime()) {
+    return this.timelines.get(name)?.at(at);
+  }
+
   /** The room slot a room event is about, or null for other messages. */
   static eventRoom(message) {
     const tag = Object.keys(message)[0];
     return ROOM_EVENTS.has(tag) ? message[tag].room : null;
+  }
+
+  /** Replaces a member (same key: keeps the join order). */
+  updateMember(id, changes) {
+    const known = this.members.get(id);
+    const member = Object.freeze({ ...(known ?? { id, role: null, name: '', meta: EMPTY_BYTES, presence: 'online' }), ...changes });
+    if (known) this.members.set(id, member);
+    return { known, member };
   }
 
   /**
@@ -1917,8 +2104,9 @@ export class RoomReplica {
    *   null when it is not an event of this room; `stale` when its seq is not after
    *   lastSeq (ignored); otherwise the event to publish under `name` ('memberJoined',
    *   'memberLeft', 'stateChanged', 'command', 'roleChanged', 'memberKicked',
-   *   'closed'), with `removed` when this client is no longer in the room
-   *   (it left or was kicked, or the room closed).
+   *   'closed', 'presenceChanged', 'timelineChanged', 'packAvailable'), with
+   *   `removed` when this client is no longer in the room (it left or was
+   *   kicked, or the room closed).
    */
   apply(message) {
     const tag = Object.keys(message)[0];
@@ -1937,7 +2125,7 @@ export class RoomReplica {
       case 'MemberLeft': {
         const known = this.members.get(m.member);
         this.members.delete(m.member);
-        const member = known ?? Object.freeze({ id: m.member, role: null, name: '', meta: EMPTY_BYTES });
+        const member = known ?? Object.freeze({ id: m.member, role: null, name: '', meta: EMPTY_BYTES, presence: 'online' });
         const event = { member, reason: LEAVE_REASONS[m.reason] ?? String(m.reason), seq };
         return { name: 'memberLeft', event, removed: m.member === this.me };
       }
@@ -1962,23 +2150,43 @@ export class RoomReplica {
       }
       case 'RoleChanged': {
         const role = ROLE_NAMES[m.role] ?? null;
-        const known = this.members.get(m.member);
-        const previousRole = known?.role ?? null;
-        const member = Object.freeze({ ...(known ?? { id: m.member, name: '', meta: EMPTY_BYTES }), role });
-        if (known) this.members.set(m.member, member); // same key: keeps the join order
+        const { known, member } = this.updateMember(m.member, { role });
         if (m.member === this.me) this.snapshotRole = role;
-        return { name: 'roleChanged', event: { member, role, previousRole, by: m.by, seq }, removed: false };
+        return { name: 'roleChanged', event: { member, role, previousRole: known?.role ?? null, by: m.by, seq }, removed: false };
       }
       case 'MemberKicked': {
         const known = this.members.get(m.member);
         this.members.delete(m.member);
-        const member = known ?? Object.freeze({ id: m.member, role: null, name: '', meta: EMPTY_BYTES });
+        const member = known ?? Object.freeze({ id: m.member, role: null, name: '', meta: EMPTY_BYTES, presence: 'online' });
         const event = { member, by: m.by, reason: m.reason, banMs: toNumber(m.ban_ms), seq };
         return { name: 'memberKicked', event, removed: m.member === this.me };
       }
       case 'RoomClosed':
         this.members.clear(); // nobody is a member any more; the state stays readable
         return { name: 'closed', event: { by: m.by, reason: m.reason, seq }, removed: true };
+      case 'PresenceChanged': {
+        const presence = PRESENCE_NAMES[m.presence] ?? 'online';
+        const { known, member } = this.updateMember(m.member, { presence });
+        const event = { member, presence, previousPresence: known?.presence ?? null, seq };
+        return { name: 'presenceChanged', event, removed: false };
+      }
+      case 'TimelineChanged': {
+        const timeline = publicTimeline(m.timeline);
+        const now = this.serverTime();
+        let schedule = this.timelines.get(timeline.name);
+        if (!schedule) {
+          schedule = TimelineSchedule.initial(timeline.name);
+          this.timelines.set(timeline.name, schedule);
+        }
+        schedule.push(timeline, now);
+        const event = { name: timeline.name, timeline, by: m.by, seq, scheduled: timeline.anchorTime > now };
+        return { name: 'timelineChanged', event, removed: false };
+      }
+      case 'PackAvailable': {
+        const pack = publicPack(m.pack);
+        this.packs.set(pack.hash, pack);
+        return { name: 'packAvailable', event: { pack, seq }, removed: false };
+      }
       default: {
         const event = {
           seq,
@@ -1988,6 +2196,10 @@ export class RoomReplica {
           text: lenientUtf8.decode(m.payload),
           idempotencyKey: m.idempotency_key,
         };
+        if (m.kind === CHAT_KIND) {
+          this.chat.push(chatEntry(seq, m.author, this.serverTime(), m.payload));
+          if (this.chat.length > this.chatCapacity) this.chat.splice(0, this.chat.length - this.chatCapacity);
+        }
         return { name: 'command', event, removed: false };
       }
     }
@@ -1999,11 +2211,15 @@ export class RoomReplica {
 // ===========================================================================
 //
 // Both transports are a "link" with the same small surface, so the client is
-// written once: sendControl(body), sendTick(room, datagram), maxDatagramSize(),
-// setMaxFrameBytes(n), close(chorusCode, text), and setHandlers({ control,
-// datagram, closed }). Until handlers are set (or while they are null) inbound
-// messages wait in a backlog, so nothing is lost between the handshake and the
-// client taking over. `closed(info)` is called once, with `info.kind`:
+// written once: sendControl(body), sendTick(room, datagram), sendPack(hash,
+// offset, content, live), maxDatagramSize(), setMaxFrameBytes(n),
+// close(chorusCode, text), and setHandlers({ control, datagram, pack, closed }).
+// Until handlers are set (or while they are null) inbound messages wait in a
+// backlog, so nothing is lost between the handshake and the client taking
+// over. `pack(download)` receives pack content the server sends (§22.4) as
+// `{ requestId, hash, offset, size, content, end }` pieces: `end` is true when
+// a WebTransport pack stream finished (WebSocket pieces never end a stream).
+// `closed(info)` is called once, with `info.kind`:
 //   'normal'   the server closed normally (WebTransport code 0, WebSocket 1000/1001)
 //   'error'    the server closed with Chorus error `info.code` (WebTransport close
 //              code, WebSocket close code 4000 + code), `info.reason` its text
@@ -2017,6 +2233,15 @@ const CLOSE_GRACE_MS = 1000;
 const WS_HIGH_WATER_BYTES = 64 * 1024;
 /** WebTransport: datagram writes not yet taken by the browser; beyond it ticks are dropped. */
 const MAX_DATAGRAMS_IN_FLIGHT = 64;
+/** WebTransport: pack content is written to its stream in pieces of this size. */
+const WT_PACK_WRITE_BYTES = 64 * 1024;
+
+/** A download piece for the link's `pack` handler, from a split server pack message; null for anything else. */
+function downloadPiece(header, content, end = false) {
+  const d = header.Download;
+  if (!d) return null; // a server sends only Download headers
+  return { requestId: d.request_id, hash: d.hash, offset: toNumber(d.offset), size: toNumber(d.size), content, end };
+}
 
 function errorText(e) {
   return e?.message ?? String(e);
@@ -2084,6 +2309,7 @@ class WebSocketLink extends Link {
     this.reassembler = new WsReassembler(maxFrameBytes);
     this.queue = [];
     this.tickSlots = new Map();
+    this.packQueue = []; // { message, done } pack-lane messages, sent after ticks and control messages
     this.flushTimer = null;
     this.socketClosed = new Promise((resolve) => {
       this.resolveSocketClosed = resolve;
@@ -2148,7 +2374,19 @@ class WebSocketLink extends Link {
       this.fail(e);
       return;
     }
-    if (inbound) this.deliver(inbound.lane === 'control' ? 'control' : 'datagram', inbound.body);
+    if (!inbound) return;
+    if (inbound.lane === 'pack') {
+      let piece = null;
+      try {
+        const { header, content } = splitPackMessage(inbound.body);
+        piece = downloadPiece(header, content);
+      } catch {
+        // a pack message this SDK cannot read: skipped (the fetch times out or resumes)
+      }
+      if (piece) this.deliver('pack', piece);
+      return;
+    }
+    this.deliver(inbound.lane === 'control' ? 'control' : 'datagram', inbound.body);
   }
 
   fail(error) {
@@ -2166,6 +2404,30 @@ class WebSocketLink extends Link {
     this.flushTimer = null;
     this.queue = [];
     this.tickSlots.clear();
+    for (const { done } of this.packQueue.splice(0)) done(false);
+  }
+
+  /**
+   * Sends pack content from `offset` as 0x03 pack messages of at most 16 KiB,
+   * one at a time behind ticks and control messages. Resolves true once every
+   * piece went to the socket, false when the link closed or `live()` turned
+   * false first.
+   */
+  async sendPack(hash, offset, content, live = () => true, onSent = () => {}) {
+    let pos = offset;
+    do {
+      if (this.closedInfo || !live()) return false;
+      const end = Math.min(pos + WS_PACK_CHUNK_BYTES, content.length);
+      const message = wsPackMessage({ Upload: { hash, offset: pos } }, content.subarray(pos, end));
+      const sent = await new Promise((done) => {
+        this.packQueue.push({ message, done });
+        this.flush();
+      });
+      if (!sent) return false;
+      pos = end;
+      onSent(pos);
+    } while (pos < content.length);
+    return true;
   }
 
   sendControl(body) {
@@ -2199,8 +2461,14 @@ class WebSocketLink extends Link {
         continue;
       }
       const next = this.queue.shift();
-      if (next === undefined) return;
-      ws.send(next);
+      if (next !== undefined) {
+        ws.send(next);
+        continue;
+      }
+      const pack = this.packQueue.shift();
+      if (pack === undefined) return;
+      ws.send(pack.message);
+      pack.done(true);
     }
   }
 
@@ -2249,6 +2517,102 @@ class WebTransportLink extends Link {
     );
     this.readControl(stream.readable.getReader());
     this.readDatagrams();
+    this.readPackStreams();
+  }
+
+  /** Server-opened unidirectional streams: each a pack download (§22.4), a framed Download header then content to FIN. */
+  async readPackStreams() {
+    const incoming = this.wt.incomingUnidirectionalStreams;
+    if (!incoming || typeof incoming.getReader !== 'function') return;
+    try {
+      const reader = incoming.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.closedInfo) return;
+        this.readPackStream(value);
+      }
+    } catch {
+      // the session ended; `closed` reports it
+    }
+  }
+
+  async readPackStream(stream) {
+    const reader = stream.getReader();
+    let head = new Uint8Array(0);
+    let piece = null; // the header's piece, its offset moved on as content arrives
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (this.closedInfo) return;
+        if (done) {
+          if (piece) this.deliver('pack', { ...piece, content: EMPTY_BYTES, end: true });
+          return;
+        }
+        let bytes = inputBytes(value);
+        if (!piece) {
+          const joined = new Uint8Array(head.length + bytes.length);
+          joined.set(head);
+          joined.set(bytes, head.length);
+          head = joined;
+          if (!packHeaderComplete(head)) {
+            if (head.length > MAX_PACK_HEADER_BYTES + MAX_FRAME_PREFIX) throw malformed('pack stream header too long');
+            continue;
+          }
+          const { header, content } = splitPackMessage(head);
+          piece = downloadPiece(header, EMPTY_BYTES);
+          if (!piece) throw malformed('a server pack stream must start with a Download header');
+          bytes = content;
+        }
+        if (bytes.length > 0) {
+          this.deliver('pack', { ...piece, content: bytes.slice(), end: false });
+          piece = { ...piece, offset: piece.offset + bytes.length };
+        }
+      }
+    } catch {
+      // A stream reset, or a header this SDK cannot read: stop reading it; a
+      // fetch that got part of it asks for the rest.
+      try {
+        reader.cancel().catch(() => {});
+      } catch {
+        // already closed
+      }
+      if (piece && !this.closedInfo) this.deliver('pack', { ...piece, content: EMPTY_BYTES, end: true });
+    }
+  }
+
+  /**
+   * Sends pack content from `offset` on a unidirectional stream of its own:
+   * the framed Upload header, then the content, then FIN. Resolves true once
+   * the stream is finished, false when the link closed, `live()` turned
+   * false or the stream failed (the server stops a stream after an error).
+   */
+  async sendPack(hash, offset, content, live = () => true, onSent = () => {}) {
+    if (this.closedInfo || !live()) return false;
+    let writer;
+    try {
+      const stream = await this.wt.createUnidirectionalStream();
+      writer = stream.getWriter();
+      await writer.write(encodePackHeader({ Upload: { hash, offset } }));
+      for (let pos = offset; pos < content.length; ) {
+        if (this.closedInfo || !live()) {
+          writer.abort().catch(() => {});
+          return false;
+        }
+        const end = Math.min(pos + WT_PACK_WRITE_BYTES, content.length);
+        await writer.write(content.slice(pos, end));
+        pos = end;
+        onSent(pos);
+      }
+      await writer.close();
+      return true;
+    } catch {
+      try {
+        writer?.abort().catch(() => {});
+      } catch {
+        // already failed
+      }
+      return false;
+    }
   }
 
   async readControl(reader) {
@@ -2302,9 +2666,15 @@ class WebTransportLink extends Link {
     }
   }
 
+  /** Writes one frame; the promise settles when the stream took it (used to let Leave messages out before a close). */
   sendControl(body) {
-    if (this.closedInfo) return;
-    this.writer.write(encodeFrame(body)).catch(() => {}); // a failed write ends the session; `closed` reports it
+    if (this.closedInfo) return Promise.resolve();
+    const written = this.writer.write(encodeFrame(body));
+    written.catch(() => {}); // a failed write ends the session; `closed` reports it
+    return written.then(
+      () => {},
+      () => {},
+    );
   }
 
   sendTick(room, datagram) {
@@ -2430,10 +2800,16 @@ const PRIVATE = Symbol('chorus.private');
 
 const DEFAULT_CLOCK_SYNC = Object.freeze({
   pings: 8, // pings at connect; connect resolves after them
-  intervalMs: 10000, // background re-sync period (0: none)
+  intervalMs: 60000, // background re-sync bursts on top of the keepalive pings (0: none)
   refreshPings: 3, // pings per background re-sync
   spacingMs: 10, // pause between the pings of one sync
   window: 32, // samples kept; the min-RTT one gives the offset
+});
+
+const DEFAULT_RECONNECT = Object.freeze({
+  enabled: true,
+  initialDelayMs: 250, // the delay bound of the first attempt
+  maxDelayMs: 10000, // the largest delay bound
 });
 
 const DEFAULT_OPTIONS = Object.freeze({
@@ -2445,14 +2821,41 @@ const DEFAULT_OPTIONS = Object.freeze({
   requestTimeoutMs: 10000,
   handshakeTimeoutMs: 10000,
   idleTimeoutMs: 30000,
+  keepaliveMs: 5000,
   closeOnPageHide: true,
   apiKey: undefined,
 });
 
 /** A server error frame seen this recently explains a connection that is lost without a code. */
 const RECENT_ERROR_MS = 3000;
+/** close(): how long the Leave messages may take to reach the network before the connection closes. */
+const LEAVE_GRACE_MS = 500;
 
 const LOCAL_CLOSE = Object.freeze({ code: null, name: 'closed', message: 'closed by this client', detail: null });
+
+/**
+ * The bound of reconnect attempt `attempt`'s delay (attempts count from 1):
+ * `initialDelayMs × 2^(attempt−1)`, at most `maxDelayMs`.
+ */
+export function reconnectCeiling(attempt, options = DEFAULT_RECONNECT) {
+  const { initialDelayMs, maxDelayMs } = { ...DEFAULT_RECONNECT, ...options };
+  const doublings = Math.min(Math.max(0, attempt - 1), 60);
+  return Math.min(maxDelayMs, initialDelayMs * 2 ** doublings);
+}
+
+/**
+ * The delay before reconnect attempt `attempt` with full jitter: `random`
+ * (in [0, 1)) times its ceiling, at least `atLeastMs` (a wait the server asked
+ * for), and cut to what is left of the resume window (`windowMs`, counted
+ * from the drop, `elapsedMs` ago). null when the window has passed: give up.
+ * Pure, so the schedule is tested without waiting.
+ */
+export function nextReconnectDelay({ attempt, elapsedMs = 0, windowMs = Infinity, atLeastMs = 0, random = Math.random() }, options = DEFAULT_RECONNECT) {
+  const left = windowMs - elapsedMs;
+  if (!(left > 0)) return null;
+  const jittered = Math.floor(random * (reconnectCeiling(attempt, options) + 1));
+  return Math.min(left, Math.max(atLeastMs, jittered));
+}
 
 function normalizeOptions(options) {
   if (options === null || typeof options !== 'object') throw invalidArgument('options must be an object');
@@ -2460,7 +2863,7 @@ function normalizeOptions(options) {
   if (!['auto', 'webtransport', 'websocket'].includes(o.transport)) {
     throw invalidArgument(`transport must be 'auto', 'webtransport' or 'websocket', got ${describe(o.transport)}`);
   }
-  for (const key of ['fallbackAfterMs', 'requestTimeoutMs', 'handshakeTimeoutMs', 'idleTimeoutMs']) {
+  for (const key of ['fallbackAfterMs', 'requestTimeoutMs', 'handshakeTimeoutMs', 'idleTimeoutMs', 'keepaliveMs']) {
     if (typeof o[key] !== 'number' || !(o[key] >= 0)) throw invalidArgument(`${key} must be a non-negative number`);
   }
   if (typeof o.clientName !== 'string') throw invalidArgument('clientName must be a string');
@@ -2471,6 +2874,24 @@ function normalizeOptions(options) {
     options.clockSync === false
       ? { ...DEFAULT_CLOCK_SYNC, pings: 0, intervalMs: 0 }
       : { ...DEFAULT_CLOCK_SYNC, ...(options.clockSync ?? {}) };
+  const reconnect = options.reconnect;
+  if (reconnect !== undefined && reconnect !== null && typeof reconnect !== 'boolean' && typeof reconnect !== 'object') {
+    throw invalidArgument('reconnect must be a boolean or { enabled, initialDelayMs, maxDelayMs, random, setTimeout, clearTimeout }');
+  }
+  o.reconnect = {
+    ...DEFAULT_RECONNECT,
+    random: Math.random,
+    setTimeout: (fn, ms) => setTimeout(fn, ms),
+    clearTimeout: (timer) => clearTimeout(timer),
+    ...(typeof reconnect === 'object' && reconnect !== null ? reconnect : {}),
+    ...(typeof reconnect === 'boolean' ? { enabled: reconnect } : {}),
+  };
+  for (const key of ['initialDelayMs', 'maxDelayMs']) {
+    if (typeof o.reconnect[key] !== 'number' || !(o.reconnect[key] >= 0)) throw invalidArgument(`reconnect.${key} must be a non-negative number`);
+  }
+  for (const key of ['random', 'setTimeout', 'clearTimeout']) {
+    if (typeof o.reconnect[key] !== 'function') throw invalidArgument(`reconnect.${key} must be a function`);
+  }
   if (o.certHashes !== undefined && o.certHashes !== null) {
     const list = Array.isArray(o.certHashes) ? o.certHashes : [o.certHashes];
     o.certHashes = list.map((h) => {
@@ -2563,15 +2984,26 @@ function notJoinedError(message = 'not joined to this room any more', requestId 
   return new ChorusError(ErrorCode.NotJoined, errorName(ErrorCode.NotJoined), message, { requestId });
 }
 
-/** The client hello for these options: the API key, when given, as a hello option. */
-function clientHello(opts) {
+/** A request that was in flight when the connection dropped: it may or may not have been carried out (PROTOCOL.md §14.4). */
+function connectionLostError(tag, requestId) {
+  return new ChorusError(
+    null,
+    'connection_lost',
+    `the connection dropped before the server answered ${tag} request ${requestId}; it may or may not have been carried out`,
+    { requestId },
+  );
+}
+
+/** The client hello for these options: the API key, when given, and a resume, as hello options. */
+function clientHello(opts, resume = null) {
   const options = [];
   if (opts.apiKey !== undefined && opts.apiKey !== null) options.push({ ApiKey: opts.apiKey });
+  if (resume) options.push({ Resume: resume });
   return { version: PROTOCOL_VERSION, client_name: opts.clientName, capabilities: 0n, options };
 }
 
 /** Sends the hello and waits for the server's (§4). Later messages wait in the link's backlog. */
-function handshake(link, opts, timeoutMs) {
+function handshake(link, opts, timeoutMs, resume = null) {
   return new Promise((resolve, reject) => {
     let settled = false;
     let lastError = null;
@@ -2618,6 +3050,7 @@ function handshake(link, opts, timeoutMs) {
         }
       },
       datagram() {},
+      pack() {},
       closed(info) {
         const reason = closeReasonFor(info, lastError);
         const message = `the connection closed during the handshake: ${reason.message}`;
@@ -2629,49 +3062,108 @@ function handshake(link, opts, timeoutMs) {
       },
     });
     try {
-      link.sendControl(encodeClientMessage({ Hello: clientHello(opts) }));
+      link.sendControl(encodeClientMessage({ Hello: clientHello(opts, resume) }));
     } catch (e) {
       finish(e);
     }
   });
 }
 
+/** SHA-256 of `bytes` by the Web Crypto API (secure contexts only). */
+async function sha256(bytes) {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle || typeof subtle.digest !== 'function') {
+    throw new ChorusError(null, 'unsupported', 'crypto.subtle is not available here (it needs a secure context: https:, or http://localhost)');
+  }
+  return new Uint8Array(await subtle.digest('SHA-256', bytes));
+}
+
+/** A pack hash from a hex string, 32 bytes, or a pack (`{ hash }`). */
+function packHashArg(hash) {
+  if (hash !== null && typeof hash === 'object' && !ArrayBuffer.isView(hash) && !(hash instanceof ArrayBuffer) && 'hash' in hash) hash = hash.hash;
+  if (typeof hash === 'string') {
+    if (/^[0-9a-fA-F]{64}$/.test(hash)) return parseCertHash(hash);
+  } else if (hash instanceof Uint8Array || hash instanceof ArrayBuffer || ArrayBuffer.isView(hash)) {
+    const bytes = appBytes(hash, 'a pack hash');
+    if (bytes.length === PACK_HASH_BYTES) return bytes.slice();
+  }
+  throw invalidArgument(`a pack hash is a SHA-256 (64 hex digits or 32 bytes), got ${describe(hash)}`);
+}
+
+function sameBytes(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * The connection's state and logic, shared by the Client and Room handles:
- * pending requests, joined rooms, clock, close. Mirrors the Rust SDK's driver.
+ * pending requests, joined rooms, clock, keepalive, reconnecting and resuming,
+ * pack transfers, close. Mirrors the Rust SDK's driver.
  */
 class Driver {
-  constructor(link, hello, opts) {
+  constructor(link, hello, opts, target) {
     this.link = link;
-    this.hello = hello;
     this.opts = opts;
-    this.limits = hello.limits;
-    this.limitsCamel = limitsToCamel(hello.limits);
-    this.rateLimitsCamel = rateLimitsToCamel(hello.rate_limits);
-    this.pending = new Map(); // request id -> { expect, tag, room, resolve, reject, timer }
+    this.target = target;
+    this.adoptHello(hello);
+    this.pending = new Map(); // request id -> { expect, tag, room, resolve, reject, timer, body, idempotent, sent }
     this.rooms = new Map(); // room slot -> RoomCore
+    this.transfers = new Map(); // request id -> Upload | Fetch (their PackUpload / PackFetch)
     this.nextRequestId = 1;
     this.closeReason = null;
     this.linkClosing = null;
     this.closed = new Promise((resolve) => {
       this.resolveClosed = resolve;
     });
-    this.events = new Emitter(['error', 'close']);
+    this.events = new Emitter(['error', 'close', 'reconnecting', 'resumed', 'lost']);
     this.estimator = new ClockEstimator(opts.clockSync.window);
-    this.helloOffsetUs = toNumber(hello.server_time) - localNowUs();
+    this.clockReset = false; // a new connection: the next sample starts a new window
     this.pings = new Map(); // client_time -> resolve(gotSample)
     this.clockTimer = null;
+    this.keepaliveTimer = null;
+    this.awaitingSince = null; // performance.now() of the first ping sent after the last message heard
     this.lastError = null; // { frame, at } of the last error frame without a request id
     this.lastInboundAt = performance.now();
     this.probe = null; // { sentAt } of the watchdog's unanswered ping
     this.watchdog = null;
+    this.reconnect = null; // while the connection is down or resuming: { since, attempt, reason, timer, atLeastMs, resuming }
+    this.ticksDroppedBefore = 0; // ticks dropped by earlier links and while reconnecting
     this.client = new Client(PRIVATE, this);
-    link.setMaxFrameBytes(hello.limits.max_frame_bytes);
+    this.attach(link);
+  }
+
+  /** Takes the server's hello (the first, or a resumed connection's). */
+  adoptHello(hello) {
+    this.hello = hello;
+    this.limits = hello.limits;
+    this.limitsCamel = limitsToCamel(hello.limits);
+    this.rateLimitsCamel = rateLimitsToCamel(hello.rate_limits);
+    this.helloOffsetUs = toNumber(hello.server_time) - localNowUs();
+    this.resumeToken = hello.resume_token ?? '';
+    this.resumeWindowMs = toNumber(hello.resume_window_ms ?? 0);
+  }
+
+  /** Routes a link's inbound messages here; a link that is no longer the current one is ignored. */
+  attach(link) {
+    link.setMaxFrameBytes(this.limits.max_frame_bytes);
     link.setHandlers({
-      control: (body) => this.onControl(body),
-      datagram: (bytes) => this.onDatagram(bytes),
-      closed: (info) => this.onLinkClosed(info),
+      control: (body) => link === this.link && this.onControl(body),
+      datagram: (bytes) => link === this.link && this.onDatagram(bytes),
+      pack: (piece) => link === this.link && this.onPackPiece(piece),
+      closed: (info) => link === this.link && this.onLinkClosed(info),
     });
+  }
+
+  /** 'connected', 'reconnecting' (down, or resuming on a new connection) or 'closed'. */
+  get state() {
+    if (this.closeReason) return 'closed';
+    return this.reconnect ? 'reconnecting' : 'connected';
+  }
+
+  /** Requests go out now (not while reconnecting or resuming). */
+  get live() {
+    return !this.closeReason && !this.reconnect;
   }
 
   // ---- closing ---------------------------------------------------------------
@@ -2680,9 +3172,23 @@ class Driver {
     return errorForClose(this.closeReason ?? LOCAL_CLOSE, requestId);
   }
 
+  stopTimers() {
+    clearTimeout(this.clockTimer);
+    this.clockTimer = null;
+    clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = null;
+    clearInterval(this.watchdog);
+    this.watchdog = null;
+    this.probe = null;
+    this.awaitingSince = null;
+    for (const resolve of this.pings.values()) resolve(false);
+    this.pings.clear();
+  }
+
   /**
-   * Ends the connection once: records the reason, fails pending requests, ends
-   * every room, closes the link (when `linkClose` is given) and emits 'close'.
+   * Ends the connection once: records the reason, fails pending requests and
+   * transfers, ends every room, closes the link (when `linkClose` is given)
+   * and emits 'lost' (unless this client closed it) and 'close'.
    */
   shutdown(reason, linkClose) {
     if (this.closeReason) return this.linkClosing ?? Promise.resolve();
@@ -2692,35 +3198,291 @@ class Driver {
       message: reason.message,
       detail: reason.detail ?? null,
     });
-    clearTimeout(this.clockTimer);
-    this.clockTimer = null;
-    clearInterval(this.watchdog);
-    this.watchdog = null;
+    this.stopTimers();
+    if (this.reconnect) {
+      this.opts.reconnect.clearTimeout(this.reconnect.timer);
+      clearTimeout(this.reconnect.resuming?.timer);
+      this.reconnect = null;
+    }
     const pending = [...this.pending];
     this.pending.clear();
     for (const [id, p] of pending) {
       clearTimeout(p.timer);
       p.reject(this.closedError(id));
     }
-    for (const resolve of this.pings.values()) resolve(false);
-    this.pings.clear();
+    for (const t of new Set(this.transfers.values())) t.fail(this.closedError(t.requestId));
+    this.transfers.clear();
     const rooms = [...this.rooms.values()];
     this.rooms.clear();
     for (const core of rooms) core.detach();
     this.linkClosing = linkClose ? this.link.close(linkClose.code, linkClose.text) : Promise.resolve();
     this.resolveClosed(this.closeReason);
+    if (reason !== LOCAL_CLOSE) this.events.emit('lost', { reason: this.closeReason, rooms: rooms.map((c) => c.room), sessionLost: true });
     this.events.emit('close', this.closeReason);
     return this.linkClosing;
   }
 
+  /**
+   * Closes on purpose: a Leave for each joined room first (so the others see
+   * this client leave, not reconnect for the resume window, §14.5), then the
+   * connection.
+   */
+  async closeGracefully() {
+    if (this.closeReason) return this.linkClosing ?? Promise.resolve();
+    if (this.live) {
+      const sent = [];
+      for (const core of this.rooms.values()) {
+        if (!core.joined) continue;
+        try {
+          sent.push(this.link.sendControl(this.encodeChecked({ Leave: { request_id: this.allocRequestId(), room: core.slot } })));
+        } catch {
+          // best effort
+        }
+      }
+      if (sent.length > 0) await settleWithin(Promise.all(sent), LEAVE_GRACE_MS);
+    }
+    return this.shutdown(LOCAL_CLOSE, { code: 0, text: 'closed' });
+  }
+
   onLinkClosed(info) {
-    this.shutdown(closeReasonFor(info, this.lastError), null);
+    const reason = closeReasonFor(info, this.lastError);
+    if (reason.name === 'connection_lost') this.dropped(reason);
+    else this.shutdown(reason, null);
+  }
+
+  /**
+   * The connection dropped (no error from the server): reconnect and resume
+   * when the server offered a resume token and reconnecting is on, else end.
+   * With `linkClose`, this client closes the link first (it found it silent).
+   */
+  dropped(reason, linkClose = null) {
+    if (this.closeReason) return;
+    if (linkClose) {
+      const old = this.link;
+      this.link = null; // its close is ours: not reported again
+      old.close(linkClose.code, linkClose.text);
+      this.link = old;
+    }
+    const resumable = this.opts.reconnect.enabled && this.resumeToken !== '' && this.resumeWindowMs > 0;
+    if (!resumable) {
+      this.shutdown(reason, null);
+      return;
+    }
+    this.startReconnect(reason);
   }
 
   /** The server sent something this client cannot read: close with that error's code. */
   protocolFailure(error, message) {
     const code = error.code ?? ErrorCode.Malformed;
     this.shutdown({ code, name: errorName(code), message, detail: error.detail ?? null }, { code, text: 'protocol error' });
+  }
+
+  // ---- reconnecting and resuming (PROTOCOL.md §14) -----------------------------
+
+  startReconnect(reason) {
+    this.stopTimers();
+    if (this.reconnect) {
+      // Dropped again while resuming: the new session (its token) is resumable from now.
+      clearTimeout(this.reconnect.resuming?.timer);
+      this.reconnect.resuming = null;
+      this.reconnect.since = performance.now();
+    } else {
+      this.reconnect = { since: performance.now(), attempt: 0, reason, timer: null, atLeastMs: 0, resuming: null };
+    }
+    // Requests in flight may or may not have been carried out: commands with an
+    // idempotency key go again after the resume (exactly once), the others fail.
+    for (const [id, p] of [...this.pending]) {
+      if (!p.sent) continue;
+      if (p.idempotent) {
+        p.sent = false;
+        continue;
+      }
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(connectionLostError(p.tag, id));
+    }
+    for (const t of new Set(this.transfers.values())) t.interrupted();
+    this.scheduleAttempt();
+  }
+
+  scheduleAttempt() {
+    const r = this.reconnect;
+    if (!r || this.closeReason) return;
+    r.attempt++;
+    const delayMs = nextReconnectDelay(
+      {
+        attempt: r.attempt,
+        elapsedMs: performance.now() - r.since,
+        windowMs: this.resumeWindowMs,
+        atLeastMs: r.atLeastMs,
+        random: this.opts.reconnect.random(),
+      },
+      this.opts.reconnect,
+    );
+    if (delayMs === null) {
+      const seconds = Math.round(this.resumeWindowMs / 100) / 10;
+      this.shutdown({ ...r.reason, message: `${r.reason.message}; not resumed within the server's resume window (${seconds} s)` }, null);
+      return;
+    }
+    r.atLeastMs = 0;
+    this.events.emit('reconnecting', { attempt: r.attempt, delayMs, reason: r.reason });
+    r.timer = this.opts.reconnect.setTimeout(() => {
+      r.timer = null;
+      this.attemptReconnect(r);
+    }, delayMs);
+  }
+
+  async attemptReconnect(r) {
+    if (this.reconnect !== r || this.closeReason) return;
+    const rooms = [...this.rooms.values()].filter((c) => c.joined);
+    const resume = { token: this.resumeToken, rooms: rooms.map((c) => ({ room: c.slot, last_seq: c.replica.lastSeq })) };
+    let link;
+    let hello;
+    try {
+      ({ link } = await openLink(this.target, this.opts));
+      if (this.reconnect !== r || this.closeReason) {
+        link.close(0, 'closed');
+        return;
+      }
+      hello = await handshake(link, this.opts, this.opts.handshakeTimeoutMs, resume);
+    } catch (e) {
+      link?.close(0, 'reconnect failed');
+      if (this.reconnect !== r || this.closeReason) return;
+      if (e.code === ErrorCode.VersionMismatch || e.code === ErrorCode.Unauthorized) {
+        // The server will not take this client back whatever we try.
+        this.shutdown({ code: e.code, name: e.name, message: `reconnecting failed: ${e.message}`, detail: e.detail }, null);
+        return;
+      }
+      r.atLeastMs = e.retryAfterMs ?? 0;
+      this.scheduleAttempt();
+      return;
+    }
+    if (this.reconnect !== r || this.closeReason) {
+      link.close(0, 'closed');
+      return;
+    }
+    this.resumeOn(link, hello, rooms);
+  }
+
+  /**
+   * A new connection's hello came: the server now answers each room
+   * (Resumed or ResumeLost, with the missed events) before it reads anything
+   * else, so the Pong to a Ping sent now marks the end of the resume.
+   */
+  resumeOn(link, hello, rooms) {
+    const r = this.reconnect;
+    this.ticksDroppedBefore += this.link.ticksDropped;
+    this.link = link;
+    this.adoptHello(hello);
+    this.clockReset = true;
+    this.lastInboundAt = performance.now();
+    this.lastError = null;
+    const outcomes = new Map(rooms.map((core) => [core.slot, { core, outcome: null, code: null }]));
+    for (const core of rooms) core.replayed = 0;
+    let t0 = localNowUs();
+    while (this.pings.has(t0)) t0++;
+    r.resuming = { outcomes, failed: null, marker: t0, transport: link.kind, timer: null };
+    this.attach(link);
+    link.sendControl(encodeClientMessage({ Ping: { client_time: t0 } }));
+    r.resuming.timer = setTimeout(() => {
+      if (this.reconnect !== r || !r.resuming) return;
+      this.dropped({ code: null, name: 'connection_lost', message: 'no answer to the resume in time', detail: null }, { code: 0, text: 'resume timeout' });
+    }, this.opts.handshakeTimeoutMs);
+  }
+
+  onResumed(m) {
+    const res = this.reconnect?.resuming;
+    const core = this.rooms.get(m.room);
+    const entry = res?.outcomes.get(m.room);
+    if (!core || !core.joined || (res && !entry)) {
+      // A room this client does not keep (a join whose answer was lost): leave it again.
+      this.sendNoWait({ Leave: { request_id: this.allocRequestId(), room: m.room } });
+      return;
+    }
+    core.me = m.member;
+    core.replica.me = m.member;
+    if (m.snapshot) core.replaceSnapshot(m.snapshot, 'resumed');
+    if (entry && entry.outcome === null) entry.outcome = m.snapshot ? 'snapshot' : 'replayed';
+  }
+
+  onResumeLost(m) {
+    const res = this.reconnect?.resuming;
+    const entry = res?.outcomes.get(m.room);
+    if (entry) {
+      if (entry.outcome === 'lost') return; // a second ResumeLost for the room
+      entry.outcome = 'lost';
+      entry.code = m.code;
+    }
+    const core = this.rooms.get(m.room);
+    if (core?.joined) this.loseRoom(core, m.code, `the room could not be resumed (${errorName(m.code)})`);
+  }
+
+  /** The room is gone after a drop: not joined, its waiting requests fail, 'lost' on the room. */
+  loseRoom(core, code, message) {
+    this.detachRoom(core, message);
+    for (const t of new Set(this.transfers.values())) if (t.core === core) t.fail(notJoinedError(message, t.requestId));
+    core.events.emit('lost', { code, name: code === null ? 'unanswered' : errorName(code), message });
+  }
+
+  finishResume(r) {
+    if (this.reconnect !== r || !r.resuming) return;
+    const res = r.resuming;
+    clearTimeout(res.timer);
+    this.reconnect = null;
+    const summary = [];
+    const lost = [];
+    for (const { core, outcome, code } of res.outcomes.values()) {
+      let result = outcome;
+      let resultCode = code;
+      if (res.failed) {
+        result = 'lost';
+        resultCode = ErrorCode.ResumeFailed;
+        if (core.joined) this.loseRoom(core, resultCode, 'the session could not be resumed (resume_failed): join again');
+      } else if (outcome === null && core.joined) {
+        // The server said nothing of it: leave it rather than keep a stale replica.
+        result = 'unanswered';
+        this.sendNoWait({ Leave: { request_id: this.allocRequestId(), room: core.slot } });
+        this.loseRoom(core, null, 'the server did not answer for the room when resuming');
+      }
+      if (result === 'lost' || result === 'unanswered') lost.push(core.room);
+      summary.push({
+        room: core.room,
+        roomId: core.id,
+        slot: core.slot,
+        outcome: result ?? 'lost',
+        replayed: result === 'replayed' ? core.replayed : 0,
+        code: resultCode,
+      });
+      if (core.joined && (result === 'replayed' || result === 'snapshot')) {
+        core.events.emit('resumed', { replayed: result === 'replayed' ? core.replayed : 0, snapshot: result === 'snapshot' });
+      }
+      core.replayed = null;
+    }
+    // Requests waiting for the connection go now: queued ones, and commands
+    // with an idempotency key that were in flight (the server answers a
+    // repeat with duplicate: true).
+    for (const p of this.pending.values()) {
+      if (p.sent) continue;
+      if (p.room !== null && !this.rooms.get(p.room)?.joined) continue; // failed by loseRoom already
+      p.sent = true;
+      this.link.sendControl(p.body);
+    }
+    for (const t of new Set(this.transfers.values())) t.restart();
+    this.startTimers();
+    if (this.opts.clockSync.pings > 0) this.syncClock(Math.min(3, this.opts.clockSync.pings), this.opts.requestTimeoutMs);
+    if (lost.length > 0) {
+      const reason = res.failed
+        ? { code: ErrorCode.ResumeFailed, name: errorName(ErrorCode.ResumeFailed), message: res.failed.message, detail: null }
+        : { code: null, name: 'resume_lost', message: 'rooms could not be resumed', detail: null };
+      this.events.emit('lost', { reason, rooms: lost, sessionLost: Boolean(res.failed) });
+    }
+    this.events.emit('resumed', {
+      transport: res.transport,
+      sessionResumed: !res.failed,
+      attempts: r.attempt,
+      downtimeMs: Math.round(performance.now() - r.since),
+      rooms: summary,
+    });
   }
 
   // ---- inbound ---------------------------------------------------------------
@@ -2762,15 +3524,51 @@ class Driver {
       case 'CommandAck':
         this.reply(m.request_id, 'CommandAck', { seq: toNumber(m.seq), duplicate: m.duplicate });
         return;
-      case 'Ack':
-        this.reply(m.request_id, 'Ack', toNumber(m.seq));
+      case 'Ack': {
+        const transfer = this.transfers.get(m.request_id);
+        if (transfer) transfer.acked(toNumber(m.seq));
+        else this.reply(m.request_id, 'Ack', toNumber(m.seq));
         return;
+      }
       case 'Pong':
         return this.onPong(m);
       case 'Error':
         return this.onError(m);
+      case 'DirectMessage':
+      case 'BroadcastMessage': {
+        const core = this.rooms.get(m.room);
+        if (core?.joined) core.message(tag === 'DirectMessage' ? 'direct' : 'broadcast', m);
+        return;
+      }
+      case 'Snapshot': {
+        const p = this.pending.get(m.request_id);
+        const core = this.rooms.get(m.snapshot.room);
+        if (core?.joined && p?.expect === 'Snapshot') core.replaceSnapshot(m.snapshot, 'requested');
+        this.reply(m.request_id, 'Snapshot', core?.room);
+        return;
+      }
+      case 'IceServers': {
+        const iceServers = m.servers.map((s) => {
+          const server = { urls: [...s.urls] };
+          if (s.username !== null) server.username = s.username;
+          if (s.credential !== null) server.credential = s.credential;
+          return Object.freeze(server);
+        });
+        this.reply(m.request_id, 'IceServers', Object.freeze({ iceServers: Object.freeze(iceServers), expiresAt: toNumber(m.expires) }));
+        return;
+      }
+      case 'Resumed':
+        return this.onResumed(m);
+      case 'ResumeLost':
+        return this.onResumeLost(m);
+      case 'PackUploadReady': {
+        const transfer = this.transfers.get(m.request_id);
+        if (transfer?.ready) transfer.ready(toNumber(m.offset));
+        return;
+      }
       default: {
-        // MemberJoined, MemberLeft, StateChanged, CommandEvent, RoleChanged, MemberKicked, RoomClosed
+        // MemberJoined, MemberLeft, StateChanged, CommandEvent, RoleChanged, MemberKicked,
+        // RoomClosed, PresenceChanged, TimelineChanged, PackAvailable
         const core = this.rooms.get(RoomReplica.eventRoom(message));
         if (core) core.apply(message);
       }
@@ -2810,7 +3608,19 @@ class Driver {
 
   onError(frame) {
     const error = ChorusError.fromFrame(frame);
-    if (frame.request_id !== null && this.reply(frame.request_id, 'Error', error)) return;
+    if (frame.request_id !== null) {
+      const transfer = this.transfers.get(frame.request_id);
+      if (transfer) {
+        transfer.error(error);
+        return;
+      }
+      if (this.reply(frame.request_id, 'Error', error)) return;
+    }
+    const resuming = this.reconnect?.resuming;
+    if (frame.request_id === null && frame.code === ErrorCode.ResumeFailed && resuming) {
+      resuming.failed = error; // reported by 'resumed' (sessionResumed: false) and 'lost'
+      return;
+    }
     if (frame.request_id === null) this.lastError = { frame, at: performance.now() };
     this.events.emit('error', error);
   }
@@ -2818,12 +3628,22 @@ class Driver {
   onPong(m) {
     const t3 = localNowUs();
     const t0 = toNumber(m.client_time);
+    const r = this.reconnect;
+    const marker = r?.resuming?.marker === t0; // the end of a resume
     const resolve = this.pings.get(t0);
-    if (!resolve) return; // not a ping of ours, or one we gave up on
+    if (!resolve && !marker) return; // not a ping of ours, or one we gave up on
     this.pings.delete(t0);
     const sample = clockSample(t0, m.server_receive_time, m.server_send_time, t3);
-    if (sample) this.estimator.add(sample);
-    resolve(sample !== null);
+    if (sample) {
+      if (this.clockReset) {
+        // Another connection (and maybe a sleep of the machine): start a new window.
+        this.estimator = new ClockEstimator(this.opts.clockSync.window);
+        this.clockReset = false;
+      }
+      this.estimator.add(sample);
+    }
+    if (marker) this.finishResume(r);
+    else resolve(sample !== null);
   }
 
   onDatagram(bytes) {
@@ -2843,13 +3663,26 @@ class Driver {
     core.deliverTick({ sender: tick.sender, seq: tick.seq, payload: tick.payload, receivedAt });
   }
 
+  onPackPiece(piece) {
+    this.heard();
+    const transfer = this.transfers.get(piece.requestId);
+    if (transfer?.piece) transfer.piece(piece);
+  }
+
+  /** A pack became available in a room: completes the uploads of that pack there. */
+  packAvailable(core, pack) {
+    for (const t of new Set(this.transfers.values())) {
+      if (t.kind === 'upload' && t.core === core && t.hex === pack.hash) t.available(pack);
+    }
+  }
+
   // ---- requests --------------------------------------------------------------
 
   allocRequestId() {
     for (;;) {
       const id = this.nextRequestId;
       this.nextRequestId = id >= 0xffffffff ? 1 : id + 1;
-      if (!this.pending.has(id)) return id;
+      if (!this.pending.has(id) && !this.transfers.has(id)) return id;
     }
   }
 
@@ -2864,36 +3697,44 @@ class Driver {
 
   /**
    * Sends the request `build(requestId)` and resolves with its reply of kind
-   * `expect` ('Joined', 'Left', 'StateAck', 'CommandAck', 'Ack'), rejects with
-   * the server's error, a timeout, or 'closed'. `room`: the slot the request is
-   * about, so it fails with 'not_joined' when this client leaves that room.
+   * `expect` ('Joined', 'Left', 'StateAck', 'CommandAck', 'Ack', 'Snapshot',
+   * 'IceServers'), rejects with the server's error, a timeout, or 'closed'.
+   * `room`: the slot the request is about, so it fails with 'not_joined' when
+   * this client leaves that room. While the connection is down, the request
+   * waits (within its timeout) and goes out once the session is resumed.
    */
   request(expect, build, room = null) {
     if (this.closeReason) return Promise.reject(this.closedError());
     const id = this.allocRequestId();
     let body;
     let tag;
+    let message;
     try {
-      const message = build(id);
+      message = build(id);
       tag = Object.keys(message)[0];
       body = this.encodeChecked(message);
     } catch (e) {
       return Promise.reject(e);
     }
+    const idempotent = tag === 'Command' && message.Command.idempotency_key !== null && message.Command.idempotency_key !== undefined;
     return new Promise((resolve, reject) => {
       const ms = this.opts.requestTimeoutMs;
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(timeoutError(`no reply to request ${id} within ${ms} ms (it may still have been applied)`, id));
       }, ms);
-      this.pending.set(id, { expect, tag, room, resolve, reject, timer });
-      this.link.sendControl(body);
+      const entry = { expect, tag, room, resolve, reject, timer, body, idempotent, sent: false };
+      this.pending.set(id, entry);
+      if (this.live) {
+        entry.sent = true;
+        this.link.sendControl(body);
+      }
     });
   }
 
-  /** Sends a message nobody waits for. */
+  /** Sends a message nobody waits for (on the current connection, if it is up). */
   sendNoWait(message) {
-    if (this.closeReason) return;
+    if (this.closeReason || this.link.closedInfo) return;
     try {
       this.link.sendControl(this.encodeChecked(message));
     } catch {
@@ -2917,6 +3758,7 @@ class Driver {
       clearTimeout(p.timer);
       p.reject(notJoinedError(`not joined to room ${JSON.stringify(core.id)} any more: ${why}`, id));
     }
+    for (const t of new Set(this.transfers.values())) if (t.core === core) t.fail(notJoinedError(`not joined to room ${JSON.stringify(core.id)} any more: ${why}`, t.requestId));
   }
 
   // ---- ticks -----------------------------------------------------------------
@@ -2930,23 +3772,46 @@ class Driver {
     return Math.max(0, Math.min(limit, Math.min(...sizes) - TICK_MAX_OVERHEAD));
   }
 
-  // ---- clock -----------------------------------------------------------------
+  /** Sends a tick now; while the connection is down it is dropped (and counted). */
+  sendTick(slot, datagram) {
+    if (!this.live) {
+      this.ticksDroppedBefore++;
+      return;
+    }
+    this.link.sendTick(slot, datagram);
+  }
+
+  get ticksDropped() {
+    return this.ticksDroppedBefore + this.link.ticksDropped;
+  }
+
+  // ---- clock and keepalive ----------------------------------------------------
 
   clockEstimate() {
     const e = this.estimator.estimate();
     return e.samples > 0 ? e : { offsetUs: this.helloOffsetUs, rttUs: 0, samples: 0 };
   }
 
+  /** Sends one Ping; `onAnswer(gotSample)` when its Pong comes (or false when given up). Returns its client_time. */
+  ping(onAnswer = () => {}) {
+    let t0 = localNowUs();
+    while (this.pings.has(t0)) t0++;
+    this.pings.set(t0, onAnswer);
+    if (this.awaitingSince === null) this.awaitingSince = performance.now();
+    this.link.sendControl(encodeClientMessage({ Ping: { client_time: t0 } }));
+    return t0;
+  }
+
   /** Sends `pings` pings one after another, each waiting up to `perPingMs`; returns the samples gained. */
   async syncClock(pings, perPingMs) {
     let gained = 0;
-    for (let i = 0; i < pings && !this.closeReason; i++) {
+    for (let i = 0; i < pings && this.live; i++) {
       if (i > 0 && this.opts.clockSync.spacingMs > 0) await delay(this.opts.clockSync.spacingMs);
-      if (this.closeReason) break;
-      let t0 = localNowUs();
-      while (this.pings.has(t0)) t0++;
-      const answered = new Promise((resolve) => this.pings.set(t0, resolve));
-      this.link.sendControl(encodeClientMessage({ Ping: { client_time: t0 } }));
+      if (!this.live) break;
+      let t0;
+      const answered = new Promise((resolve) => {
+        t0 = this.ping(resolve);
+      });
       let timer;
       const gotSample = await Promise.race([
         answered,
@@ -2961,11 +3826,40 @@ class Driver {
     return gained;
   }
 
-  // ---- idle watchdog (WebSocket) ----------------------------------------------
-
   heard() {
     this.lastInboundAt = performance.now();
     this.probe = null;
+    this.awaitingSince = null;
+  }
+
+  startTimers() {
+    this.scheduleClockSync();
+    this.startKeepalive();
+    this.startWatchdog();
+  }
+
+  /**
+   * The keepalive (§15.2): a Ping every `keepaliveMs` (5 s), which tells the
+   * rooms this client is there (a silent host goes away) and is a clock
+   * sample. When a ping goes unanswered and nothing at all arrives for three
+   * intervals (at least a second), the connection is taken for dropped. Only
+   * silence after a ping counts, so a throttled background tab, whose timers
+   * run late, is not cut off for pinging late.
+   */
+  startKeepalive() {
+    const every = this.opts.keepaliveMs;
+    if (!(every > 0) || !this.live) return;
+    const silentMs = Math.max(1000, 3 * every);
+    this.keepaliveTimer = setInterval(() => {
+      if (!this.live) return;
+      if (this.awaitingSince !== null && performance.now() - this.awaitingSince >= silentMs) {
+        const seconds = Math.round(silentMs / 100) / 10;
+        this.dropped({ code: null, name: 'connection_lost', message: `nothing from the server for ${seconds} s`, detail: null }, { code: 0, text: 'silent' });
+        return;
+      }
+      this.ping();
+    }, every);
+    this.keepaliveTimer?.unref?.();
   }
 
   /**
@@ -2977,53 +3871,323 @@ class Driver {
    */
   startWatchdog() {
     const idle = this.opts.idleTimeoutMs;
-    if (this.link.kind !== 'websocket' || !(idle > 0) || this.closeReason) return;
+    if (this.link.kind !== 'websocket' || !(idle > 0) || !this.live) return;
     const period = Math.max(10, Math.min(idle / 3, 10000));
     this.watchdog = setInterval(() => {
+      if (!this.live) return;
       const now = performance.now();
       if (this.probe && now - this.probe.sentAt >= idle) {
         const seconds = Math.round(idle / 100) / 10;
-        this.shutdown(
-          { code: null, name: 'connection_lost', message: `no answer from the server for ${seconds} s`, detail: null },
-          { code: 0, text: 'idle timeout' },
-        );
+        this.dropped({ code: null, name: 'connection_lost', message: `no answer from the server for ${seconds} s`, detail: null }, { code: 0, text: 'idle timeout' });
       } else if (!this.probe && now - this.lastInboundAt >= period) {
         this.probe = { sentAt: now };
-        let t0 = localNowUs();
-        while (this.pings.has(t0)) t0++;
-        this.pings.set(t0, () => {});
-        this.link.sendControl(encodeClientMessage({ Ping: { client_time: t0 } }));
+        this.ping();
       }
     }, period);
   }
 
   scheduleClockSync() {
     const { intervalMs, refreshPings } = this.opts.clockSync;
-    if (!(intervalMs > 0) || !(refreshPings > 0) || this.closeReason) return;
+    if (!(intervalMs > 0) || !(refreshPings > 0) || !this.live) return;
     this.clockTimer = setTimeout(async () => {
       this.clockTimer = null;
       await this.syncClock(refreshPings, this.opts.requestTimeoutMs);
-      this.scheduleClockSync();
+      if (this.live && this.clockTimer === null) this.scheduleClockSync();
     }, intervalMs);
+    this.clockTimer?.unref?.();
+  }
+}
+
+// ---- pack transfers (PROTOCOL.md §22) ------------------------------------------
+
+/**
+ * One pack upload: announce (PackUpload), send the content from the offset
+ * the server gives (PackUploadReady), and complete on PackAvailable (or the
+ * Ack of a pack the room already has). A dropped connection interrupts it;
+ * after the resume it is announced again and goes on from where the server
+ * got to.
+ */
+class Upload {
+  constructor(driver, core, { hash, name, mediaType, content, onProgress }, resolve, reject) {
+    this.kind = 'upload';
+    this.driver = driver;
+    this.core = core;
+    this.hash = hash;
+    this.hex = bytesToHex(hash);
+    this.name = name;
+    this.mediaType = mediaType;
+    this.content = content;
+    this.onProgress = onProgress;
+    this.resolve = resolve;
+    this.reject = reject;
+    this.requestId = null;
+    this.ids = new Set(); // every PackUpload request id of this upload (errors may come for older ones)
+    this.generation = 0; // a new one stops the sending of the previous
+    this.timer = null;
+    this.done = false;
+  }
+
+  arm() {
+    clearTimeout(this.timer);
+    const ms = this.driver.opts.requestTimeoutMs;
+    this.timer = setTimeout(() => this.fail(timeoutError(`pack upload ${this.hex.slice(0, 12)}… made no progress within ${ms} ms`, this.requestId)), ms);
+  }
+
+  /** Sends (or, while the connection is down, prepares) a PackUpload. */
+  announce() {
+    if (this.done) return;
+    const d = this.driver;
+    const id = d.allocRequestId();
+    this.requestId = id;
+    this.ids.add(id);
+    d.transfers.set(id, this);
+    this.generation++;
+    this.arm();
+    let body;
+    try {
+      body = d.encodeChecked({
+        PackUpload: { request_id: id, room: this.core.slot, hash: this.hash, name: this.name, media_type: this.mediaType, size: this.content.length },
+      });
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (d.live) d.link.sendControl(body); // else restart() announces again after the resume
+  }
+
+  /** PackUploadReady: send the content from `offset`. */
+  ready(offset) {
+    if (this.done) return;
+    const d = this.driver;
+    const gen = ++this.generation;
+    const link = d.link;
+    const live = () => !this.done && this.generation === gen && d.link === link && d.live;
+    this.arm();
+    link
+      .sendPack(this.hash, Math.min(offset, this.content.length), this.content, live, (sent) => {
+        if (!live()) return;
+        this.arm();
+        this.onProgress?.(sent, this.content.length);
+      })
+      .then((finished) => {
+        if (finished && live()) this.arm(); // now the server checks it: PackAvailable, or an error
+      });
+  }
+
+  /** Ack: the room already had the pack. */
+  acked() {
+    const pack = this.core.replica.packs.get(this.hex) ?? Object.freeze({ hash: this.hex, name: this.name, mediaType: this.mediaType, size: this.content.length, uploader: this.core.me });
+    this.succeed(pack);
+  }
+
+  available(pack) {
+    this.succeed(pack);
+  }
+
+  error(err) {
+    if (this.done) return;
+    if (err.requestId !== this.requestId) return; // about an earlier announce of this upload
+    if (err.code === ErrorCode.Conflict) {
+      // A piece came at the wrong offset: stop, and ask the server again where to go on.
+      this.generation++;
+      this.announce();
+      return;
+    }
+    this.fail(err);
+  }
+
+  interrupted() {
+    this.generation++;
+  }
+
+  restart() {
+    this.announce();
+  }
+
+  finish() {
+    this.done = true;
+    clearTimeout(this.timer);
+    for (const id of this.ids) if (this.driver.transfers.get(id) === this) this.driver.transfers.delete(id);
+  }
+
+  succeed(pack) {
+    if (this.done) return;
+    this.finish();
+    this.onProgress?.(this.content.length, this.content.length);
+    this.resolve(pack);
+  }
+
+  fail(error) {
+    if (this.done) return;
+    this.finish();
+    this.reject(error);
+  }
+}
+
+/**
+ * One pack download: PackFetch, then the content in pieces on the pack lane
+ * (a stream on WebTransport, pack messages on WebSocket), checked against
+ * its SHA-256 at the end. After an interruption it asks again from the offset
+ * reached.
+ */
+class Fetch {
+  constructor(driver, core, hash, onProgress, resolve, reject) {
+    this.kind = 'fetch';
+    this.driver = driver;
+    this.core = core;
+    this.hash = hash;
+    this.hex = bytesToHex(hash);
+    this.onProgress = onProgress;
+    this.resolve = resolve;
+    this.reject = reject;
+    this.buffer = null;
+    this.size = null;
+    this.received = 0;
+    this.requestId = null;
+    this.timer = null;
+    this.done = false;
+    this.checking = false;
+  }
+
+  arm() {
+    clearTimeout(this.timer);
+    const ms = this.driver.opts.requestTimeoutMs;
+    this.timer = setTimeout(() => this.fail(timeoutError(`pack ${this.hex.slice(0, 12)}… sent nothing for ${ms} ms`, this.requestId)), ms);
+  }
+
+  request() {
+    if (this.done) return;
+    const d = this.driver;
+    if (this.requestId !== null && d.transfers.get(this.requestId) === this) d.transfers.delete(this.requestId);
+    const id = d.allocRequestId();
+    this.requestId = id;
+    d.transfers.set(id, this);
+    this.arm();
+    let body;
+    try {
+      body = d.encodeChecked({ PackFetch: { request_id: id, room: this.core.slot, hash: this.hash, offset: this.received } });
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (d.live) d.link.sendControl(body);
+  }
+
+  piece(p) {
+    if (this.done || this.checking || p.requestId !== this.requestId || !sameBytes(p.hash, this.hash)) return;
+    if (this.buffer === null) {
+      const max = Math.max(this.driver.limits.max_pack_bytes, 0);
+      if (!Number.isSafeInteger(p.size) || p.size > max) {
+        this.fail(limitError('pack', max, p.size));
+        return;
+      }
+      this.size = p.size;
+      this.buffer = new Uint8Array(p.size);
+    }
+    if (p.size !== this.size) {
+      this.fail(new ChorusError(ErrorCode.Malformed, errorName(ErrorCode.Malformed), `the pack's size changed from ${this.size} to ${p.size} bytes`));
+      return;
+    }
+    this.arm();
+    if (p.offset > this.received) {
+      this.request(); // a gap: ask for the rest from what arrived
+      return;
+    }
+    const part = p.content.subarray(Math.min(p.content.length, this.received - p.offset));
+    if (this.received + part.length > this.size) {
+      this.fail(new ChorusError(ErrorCode.Malformed, errorName(ErrorCode.Malformed), `the pack's content runs past its ${this.size} bytes`));
+      return;
+    }
+    if (part.length > 0) {
+      this.buffer.set(part, this.received);
+      this.received += part.length;
+      this.onProgress?.(this.received, this.size);
+    }
+    if (this.received === this.size) this.check();
+    else if (p.end) this.request(); // the stream ended early
+  }
+
+  async check() {
+    this.checking = true;
+    clearTimeout(this.timer);
+    let digest;
+    try {
+      digest = await sha256(this.buffer);
+    } catch (e) {
+      this.fail(e);
+      return;
+    }
+    if (sameBytes(digest, this.hash)) this.succeed(this.buffer);
+    else this.fail(new ChorusError(ErrorCode.HashMismatch, errorName(ErrorCode.HashMismatch), `the content of pack ${this.hex} has another SHA-256 (${bytesToHex(digest)})`, { requestId: this.requestId }));
+  }
+
+  error(err) {
+    if (err.requestId === this.requestId) this.fail(err);
+  }
+
+  acked() {}
+
+  interrupted() {}
+
+  restart() {
+    if (!this.checking) this.request();
+  }
+
+  finish() {
+    this.done = true;
+    clearTimeout(this.timer);
+    if (this.driver.transfers.get(this.requestId) === this) this.driver.transfers.delete(this.requestId);
+  }
+
+  succeed(bytes) {
+    if (this.done) return;
+    this.finish();
+    this.resolve(bytes);
+  }
+
+  fail(error) {
+    if (this.done) return;
+    this.finish();
+    this.reject(error);
   }
 }
 
 /** The events a Room emits. */
-const ROOM_EVENT_NAMES = ['tick', 'memberJoined', 'memberLeft', 'stateChanged', 'command', 'roleChanged', 'memberKicked', 'kicked', 'closed'];
+const ROOM_EVENT_NAMES = [
+  'tick',
+  'memberJoined',
+  'memberLeft',
+  'stateChanged',
+  'command',
+  'roleChanged',
+  'memberKicked',
+  'kicked',
+  'closed',
+  'presenceChanged',
+  'timelineChanged',
+  'packAvailable',
+  'direct',
+  'broadcast',
+  'snapshot',
+  'resumed',
+  'lost',
+];
 
 /** One joined room: its replica, listeners and iterators. Owned by the Driver. */
 class RoomCore {
   constructor(driver, snapshot) {
     this.driver = driver;
-    this.replica = new RoomReplica(snapshot);
+    this.replica = new RoomReplica(snapshot, { serverTime: () => driver.client.serverTime() });
     this.slot = this.replica.slot;
     this.me = this.replica.me;
     this.id = this.replica.roomId;
     this.events = new Emitter(ROOM_EVENT_NAMES);
     this.tickQueues = new Set();
     this.commandQueues = new Set();
+    this.messageQueues = new Set();
     this.joined = true;
     this.tickSeq = 0;
+    this.replayed = null; // while resuming: events applied since Resumed
     this.room = new Room(PRIVATE, this);
   }
 
@@ -3036,6 +4200,7 @@ class RoomCore {
   apply(message) {
     const out = this.replica.apply(message);
     if (!out || out.stale) return;
+    if (this.replayed !== null) this.replayed++;
     const { name, event } = out;
     if (out.removed) {
       if (name === 'closed') this.driver.detachRoom(this, `the room was closed by member ${event.by}${event.reason ? `: ${event.reason}` : ''}`, ['CloseRoom']);
@@ -3044,9 +4209,24 @@ class RoomCore {
     }
     this.events.emit(name, event);
     if (name === 'command') for (const q of this.commandQueues) q.push(event);
+    if (name === 'packAvailable') this.driver.packAvailable(this, event.pack);
     if (out.removed && name === 'memberKicked') {
       this.events.emit('kicked', { by: event.by, reason: event.reason, banMs: event.banMs, seq: event.seq });
     }
+  }
+
+  /** A fresh snapshot (requested, or from a resume) replaces the replica. */
+  replaceSnapshot(snapshot, reason) {
+    this.replica = new RoomReplica(snapshot, { serverTime: () => this.driver.client.serverTime() });
+    this.me = this.replica.me;
+    this.events.emit('snapshot', { reason, lastSeq: this.replica.lastSeq });
+  }
+
+  /** A DirectMessage or BroadcastMessage (not sequenced, not stored). */
+  message(type, m) {
+    const event = { type, from: m.from, kind: m.kind, payload: m.payload, text: lenientUtf8.decode(m.payload) };
+    this.events.emit(type, event);
+    for (const q of this.messageQueues) q.push(event);
   }
 
   deliverTick(tick) {
@@ -3065,7 +4245,7 @@ class RoomCore {
   detach() {
     if (!this.joined) return;
     this.joined = false;
-    for (const q of [...this.tickQueues, ...this.commandQueues]) q.end();
+    for (const q of [...this.tickQueues, ...this.commandQueues, ...this.messageQueues]) q.end();
   }
 }
 
@@ -3075,9 +4255,29 @@ function versionArg(v, what) {
   throw invalidArgument(`${what} must be a non-negative integer, got ${describe(v)}`);
 }
 
+/** A broadcast audience: 'everyone', 'others' or { role } (API or wire names). */
+function wireAudience(audience) {
+  if (audience === 'everyone' || audience === 'Everyone') return 'Everyone';
+  if (audience === 'others' || audience === 'Others') return 'Others';
+  if (audience !== null && typeof audience === 'object') {
+    const role = audience.role ?? audience.Role;
+    if (role !== undefined) return { Role: wireRole(role) };
+  }
+  throw invalidArgument(`an audience is 'everyone', 'others' or { role: 'host' | 'editor' | 'viewer' }, got ${describe(audience)}`);
+}
+
+/** A member id from a number or a member object. */
+function memberArg(member, what = 'a member') {
+  const id = member !== null && typeof member === 'object' ? member.id : member;
+  if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > 0xffffffff) throw invalidArgument(`${what} is a member id or a member, got ${describe(member)}`);
+  return id;
+}
+
 /**
- * A joined room. Its replica (members, state, lastSeq) is updated before the
- * matching event fires and before the ack of your own write resolves.
+ * A joined room. Its replica (members, state, timelines, packs, chat,
+ * lastSeq) is updated before the matching event fires and before the ack of
+ * your own write resolves. A Room stays valid across a reconnect: after the
+ * session is resumed it goes on as if the connection had never dropped.
  */
 export class Room {
   #core;
@@ -3107,6 +4307,16 @@ export class Room {
     return this.#core.replica.role;
   }
 
+  /** 'normal', or 'relay' (a room that stores nothing: no state, commands, timelines or packs). */
+  get kind() {
+    return this.#core.replica.kind;
+  }
+
+  /** What happens when the host goes away: 'next_member', 'pause_timeline' or 'nothing'. */
+  get failover() {
+    return this.#core.replica.failover;
+  }
+
   /**
    * The room's own permission rules, in API form: `{ rules: [{ action, scope,
    * roles }] }` (empty when the room uses the defaults, `DEFAULT_PERMISSION_RULES`).
@@ -3129,7 +4339,7 @@ export class Room {
     return allowed && this.#core.joined;
   }
 
-  /** Members in join order, this client included: `[{ id, role, name, meta }]`. */
+  /** Members in join order, this client included: `[{ id, role, name, meta, presence }]`. */
   get members() {
     return [...this.#core.replica.members.values()];
   }
@@ -3149,7 +4359,7 @@ export class Room {
     return this.#core.replica.stateVersion;
   }
 
-  /** False once the room was left, this client was removed, or the connection closed. */
+  /** False once the room was left, this client was removed, or the connection closed (not while reconnecting). */
   get joined() {
     return this.#core.joined;
   }
@@ -3170,6 +4380,127 @@ export class Room {
     entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return new Map(entries);
   }
+
+  /** The last chat messages (commands of kind 'chat'), oldest first: `[{ seq, author, time, payload, text }]` (`time`: server µs). */
+  get chat() {
+    return [...this.#core.replica.chat];
+  }
+
+  /** The packs available in the room, oldest first: `[{ hash, name, mediaType, size, uploader }]` (`hash`: SHA-256 in hex). */
+  get packs() {
+    return [...this.#core.replica.packs.values()];
+  }
+
+  /** One pack by its hash (hex or 32 bytes), or undefined. */
+  pack(hash) {
+    let hex;
+    try {
+      hex = bytesToHex(packHashArg(hash));
+    } catch {
+      return undefined;
+    }
+    return this.#core.replica.packs.get(hex);
+  }
+
+  // ---- timelines -------------------------------------------------------------
+
+  /**
+   * The state of timeline `name` in force at server time `at` (µs; default
+   * now, `client.serverTime()`): `{ name, playing, ratePpm, rate, anchorTime,
+   * anchorPositionUs, tempoMbpm, bpm, seq }`, or undefined when the room has
+   * no such timeline. A change scheduled ahead is not in force before its
+   * `anchorTime` (PROTOCOL.md §16.4).
+   */
+  timeline(name, at = this.#core.driver.client.serverTime()) {
+    return this.#core.replica.timelineAt(name, toNumber(at));
+  }
+
+  /** Every timeline's state in force now: `Map<name, state>`. */
+  timelines() {
+    const now = this.#core.driver.client.serverTime();
+    const out = new Map();
+    for (const [name, schedule] of this.#core.replica.timelines) out.set(name, schedule.at(now));
+    return out;
+  }
+
+  /**
+   * Timeline `name`'s position in µs at server time `at` (default now),
+   * computed locally from the synced clock (no request), as the server does
+   * (§16.2). 0 for a timeline never changed.
+   */
+  timelinePosition(name, at = this.#core.driver.client.serverTime()) {
+    const t = toNumber(at);
+    return this.#core.replica.timelines.get(name)?.positionAt(t) ?? 0;
+  }
+
+  /** The seq of timeline `name`'s last change (a scheduled one included), 0 if never changed: the value for `expectedSeq`. */
+  timelineSeq(name) {
+    return this.#core.replica.timelines.get(name)?.latest.seq ?? 0;
+  }
+
+  #timeline(name, op, options = {}) {
+    const slot = this.#core.slot;
+    return this.#request('Ack', (id) => ({
+      Timeline: {
+        request_id: id,
+        room: slot,
+        name,
+        op,
+        at: versionArg(options?.at === undefined || options?.at === null ? null : typeof options.at === 'number' ? Math.round(options.at) : options.at, 'at'),
+        expected_seq: versionArg(options?.expectedSeq, 'expectedSeq'),
+      },
+    }));
+  }
+
+  /**
+   * Plays timeline `name` from its position. Options: `at` (server time in µs
+   * when it takes effect; default now; at most `limits.maxScheduleAheadMs`
+   * ahead) and `expectedSeq` (only if the timeline's last change has this seq,
+   * else 'conflict' with `err.currentSeq`). Resolves with the seq of its
+   * 'timelineChanged' (already applied).
+   */
+  play(name, options = {}) {
+    return this.#timeline(name, 'Play', options);
+  }
+
+  /** Pauses timeline `name` at its position. See `play`. */
+  pause(name, options = {}) {
+    return this.#timeline(name, 'Pause', options);
+  }
+
+  /** Moves timeline `name` to `positionUs` (µs from its start). See `play`. */
+  seek(name, positionUs, options = {}) {
+    let position;
+    try {
+      position = versionArg(typeof positionUs === 'number' ? Math.round(positionUs) : positionUs, 'positionUs') ?? 0;
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#timeline(name, { Seek: { position_us: position } }, options);
+  }
+
+  /** Sets timeline `name`'s playback rate: 1 is normal speed, 0.5 half, 2 double (sent in parts per million; 0 is refused). See `play`. */
+  setRate(name, rate, options = {}) {
+    const ppm = Math.round(rate * NORMAL_RATE_PPM);
+    if (typeof rate !== 'number' || !(ppm >= 1 && ppm <= 0xffffffff)) {
+      return Promise.reject(invalidArgument(`a rate is a number above 0 (1 = normal speed), got ${describe(rate)}`));
+    }
+    return this.#timeline(name, { SetRate: { rate_ppm: ppm } }, options);
+  }
+
+  /** Sets timeline `name`'s tempo in beats per minute (sent in milli-BPM), or removes it (null). See `play`. */
+  setTempo(name, bpm, options = {}) {
+    let mbpm = null;
+    if (bpm !== null && bpm !== undefined) {
+      mbpm = Math.round(bpm * 1000);
+      if (typeof bpm !== 'number' || !(mbpm >= 0 && mbpm <= 0xffffffff)) {
+        return Promise.reject(invalidArgument(`a tempo is a number of beats per minute, or null; got ${describe(bpm)}`));
+      }
+    }
+    return this.#timeline(name, { SetTempo: { tempo_mbpm: mbpm } }, options);
+  }
+
+  // ---- requests --------------------------------------------------------------
 
   #request(expect, build) {
     const core = this.#core;
@@ -3209,7 +4540,9 @@ export class Room {
 
   /**
    * Sends an application command to every member (this client included).
-   * A repeated `idempotencyKey` resolves with `duplicate: true` and the first seq.
+   * A repeated `idempotencyKey` resolves with `duplicate: true` and the first
+   * seq; a command with a key is also sent again after a reconnect, so it
+   * takes effect exactly once.
    * @returns {Promise<{ seq: number, duplicate: boolean }>}
    */
   sendCommand(kind, payload = EMPTY_BYTES, options = {}) {
@@ -3226,10 +4559,120 @@ export class Room {
   }
 
   /**
+   * Sends a message to one member only (WebRTC signalling, private notes):
+   * it arrives as 'direct' there. Not sequenced, not stored, not replayed.
+   * Fails with 'not_joined' when `to` is not in the room or is reconnecting.
+   * @returns {Promise<number>} the room's last seq
+   */
+  sendDirect(to, kind, payload = EMPTY_BYTES) {
+    const slot = this.#core.slot;
+    return this.#request('Ack', (id) => ({
+      Direct: { request_id: id, room: slot, to: memberArg(to, 'to'), kind, payload: appBytes(payload, 'a message payload') },
+    }));
+  }
+
+  /**
+   * Sends a message to `audience`: 'everyone' (this client too), 'others', or
+   * `{ role }` (members with that role). It arrives as 'broadcast'. Not
+   * sequenced, not stored, not replayed; needs the send_commands permission
+   * for `kind`.
+   * @returns {Promise<number>} the room's last seq
+   */
+  broadcast(audience, kind, payload = EMPTY_BYTES) {
+    const slot = this.#core.slot;
+    return this.#request('Ack', (id) => ({
+      Broadcast: { request_id: id, room: slot, audience: wireAudience(audience), kind, payload: appBytes(payload, 'a message payload') },
+    }));
+  }
+
+  /** Asks for a fresh snapshot: it replaces the replica ('snapshot' fires); resolves with this room. */
+  requestSnapshot() {
+    const slot = this.#core.slot;
+    return this.#request('Snapshot', (id) => ({ RequestSnapshot: { request_id: id, room: slot } }));
+  }
+
+  /**
+   * STUN and TURN servers for WebRTC, as an RTCConfiguration: `{ iceServers:
+   * [{ urls, username?, credential? }], expiresAt }` (`expiresAt`: server µs
+   * when TURN credentials stop working, 0 without TURN), so
+   * `new RTCPeerConnection(await room.iceServers())` works.
+   */
+  iceServers() {
+    const slot = this.#core.slot;
+    return this.#request('IceServers', (id) => ({ GetIceServers: { request_id: id, room: slot } }));
+  }
+
+  /**
+   * Names the member who becomes host if the host goes away (failover
+   * 'next_member'), or nobody (null). Needs grant_roles.
+   * @param {number | { id: number } | null} member
+   * @returns {Promise<number>} the room's last seq
+   */
+  setDelegate(member) {
+    const slot = this.#core.slot;
+    return this.#request('Ack', (id) => ({
+      SetDelegate: { request_id: id, room: slot, member: member === null || member === undefined ? null : memberArg(member, 'the delegate') },
+    }));
+  }
+
+  /**
+   * Uploads a pack (an image or a video clip the members share): computes its
+   * SHA-256 (Web Crypto), announces it, sends the content (on WebTransport a
+   * stream of its own, on WebSocket 16 KiB pack-lane messages), and resolves
+   * with the pack `{ hash, name, mediaType, size, uploader }` once the room
+   * has it ('packAvailable', already applied). A pack the room already has
+   * resolves at once. A dropped connection does not fail the upload: after
+   * the resume it goes on from where the server got to.
+   * @param {string} name e.g. 'cover.png'
+   * @param {string} mediaType e.g. 'image/png'
+   * @param {Uint8Array | ArrayBuffer | ArrayBufferView} content
+   * @param {{ onProgress?: (sent: number, total: number) => void }} [options]
+   */
+  async uploadPack(name, mediaType, content, options = {}) {
+    const core = this.#core;
+    const driver = core.driver;
+    if (!core.joined) throw driver.closeReason ? driver.closedError() : notJoinedError();
+    if (typeof name !== 'string' || typeof mediaType !== 'string') throw invalidArgument('a pack needs a name and a media type (strings)');
+    if (typeof content === 'string') throw invalidArgument('pack content is bytes (Uint8Array, ArrayBuffer), not a string');
+    const bytes = appBytes(content, 'pack content').slice();
+    if (bytes.length > driver.limits.max_pack_bytes) throw limitError('pack', driver.limits.max_pack_bytes, bytes.length);
+    const hash = await sha256(bytes);
+    if (!core.joined) throw driver.closeReason ? driver.closedError() : notJoinedError();
+    return new Promise((resolve, reject) => {
+      new Upload(driver, core, { hash, name, mediaType, content: bytes, onProgress: options?.onProgress }, resolve, reject).announce();
+    });
+  }
+
+  /**
+   * Downloads a pack's content (its hash in hex or bytes, or the pack) and
+   * checks its SHA-256 ('hash_mismatch' otherwise). A dropped connection does
+   * not fail the fetch: after the resume it asks for the rest. 'pack_not_found'
+   * when the room has no such pack.
+   * @param {string | Uint8Array | { hash: string }} hash
+   * @param {{ onProgress?: (received: number, total: number) => void }} [options]
+   * @returns {Promise<Uint8Array>}
+   */
+  fetchPack(hash, options = {}) {
+    const core = this.#core;
+    const driver = core.driver;
+    if (!core.joined) return Promise.reject(driver.closeReason ? driver.closedError() : notJoinedError());
+    let bytes;
+    try {
+      bytes = packHashArg(hash);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise((resolve, reject) => {
+      new Fetch(driver, core, bytes, options?.onProgress, resolve, reject).request();
+    });
+  }
+
+  /**
    * Sends a tick (unreliable, newest-wins). Returns its tick seq. Throws a
    * ChorusError 'limit_exceeded' when the payload is over `maxTickPayload`
    * (the server's limit, and on WebTransport the datagram size minus the tick
-   * header), 'not_joined' or 'closed'.
+   * header), 'not_joined' or 'closed'. While reconnecting, ticks are dropped
+   * (and counted in `client.ticksDropped`).
    */
   sendTick(payload) {
     const core = this.#core;
@@ -3245,7 +4688,7 @@ export class Room {
       });
     }
     const seq = core.tickSeq;
-    driver.link.sendTick(core.slot, encodeDatagram({ Tick: { room: core.slot, sender: core.me, seq, payload: bytes } }));
+    driver.sendTick(core.slot, encodeDatagram({ Tick: { room: core.slot, sender: core.me, seq, payload: bytes } }));
     core.tickSeq = (seq + 1) >>> 0;
     return seq;
   }
@@ -3298,9 +4741,12 @@ export class Room {
   }
 
   /**
-   * Listens to 'tick', 'memberJoined', 'memberLeft', 'stateChanged',
-   * 'command', 'roleChanged', 'memberKicked', 'kicked' (this client was
-   * kicked) or 'closed' (the room ended).
+   * Listens to a room event: 'tick', 'memberJoined', 'memberLeft',
+   * 'stateChanged', 'command', 'roleChanged', 'memberKicked', 'kicked' (this
+   * client was kicked), 'closed' (the room ended), 'presenceChanged',
+   * 'timelineChanged', 'packAvailable', 'direct', 'broadcast', 'snapshot' (a
+   * new snapshot replaced the replica), 'resumed' (after a reconnect) or
+   * 'lost' (the room could not be resumed).
    * @returns {() => void} removes the listener
    */
   on(event, listener) {
@@ -3319,6 +4765,11 @@ export class Room {
   /** Commands from now on as a bounded async iterator. */
   commands(options = {}) {
     return this.#core.queue(this.#core.commandQueues, options?.capacity ?? 1024);
+  }
+
+  /** Direct and broadcast messages from now on (`{ type: 'direct' | 'broadcast', from, kind, payload, text }`), bounded. */
+  messages(options = {}) {
+    return this.#core.queue(this.#core.messageQueues, options?.capacity ?? 256);
   }
 
   /** Leaves the room (resolves at once if it is no longer joined). */
@@ -3344,12 +4795,17 @@ export class Client {
     this.#d = driver;
   }
 
-  /** 'webtransport' or 'websocket'. */
+  /** 'webtransport' or 'websocket' (of the current connection: a resume may change it). */
   get transport() {
     return this.#d.link.kind;
   }
 
-  /** This session's id on the server (a bigint). */
+  /** 'connected', 'reconnecting' (the connection dropped and the session is being resumed) or 'closed'. */
+  get state() {
+    return this.#d.state;
+  }
+
+  /** This session's id on the server (a bigint; a resume gives a new one). */
   get sessionId() {
     return this.#d.hello.session_id;
   }
@@ -3361,14 +4817,14 @@ export class Client {
 
   /**
    * This session's rate budgets, from the server's hello: `{ messages,
-   * stateUpdates, commands, ticks, joins }`, each `{ perSecond, burst }`.
+   * stateUpdates, commands, ticks, joins, direct }`, each `{ perSecond, burst }`.
    * Past one, requests fail with 'rate_limited' and `err.retryAfterMs`.
    */
   get rateLimits() {
     return this.#d.rateLimitsCamel;
   }
 
-  /** The server's hello, in codec form. */
+  /** The server's hello, in codec form (the latest connection's). */
   get serverHello() {
     return this.#d.hello;
   }
@@ -3378,12 +4834,18 @@ export class Client {
     return this.#d.maxTickPayload();
   }
 
-  /** Ticks that never reached the network (replaced by a newer one, or the send queue was full). */
+  /** Ticks that never reached the network (replaced by a newer one, the send queue was full, or the connection was down). */
   get ticksDropped() {
-    return this.#d.link.ticksDropped;
+    return this.#d.ticksDropped;
   }
 
-  /** Estimated server time now, in microseconds since the Unix epoch. */
+  /**
+   * Estimated server time now, in microseconds since the Unix epoch: the
+   * local clock plus the offset of the least-RTT ping of recent ones. Its
+   * error is at most half that ping's round trip, in practice half the
+   * path's asymmetry: well under 1 ms on loopback or a LAN, a few ms across
+   * the internet (PROTOCOL.md §17.3).
+   */
   serverTime() {
     return localNowUs() + this.#d.clockEstimate().offsetUs;
   }
@@ -3404,20 +4866,22 @@ export class Client {
     return this.clock;
   }
 
-  /** Why the connection ended (`{ code, name, message, detail }`), or null while open. */
+  /** Why the connection ended (`{ code, name, message, detail }`), or null while open (or reconnecting). */
   get closeReason() {
     return this.#d.closeReason;
   }
 
-  /** Resolves with the close reason when the connection ends. */
+  /** Resolves with the close reason when the connection ends for good. */
   get closed() {
     return this.#d.closed;
   }
 
   /**
-   * Listens to 'error' (a server error no pending request takes: not tied to a
-   * request, e.g. a refused tick, or answering one that timed out) or 'close'
-   * (the close reason, once).
+   * Listens to 'error' (a server error no pending request takes), 'close'
+   * (the close reason, once), 'reconnecting' (`{ attempt, delayMs, reason }`),
+   * 'resumed' (`{ transport, sessionResumed, attempts, downtimeMs, rooms }`)
+   * or 'lost' (`{ reason, rooms, sessionLost }`: rooms, or the whole session,
+   * that are gone).
    * @returns {() => void} removes the listener
    */
   on(event, listener) {
@@ -3434,7 +4898,8 @@ export class Client {
    * generated id (an invite code): the room's `id`.
    * @param {string} roomId
    * @param {{ name?: string, meta?: Uint8Array|string, create?: boolean, createIfMissing?: boolean, maxMembers?: number,
-   *   password?: string, token?: string, policy?: object, template?: string }} [options]
+   *   password?: string, token?: string, policy?: object, template?: string, kind?: 'normal'|'relay',
+   *   failover?: 'next_member'|'pause_timeline'|'nothing' }} [options]
    * @returns {Promise<Room>}
    */
   join(roomId, options = {}) {
@@ -3451,6 +4916,16 @@ export class Client {
       if (given(options?.token)) wireOptions.push({ Token: options.token });
       if (given(options?.policy)) wireOptions.push({ Policy: wirePolicy(options.policy) });
       if (given(options?.template)) wireOptions.push({ Template: options.template });
+      if (given(options?.kind)) {
+        const kind = WIRE_ROOM_KINDS.get(options.kind);
+        if (!kind) throw invalidArgument(`kind is 'normal' or 'relay', got ${describe(options.kind)}`);
+        wireOptions.push({ Kind: kind });
+      }
+      if (given(options?.failover)) {
+        const failover = WIRE_FAILOVER_MODES.get(options.failover);
+        if (!failover) throw invalidArgument(`failover is 'next_member', 'pause_timeline' or 'nothing', got ${describe(options.failover)}`);
+        wireOptions.push({ Failover: failover });
+      }
       return {
         Join: {
           request_id: id,
@@ -3465,70 +4940,30 @@ export class Client {
     });
   }
 
-  /** Closes the connection (WebSocket 1000, WebTransport code 0); resolves once the close is sent (at most ~1 s). */
+  /**
+   * Closes the connection: first a Leave for each joined room (so the others
+   * see this client leave rather than reconnect), then WebSocket 1000 /
+   * WebTransport code 0. Resolves once the close is sent (at most ~1.5 s).
+   */
   close() {
-    return this.#d.shutdown(LOCAL_CLOSE, { code: 0, text: 'closed' });
+    return this.#d.closeGracefully();
   }
-}
-
-/** Hello, then the initial clock sync, before `deadline` (a performance.now() time). */
-async function establish(link, opts, deadline) {
-  let hello;
-  try {
-    hello = await handshake(link, opts, deadline - performance.now());
-  } catch (e) {
-    link.close(e.code === ErrorCode.Malformed || e.code === ErrorCode.FrameTooLarge ? e.code : 0, 'handshake failed');
-    throw e;
-  }
-  const driver = new Driver(link, hello, opts);
-  const pings = opts.clockSync.pings;
-  if (pings > 0) {
-    const perPing = (deadline - performance.now()) / pings;
-    const gained = await driver.syncClock(pings, perPing);
-    if (driver.closeReason) throw driver.closedError();
-    if (gained === 0) {
-      driver.shutdown(LOCAL_CLOSE, { code: 0, text: 'no pong' });
-      throw timeoutError('the server answered no clock sync ping in time');
-    }
-  }
-  driver.scheduleClockSync();
-  driver.startWatchdog();
-  if (opts.closeOnPageHide) closeOnPageHide(driver.client);
-  return driver.client;
 }
 
 /**
- * Closes the client when its page goes away. Chromium does not always close a
- * WebTransport session when a tab closes (no CONNECTION_CLOSE, no answer to
- * keep-alives), which would leave the member in its rooms until the server's
- * heartbeat timeout; an explicit close tells the server at once.
+ * Opens a link to `target` by the transport choice of `opts`: WebSocket for a
+ * ws:/wss: URL or `transport: 'websocket'`; WebTransport for 'webtransport';
+ * 'auto': WebTransport, then WebSocket when it is missing or not ready within
+ * `fallbackAfterMs`. Resolves with `{ link, deadline }` (the handshake's
+ * deadline, a performance.now() time). Used by connect and every reconnect.
  */
-function closeOnPageHide(client) {
-  const target = globalThis;
-  if (typeof target.addEventListener !== 'function' || typeof target.document === 'undefined') return;
-  const onPageHide = () => {
-    client.close().catch(() => {});
-  };
-  target.addEventListener('pagehide', onPageHide);
-  client.on('close', () => target.removeEventListener('pagehide', onPageHide));
-}
-
-/**
- * Connects to a Chorus server, performs the handshake and the initial clock
- * sync. `url`: `https://host:port/chorus` (WebTransport, falling back to
- * WebSocket with `transport: 'auto'`), or `wss://` / `ws://` (WebSocket);
- * omitted in a page: `https://<page host>/chorus`.
- * @returns {Promise<Client>}
- */
-export async function connect(url, options = {}) {
-  const opts = normalizeOptions(options);
-  const target = resolveServerUrl(url);
+async function openLink(target, opts) {
   const WebSocketImpl = opts.WebSocket ?? globalThis.WebSocket;
   const WebTransportImpl = opts.WebTransport ?? globalThis.WebTransport;
   let deadline = performance.now() + opts.handshakeTimeoutMs;
 
-  const viaWebSocket = (wsUrl) => {
-    if (typeof WebSocketImpl !== 'function') return Promise.reject(closedError('WebSocket is not available here'));
+  const viaWebSocket = async (wsUrl) => {
+    if (typeof WebSocketImpl !== 'function') throw closedError('WebSocket is not available here');
     deadline = performance.now() + opts.handshakeTimeoutMs;
     return WebSocketLink.open(wsUrl, WebSocketImpl, opts.handshakeTimeoutMs, DEFAULT_LIMITS.max_frame_bytes);
   };
@@ -3562,7 +4997,63 @@ export async function connect(url, options = {}) {
       }
     }
   }
-  return establish(link, opts, deadline);
+  return { link, deadline };
+}
+
+/** Hello, then the initial clock sync, before `deadline` (a performance.now() time). */
+async function establish(link, opts, deadline, target) {
+  let hello;
+  try {
+    hello = await handshake(link, opts, deadline - performance.now());
+  } catch (e) {
+    link.close(e.code === ErrorCode.Malformed || e.code === ErrorCode.FrameTooLarge ? e.code : 0, 'handshake failed');
+    throw e;
+  }
+  const driver = new Driver(link, hello, opts, target);
+  const pings = opts.clockSync.pings;
+  if (pings > 0) {
+    const perPing = (deadline - performance.now()) / pings;
+    const gained = await driver.syncClock(pings, perPing);
+    if (driver.closeReason) throw driver.closedError();
+    if (gained === 0) {
+      driver.shutdown(LOCAL_CLOSE, { code: 0, text: 'no pong' });
+      throw timeoutError('the server answered no clock sync ping in time');
+    }
+  }
+  driver.startTimers();
+  if (opts.closeOnPageHide) closeOnPageHide(driver.client);
+  return driver.client;
+}
+
+/**
+ * Closes the client when its page goes away, after a Leave for each room
+ * (sent at once, before the page is gone). Chromium does not always close a
+ * WebTransport session when a tab closes (no CONNECTION_CLOSE, no answer to
+ * keep-alives), which would leave the member reconnecting in its rooms for
+ * the resume window; the Leaves and an explicit close tell the server at once.
+ */
+function closeOnPageHide(client) {
+  const target = globalThis;
+  if (typeof target.addEventListener !== 'function' || typeof target.document === 'undefined') return;
+  const onPageHide = () => {
+    client.close().catch(() => {});
+  };
+  target.addEventListener('pagehide', onPageHide);
+  client.on('close', () => target.removeEventListener('pagehide', onPageHide));
+}
+
+/**
+ * Connects to a Chorus server, performs the handshake and the initial clock
+ * sync. `url`: `https://host:port/chorus` (WebTransport, falling back to
+ * WebSocket with `transport: 'auto'`), or `wss://` / `ws://` (WebSocket);
+ * omitted in a page: `https://<page host>/chorus`.
+ * @returns {Promise<Client>}
+ */
+export async function connect(url, options = {}) {
+  const opts = normalizeOptions(options);
+  const target = resolveServerUrl(url);
+  const { link, deadline } = await openLink(target, opts);
+  return establish(link, opts, deadline, target);
 }
 
 /**

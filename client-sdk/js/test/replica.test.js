@@ -8,7 +8,7 @@ import { hexToBytes, loadVectors } from './support/vectors.js';
 const SLOT = 7;
 const enc = new TextEncoder();
 
-const info = (id, name, role) => ({ id, role, display: { name, meta: new Uint8Array() } });
+const info = (id, name, role, presence = 'Online') => ({ id, role, display: { name, meta: new Uint8Array() }, presence });
 
 function replica(overrides = {}) {
   return new RoomReplica({
@@ -64,7 +64,7 @@ test('members join and leave in order', () => {
   const r = replica();
   const out = r.apply({ MemberJoined: { room: SLOT, seq: 11n, member: info(3, 'carol', 'Viewer') } });
   assert.equal(out.name, 'memberJoined');
-  assert.deepEqual(out.event, { id: 3, role: 'viewer', name: 'carol', meta: new Uint8Array() });
+  assert.deepEqual(out.event, { id: 3, role: 'viewer', name: 'carol', meta: new Uint8Array(), presence: 'online' });
   assert.equal(out.removed, false);
   assert.deepEqual([...r.members.keys()], [1, 2, 3]);
   const left = r.apply({ MemberLeft: { room: SLOT, seq: 12n, member: 1, reason: 'Disconnected' } });
@@ -185,7 +185,7 @@ test("roleChanged updates the member in place, and this client's role and permis
   assert.equal(other.name, 'roleChanged');
   assert.equal(other.removed, false);
   assert.deepEqual({ ...other.event, member: { ...other.event.member } }, {
-    member: { id: 1, role: 'viewer', name: 'ada', meta: new Uint8Array() },
+    member: { id: 1, role: 'viewer', name: 'ada', meta: new Uint8Array(), presence: 'online' },
     role: 'viewer',
     previousRole: 'host',
     by: 2,

@@ -11,8 +11,10 @@ import {
   WsReassembler,
   decodeClientMessage,
   encodeFrame,
+  encodePackHeader,
   encodeServerMessage,
   localNowUs,
+  splitPackMessage,
   wsControlMessages,
   wsTickMessage,
 } from '../../chorus.js';
@@ -41,6 +43,8 @@ export class FakeServer {
     this.datagrams = [];
     /** Raw WebSocket messages received (bytes, lane byte included). */
     this.wsMessages = [];
+    /** Pack content received: `{ header, content }` per WebSocket pack message or WebTransport stream. */
+    this.packs = [];
     /** tag -> (message body, server) => void; overrides the default answers. */
     this.handlers = {};
     this.conn = null;
@@ -93,6 +97,26 @@ export class FakeServer {
       const t = BigInt(this.now());
       this.send({ Pong: { client_time: m.client_time, server_receive_time: t, server_send_time: t } });
     }
+  }
+
+  /** A pack message (WebSocket) or a finished pack stream (WebTransport) from the client. */
+  receivePack(header, content) {
+    this.packs.push({ header, content });
+    this.handlers.Pack?.(header, content, this);
+  }
+
+  /**
+   * Sends pack content to the client (a Download): on WebSocket as pack
+   * messages of `chunk` bytes (at least one), on WebTransport as one stream
+   * (`cutAfter`: end the stream early, after that many content bytes).
+   */
+  sendDownload({ request_id, hash, offset = 0, size, content, chunk = 16 * 1024, cutAfter }) {
+    this.conn.sendDownload({ request_id, hash, offset, size: size ?? offset + content.length, content, chunk, cutAfter });
+  }
+
+  /** The connection drops without a close code (WebSocket 1006, WebTransport failing). */
+  drop() {
+    this.conn.drop();
   }
 
   /** Messages of one tag received so far. */
@@ -190,7 +214,10 @@ class FakeWebSocket extends EventTarget {
     const inbound = this.reassembler.push(bytes);
     if (!inbound) return;
     if (inbound.lane === 'tick') this.server.datagrams.push(inbound.body);
-    else this.server.receive(inbound.body);
+    else if (inbound.lane === 'pack') {
+      const { header, content } = splitPackMessage(inbound.body);
+      this.server.receivePack(header, content.slice());
+    } else this.server.receive(inbound.body);
   }
 
   close(code = 1000, reason = '') {
@@ -223,8 +250,22 @@ class FakeWebSocket extends EventTarget {
     this.deliver(wsTickMessage(bytes));
   }
 
+  sendDownload({ request_id, hash, offset, size, content, chunk }) {
+    let pos = 0;
+    do {
+      const piece = content.subarray(pos, Math.min(pos + chunk, content.length));
+      const head = encodePackHeader({ Download: { request_id, hash, offset: offset + pos, size } });
+      this.deliver(Uint8Array.of(0x03, ...head, ...piece));
+      pos += piece.length;
+    } while (pos < content.length);
+  }
+
   serverClose(code, reason) {
     setTimeout(() => this.finishClose(code, reason), 0);
+  }
+
+  drop() {
+    setTimeout(() => this.finishClose(1006, ''), 0);
   }
 }
 
@@ -239,10 +280,20 @@ class FakeWebTransport {
     server.conn = this;
     server.connections.push(this);
     let resolveClosed;
-    this.closed = new Promise((resolve) => {
+    let rejectClosed;
+    this.closed = new Promise((resolve, reject) => {
       resolveClosed = resolve;
+      rejectClosed = reject;
     });
     this.resolveClosed = resolveClosed;
+    this.rejectClosed = rejectClosed;
+    this.closed.catch(() => {});
+    const self0 = this;
+    this.incomingUnidirectionalStreams = new ReadableStream({
+      start(controller) {
+        self0.incomingController = controller;
+      },
+    });
     this.ready = server.webTransportNeverReady ? new Promise(() => {}) : tick();
     this.datagramsOut = [];
     const self = this;
@@ -280,6 +331,28 @@ class FakeWebTransport {
     return { readable, writable };
   }
 
+  /** A client-opened unidirectional stream: its bytes reach the server as one pack transfer when it finishes. */
+  async createUnidirectionalStream() {
+    const server = this.server;
+    const parts = [];
+    this.server.packStreamsOpened = (this.server.packStreamsOpened ?? 0) + 1;
+    return new WritableStream({
+      write(chunk) {
+        parts.push(new Uint8Array(chunk));
+      },
+      close() {
+        const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+        let pos = 0;
+        for (const p of parts) {
+          all.set(p, pos);
+          pos += p.length;
+        }
+        const { header, content } = splitPackMessage(all);
+        server.receivePack(header, content.slice());
+      },
+    });
+  }
+
   close(info = {}) {
     this.closeCalls.push(info);
     this.resolveClosed({ closeCode: info.closeCode ?? 0, reason: info.reason ?? '' });
@@ -299,7 +372,31 @@ class FakeWebTransport {
     this.datagramController.enqueue(new Uint8Array(bytes));
   }
 
+  /** A server-opened unidirectional stream: the framed Download header, the content (in 3 reads), FIN. */
+  sendDownload({ request_id, hash, offset, size, content, cutAfter }) {
+    const head = encodePackHeader({ Download: { request_id, hash, offset, size } });
+    const body = cutAfter === undefined ? content : content.subarray(0, cutAfter);
+    const bytes = Uint8Array.of(...head, ...body);
+    const cuts = [Math.min(2, bytes.length), Math.min(bytes.length, head.length + (body.length >> 1))];
+    this.incomingController.enqueue(
+      new ReadableStream({
+        start(controller) {
+          let pos = 0;
+          for (const cut of [...cuts, bytes.length]) {
+            if (cut > pos) controller.enqueue(bytes.slice(pos, cut));
+            pos = Math.max(pos, cut);
+          }
+          controller.close();
+        },
+      }),
+    );
+  }
+
   serverClose(code, reason) {
     setTimeout(() => this.resolveClosed({ closeCode: code, reason }), 0);
+  }
+
+  drop() {
+    setTimeout(() => this.rejectClosed(new Error('the connection was lost')), 0);
   }
 }
