@@ -108,10 +108,11 @@ export class FakeServer {
   /**
    * Sends pack content to the client (a Download): on WebSocket as pack
    * messages of `chunk` bytes (at least one), on WebTransport as one stream
-   * (`cutAfter`: end the stream early, after that many content bytes).
+   * (`cutAfter`: end the stream early, after that many content bytes; `hold`:
+   * leave it open, as a stream cut off by a dropped connection).
    */
-  sendDownload({ request_id, hash, offset = 0, size, content, chunk = 16 * 1024, cutAfter }) {
-    this.conn.sendDownload({ request_id, hash, offset, size: size ?? offset + content.length, content, chunk, cutAfter });
+  sendDownload({ request_id, hash, offset = 0, size, content, chunk = 16 * 1024, cutAfter, hold = false }) {
+    this.conn.sendDownload({ request_id, hash, offset, size: size ?? offset + content.length, content, chunk, cutAfter, hold });
   }
 
   /** The connection drops without a close code (WebSocket 1006, WebTransport failing). */
@@ -373,7 +374,7 @@ class FakeWebTransport {
   }
 
   /** A server-opened unidirectional stream: the framed Download header, the content (in 3 reads), FIN. */
-  sendDownload({ request_id, hash, offset, size, content, cutAfter }) {
+  sendDownload({ request_id, hash, offset, size, content, cutAfter, hold }) {
     const head = encodePackHeader({ Download: { request_id, hash, offset, size } });
     const body = cutAfter === undefined ? content : content.subarray(0, cutAfter);
     const bytes = Uint8Array.of(...head, ...body);
@@ -386,7 +387,7 @@ class FakeWebTransport {
             if (cut > pos) controller.enqueue(bytes.slice(pos, cut));
             pos = Math.max(pos, cut);
           }
-          controller.close();
+          if (!hold) controller.close();
         },
       }),
     );
