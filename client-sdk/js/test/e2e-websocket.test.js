@@ -102,3 +102,8 @@ test('access control end to end (API key, invite code, password, roles, kick, cl
   }
   await scenarioPasses(t, [port, 'access', apiKey]);
 });
+
+test('sync semantics end to end (presence, scheduled timeline, direct and broadcast, snapshot, ICE, pack, resume, leave on close)', { skip: noBinary, timeout: 60_000 }, async (t) => {
+  const port = await startServer(t);
+  await scenarioPasses(t, [port, 'sync']);
+});

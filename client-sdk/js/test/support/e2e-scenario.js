@@ -1,6 +1,6 @@
 // The end-to-end scenarios of test/e2e-websocket.test.js, run in a child node
 // that has a global WebSocket: `node --experimental-websocket
-// e2e-scenario.js <port> [access <api key>]`. Without a port argument (as when
+// e2e-scenario.js <port> [access <api key> | sync]`. Without a port argument (as when
 // the test runner loads every file under test/) it does nothing.
 
 import assert from 'node:assert/strict';
@@ -263,13 +263,195 @@ export async function runAccess(port, apiKey) {
   return steps;
 }
 
+/**
+ * A WebSocket whose connection this test can drop: `drop()` closes the real
+ * socket (the server sees the transport end, which is a drop it may resume)
+ * while the SDK sees a 1006 close, as after a network failure.
+ */
+class DroppableWebSocket extends EventTarget {
+  static last = null;
+
+  constructor(url, protocols) {
+    super();
+    this.ws = new WebSocket(url, protocols);
+    this.dropped = false;
+    DroppableWebSocket.last = this;
+    for (const type of ['open', 'message', 'close', 'error']) {
+      this.ws.addEventListener(type, (e) => {
+        if (this.dropped) return;
+        this.dispatchEvent(Object.assign(new Event(type), { data: e.data, code: e.code, reason: e.reason }));
+      });
+    }
+  }
+
+  get readyState() {
+    return this.dropped ? 3 : this.ws.readyState;
+  }
+
+  get bufferedAmount() {
+    return this.ws.bufferedAmount;
+  }
+
+  get binaryType() {
+    return this.ws.binaryType;
+  }
+
+  set binaryType(v) {
+    this.ws.binaryType = v;
+  }
+
+  send(data) {
+    this.ws.send(data);
+  }
+
+  close(code, reason) {
+    this.ws.close(code, reason);
+  }
+
+  drop() {
+    this.dropped = true;
+    this.ws.close();
+    this.dispatchEvent(Object.assign(new Event('close'), { code: 1006, reason: '' }));
+  }
+}
+
+/** Waits for `event` on `target` matching `pred`. */
+function next(target, event, pred = () => true, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
+    const off = target.on(event, (e) => {
+      if (!pred(e)) return;
+      clearTimeout(timer);
+      off();
+      resolve(e);
+    });
+  });
+}
+
+/** A tiny PNG-typed pack: the PNG magic, then bytes. */
+function pngBytes(n) {
+  return Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, ...Array.from({ length: n }, (_, i) => (i * 13) & 0xff)]);
+}
+
+/**
+ * The sync semantics against the real server: presence, a scheduled
+ * timeline both members follow, direct and broadcast messages, a snapshot on
+ * request, ICE servers, a pack uploaded and fetched (WebSocket pack lane), a
+ * dropped connection resumed with the missed events replayed, and Leave on
+ * close. Skips when the binary predates the sync semantics.
+ */
+export async function runSync(port) {
+  const ws = `ws://127.0.0.1:${port}/chorus`;
+  const steps = [];
+  let a;
+  try {
+    a = await connect(ws, { clientName: 'e2e-sync-a', WebSocket: DroppableWebSocket, reconnect: { initialDelayMs: 50 } });
+  } catch (e) {
+    const stale = staleServer(e);
+    if (stale) return { skip: stale };
+    throw e;
+  }
+  const dropA = DroppableWebSocket.last;
+  if (!a.serverHello.resume_token) {
+    await a.close();
+    return { skip: 'the server binary offers no resume token (resuming off, or it predates resume): rebuild it' };
+  }
+  const b = await connect(ws, { clientName: 'e2e-sync-b' });
+  const roomId = `e2e-sync-${process.pid}`;
+  const ra = await a.join(roomId, { name: 'ada' });
+  const rb = await b.join(roomId, { name: 'bo' });
+  assert.deepEqual(rb.members.map((m) => m.presence), ['online', 'online']);
+  steps.push('presence');
+
+  // A timeline scheduled 300 ms ahead: both switch at its anchor time and agree on the position.
+  const at = a.serverTime() + 300_000;
+  const changesAtB = [];
+  const bothSeen = new Promise((resolve) => {
+    const off = rb.on('timelineChanged', (e) => {
+      changesAtB.push(e.seq);
+      if (changesAtB.length === 2) {
+        off();
+        resolve();
+      }
+    });
+  });
+  const seq = await ra.seek('film', 90_000_000, {});
+  const playSeq = await ra.play('film', { at, expectedSeq: seq });
+  await bothSeen;
+  assert.deepEqual(changesAtB, [seq, playSeq]);
+  assert.equal(rb.timeline('film').playing, false, 'paused until the anchor time');
+  await wait(400);
+  const [pa, pb] = [ra.timelinePosition('film'), rb.timelinePosition('film')];
+  assert.ok(rb.timeline('film').playing);
+  assert.ok(Math.abs(pa - pb) < 20_000, `positions ${pa} and ${pb} agree within 20 ms`);
+  assert.ok(pa > 90_000_000 && pa < 90_000_000 + 1_000_000, `position ${pa}`);
+  const conflict = await rejects(rb.pause('film', { expectedSeq: seq }), 'conflict');
+  assert.equal(conflict.currentSeq, playSeq);
+  steps.push(`timeline (members ${Math.abs(pa - pb)} µs apart)`);
+
+  // Direct and broadcast messages.
+  const direct = next(rb, 'direct');
+  await ra.sendDirect(rb.me, 'rtc-offer', 'v=0');
+  assert.deepEqual([(await direct).from, (await direct).text], [ra.me, 'v=0']);
+  const broadcast = next(ra, 'broadcast');
+  const others = next(rb, 'broadcast');
+  await ra.broadcast('everyone', 'note', 'hello');
+  assert.equal((await broadcast).text, 'hello');
+  assert.equal((await others).from, ra.me);
+  steps.push('direct and broadcast');
+
+  // A snapshot on request, and ICE servers in RTCConfiguration shape.
+  assert.equal(await rb.requestSnapshot(), rb);
+  assert.equal(rb.timeline('film').seq, playSeq);
+  const ice = await ra.iceServers();
+  assert.ok(Array.isArray(ice.iceServers) && typeof ice.expiresAt === 'number');
+  steps.push(`snapshot, ${ice.iceServers.length} ICE servers`);
+
+  // A pack: uploaded by a, fetched by b.
+  const content = pngBytes(40_000);
+  const available = next(rb, 'packAvailable');
+  const pack = await ra.uploadPack('e2e.png', 'image/png', content);
+  assert.equal((await available).pack.hash, pack.hash);
+  assert.deepEqual(await rb.fetchPack(pack.hash), content);
+  assert.deepEqual(await ra.uploadPack('again.png', 'image/png', content), pack, 'the room has it already');
+  steps.push('pack');
+
+  // A dropped connection: b sees a reconnecting; a comes back with what it missed.
+  const reconnectingSeen = next(rb, 'presenceChanged', (e) => e.member.id === ra.me && e.presence === 'reconnecting');
+  const resumed = next(a, 'resumed');
+  const onlineSeen = next(rb, 'presenceChanged', (e) => e.member.id === ra.me && e.presence === 'online', 10_000);
+  dropA.drop();
+  await reconnectingSeen;
+  const write = await rb.setState('while-away', 'missed');
+  const r = await resumed;
+  assert.equal(r.sessionResumed, true);
+  assert.equal(r.rooms[0].outcome, 'replayed');
+  assert.ok(r.rooms[0].replayed >= 1);
+  assert.equal(ra.getState('while-away').text, 'missed');
+  assert.ok(ra.lastSeq >= write.seq);
+  await onlineSeen;
+  assert.equal(rb.member(ra.me).presence, 'online');
+  assert.equal(ra.member(ra.me).presence, 'online', 'the resumed client sees itself online too');
+  assert.equal(ra.joined, true);
+  steps.push(`resumed after ${r.downtimeMs} ms (${r.rooms[0].replayed} events replayed)`);
+
+  // close() sends Leave first: b sees a leave at once.
+  const left = next(rb, 'memberLeft');
+  await a.close();
+  assert.equal((await left).reason, 'left');
+  await b.close();
+  steps.push('leave on close');
+  return steps;
+}
+
 const port = process.argv[2];
 if (port) {
   const timer = setTimeout(() => {
     console.error('scenario timed out');
     process.exit(2);
   }, 25_000);
-  (process.argv[3] === 'access' ? runAccess(port, process.argv[4]) : run(port)).then(
+  const scenario = process.argv[3] === 'access' ? runAccess(port, process.argv[4]) : process.argv[3] === 'sync' ? runSync(port) : run(port);
+  scenario.then(
     (steps) => {
       clearTimeout(timer);
       console.log(JSON.stringify(Array.isArray(steps) ? { ok: true, steps } : { ok: true, ...steps }));
