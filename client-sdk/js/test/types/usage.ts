@@ -27,6 +27,12 @@ import {
   type Room,
   type ServerMessage,
   type StateValue,
+  type Timeline,
+  type Pack,
+  type ResumedEvent,
+  TimelineSchedule,
+  nextReconnectDelay,
+  timelinePosition,
 } from '@chorus/client';
 import { DEFAULT_LIMITS } from '../../chorus.js';
 
@@ -102,6 +108,43 @@ export async function apiExample(): Promise<void> {
   for await (const tick of room.ticks()) void tick.payload;
   for await (const cmd of room.commands({ capacity: 16 })) void cmd.kind;
   await room.leave();
+
+  // Sync semantics.
+  const state: 'connected' | 'reconnecting' | 'closed' = client.state;
+  client.on('reconnecting', ({ attempt, delayMs, reason }) => void [attempt, delayMs, reason.name]);
+  client.on('resumed', (e: ResumedEvent) => void e.rooms.map((r) => [r.room.id, r.outcome, r.replayed]));
+  client.on('lost', ({ reason, rooms, sessionLost }) => void [reason.code, rooms.length, sessionLost]);
+  const party = await client.join('party', { kind: 'normal', failover: 'pause_timeline' });
+  const film: Timeline | undefined = party.timeline('film');
+  const position: number = party.timelinePosition('film');
+  await party.seek('film', 90_000_000, { expectedSeq: party.timelineSeq('film') });
+  await party.play('film', { at: client.serverTime() + 200_000 });
+  await party.setRate('film', 1.5);
+  await party.setTempo('film', null);
+  await party.pause('film');
+  party.on('timelineChanged', ({ name, timeline, by, seq, scheduled }) => void [name, timeline.anchorTime, by, seq, scheduled]);
+  party.on('presenceChanged', ({ member, presence }) => void [member.presence, presence]);
+  party.on('direct', ({ from, kind, text }) => void [from, kind, text]);
+  party.on('broadcast', ({ type, payload }) => void [type, payload.length]);
+  party.on('packAvailable', ({ pack }) => void pack.hash);
+  party.on('snapshot', ({ reason }) => void reason);
+  party.on('resumed', ({ replayed, snapshot }) => void [replayed, snapshot]);
+  party.on('lost', ({ code, name }) => void [code, name]);
+  await party.sendDirect(2, 'rtc-offer', 'v=0');
+  await party.broadcast({ role: 'viewer' }, 'note', 'hi');
+  await party.broadcast('others', 'note', new Uint8Array(1));
+  const rtc = await party.iceServers();
+  void [rtc.iceServers[0]?.urls, rtc.expiresAt];
+  await party.setDelegate(null);
+  const again: Room = await party.requestSnapshot();
+  const pack: Pack = await party.uploadPack('cover.png', 'image/png', new Uint8Array(8), { onProgress: (sent, total) => void [sent, total] });
+  const bytes: Uint8Array = await party.fetchPack(pack);
+  await party.fetchPack(pack.hash);
+  void [state, film?.bpm, position, again.chat[0]?.text, party.packs.length, party.kind, party.failover, bytes];
+  for await (const m of party.messages()) void m.from;
+  const delay: number | null = nextReconnectDelay({ attempt: 3, random: 0.5 }, { initialDelayMs: 100 });
+  const schedule = TimelineSchedule.initial('x');
+  void [delay, schedule.positionAt(5), timelinePosition(schedule.latest, 10n)];
 
   try {
     await client.join('x');
