@@ -927,3 +927,48 @@ async fn a_viewer_cannot_upload_packs_or_control_the_timeline() {
     .expect_err("viewer");
     assert_eq!(e.code, ErrorCode::Forbidden);
 }
+
+#[tokio::test]
+async fn a_rooms_packs_go_with_it_and_unused_content_is_freed() {
+    let server = start_server().await;
+    let (mut up, _) = RawWs::connect_hello(&server).await;
+    let a = up.join("short-lived", 1).await;
+    let b = up.join("long-lived", 2).await;
+    let shared = png(20_000, 4);
+    let only_a = png(30_000, 5);
+    for (request_id, room, content) in [
+        (3, a.room, &shared),
+        (4, a.room, &only_a),
+        (5, b.room, &shared),
+    ] {
+        upload_ready(&mut up, pack_upload(request_id, room, content, "image/png"))
+            .await
+            .expect("ready");
+        ws_send_pack(&mut up, &sha256(content), content, 0).await;
+        pack_available(&mut up).await;
+    }
+    assert_eq!(server.pack_stats().contents, 2);
+    request_ack(
+        &mut up,
+        ClientMessage::CloseRoom {
+            request_id: 6,
+            room: a.room,
+            reason: String::new(),
+        },
+    )
+    .await
+    .expect("closed");
+    // The closed room's own content is freed; what the other room uses stays.
+    // (The room task forgets its packs as it ends, right after the Ack.)
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.pack_stats().contents != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            server.pack_stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.pack_stats().content_bytes, 20_000);
+    assert_eq!(ws_fetch(&mut up, b.room, &sha256(&shared), 0).await, shared);
+}
