@@ -1,5 +1,7 @@
 // The Chorus demo page: live cursors (ticks), a shared title and colour (state),
-// chat (commands), the member list, and the connection's transport and clock.
+// chat (commands, with the room's history), the member list with presence, and
+// the connection's transport, clock and reconnecting state (a dropped
+// connection is resumed by the SDK; the status line says so).
 //
 // Query parameters: ?room=NAME (default lobby) &name=NAME (default random)
 // &transport=ws|wt|auto (default auto) &color=%23RRGGBB, and for servers with
@@ -89,6 +91,7 @@ function banner(text) {
 
 const names = new Map(); // member id → { name, color }, kept after they leave (chat)
 const cursors = new Map(); // member id → { node, x, y, seen }
+let connection = ''; // 'reconnecting… (attempt n)' or 'resumed after …' while it matters
 
 async function main() {
   $('room-name').textContent = roomId;
@@ -99,6 +102,21 @@ async function main() {
     demo.client = client;
     // After a refused join, the banner keeps saying why (not that this page then closed).
     client.on('close', (reason) => joinFailed || banner(`Disconnected: ${reason?.message || reason?.name || 'connection closed'}`));
+    // A dropped connection: the SDK reconnects and resumes the session by itself.
+    client.on('reconnecting', ({ attempt }) => {
+      connection = `reconnecting… (attempt ${attempt})`;
+      if (demo.room) renderStatus(client, demo.room);
+    });
+    client.on('resumed', ({ sessionResumed, downtimeMs, transport: via }) => {
+      connection = sessionResumed ? `resumed after ${(downtimeMs / 1000).toFixed(1)} s` : 'reconnected, but the session was gone';
+      if (demo.room) {
+        renderStatus(client, demo.room);
+        systemLine(`${connection} over ${via}`);
+      }
+      setTimeout(() => {
+        if (client.state === 'connected') connection = '';
+      }, 5000);
+    });
     // The SDK closes the connection on pagehide itself (closeOnPageHide).
     client.on('error', (err) => systemLine(`server error: ${describe(err)}`));
     const room = await client.join(roomId, {
@@ -122,7 +140,22 @@ function setUp(client, room) {
   renderState(room);
   renderStatus(client, room);
   setInterval(() => renderStatus(client, room), 1000);
+  for (const entry of room.chat ?? []) chatLine(entry.author, entry.text); // the room's chat history
   systemLine(`joined ${room.id} as ${myName} (${room.role}) over ${client.transport}`);
+
+  room.on('presenceChanged', ({ member, presence }) => {
+    renderMembers(room);
+    if (member.id !== room.me) systemLine(`${names.get(member.id)?.name ?? `member ${member.id}`} is ${presence}`);
+  });
+  room.on('snapshot', () => {
+    renderMembers(room);
+    renderState(room);
+  });
+  room.on('lost', ({ name }) => {
+    banner(`Lost the room ${room.id} while reconnecting (${name}); reload to join again`);
+    renderMembers(room);
+    updateControls(room);
+  });
 
   room.on('memberJoined', (m) => {
     names.set(m.id, { name: m.name, color: colorOf(m) });
@@ -256,8 +289,10 @@ function renderState(room) {
 
 function renderMembers(room) {
   $('members').replaceChildren(...room.members.map((m) => {
-    const li = el('li', {}, el('i'), `${m.name || `member ${m.id}`}${m.id === room.me ? ' (you)' : ''}`, el('em', { textContent: m.role }));
+    const away = m.presence && m.presence !== 'online' ? ` · ${m.presence}` : '';
+    const li = el('li', {}, el('i'), `${m.name || `member ${m.id}`}${m.id === room.me ? ' (you)' : ''}`, el('em', { textContent: `${m.role}${away}` }));
     li.style.setProperty('--c', colorOf(m));
+    if (away) li.style.opacity = '.5';
     return li;
   }));
 }
@@ -266,6 +301,7 @@ function renderStatus(client, room) {
   const { offsetUs = 0, rttUs = 0, samples = 0 } = client.clock ?? {};
   const ms = (us) => (us / 1000).toFixed(2);
   $('status').replaceChildren(
+    ...(connection ? [el('b', { textContent: connection, style: 'color: #b5651d' }), ' · '] : []),
     el('b', { textContent: client.transport }), ' · RTT ', el('b', { textContent: `${ms(rttUs)} ms` }),
     ' · clock offset ', el('b', { textContent: `${offsetUs >= 0 ? '+' : ''}${ms(offsetUs)} ms` }),
     ` (${samples} samples) · you: ${myName}, ${room.role}`,
