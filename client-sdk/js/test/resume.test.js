@@ -372,3 +372,21 @@ test('close() while reconnecting stops the attempts', async () => {
   assert.equal(client.state, 'closed');
   assert.equal(server.connections.length, 1);
 });
+
+test('reconnect and keepalive options are validated', async () => {
+  for (const options of [
+    { keepaliveMs: -1 },
+    { reconnect: 'yes' },
+    { reconnect: { initialDelayMs: -5 } },
+    { reconnect: { maxDelayMs: 'soon' } },
+    { reconnect: { random: 0.5 } },
+    { reconnect: { setTimeout: null } },
+  ]) {
+    assert.equal((await rejection(connect('ws://127.0.0.1:1/chorus', options))).name, 'invalid_argument', JSON.stringify(options));
+  }
+  const server = resumable();
+  const client = await connect('ws://127.0.0.1:1/chorus', { WebSocket: server.WebSocket, ...fast, reconnect: true, keepaliveMs: 0 });
+  assert.equal(client.state, 'connected');
+  await client.close();
+  assert.equal(client.state, 'closed');
+});
