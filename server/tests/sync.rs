@@ -972,3 +972,30 @@ async fn a_rooms_packs_go_with_it_and_unused_content_is_freed() {
     assert_eq!(server.pack_stats().content_bytes, 20_000);
     assert_eq!(ws_fetch(&mut up, b.room, &sha256(&shared), 0).await, shared);
 }
+
+#[tokio::test]
+async fn a_rooms_total_pack_bytes_are_capped() {
+    let server = start_server_with(|c| c.session.limits.max_pack_bytes_per_room = 25_000).await;
+    let (mut up, _) = RawWs::connect_hello(&server).await;
+    let room = up.join("budget", 1).await;
+    let first = png(20_000, 1);
+    upload_ready(&mut up, pack_upload(2, room.room, &first, "image/png"))
+        .await
+        .expect("ready");
+    ws_send_pack(&mut up, &sha256(&first), &first, 0).await;
+    pack_available(&mut up).await;
+    // 20 000 + 5 000 is exactly the budget; one byte more is refused.
+    let e = upload_ready(
+        &mut up,
+        pack_upload(3, room.room, &png(5_001, 2), "image/png"),
+    )
+    .await
+    .expect_err("over the room's budget");
+    assert_eq!(e.code, ErrorCode::LimitExceeded);
+    upload_ready(
+        &mut up,
+        pack_upload(4, room.room, &png(5_000, 2), "image/png"),
+    )
+    .await
+    .expect("at the budget");
+}
