@@ -13,6 +13,7 @@ pub mod cert;
 pub mod clock;
 pub mod core;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod origin;
 pub mod packs;

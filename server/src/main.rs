@@ -250,6 +250,9 @@ struct Args {
     /// Seconds between sweeps of expired per-address records and blocks (at least 5).
     #[arg(long, env = "CHORUS_CLEANUP_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..))]
     cleanup_interval_secs: u64,
+    /// Log line format: `human` or `json` (one object per line, with spans).
+    #[arg(long, env = "CHORUS_LOG_FORMAT", default_value = "human")]
+    log_format: chorus_server::logging::LogFormat,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_server=debug`.
     #[arg(long, env = "CHORUS_LOG", default_value = "info")]
     log: String,
@@ -392,12 +395,7 @@ impl Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log)
-                .with_context(|| format!("invalid --log filter {:?}", args.log))?,
-        )
-        .init();
+    chorus_server::logging::init(&args.log, args.log_format)?;
     let config = args.config()?;
     let server = Server::start(config.clone())
         .await
