@@ -3246,7 +3246,9 @@ class Driver {
 
   onLinkClosed(info) {
     const reason = closeReasonFor(info, this.lastError);
-    if (reason.name === 'connection_lost') this.dropped(reason);
+    // A server going away says when to come back: reconnect then, as after a drop.
+    const goingAway = reason.code === ErrorCode.ShuttingDown && typeof reason.detail?.retryAfterMs === 'number';
+    if (reason.name === 'connection_lost' || goingAway) this.dropped(reason);
     else this.shutdown(reason, null);
   }
 
@@ -3287,7 +3289,8 @@ class Driver {
       this.reconnect.resuming = null;
       this.reconnect.since = performance.now();
     } else {
-      this.reconnect = { since: performance.now(), attempt: 0, reason, timer: null, atLeastMs: 0, resuming: null };
+      const atLeastMs = typeof reason.detail?.retryAfterMs === 'number' ? reason.detail.retryAfterMs : 0;
+      this.reconnect = { since: performance.now(), attempt: 0, reason, timer: null, atLeastMs, resuming: null };
     }
     // Requests in flight may or may not have been carried out: commands with an
     // idempotency key go again after the resume (exactly once), the others fail.

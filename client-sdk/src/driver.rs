@@ -981,10 +981,19 @@ impl Shared {
         if !self.options.reconnect.enabled {
             return None;
         }
-        if !matches!(
+        // A server going away (ShuttingDown with a time to come back) is
+        // reconnected to after that time, like a dropped connection.
+        let going_away = matches!(
             reason,
-            CloseReason::Transport(_) | CloseReason::ServerClosed { .. }
-        ) {
+            CloseReason::Server(frame) if frame.code == ErrorCode::ShuttingDown
+                && matches!(frame.detail, chorus_protocol::ErrorDetail::RetryAfter { .. })
+        );
+        if !going_away
+            && !matches!(
+                reason,
+                CloseReason::Transport(_) | CloseReason::ServerClosed { .. }
+            )
+        {
             return None;
         }
         let st = lock(&self.state);
@@ -1026,7 +1035,8 @@ impl Shared {
     async fn reconnect(self: &Arc<Self>, reason: CloseReason, window: Duration) -> Option<Live> {
         let dropped_at = Deadline::now();
         let mut closed = self.closed.subscribe();
-        let mut at_least = Duration::ZERO;
+        // A server that said when to come back is not tried before then.
+        let mut at_least = reason.retry_after().unwrap_or(Duration::ZERO);
         let mut attempt = 0u32;
         loop {
             attempt = attempt.saturating_add(1);

@@ -331,16 +331,37 @@ async fn clock_sync_tracks_the_server_clock_on_loopback() {
 }
 
 #[tokio::test]
-async fn server_shutdown_is_a_typed_close_for_clients() {
-    let server = start_server().await;
+async fn server_shutdown_tells_clients_when_to_come_back_and_they_wait_that_long() {
+    let server = start_server_with(|c| {
+        c.session.reconnect_after_shutdown = std::time::Duration::from_secs(3);
+    })
+    .await;
     let a = connect(&server).await;
     let _room = a.join("bye", JoinOptions::named("a")).await.expect("join");
+    let mut connection = a.connection_events();
     server.shutdown().await;
-    let reason = tokio::time::timeout(WAIT, a.closed())
-        .await
-        .expect("closed in time");
+    // The typed reason, and a first reconnect attempt no sooner than asked.
+    let (delay, reason) = tokio::time::timeout(WAIT, async {
+        loop {
+            match connection.recv().await {
+                Ok(chorus_client::ConnectionEvent::Reconnecting { delay, reason, .. }) => {
+                    return (delay, reason);
+                }
+                Ok(_) => {}
+                Err(e) => panic!("events: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("reconnecting in time");
     assert_eq!(reason.code(), Some(ErrorCode::ShuttingDown), "{reason:?}");
     assert!(matches!(reason, CloseReason::Server(_)));
+    assert_eq!(
+        reason.retry_after(),
+        Some(std::time::Duration::from_secs(3))
+    );
+    assert!(delay >= std::time::Duration::from_secs(3), "{delay:?}");
+    a.close().await;
 }
 
 #[tokio::test]

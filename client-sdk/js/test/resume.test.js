@@ -390,3 +390,28 @@ test('reconnect and keepalive options are validated', async () => {
   await client.close();
   assert.equal(client.state, 'closed');
 });
+
+test('a server going away with a time to come back is reconnected to after that time', async () => {
+  const server = resumable();
+  const waits = [];
+  const { client } = await joined(server, {
+    reconnect: {
+      random: () => 0,
+      setTimeout: (fn, ms) => {
+        waits.push(ms);
+        return setTimeout(fn, 0);
+      },
+      clearTimeout: (t) => clearTimeout(t),
+    },
+  });
+  const events = record(client, ['reconnecting', 'close']);
+  server.send({ Error: { request_id: null, code: ErrorCode.ShuttingDown, message: 'restarting', detail: { RetryAfter: { retry_after_ms: 4000n } } } });
+  server.close(4501, 'restarting');
+  await until(() => events.some(([name]) => name === 'reconnecting'), 2000, 'reconnecting');
+  const [, reconnecting] = events.find(([name]) => name === 'reconnecting');
+  assert.equal(reconnecting.reason.name, 'shutting_down');
+  assert.ok(reconnecting.delayMs >= 4000, `waited ${reconnecting.delayMs} ms`);
+  assert.ok(waits[0] >= 4000, `timer set for ${waits[0]} ms`);
+  assert.ok(!events.some(([name]) => name === 'close'), 'not closed for good');
+  await client.close();
+});

@@ -159,6 +159,8 @@ pub struct SessionConfig {
     pub rate_limits: RateLimits,
     /// How long a dropped session can be resumed (zero: not at all).
     pub resume_window: Duration,
+    /// What a shutting-down server tells clients to wait before reconnecting.
+    pub reconnect_after_shutdown: Duration,
     /// STUN/TURN servers handed out with `GetIceServers`.
     pub ice: IceSettings,
     /// Rate-limit refusals within `violation_window` that close the session.
@@ -178,6 +180,7 @@ impl Default for SessionConfig {
             datagram_errors_per_second: 5,
             rate_limits: RateLimits::default(),
             resume_window: Duration::from_secs(60),
+            reconnect_after_shutdown: Duration::from_secs(5),
             ice: IceSettings::default(),
             violations_before_disconnect: 20,
             violation_window: Duration::from_secs(10),
@@ -642,11 +645,22 @@ impl<R: TransportReader> Session<R> {
                 biased;
                 () = self.shared.close_requested.notified() => return self.shared.take_close_reason(),
                 () = server_stopping(&mut shutdown) => {
-                    return Some(ErrorFrame::new(
-                        None,
-                        ErrorCode::ShuttingDown,
-                        "the server is shutting down",
-                    ));
+                    // Going away: say when to come back, so clients reconnect
+                    // to the restarted server instead of giving up.
+                    let after = self.ctx.config.reconnect_after_shutdown;
+                    return Some(
+                        ErrorFrame::new(
+                            None,
+                            ErrorCode::ShuttingDown,
+                            format!(
+                                "the server is shutting down; reconnect in {} s",
+                                after.as_secs_f64()
+                            ),
+                        )
+                        .with_detail(ErrorDetail::RetryAfter {
+                            retry_after_ms: duration_ms(after),
+                        }),
+                    );
                 }
                 () = token_expired(self.next_token_expiry()) => {
                     if let Some(end) = self.on_token_expiry() {
