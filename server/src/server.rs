@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub cleanup_interval: Duration,
     /// Pack limits and media types.
     pub packs: crate::packs::PackSettings,
+    /// How long a shutdown waits for sessions to write their last events and
+    /// close before the endpoints are closed under them.
+    pub shutdown_timeout: Duration,
     /// How often an idle connection is probed (QUIC keep-alive, WebSocket ping).
     pub heartbeat_interval: Duration,
     /// A connection silent this long is closed and its members leave with
@@ -98,6 +101,7 @@ impl Default for ServerConfig {
             access: AccessSettings::default(),
             cleanup_interval: Duration::from_secs(30),
             packs: crate::packs::PackSettings::default(),
+            shutdown_timeout: Duration::from_secs(10),
             rooms: RoomSettings::default(),
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
@@ -158,6 +162,7 @@ pub struct RunningServer {
     ready: Arc<AtomicBool>,
     endpoints: Vec<Arc<WtEndpoint>>,
     accept_tasks: Vec<JoinHandle<()>>,
+    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -462,6 +467,7 @@ impl Server {
             ready,
             endpoints,
             accept_tasks,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 }
@@ -528,16 +534,18 @@ impl RunningServer {
         &self.registry
     }
 
-    /// Stops accepting, tells every session ShuttingDown (an `Error` frame and
-    /// close code 501, or 4501 on WebSocket), waits up to 2 s for them to close,
-    /// then closes the endpoints.
-    pub async fn shutdown(self) {
+    /// Stops accepting, tells every session ShuttingDown (an `Error` frame
+    /// with the time to reconnect after, and close code 501, or 4501 on
+    /// WebSocket) once its queued reliable events are written, waits up to
+    /// the configured shutdown timeout for the sessions to close, then closes
+    /// the endpoints. Returns how many sessions were still open at the end.
+    pub async fn shutdown(self) -> u64 {
         self.ready.store(false, Ordering::Relaxed);
         for task in &self.accept_tasks {
             task.abort();
         }
         self.ctx.begin_shutdown();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::time::timeout(self.shutdown_timeout, async {
             while self.stats.sessions_open() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -549,9 +557,11 @@ impl RunningServer {
                 b"server shutting down",
             );
         }
+        let left = self.stats.sessions_open();
         for endpoint in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         }
+        left
     }
 }
 
