@@ -250,6 +250,12 @@ struct Args {
     /// Seconds between sweeps of expired per-address records and blocks (at least 5).
     #[arg(long, env = "CHORUS_CLEANUP_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..))]
     cleanup_interval_secs: u64,
+    /// Seconds a shutdown waits for sessions to write their last events and close.
+    #[arg(long, env = "CHORUS_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    shutdown_timeout_secs: u64,
+    /// Seconds a shutting-down server tells clients to wait before reconnecting.
+    #[arg(long, env = "CHORUS_RECONNECT_AFTER_SHUTDOWN_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    reconnect_after_shutdown_secs: u64,
     /// Log line format: `human` or `json` (one object per line, with spans).
     #[arg(long, env = "CHORUS_LOG_FORMAT", default_value = "human")]
     log_format: chorus_server::logging::LogFormat,
@@ -388,6 +394,9 @@ impl Args {
             "--require-join-token needs --jwt-secret or --jwt-public-key"
         );
         config.cleanup_interval = Duration::from_secs(self.cleanup_interval_secs);
+        config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_secs);
+        config.session.reconnect_after_shutdown =
+            Duration::from_secs(self.reconnect_after_shutdown_secs);
         Ok(config)
     }
 }
@@ -429,10 +438,26 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    tokio::signal::ctrl_c()
-        .await
-        .context("could not listen for Ctrl-C")?;
-    println!("shutting down");
-    server.shutdown().await;
+    // The first SIGTERM or SIGINT shuts down gracefully; a second one while
+    // that runs ends the process at once.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("could not listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("could not listen for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    println!("shutting down (a second signal stops at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("second signal: stopping now");
+        std::process::exit(1);
+    });
+    let left = server.shutdown().await;
+    if left > 0 {
+        println!("{left} sessions had not closed within the shutdown timeout");
+    }
     Ok(())
 }
