@@ -4,8 +4,10 @@
 //! The development certificate follows the rules browsers apply to certificates
 //! pinned by hash (`serverCertificateHashes`): X.509 v3, ECDSA P-256, valid for at
 //! most 14 days, starting now or earlier. It is reused across restarts while it
-//! has more than [`DEV_RENEW_BEFORE`] left, and made anew otherwise. Its SHA-256
-//! is printed at start and written beside it for clients to read.
+//! has more than [`DEV_RENEW_BEFORE`] (or the configured margin) left, and made
+//! anew otherwise. Its SHA-256 is printed at start and written beside it for
+//! clients to read. While the server runs, [`CertManager`] renews it before its
+//! end and reloads changed PEM files, without a restart.
 //!
 //! The certificate and key are kept in one file, replaced by an atomic rename,
 //! so servers starting at once on the same directory never read a certificate
@@ -21,6 +23,11 @@ use wtransport::tls::Certificate;
 use wtransport::tls::rustls;
 use wtransport::tls::rustls::pki_types::pem::PemObject;
 use wtransport::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use wtransport::tls::rustls::server::ResolvesServerCert;
+use wtransport::tls::rustls::sign::CertifiedKey;
+
+mod manager;
+pub use manager::{CertManager, RotationSettings};
 
 /// Longest validity browsers accept for a hash-pinned certificate.
 pub const DEV_VALIDITY: Duration = Duration::from_secs(14 * 24 * 60 * 60);
@@ -62,18 +69,20 @@ pub enum CertError {
 /// A loaded certificate, checked against its key.
 #[derive(Debug, Clone)]
 pub struct ServerCertificate {
-    /// TLS 1.3 server configuration with the WebTransport ALPN.
-    pub tls: rustls::ServerConfig,
-    /// TLS 1.2/1.3 server configuration for the TCP listener (HTTP/1.1).
-    pub tcp_tls: rustls::ServerConfig,
+    /// The chain and the signing key, as rustls serves them.
+    pub key: Arc<CertifiedKey>,
     /// SHA-256 of the leaf certificate (DER), as browsers pin it.
     pub sha256: [u8; 32],
     /// End of validity, where known (always for development certificates).
     pub not_after: Option<SystemTime>,
 }
 
+fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 impl ServerCertificate {
-    /// Checks the pair and builds the TLS configuration.
+    /// Checks the pair (the key parses and matches the leaf) for use in TLS.
     pub fn new(
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
@@ -86,24 +95,10 @@ impl ServerCertificate {
             .map_err(|e| CertError::Invalid(e.to_string()))?
             .hash()
             .as_ref();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| CertError::Invalid(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain.clone(), key.clone_key())
+        let key = CertifiedKey::from_der(chain, key, &crypto_provider())
             .map_err(|e| CertError::Invalid(e.to_string()))?;
-        tls.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
-        let mut tcp_tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| CertError::Invalid(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .map_err(|e| CertError::Invalid(e.to_string()))?;
-        tcp_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(ServerCertificate {
-            tls,
-            tcp_tls,
+            key: Arc::new(key),
             sha256,
             not_after,
         })
@@ -113,6 +108,37 @@ impl ServerCertificate {
     pub fn sha256_hex(&self) -> String {
         hex(&self.sha256)
     }
+
+    /// A QUIC (WebTransport) TLS configuration serving this certificate only.
+    pub fn quic_config(&self) -> rustls::ServerConfig {
+        quic_config(Arc::new(rustls::sign::SingleCertAndKey::from(
+            self.key.clone(),
+        )))
+    }
+}
+
+/// TLS 1.3 server configuration with the WebTransport ALPN, taking the
+/// certificate from `resolver` at every handshake.
+pub fn quic_config(resolver: Arc<dyn ResolvesServerCert>) -> rustls::ServerConfig {
+    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("the ring provider supports TLS 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    tls.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
+    tls
+}
+
+/// TLS 1.2/1.3 server configuration for the TCP listener (HTTP/1.1), taking
+/// the certificate from `resolver` at every handshake.
+pub fn tcp_config(resolver: Arc<dyn ResolvesServerCert>) -> rustls::ServerConfig {
+    let mut tls = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tls
 }
 
 /// Lowercase hex of `bytes`.
@@ -120,10 +146,24 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Loads (or, for development, makes) the certificate.
+/// Loads (or, for development, makes) the certificate, with the default
+/// development validity and renewal margin.
 pub fn load(source: &CertificateSource) -> Result<ServerCertificate, CertError> {
+    load_with(source, &RotationSettings::default(), SystemTime::now())
+}
+
+/// Loads (or, for development, makes) the certificate: a development
+/// certificate valid for `settings.dev_validity`, reused while it has at least
+/// `settings.rotate_before` left.
+pub fn load_with(
+    source: &CertificateSource,
+    settings: &RotationSettings,
+    now: SystemTime,
+) -> Result<ServerCertificate, CertError> {
     match source {
-        CertificateSource::Development { dir } => load_or_make_dev(dir, SystemTime::now()),
+        CertificateSource::Development { dir } => {
+            load_or_make_dev_with(dir, now, settings.dev_validity, settings.rotate_before)
+        }
         CertificateSource::Pem { cert, key } => {
             let pem_err = |path: &Path| {
                 let path = path.to_owned();
@@ -152,13 +192,26 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
 /// The development certificate in `dir`, made anew when missing, unreadable,
 /// not matching its key, or within [`DEV_RENEW_BEFORE`] of its end.
 pub fn load_or_make_dev(dir: &Path, now: SystemTime) -> Result<ServerCertificate, CertError> {
-    if let Some(existing) = read_dev(dir, now) {
-        return Ok(existing);
-    }
-    make_dev(dir, now)
+    load_or_make_dev_with(dir, now, DEV_VALIDITY, DEV_RENEW_BEFORE)
 }
 
-fn read_dev(dir: &Path, now: SystemTime) -> Option<ServerCertificate> {
+/// The development certificate in `dir`, made anew (valid for `validity`)
+/// when missing, unreadable, not matching its key, or within `renew_before`
+/// of its end. A certificate another server on the same directory has just
+/// renewed is taken as it is.
+pub fn load_or_make_dev_with(
+    dir: &Path,
+    now: SystemTime,
+    validity: Duration,
+    renew_before: Duration,
+) -> Result<ServerCertificate, CertError> {
+    if let Some(existing) = read_dev(dir, now, renew_before) {
+        return Ok(existing);
+    }
+    make_dev(dir, now, validity)
+}
+
+fn read_dev(dir: &Path, now: SystemTime, renew_before: Duration) -> Option<ServerCertificate> {
     let pem = std::fs::read(dir.join(DEV_IDENTITY_FILE)).ok()?;
     let not_after_secs: u64 = std::str::from_utf8(&pem)
         .ok()?
@@ -168,7 +221,7 @@ fn read_dev(dir: &Path, now: SystemTime) -> Option<ServerCertificate> {
         .parse()
         .ok()?;
     let not_after = UNIX_EPOCH + Duration::from_secs(not_after_secs);
-    if not_after.duration_since(now).ok()? < DEV_RENEW_BEFORE {
+    if not_after.duration_since(now).ok()? < renew_before {
         tracing::info!("development certificate is near its end; making a new one");
         return None;
     }
@@ -185,7 +238,11 @@ fn read_dev(dir: &Path, now: SystemTime) -> Option<ServerCertificate> {
     }
 }
 
-fn make_dev(dir: &Path, now: SystemTime) -> Result<ServerCertificate, CertError> {
+fn make_dev(
+    dir: &Path,
+    now: SystemTime,
+    validity: Duration,
+) -> Result<ServerCertificate, CertError> {
     use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(vec![
@@ -196,9 +253,15 @@ fn make_dev(dir: &Path, now: SystemTime) -> Result<ServerCertificate, CertError>
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "Chorus development certificate");
     params.distinguished_name = name;
-    // Start a minute ago, so a client whose clock is slightly behind accepts it.
-    let not_before = now - Duration::from_secs(60);
-    let not_after = not_before + DEV_VALIDITY;
+    // X.509 times are whole seconds. Start a minute ago (a tenth of the
+    // validity when that is short), so a client whose clock is slightly behind
+    // accepts it; the whole span stays within `validity`.
+    let validity = Duration::from_secs(validity.as_secs().clamp(1, DEV_VALIDITY.as_secs()));
+    let backdate = Duration::from_secs(60).min(Duration::from_secs(validity.as_secs() / 10));
+    let now_secs =
+        UNIX_EPOCH + Duration::from_secs(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+    let not_before = now_secs - backdate;
+    let not_after = not_before + validity;
     params.not_before = to_offset(not_before);
     params.not_after = to_offset(not_after);
     let cert = params.self_signed(&key)?;

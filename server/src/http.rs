@@ -60,8 +60,8 @@ pub struct HttpState {
     pub ctx: Arc<SessionContext>,
     pub origins: OriginPolicy,
     pub ws: WsSettings,
-    /// SHA-256 of the certificate, lowercase hex.
-    pub cert_hash_hex: String,
+    /// The certificate, current and (during an overlap) previous.
+    pub certs: Arc<crate::cert::CertManager>,
     /// Set once every listener is up; cleared when shutting down.
     pub ready: Arc<AtomicBool>,
     pub started_at: ServerTime,
@@ -283,14 +283,26 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         .into_response()
 }
 
+/// The hashes to pin, newest first: the certificate new connections get, and
+/// for a while after a rotation the previous one. Never cached: it changes.
 async fn cert_hash(State(state): State<Arc<HttpState>>) -> Response {
-    public(
+    let hashes: Vec<String> = state
+        .certs
+        .hashes(std::time::SystemTime::now())
+        .iter()
+        .map(|h| crate::cert::hex(h))
+        .collect();
+    let mut response = public(
         Json(json!({
             "algorithm": "sha-256",
-            "hashes": [state.cert_hash_hex],
+            "hashes": hashes,
         }))
         .into_response(),
-    )
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Accepts TCP connections and serves them until the task is dropped.

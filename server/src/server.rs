@@ -6,7 +6,7 @@
 //! It returns a [`RunningServer`] that tells where it listens and stops it.
 //! Tests, the bench and the `chorus` binary all start servers this way.
 
-use crate::cert::{self, CertError, CertificateSource, ServerCertificate};
+use crate::cert::{CertError, CertManager, CertificateSource, RotationSettings, ServerCertificate};
 use crate::clock::ServerClock;
 use crate::http::{self, HttpState, TcpTls};
 use crate::metrics::Metrics;
@@ -39,6 +39,17 @@ pub struct ServerConfig {
     /// Whether the TCP listener speaks TLS, plain, or both.
     pub tcp_tls: TcpTls,
     pub certificate: CertificateSource,
+    /// Validity of a development certificate the server makes (at most 14
+    /// days, which browsers require for certificates pinned by hash).
+    pub dev_cert_validity: Duration,
+    /// A development certificate is renewed this long before its end, without
+    /// a restart; after any swap (renewal or changed PEM files) the previous
+    /// certificate's hash stays listed at `/cert-hash` this long (never past
+    /// its end).
+    pub cert_rotate_before: Duration,
+    /// How often the PEM files are checked for a change (size, modification
+    /// time), and the longest the renewal task goes without looking at the clock.
+    pub cert_check_interval: Duration,
     /// Origins allowed besides loopback and same-host ones (`*`: any).
     pub allowed_origins: Vec<String>,
     pub session: SessionConfig,
@@ -96,6 +107,9 @@ impl Default for ServerConfig {
             certificate: CertificateSource::Development {
                 dir: PathBuf::from("certs"),
             },
+            dev_cert_validity: crate::cert::DEV_VALIDITY,
+            cert_rotate_before: crate::cert::DEV_RENEW_BEFORE,
+            cert_check_interval: Duration::from_secs(5),
             allowed_origins: Vec::new(),
             session: SessionConfig::default(),
             access: AccessSettings::default(),
@@ -155,7 +169,7 @@ type WtEndpoint = Endpoint<endpoint_side::Server>;
 pub struct RunningServer {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
-    certificate: ServerCertificate,
+    certs: Arc<CertManager>,
     stats: Arc<ServerStats>,
     registry: Arc<RoomRegistry>,
     ctx: Arc<SessionContext>,
@@ -170,7 +184,7 @@ impl std::fmt::Debug for RunningServer {
         f.debug_struct("RunningServer")
             .field("udp_addrs", &self.udp_addrs)
             .field("tcp_addrs", &self.tcp_addrs)
-            .field("cert_hash", &self.certificate.sha256_hex())
+            .field("cert_hash", &self.certs.current().sha256_hex())
             .finish_non_exhaustive()
     }
 }
@@ -179,6 +193,9 @@ fn check(config: &mut ServerConfig) -> Result<(), StartError> {
     if config.listen.is_empty() {
         return Err(StartError::NoListenAddress);
     }
+    rotation_settings(config)
+        .validate()
+        .map_err(StartError::InvalidSetting)?;
     // The room's caps and the announced limits are one setting each.
     config.rooms.room.max_members = config.session.limits.max_members_per_room;
     config.rooms.room.max_state_keys = config.session.limits.max_state_keys;
@@ -242,6 +259,14 @@ fn check(config: &mut ServerConfig) -> Result<(), StartError> {
     Ok(())
 }
 
+fn rotation_settings(config: &ServerConfig) -> RotationSettings {
+    RotationSettings {
+        dev_validity: config.dev_cert_validity,
+        rotate_before: config.cert_rotate_before,
+        check_interval: config.cert_check_interval,
+    }
+}
+
 /// A UDP socket with the configured kernel buffers (best effort: the kernel
 /// caps them, and a refusal is logged, not fatal).
 fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
@@ -266,7 +291,7 @@ fn udp_socket(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<std::net
 fn bind_udp(
     addr: SocketAddr,
     config: &ServerConfig,
-    certificate: &ServerCertificate,
+    tls: &wtransport::tls::rustls::ServerConfig,
 ) -> Result<WtEndpoint, StartError> {
     let socket =
         udp_socket(addr, config.udp_socket_buffer_bytes).map_err(|source| StartError::Bind {
@@ -282,7 +307,7 @@ fn bind_udp(
         // Pack uploads: MAX_PACK_STREAMS open at once, plus HTTP/3 streams.
         .max_concurrent_uni_streams(crate::transport::webtransport::MAX_CLIENT_UNI_STREAMS.into());
     let wt_config = builder
-        .with_custom_tls_and_transport(certificate.tls.clone(), transport)
+        .with_custom_tls_and_transport(tls.clone(), transport)
         .keep_alive_interval(Some(config.heartbeat_interval))
         .max_idle_timeout(Some(config.heartbeat_timeout))
         .map_err(|_| {
@@ -326,12 +351,12 @@ fn local_addr(
 async fn bind_pair(
     addr: SocketAddr,
     config: &ServerConfig,
-    certificate: &ServerCertificate,
+    tls: &wtransport::tls::rustls::ServerConfig,
 ) -> Result<(WtEndpoint, TcpListener), StartError> {
     let attempts = if addr.port() == 0 { 16 } else { 1 };
     let mut last_error = None;
     for _ in 0..attempts {
-        let endpoint = bind_udp(addr, config, certificate)?;
+        let endpoint = bind_udp(addr, config, tls)?;
         let udp = local_addr(addr, "udp", endpoint.local_addr())?;
         match bind_tcp(udp).await {
             Ok(tcp) => return Ok((endpoint, tcp)),
@@ -345,7 +370,9 @@ impl Server {
     /// Loads the certificate, binds and starts accepting.
     pub async fn start(mut config: ServerConfig) -> Result<RunningServer, StartError> {
         check(&mut config)?;
-        let certificate = cert::load(&config.certificate)?;
+        // Every handshake (QUIC and TCP) takes the manager's current certificate.
+        let certs = CertManager::load(config.certificate.clone(), rotation_settings(&config))?;
+        let quic_tls = certs.quic_config();
         let clock = ServerClock::new();
         let stats = Arc::new(ServerStats::default());
         let packs = Arc::new(crate::packs::PackStore::new(config.packs.clone()));
@@ -366,14 +393,14 @@ impl Server {
         match &config.tcp_listen {
             None => {
                 for addr in &config.listen {
-                    let (endpoint, tcp) = bind_pair(*addr, &config, &certificate).await?;
+                    let (endpoint, tcp) = bind_pair(*addr, &config, &quic_tls).await?;
                     endpoints.push(endpoint);
                     listeners.push(tcp);
                 }
             }
             Some(tcp_addrs) => {
                 for addr in &config.listen {
-                    endpoints.push(bind_udp(*addr, &config, &certificate)?);
+                    endpoints.push(bind_udp(*addr, &config, &quic_tls)?);
                 }
                 for addr in tcp_addrs {
                     listeners.push(bind_tcp(*addr).await?);
@@ -419,14 +446,14 @@ impl Server {
                 heartbeat_timeout: config.heartbeat_timeout,
                 chunk_bytes: config.websocket_chunk_bytes,
             },
-            cert_hash_hex: certificate.sha256_hex(),
+            certs: certs.clone(),
             ready: ready.clone(),
             started_at: clock.now(),
             metrics: Metrics::new(),
             serve_demo: config.serve_demo,
         });
         let router = http::router(state);
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certificate.tcp_tls.clone()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.tcp_config()));
         for listener in listeners {
             let tls = (config.tcp_tls != TcpTls::Off).then(|| acceptor.clone());
             accept_tasks.push(tokio::spawn(http::serve(
@@ -437,6 +464,8 @@ impl Server {
                 config.session.handshake_timeout,
             )));
         }
+        // The development certificate is renewed and PEM files reloaded.
+        accept_tasks.push(tokio::spawn(certs.clone().run()));
         // Per-address records (rates, blocks) are pruned as they are used;
         // this sweep bounds the memory of addresses that never come back.
         {
@@ -460,7 +489,7 @@ impl Server {
         Ok(RunningServer {
             udp_addrs,
             tcp_addrs,
-            certificate,
+            certs,
             stats,
             registry,
             ctx,
@@ -512,13 +541,19 @@ impl RunningServer {
         format!("http://{}", self.tcp_addrs[0])
     }
 
-    /// SHA-256 of the certificate, for clients that pin it.
+    /// SHA-256 of the certificate new connections get, for clients that pin it.
     pub fn cert_hash(&self) -> [u8; 32] {
-        self.certificate.sha256
+        self.certs.current().sha256
     }
 
-    pub fn certificate(&self) -> &ServerCertificate {
-        &self.certificate
+    /// The certificate new connections get (it changes when rotated).
+    pub fn certificate(&self) -> Arc<ServerCertificate> {
+        self.certs.current()
+    }
+
+    /// The certificate manager: current and previous certificate, rotations.
+    pub fn certificates(&self) -> &Arc<CertManager> {
+        &self.certs
     }
 
     pub fn stats(&self) -> &Arc<ServerStats> {

@@ -439,7 +439,7 @@ mod tests {
         let config = ServerConfig::builder()
             .with_bind_address(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .with_custom_tls_and_transport(
-                certificate.tls.clone(),
+                certificate.quic_config(),
                 wtransport::quinn::TransportConfig::default(),
             )
             .build();
