@@ -7,10 +7,12 @@
 //! - [`session`]: one transport-agnostic session per connection.
 //! - [`transport`]: adapters from a connection to a session (WebTransport).
 //! - [`server`]: configuration, listeners, start and stop.
+//! - [`config`]: the `chorus` command line, environment and config file.
 
 pub mod access;
 pub mod cert;
 pub mod clock;
+pub mod config;
 pub mod core;
 pub mod http;
 pub mod logging;

@@ -1,411 +1,104 @@
 //! `chorus`: runs a Chorus server. With no arguments it listens on loopback with
-//! a development certificate; every setting is a flag or a `CHORUS_*` variable.
+//! a development certificate. Every setting is a flag, a `CHORUS_*` variable
+//! and a key of the `--config` TOML file (`chorus_server::config` reads them);
+//! `chorus gen-cert` makes the development certificate, and `chorus config`
+//! prints the defaults, the README table or the checked configuration.
 
 use anyhow::Context;
-use chorus_protocol::{Limits, Rate, RateLimits};
-use chorus_server::access::guard::AbuseConfig;
-use chorus_server::access::tokens::TokenConfig;
-use chorus_server::cert::{CertificateSource, dev_hash_file};
+use chorus_server::cert::{CertificateSource, dev_hash_file, load_or_make_dev};
+use chorus_server::config::{self, ConfigError, Invocation};
 use chorus_server::http::TcpTls;
-use chorus_server::session::{AccessSettings, IceSettings};
-use chorus_server::templates::load_templates;
 use chorus_server::{Server, ServerConfig};
-use clap::Parser;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
 
-/// Chorus: a realtime room-sync server (WebTransport).
-#[derive(Debug, Parser)]
-#[command(version, about)]
-struct Args {
-    /// UDP addresses to listen on for WebTransport (comma-separated).
-    #[arg(
-        long,
-        env = "CHORUS_LISTEN",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:4433,[::1]:4433"
-    )]
-    listen: Vec<SocketAddr>,
-    /// Directory for the development certificate (made when missing or near expiry).
-    #[arg(long, env = "CHORUS_CERT_DIR", default_value = "certs")]
-    cert_dir: PathBuf,
-    /// PEM certificate chain for production (needs --key).
-    #[arg(long, env = "CHORUS_CERT", requires = "key")]
-    cert: Option<PathBuf>,
-    /// PEM private key for production (needs --cert).
-    #[arg(long, env = "CHORUS_KEY", requires = "cert")]
-    key: Option<PathBuf>,
-    /// Rooms held at once.
-    #[arg(long, env = "CHORUS_MAX_ROOMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    max_rooms: u32,
-    /// Members per room.
-    #[arg(long, env = "CHORUS_MAX_MEMBERS", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
-    max_members: u32,
-    /// Rooms one session may join at once.
-    #[arg(long, env = "CHORUS_MAX_ROOMS_PER_SESSION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
-    max_rooms_per_session: u32,
-    /// Seconds an empty room is kept (at least 60).
-    #[arg(long, env = "CHORUS_ROOM_IDLE_TTL_SECS", default_value_t = 7200, value_parser = clap::value_parser!(u64).range(60..))]
-    room_idle_ttl_secs: u64,
-    /// Largest control frame in bytes.
-    #[arg(long, env = "CHORUS_MAX_FRAME_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
-    max_frame_bytes: u32,
-    /// Largest tick payload in bytes (browsers carry about 1000 per datagram).
-    #[arg(long, env = "CHORUS_MAX_TICK_PAYLOAD_BYTES", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1200))]
-    max_tick_payload_bytes: u32,
-    /// Largest state value in bytes.
-    #[arg(long, env = "CHORUS_MAX_STATE_VALUE_BYTES", default_value_t = 900_000)]
-    max_state_value_bytes: u32,
-    /// Largest total state of one room in bytes (keys plus values).
-    #[arg(long, env = "CHORUS_MAX_STATE_TOTAL_BYTES", default_value_t = 900_000)]
-    max_state_total_bytes: u32,
-    /// Largest command payload in bytes.
-    #[arg(long, env = "CHORUS_MAX_COMMAND_PAYLOAD_BYTES", default_value_t = 64 * 1024)]
-    max_command_payload_bytes: u32,
-    /// Milliseconds a client has to complete the handshake.
-    #[arg(long, env = "CHORUS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..))]
-    handshake_timeout_ms: u64,
-    /// TCP addresses for WebSocket and HTTP (comma-separated); by default the
-    /// --listen addresses, so UDP and TCP share each port number.
-    #[arg(long, env = "CHORUS_TCP_LISTEN", value_delimiter = ',')]
-    tcp_listen: Option<Vec<SocketAddr>>,
-    /// TLS on the TCP listener: `auto` (TLS and plain on one port), `on`, or
-    /// `off` (plain, behind a TLS-terminating proxy).
-    #[arg(long, env = "CHORUS_TCP_TLS", default_value = "auto")]
-    tcp_tls: TcpTls,
-    /// Web origins allowed to connect besides loopback and same-host pages
-    /// (comma-separated `scheme://host[:port]`, or `*` for any).
-    #[arg(long, env = "CHORUS_ALLOWED_ORIGINS", value_delimiter = ',')]
-    allowed_origins: Vec<String>,
-    /// Seconds between heartbeats (QUIC keep-alive, WebSocket ping).
-    #[arg(long, env = "CHORUS_HEARTBEAT_INTERVAL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    heartbeat_interval_secs: u64,
-    /// Seconds of silence after which a connection is dropped and its members
-    /// leave with reason TimedOut (longer than the interval).
-    #[arg(long, env = "CHORUS_HEARTBEAT_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..))]
-    heartbeat_timeout_secs: u64,
-    /// Outgoing datagram bytes queued per connection; the oldest ticks are
-    /// dropped past it, so a slow receiver gets fresh ticks, not late ones.
-    #[arg(long, env = "CHORUS_DATAGRAM_SEND_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_DATAGRAM_SEND_BUFFER as u64, value_parser = clap::value_parser!(u64).range(2048..=64 * 1024 * 1024))]
-    datagram_send_buffer_bytes: u64,
-    /// Incoming datagram bytes queued per connection before the oldest are dropped.
-    #[arg(long, env = "CHORUS_DATAGRAM_RECEIVE_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_DATAGRAM_RECEIVE_BUFFER as u64, value_parser = clap::value_parser!(u64).range(2048..=64 * 1024 * 1024))]
-    datagram_receive_buffer_bytes: u64,
-    /// Kernel receive/send buffer per UDP socket, in bytes (capped by the
-    /// kernel's net.core.rmem_max / wmem_max).
-    #[arg(long, env = "CHORUS_UDP_SOCKET_BUFFER_BYTES", default_value_t = chorus_server::server::DEFAULT_UDP_SOCKET_BUFFER as u64, value_parser = clap::value_parser!(u64).range(65536..=1024 * 1024 * 1024))]
-    udp_socket_buffer_bytes: u64,
-    /// Do not serve the demo page and browser SDK at `/`.
-    #[arg(long, env = "CHORUS_NO_DEMO")]
-    no_demo: bool,
-    /// API keys a client must present in its hello (comma-separated; any one
-    /// admits). None: no key needed (development).
-    #[arg(
-        long = "api-key",
-        env = "CHORUS_API_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    api_keys: Vec<String>,
-    /// Secret for HS256 join tokens (prefer the environment variable: command
-    /// lines are visible to other users of the machine).
-    #[arg(long, env = "CHORUS_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
-    /// PEM file with the P-256 public key for ES256 join tokens.
-    #[arg(long, env = "CHORUS_JWT_PUBLIC_KEY")]
-    jwt_public_key: Option<PathBuf>,
-    /// Seconds of clock skew allowed when checking a token's exp and nbf.
-    #[arg(long, env = "CHORUS_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
-    jwt_leeway_secs: u64,
-    /// Refuse joins without a join token.
-    #[arg(long, env = "CHORUS_REQUIRE_JOIN_TOKEN")]
-    require_join_token: bool,
-    /// TOML file with room templates (see the README).
-    #[arg(long, env = "CHORUS_ROOM_TEMPLATES")]
-    room_templates: Option<PathBuf>,
-    /// Room id length in bytes.
-    #[arg(long, env = "CHORUS_MAX_ROOM_ID_LEN", default_value_t = 128, value_parser = clap::value_parser!(u32).range(8..=1024))]
-    max_room_id_len: u32,
-    /// Display name and client name length in bytes.
-    #[arg(long, env = "CHORUS_MAX_NAME_LEN", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    max_name_len: u32,
-    /// Room password length in bytes.
-    #[arg(long, env = "CHORUS_MAX_PASSWORD_LEN", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    max_password_len: u32,
-    /// Kick and close reason length in bytes.
-    #[arg(long, env = "CHORUS_MAX_REASON_LEN", default_value_t = 96, value_parser = clap::value_parser!(u32).range(0..=1024))]
-    max_reason_len: u32,
-    /// State keys per room.
-    #[arg(long, env = "CHORUS_MAX_STATE_KEYS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    max_state_keys: u32,
-    /// Room events kept per room for resuming members (history length); a
-    /// member further behind gets a fresh snapshot.
-    #[arg(long, env = "CHORUS_EVENT_LOG_LEN", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
-    event_log_len: u32,
-    /// Bytes of state values and command payloads in that log, at most.
-    #[arg(long, env = "CHORUS_EVENT_LOG_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(0..=1 << 32))]
-    event_log_bytes: u64,
-    /// Chat messages (commands of the chat kind) a joining member receives.
-    #[arg(long, env = "CHORUS_CHAT_HISTORY_LEN", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=10_000))]
-    chat_history_len: u32,
-    /// The command kind that is chat.
-    #[arg(long, env = "CHORUS_CHAT_KIND", default_value = "chat")]
-    chat_kind: String,
-    /// Seconds a dropped session can be resumed (0: no resuming).
-    #[arg(long, env = "CHORUS_RESUME_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
-    resume_window_secs: u64,
-    /// Seconds of silence after which a host is away and failover starts.
-    #[arg(long, env = "CHORUS_HOST_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    host_timeout_secs: u64,
-    /// Seconds a host that went away may come back and take its role back.
-    #[arg(long, env = "CHORUS_RECLAIM_WINDOW_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
-    reclaim_window_secs: u64,
-    /// Timelines per room.
-    #[arg(long, env = "CHORUS_MAX_TIMELINES_PER_ROOM", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    max_timelines_per_room: u32,
-    /// How far ahead a timeline change may be scheduled, in milliseconds.
-    #[arg(long, env = "CHORUS_MAX_SCHEDULE_AHEAD_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=600_000))]
-    max_schedule_ahead_ms: u32,
-    /// Largest direct or broadcast message payload in bytes.
-    #[arg(long, env = "CHORUS_MAX_DIRECT_PAYLOAD_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    max_direct_payload_bytes: u32,
-    /// Direct and broadcast messages per second per session (burst: twice this).
-    #[arg(long, env = "CHORUS_RATE_DIRECT", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
-    rate_direct: u32,
-    /// Largest pack in bytes.
-    #[arg(long, env = "CHORUS_MAX_PACK_BYTES", default_value_t = 2 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    max_pack_bytes: u32,
-    /// Packs per room.
-    #[arg(long, env = "CHORUS_MAX_PACKS_PER_ROOM", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
-    max_packs_per_room: u32,
-    /// Bytes of all packs of one room.
-    #[arg(long, env = "CHORUS_MAX_PACK_BYTES_PER_ROOM", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
-    max_pack_bytes_per_room: u32,
-    /// Bytes of pack content the whole server keeps in memory.
-    #[arg(long, env = "CHORUS_MAX_PACK_STORE_BYTES", default_value_t = 1024 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
-    max_pack_store_bytes: u64,
-    /// Media types packs may have (checked by their content's magic bytes).
-    #[arg(
-        long,
-        env = "CHORUS_PACK_MEDIA_TYPES",
-        value_delimiter = ',',
-        default_value = "image/jpeg,image/png,image/webp,video/mp4,video/webm"
-    )]
-    pack_media_types: Vec<String>,
-    /// STUN URLs handed to clients asking for ICE servers (comma-separated).
-    #[arg(long, env = "CHORUS_STUN_URLS", value_delimiter = ',')]
-    stun_urls: Vec<String>,
-    /// TURN URLs handed out with time-limited credentials (needs --turn-secret).
-    #[arg(long, env = "CHORUS_TURN_URLS", value_delimiter = ',')]
-    turn_urls: Vec<String>,
-    /// The TURN server's shared secret (coturn static-auth-secret; prefer the variable).
-    #[arg(long, env = "CHORUS_TURN_SECRET", hide_env_values = true)]
-    turn_secret: Option<String>,
-    /// Seconds TURN credentials stay valid.
-    #[arg(long, env = "CHORUS_TURN_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=604_800))]
-    turn_ttl_secs: u64,
-    /// Control messages per second per session (burst: twice this).
-    #[arg(long, env = "CHORUS_RATE_MESSAGES", default_value_t = 45, value_parser = clap::value_parser!(u32).range(1..))]
-    rate_messages: u32,
-    /// State updates per second per session (burst: twice this).
-    #[arg(long, env = "CHORUS_RATE_STATE_UPDATES", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    rate_state_updates: u32,
-    /// Commands per second per session (burst: twice this).
-    #[arg(long, env = "CHORUS_RATE_COMMANDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
-    rate_commands: u32,
-    /// Ticks per second per session (burst: twice this).
-    #[arg(long, env = "CHORUS_RATE_TICKS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
-    rate_ticks: u32,
-    /// Joins per second per session (burst: twice this).
-    #[arg(long, env = "CHORUS_RATE_JOINS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    rate_joins: u32,
-    /// Rate-limit refusals within 10 seconds that disconnect a session.
-    #[arg(long, env = "CHORUS_RATE_VIOLATIONS_BEFORE_DISCONNECT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    rate_violations_before_disconnect: u32,
-    /// Open connections per client address.
-    #[arg(long, env = "CHORUS_MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
-    max_connections_per_ip: u32,
-    /// New connections per client address per minute.
-    #[arg(long, env = "CHORUS_CONNECTIONS_PER_IP_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
-    connections_per_ip_per_minute: u32,
-    /// Joins per client address per minute.
-    #[arg(long, env = "CHORUS_JOINS_PER_IP_PER_MINUTE", default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..))]
-    joins_per_ip_per_minute: u32,
-    /// Wrong passwords per address and room before joins to it are blocked.
-    #[arg(long, env = "CHORUS_WRONG_PASSWORD_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    wrong_password_attempts: u32,
-    /// Seconds a wrong-password block lasts.
-    #[arg(long, env = "CHORUS_WRONG_PASSWORD_BLOCK_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
-    wrong_password_block_secs: u64,
-    /// Unknown rooms an address may ask for per hour before its joins are blocked.
-    #[arg(long, env = "CHORUS_UNKNOWN_ROOMS_PER_HOUR", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    unknown_rooms_per_hour: u32,
-    /// Seconds an unknown-room block lasts.
-    #[arg(long, env = "CHORUS_UNKNOWN_ROOM_BLOCK_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
-    unknown_room_block_secs: u64,
-    /// Seconds a kicked member is kept out of the room.
-    #[arg(long, env = "CHORUS_KICK_BAN_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..))]
-    kick_ban_secs: u64,
-    /// Seconds between sweeps of expired per-address records and blocks (at least 5).
-    #[arg(long, env = "CHORUS_CLEANUP_INTERVAL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(5..))]
-    cleanup_interval_secs: u64,
-    /// Seconds a shutdown waits for sessions to write their last events and close.
-    #[arg(long, env = "CHORUS_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
-    shutdown_timeout_secs: u64,
-    /// Seconds a shutting-down server tells clients to wait before reconnecting.
-    #[arg(long, env = "CHORUS_RECONNECT_AFTER_SHUTDOWN_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    reconnect_after_shutdown_secs: u64,
-    /// Log line format: `human` or `json` (one object per line, with spans).
-    #[arg(long, env = "CHORUS_LOG_FORMAT", default_value = "human")]
-    log_format: chorus_server::logging::LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `chorus_server=debug`.
-    #[arg(long, env = "CHORUS_LOG", default_value = "info")]
-    log: String,
-}
+/// The exit status of a configuration that cannot be used (clap's too).
+const BAD_CONFIGURATION: u8 = 2;
 
-impl Args {
-    fn config(&self) -> anyhow::Result<ServerConfig> {
-        anyhow::ensure!(
-            self.max_state_value_bytes <= self.max_frame_bytes,
-            "--max-state-value-bytes ({}) cannot exceed --max-frame-bytes ({})",
-            self.max_state_value_bytes,
-            self.max_frame_bytes
-        );
-        let mut config = ServerConfig {
-            listen: self.listen.clone(),
-            certificate: match (&self.cert, &self.key) {
-                (Some(cert), Some(key)) => CertificateSource::Pem {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                },
-                _ => CertificateSource::Development {
-                    dir: self.cert_dir.clone(),
-                },
-            },
-            tcp_listen: self.tcp_listen.clone(),
-            tcp_tls: self.tcp_tls,
-            serve_demo: !self.no_demo,
-            allowed_origins: self.allowed_origins.clone(),
-            heartbeat_interval: Duration::from_secs(self.heartbeat_interval_secs),
-            heartbeat_timeout: Duration::from_secs(self.heartbeat_timeout_secs),
-            datagram_send_buffer_bytes: self.datagram_send_buffer_bytes as usize,
-            datagram_receive_buffer_bytes: self.datagram_receive_buffer_bytes as usize,
-            udp_socket_buffer_bytes: self.udp_socket_buffer_bytes as usize,
-            ..ServerConfig::default()
-        };
-        config.session.limits = Limits {
-            max_frame_bytes: self.max_frame_bytes,
-            max_tick_payload_bytes: self.max_tick_payload_bytes,
-            max_rooms_per_session: self.max_rooms_per_session,
-            max_members_per_room: self.max_members,
-            max_state_value_bytes: self.max_state_value_bytes,
-            max_state_total_bytes: self.max_state_total_bytes,
-            max_command_payload_bytes: self.max_command_payload_bytes,
-            max_room_id_len: self.max_room_id_len,
-            max_name_len: self.max_name_len,
-            max_password_len: self.max_password_len,
-            max_reason_len: self.max_reason_len,
-            max_state_keys: self.max_state_keys,
-            max_timelines_per_room: self.max_timelines_per_room,
-            max_schedule_ahead_ms: self.max_schedule_ahead_ms,
-            max_direct_payload_bytes: self.max_direct_payload_bytes,
-            max_pack_bytes: self.max_pack_bytes,
-            max_packs_per_room: self.max_packs_per_room,
-            max_pack_bytes_per_room: self.max_pack_bytes_per_room,
-            ..Limits::default()
-        };
-        let rate = |per_second: u32| Rate {
-            per_second,
-            burst: per_second.saturating_mul(2),
-        };
-        config.session.rate_limits = RateLimits {
-            messages: rate(self.rate_messages),
-            state_updates: rate(self.rate_state_updates),
-            commands: rate(self.rate_commands),
-            ticks: rate(self.rate_ticks),
-            joins: rate(self.rate_joins),
-            direct: rate(self.rate_direct),
-        };
-        config.session.violations_before_disconnect = self.rate_violations_before_disconnect;
-        config.session.handshake_timeout = Duration::from_millis(self.handshake_timeout_ms);
-        config.rooms.max_rooms = self.max_rooms;
-        config.rooms.room.idle_ttl_us = self.room_idle_ttl_secs * 1_000_000;
-        let room = &mut config.rooms.room;
-        room.event_log_len = self.event_log_len as usize;
-        room.event_log_bytes = usize::try_from(self.event_log_bytes).unwrap_or(usize::MAX);
-        room.chat_history_len = self.chat_history_len as usize;
-        room.chat_kind = self.chat_kind.clone();
-        room.host_timeout_us = self.host_timeout_secs * 1_000_000;
-        room.reclaim_window_us = self.reclaim_window_secs * 1_000_000;
-        config.session.resume_window = Duration::from_secs(self.resume_window_secs);
-        config.packs.max_store_bytes = self.max_pack_store_bytes;
-        config.packs.allowed_media_types = self.pack_media_types.clone();
-        anyhow::ensure!(
-            self.turn_urls.is_empty() || self.turn_secret.is_some(),
-            "--turn-urls needs --turn-secret (TURN servers are handed out with credentials only)"
-        );
-        config.session.ice = IceSettings {
-            stun_urls: self.stun_urls.clone(),
-            turn_urls: self.turn_urls.clone(),
-            turn_secret: self.turn_secret.clone(),
-            turn_ttl: Duration::from_secs(self.turn_ttl_secs),
-        };
-        if let Some(path) = &self.room_templates {
-            config.rooms.templates = load_templates(path)?;
+fn main() -> ExitCode {
+    let invocation = match config::parse_from(std::env::args_os()) {
+        Ok(invocation) => invocation,
+        Err(ConfigError::Clap(e)) => e.exit(),
+        Err(e) => return refuse(&e),
+    };
+    let result = match invocation {
+        Invocation::PrintDefaults => {
+            print!("{}", config::defaults_toml());
+            Ok(())
         }
-        let es256_public_key_pem = match &self.jwt_public_key {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("cannot read --jwt-public-key {}", path.display()))?,
-            ),
-            None => None,
-        };
-        config.access = AccessSettings {
-            api_keys: self
-                .api_keys
-                .iter()
-                .filter(|k| !k.is_empty())
-                .cloned()
-                .collect(),
-            tokens: TokenConfig {
-                hs256_secret: self.jwt_secret.as_ref().map(|s| s.as_bytes().to_vec()),
-                es256_public_key_pem,
-                leeway_secs: self.jwt_leeway_secs,
-            },
-            require_join_token: self.require_join_token,
-            abuse: AbuseConfig {
-                max_connections_per_ip: self.max_connections_per_ip,
-                new_connections_per_ip_per_minute: self.connections_per_ip_per_minute,
-                joins_per_ip_per_minute: self.joins_per_ip_per_minute,
-                wrong_passwords_per_room: self.wrong_password_attempts,
-                wrong_password_block: Duration::from_secs(self.wrong_password_block_secs),
-                unknown_rooms_per_hour: self.unknown_rooms_per_hour,
-                unknown_room_block: Duration::from_secs(self.unknown_room_block_secs),
-                ban_duration: Duration::from_secs(self.kick_ban_secs),
-                ..AbuseConfig::default()
-            },
-            ..AccessSettings::default()
-        };
-        anyhow::ensure!(
-            !self.require_join_token
-                || config.access.tokens.hs256_secret.is_some()
-                || config.access.tokens.es256_public_key_pem.is_some(),
-            "--require-join-token needs --jwt-secret or --jwt-public-key"
-        );
-        config.cleanup_interval = Duration::from_secs(self.cleanup_interval_secs);
-        config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_secs);
-        config.session.reconnect_after_shutdown =
-            Duration::from_secs(self.reconnect_after_shutdown_secs);
-        Ok(config)
+        Invocation::Markdown => {
+            print!("{}", config::markdown_table());
+            Ok(())
+        }
+        Invocation::Check(resolved) => {
+            let config = match resolved.settings.server_config() {
+                Ok(config) => config,
+                Err(e) => return refuse(&e),
+            };
+            // A production pair is read and matched now; a development
+            // certificate is left alone (checking must not make one).
+            if let CertificateSource::Pem { .. } = &config.certificate
+                && let Err(e) = chorus_server::cert::load(&config.certificate)
+            {
+                eprintln!("error: cert and key: {e}");
+                return ExitCode::from(BAD_CONFIGURATION);
+            }
+            print!("{}", resolved.report());
+            Ok(())
+        }
+        Invocation::GenCert { cert_dir } => gen_cert(&cert_dir),
+        Invocation::Serve(resolved) => {
+            let settings = &resolved.settings;
+            if let Err(e) = chorus_server::logging::init(&settings.log, settings.log_format) {
+                eprintln!("error: {e}");
+                return ExitCode::from(BAD_CONFIGURATION);
+            }
+            let config = match settings.server_config() {
+                Ok(config) => config,
+                Err(e) => return refuse(&e),
+            };
+            tokio::runtime::Runtime::new()
+                .context("could not start the runtime")
+                .and_then(|runtime| runtime.block_on(serve(config)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    chorus_server::logging::init(&args.log, args.log_format)?;
-    let config = args.config()?;
+fn refuse(error: &ConfigError) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(BAD_CONFIGURATION)
+}
+
+/// `chorus gen-cert`: the hash alone on standard output, for scripts.
+fn gen_cert(dir: &Path) -> anyhow::Result<()> {
+    let certificate = load_or_make_dev(dir, SystemTime::now())
+        .with_context(|| format!("could not make a certificate in {}", dir.display()))?;
+    println!("{}", certificate.sha256_hex());
+    let until = certificate
+        .not_after
+        .and_then(|t| {
+            time::OffsetDateTime::from(t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "unknown".into());
+    eprintln!(
+        "development certificate in {}, valid until {until}; hash also in {}",
+        dir.display(),
+        dev_hash_file(dir).display()
+    );
+    Ok(())
+}
+
+async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let server = Server::start(config.clone())
         .await
         .context("could not start the server")?;
