@@ -12,7 +12,7 @@
 //! variable, the file key, the help text and the default are written once.
 //! Clap reads flags and variables and says which one gave each value
 //! ([`clap::ArgMatches::value_source`]); the file's values are then checked
-//! with the same rules ([`range::Range`] for integers, the argument's own
+//! with the same rules ([`Range`] for integers, the argument's own
 //! value parser for the rest) and given to clap for the settings that no
 //! flag or variable set. A refused value is reported the same way from any
 //! source: the setting, where the value came from, the value and what is
@@ -341,10 +341,13 @@ where
         let source = match sub.value_source(id) {
             Some(ValueSource::CommandLine) => Source::flag_of(arg),
             Some(ValueSource::EnvVariable) => Source::env_of(arg),
-            _ => match file.as_ref().and_then(|f| f.entry(&setting_name(arg))) {
-                Some(entry) => {
+            _ => match file
+                .as_ref()
+                .and_then(|f| Some((f, f.entry(&setting_name(arg))?)))
+            {
+                Some((file, entry)) => {
                     extra.extend(entry.args.iter().cloned());
-                    Source::File(file.as_ref().map(|f| f.path.clone()).unwrap_or_default())
+                    Source::File(file.path.clone())
                 }
                 None if sub.value_source(id).is_some() => Source::Default,
                 None => continue,
