@@ -32,7 +32,11 @@ pub(super) fn defaults_toml(cmd: &Command) -> String {
                 let _ = writeln!(out, "{name} = {}", toml_value(Kind::of(arg), &values));
             }
             None => {
-                let _ = writeln!(out, "# {name} = …  (not set by default)");
+                let example = match Kind::of(arg) {
+                    Kind::List => "[\"…\"]",
+                    _ => "\"…\"",
+                };
+                let _ = writeln!(out, "# {name} = {example}  (not set by default)");
             }
         }
     }
@@ -137,7 +141,7 @@ fn env(arg: &Arg) -> String {
 }
 
 /// The built-in default as values (a list's items one by one); `None` for
-/// a setting that is unset by default.
+/// a setting that is unset by default (an empty list is unset too).
 fn defaults(arg: &Arg) -> Option<Vec<String>> {
     let kind = Kind::of(arg);
     let raw: Vec<String> = arg
@@ -147,7 +151,7 @@ fn defaults(arg: &Arg) -> Option<Vec<String>> {
         .collect();
     match (kind, raw.is_empty()) {
         (Kind::Switch, true) => Some(vec!["false".to_owned()]),
-        (Kind::List, _) => {
+        (Kind::List, false) => {
             let delimiter = arg.get_value_delimiter().unwrap_or(',');
             Some(
                 raw.iter()
