@@ -204,6 +204,47 @@ fn a_value_out_of_range_is_refused_at_start_from_every_source() {
 }
 
 #[test]
+fn a_value_a_setting_refuses_names_where_it_came_from() {
+    let dir = temp_dir("sources");
+    let file = write(&dir, "chorus.toml", "tcp_tls = \"maybe\"\n");
+    let in_file = format!("config file {}", file.display());
+    let cases = [
+        (
+            chorus()
+                .args(["config", "--check", "--tcp-tls", "maybe"])
+                .output(),
+            "--tcp-tls".to_owned(),
+        ),
+        (
+            chorus()
+                .args(["config", "--check"])
+                .env("CHORUS_TCP_TLS", "maybe")
+                .output(),
+            "CHORUS_TCP_TLS".to_owned(),
+        ),
+        (
+            chorus()
+                .args(["config", "--check", "--config"])
+                .arg(&file)
+                .output(),
+            in_file,
+        ),
+    ];
+    for (output, source) in cases {
+        let output = output.expect("chorus runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{source}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "invalid value 'maybe' for tcp_tls (from {source}): \
+                 \"maybe\" is not one of auto, on, off"
+            )),
+            "{source}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn unknown_keys_and_wrong_types_in_the_file_are_refused() {
     let dir = temp_dir("keys");
     let cases = [

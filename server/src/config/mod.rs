@@ -224,6 +224,55 @@ fn with_ranges(cmd: Command) -> Command {
     })
 }
 
+/// Clap's refusal of a flag's or a variable's value, in the words every
+/// source shares: clap names the flag even when the value came from the
+/// environment. Other errors (and help) are left to clap.
+fn reword(error: clap::Error, cmd: &Command, argv: &[OsString]) -> ConfigError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::ValueValidation {
+        return error.into();
+    }
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return error.into();
+    };
+    // "--listen <LISTEN>"
+    let long = arg
+        .trim_start_matches("--")
+        .split(' ')
+        .next()
+        .unwrap_or_default();
+    let Some(arg) = std::iter::once(cmd)
+        .chain(cmd.get_subcommands())
+        .flat_map(settings_of)
+        .find(|a| a.get_long() == Some(long))
+    else {
+        return error.into();
+    };
+    let flag = format!("--{long}");
+    let given = argv.iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == flag || a.starts_with(&format!("{flag}="))
+    });
+    let source = if given {
+        Source::flag_of(arg)
+    } else {
+        Source::env_of(arg)
+    };
+    let reason = std::error::Error::source(&error)
+        .map(ToString::to_string)
+        .unwrap_or_else(|| "not allowed".to_owned());
+    let shown = if is_secret(arg) { "<redacted>" } else { value };
+    ConfigError::Invalid(range::invalid_value(
+        &setting_name(arg),
+        &source,
+        shown,
+        &reason,
+    ))
+}
+
 /// What kind of value a setting takes, which decides its TOML type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -307,7 +356,10 @@ where
 {
     let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
     let cmd = command();
-    let first = cmd.clone().try_get_matches_from(&argv)?;
+    let first = cmd
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(|e| reword(e, &cmd, &argv))?;
     let (name, sub) = match first.subcommand() {
         Some((name, sub)) => (Some(name), sub),
         None => (None, &first),
@@ -504,6 +556,26 @@ mod tests {
             "error: invalid value '59' for room_idle_ttl_secs (from --room-idle-ttl-secs): \
              allowed range: 60 to 31536000"
         );
+    }
+
+    #[test]
+    fn a_refused_flag_reads_like_a_refused_file_value() {
+        match parse(&["--listen", "127.0.0.1:1,nowhere"]) {
+            Err(ConfigError::Invalid(message)) => assert_eq!(
+                message,
+                "invalid value 'nowhere' for listen (from --listen): invalid socket address syntax"
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["--jwt-leeway-secs=601"]) {
+            Err(ConfigError::Clap(e)) => assert!(
+                e.to_string().contains(
+                    "for jwt_leeway_secs (from --jwt-leeway-secs): allowed range: 0 to 600"
+                ),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
