@@ -13,8 +13,8 @@
 mod room;
 
 pub use room::{
-    AuditEvent, ClientIdentity, FanoutEntry, JoinAccess, PasswordHashString, Recipient, Room,
-    RoomConfig, RoomInput, RoomOutput, RoomStats, validate_room_id,
+    AuditEvent, ClientIdentity, Failover, FanoutEntry, JoinAccess, PasswordHashString, Recipient,
+    Room, RoomConfig, RoomInput, RoomOutput, RoomStats, validate_room_id,
 };
 
 use std::fmt;

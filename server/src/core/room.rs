@@ -338,6 +338,22 @@ pub enum RoomOutput {
     },
     /// Something for the audit log.
     Audit(AuditEvent),
+    /// The server acted on a lost host (for metrics; the events that tell
+    /// the members come as `Send`s).
+    Failover(Failover),
+}
+
+/// What the server did about a room's host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failover {
+    /// The host went silent: a substitute hosts now.
+    HostAway,
+    /// The room had no host left (the host left): a substitute hosts now.
+    HostLeft,
+    /// The host went silent and the room's mode pauses the timelines instead.
+    Paused,
+    /// The away host came back within the reclaim window and hosts again.
+    Reclaimed,
 }
 
 /// One row of the tick fan-out table the shell publishes for the tick lane.

@@ -101,6 +101,11 @@ impl RoomHandle {
         &self.shared.id
     }
 
+    /// Requests waiting in the room's inbox now.
+    pub fn inbox_depth(&self) -> usize {
+        self.inbox.max_capacity() - self.inbox.capacity()
+    }
+
     /// Queues a request, waiting while the room's inbox is full.
     ///
     /// # Cancel safety

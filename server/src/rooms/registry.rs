@@ -72,6 +72,8 @@ pub struct RoomSummary {
     pub members: usize,
     pub created_at: ServerTime,
     pub last_activity: ServerTime,
+    /// Requests waiting in the room's inbox.
+    pub inbox_depth: usize,
 }
 
 /// See the [module docs](self).
@@ -268,6 +270,7 @@ impl RoomRegistry {
                 members: h.shared.fanout.load().targets.len(),
                 created_at: h.shared.created_at,
                 last_activity: ServerTime(h.shared.last_activity.load(Ordering::Relaxed)),
+                inbox_depth: h.inbox_depth(),
             })
             .collect();
         list.sort_by(|a, b| a.id.cmp(&b.id));

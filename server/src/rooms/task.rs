@@ -4,12 +4,14 @@ use super::RoomPassword;
 use super::registry::RoomRegistry;
 use super::{Fanout, FanoutTarget, JoinOutcome, RoomHandle, RoomRequest, RoomShared};
 use crate::clock::ServerClock;
-use crate::core::{AuditEvent, Recipient, Room, RoomInput, RoomOutput, SessionId};
+use crate::core::{AuditEvent, Failover, Recipient, Room, RoomInput, RoomOutput, SessionId};
 use crate::session::{JoinedRoom, SessionShared};
-use crate::stats::ServerStats;
+use crate::stats::{FailoverKind, Outcome, ServerStats};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use chorus_protocol::{ErrorCode, ErrorFrame, LeaveReason, MemberId, encode_message};
+use chorus_protocol::{
+    ErrorCode, ErrorFrame, LeaveReason, MemberId, RequestId, ServerMessage, encode_message,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -49,6 +51,7 @@ pub(super) fn spawn(
         registry,
         clock,
         stats,
+        watch: None,
     };
     tokio::spawn(task.run(rx));
     handle
@@ -65,6 +68,90 @@ struct RoomTask {
     registry: Weak<RoomRegistry>,
     clock: ServerClock,
     stats: Arc<ServerStats>,
+    /// The request being handled, while its outcome is still to be counted.
+    watch: Option<Watch>,
+}
+
+/// A state write or command whose outcome the task counts from the reply
+/// the core sends back for it (the core itself counts nothing).
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    session: SessionId,
+    request_id: RequestId,
+    what: Watched,
+    /// When the room took the request off its inbox.
+    received: std::time::Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Watched {
+    State,
+    /// A command of the kind in this slot (see `CommandKinds`).
+    Command(usize),
+}
+
+impl Watch {
+    fn of(input: &RoomInput, stats: &ServerStats) -> Option<Watch> {
+        let (session, request_id, what) = match input {
+            RoomInput::SetState {
+                session,
+                request_id,
+                ..
+            }
+            | RoomInput::DeleteState {
+                session,
+                request_id,
+                ..
+            } => (*session, *request_id, Watched::State),
+            RoomInput::Command {
+                session,
+                request_id,
+                kind,
+                ..
+            } => (
+                *session,
+                *request_id,
+                Watched::Command(stats.commands.kinds.slot(kind)),
+            ),
+            _ => return None,
+        };
+        Some(Watch {
+            session,
+            request_id,
+            what,
+            received: std::time::Instant::now(),
+        })
+    }
+
+    /// The outcome `message` to `to` reports, if it answers this request.
+    fn outcome(&self, to: &Recipient, message: &ServerMessage) -> Option<Outcome> {
+        if *to != Recipient::Session(self.session) {
+            return None;
+        }
+        match (message, self.what) {
+            (ServerMessage::StateAck { request_id, .. }, Watched::State)
+                if *request_id == self.request_id =>
+            {
+                Some(Outcome::Applied)
+            }
+            (
+                ServerMessage::CommandAck {
+                    request_id,
+                    duplicate,
+                    ..
+                },
+                Watched::Command(_),
+            ) if *request_id == self.request_id => Some(if *duplicate {
+                Outcome::Duplicate
+            } else {
+                Outcome::Applied
+            }),
+            (ServerMessage::Error(e), _) if e.request_id == Some(self.request_id) => {
+                Some(Outcome::Refused(e.code))
+            }
+            _ => None,
+        }
+    }
 }
 
 impl RoomTask {
@@ -162,8 +249,10 @@ impl RoomTask {
                 let _ = reply.send(outcome);
             }
             RoomRequest::Input(input) => {
+                self.watch = Watch::of(&input, &self.stats);
                 self.core.handle(now, input);
                 self.flush();
+                self.watch = None;
             }
         }
     }
@@ -185,7 +274,17 @@ impl RoomTask {
                     RoomOutput::Send { to, message } => {
                         // Encoded once; every recipient shares the bytes.
                         let bytes = Bytes::from(encode_message(&message));
+                        let reply = self
+                            .watch
+                            .and_then(|w| Some((w, w.outcome(&to, &message)?)));
+                        if let ServerMessage::Error(error) = &message {
+                            self.stats.error_sent(error.code);
+                        }
                         self.deliver(to, &bytes, &mut too_slow);
+                        if let Some((watch, outcome)) = reply {
+                            self.watch = None;
+                            self.count(watch, outcome);
+                        }
                     }
                     RoomOutput::MemberAdded { session, member } => {
                         if let Some(link) = self.pending.get(&session).cloned() {
@@ -206,7 +305,19 @@ impl RoomTask {
                         }
                         membership_changed = true;
                     }
-                    RoomOutput::Expired | RoomOutput::Closed => {}
+                    RoomOutput::Expired => self.stats.rooms_expired.inc(),
+                    RoomOutput::Closed => self.stats.rooms_closed.inc(),
+                    RoomOutput::Failover(failover) => {
+                        self.stats
+                            .failovers
+                            .get(match failover {
+                                Failover::HostAway => FailoverKind::HostAway,
+                                Failover::HostLeft => FailoverKind::HostLeft,
+                                Failover::Paused => FailoverKind::Paused,
+                                Failover::Reclaimed => FailoverKind::Reclaimed,
+                            })
+                            .inc();
+                    }
                     RoomOutput::RoleChanged { .. } => membership_changed = true,
                     RoomOutput::PasswordChanged { hash, generation } => {
                         self.handle
@@ -247,6 +358,21 @@ impl RoomTask {
             self.publish_fanout();
         }
         added
+    }
+
+    /// Counts how a watched request came out. An applied command's reply
+    /// comes after its event went to every member, so its fan-out time ends
+    /// here.
+    fn count(&self, watch: Watch, outcome: Outcome) {
+        match watch.what {
+            Watched::State => self.stats.state_updates.inc(outcome),
+            Watched::Command(kind) => {
+                self.stats.commands.count(kind, outcome);
+                if outcome == Outcome::Applied {
+                    self.stats.command_fanout.observe(watch.received.elapsed());
+                }
+            }
+        }
     }
 
     fn deliver(&self, to: Recipient, bytes: &Bytes, too_slow: &mut Vec<SessionId>) {

@@ -104,7 +104,11 @@ impl Room {
         }
         match self.config.failover {
             FailoverMode::NextMember => self.promote_substitute(now, Some(host)),
-            FailoverMode::PauseTimeline => self.pause_timelines(now),
+            FailoverMode::PauseTimeline => {
+                self.pause_timelines(now);
+                self.outputs
+                    .push_back(RoomOutput::Failover(super::Failover::Paused));
+            }
             FailoverMode::Nothing => {}
         }
     }
@@ -145,6 +149,12 @@ impl Room {
             });
         }
         self.change_role(substitute, Role::Host, SERVER);
+        self.outputs
+            .push_back(RoomOutput::Failover(if away_host.is_some() {
+                super::Failover::HostAway
+            } else {
+                super::Failover::HostLeft
+            }));
     }
 
     /// Sets a role and tells everyone (no permission checks: the caller decided).
@@ -218,6 +228,8 @@ impl Room {
         };
         self.reclaim = None;
         self.change_role(member, Role::Host, SERVER);
+        self.outputs
+            .push_back(RoomOutput::Failover(super::Failover::Reclaimed));
         if self
             .members
             .get(&reclaim.substitute)
