@@ -16,12 +16,14 @@
 
 mod access;
 mod join;
+mod live;
 mod outbox;
 mod packs;
 mod requests;
 mod resume;
 
 pub use access::{AccessControl, AccessSettingError, AccessSettings};
+pub use live::{LiveSessions, OutboxDepths};
 pub use outbox::{Outbox, PushError};
 pub use requests::IceSettings;
 pub use resume::ResumeRegistry;
@@ -30,7 +32,7 @@ use crate::access::rate::{Budgets, ViolationTracker};
 use crate::clock::ServerClock;
 use crate::core::{RoomInput, SessionId};
 use crate::rooms::{RoomHandle, RoomRegistry, RoomRequest, TickDelivery, TickSink};
-use crate::stats::ServerStats;
+use crate::stats::{Budget, QuietEnd, ServerStats, SessionEnd, TickDrop};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chorus_protocol::codec::{decode_client_message_unchecked, validate_client_message};
@@ -120,6 +122,12 @@ pub trait TransportReader: Send + 'static {
     /// # Cancel safety
     /// Implementations must be cancel safe: the session selects on this.
     fn recv(&mut self) -> impl Future<Output = Result<Inbound, TransportError>> + Send;
+
+    /// The connection's round-trip time as the transport last measured it
+    /// (QUIC's estimate, the WebSocket heartbeat's ping and pong), if it has.
+    fn rtt(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// The sending half of a transport's control lane.
@@ -199,6 +207,8 @@ pub struct SessionContext {
     pub resumes: ResumeRegistry,
     /// Pack content of every room.
     pub packs: Arc<crate::packs::PackStore>,
+    /// Sessions running now (for queue-depth metrics).
+    pub live: LiveSessions,
     next_id: AtomicU64,
     /// Flips to `true` when the server shuts down; every session then ends
     /// with ShuttingDown.
@@ -222,6 +232,7 @@ impl SessionContext {
             access,
             resumes: ResumeRegistry::new(1_000_000),
             packs,
+            live: LiveSessions::default(),
             next_id: AtomicU64::new(1),
             shutdown: tokio::sync::watch::Sender::new(false),
         }
@@ -346,6 +357,8 @@ pub struct SessionInfo {
     pub transport: &'static str,
     /// Largest datagram the connection carries now (0 without datagrams).
     pub max_datagram_size: u32,
+    /// When the transport took the connection (handshake time runs from here).
+    pub accepted_at: Instant,
 }
 
 /// Runs one session to its end: handshake, messages, then a clean close.
@@ -367,6 +380,7 @@ pub async fn run_session<R, W, C>(
     async move {
         let outbox = Outbox::new(ctx.config.outbox_max_frames, ctx.config.outbox_max_bytes);
         let shared = Arc::new(SessionShared::new(id, outbox, ticks, packs));
+        let _live = LiveSessions::register(&ctx, &shared);
         ctx.stats.sessions_opened.inc();
         let (opened, _) = ctx.stats.transport_counters(info.transport);
         opened.inc();
@@ -417,7 +431,7 @@ pub async fn run_session<R, W, C>(
         // Tell the client why, if there is a why; then leave every room.
         if let Some(error) = &end {
             tracing::debug!(code = %error.code, message = %error.message, "closing session");
-            ctx.stats.errors_sent.inc();
+            ctx.stats.error_sent(error.code);
             shared
                 .outbox
                 .push_final(Bytes::from(encode_message(&ServerMessage::Error(
@@ -459,8 +473,10 @@ pub async fn run_session<R, W, C>(
             Some(error) => closer.close(error.code.as_u16(), &error.message),
             None => closer.close(0, "closed"),
         }
-        ctx.stats.sessions_closed.inc();
-        ctx.stats.transport_counters(transport).1.inc();
+        ctx.stats.session_closed(
+            transport,
+            session_end(&end, shared.replaced.load(Ordering::Acquire), leave_reason),
+        );
         tracing::debug!("session closed");
     }
     .instrument(span)
@@ -635,6 +651,9 @@ impl<R: TransportReader> Session<R> {
             },
             extensions: Vec::new(),
         }));
+        let transport = self.ctx.stats.transport(self.info.transport);
+        transport.sessions_opened.inc();
+        transport.handshake.observe(self.info.accepted_at.elapsed());
         if let Some((token, rooms)) = resume {
             self.resume(&token, rooms).await;
         }
@@ -741,8 +760,8 @@ impl<R: TransportReader> Session<R> {
     /// Queues a message to this client. A client that cannot take even its own
     /// replies is too slow, and is closed.
     fn reply(&self, message: ServerMessage) {
-        if let ServerMessage::Error(_) = &message {
-            self.ctx.stats.errors_sent.inc();
+        if let ServerMessage::Error(error) = &message {
+            self.ctx.stats.error_sent(error.code);
         }
         if let Err(PushError::Full) = self
             .shared
@@ -982,11 +1001,22 @@ impl<R: TransportReader> Session<R> {
                 hash,
                 offset,
             } => self.pack_fetch(request_id, room, hash, offset).await,
-            ClientMessage::Ping { client_time } => self.reply(ServerMessage::Pong {
-                client_time,
-                server_receive_time: received_at,
-                server_send_time: self.ctx.clock.now(),
-            }),
+            ClientMessage::Ping { client_time } => {
+                // The protocol carries no RTT from the client; the transport's
+                // own estimate is what the server can measure.
+                if let Some(rtt) = self.reader.rtt() {
+                    self.ctx
+                        .stats
+                        .transport(self.info.transport)
+                        .rtt
+                        .observe(rtt);
+                }
+                self.reply(ServerMessage::Pong {
+                    client_time,
+                    server_receive_time: received_at,
+                    server_send_time: self.ctx.clock.now(),
+                })
+            }
         }
     }
 
@@ -1041,7 +1071,13 @@ impl<R: TransportReader> Session<R> {
         let Some((what, retry)) = refused else {
             return Ok(());
         };
-        self.ctx.stats.rate_limited.inc();
+        self.ctx.stats.rate_limit_hit(match what {
+            "state updates" => Budget::StateUpdates,
+            "commands" => Budget::Commands,
+            "joins" => Budget::Joins,
+            "direct messages" => Budget::Direct,
+            _ => Budget::Messages,
+        });
         self.note_violation(now);
         Err(rate_limited(msg.request_id(), what, retry))
     }
@@ -1080,7 +1116,8 @@ impl<R: TransportReader> Session<R> {
         let now = Instant::now();
         if let Err(retry) = self.budgets.tick(now) {
             self.ctx.stats.ticks_rejected.inc();
-            self.ctx.stats.rate_limited.inc();
+            self.ctx.stats.rate_limit_hit(Budget::Ticks);
+            self.ctx.stats.ticks_dropped_for(TickDrop::RateLimit, 1);
             self.note_violation(now);
             if self.datagram_errors.allow(now) {
                 self.reply_error(rate_limited(None, "ticks", retry));
@@ -1091,6 +1128,9 @@ impl<R: TransportReader> Session<R> {
             Ok(slot) => self.alive(slot),
             Err(error) => {
                 self.ctx.stats.ticks_rejected.inc();
+                if error.code == ErrorCode::LimitExceeded {
+                    self.ctx.stats.ticks_dropped_for(TickDrop::Oversize, 1);
+                }
                 if self.datagram_errors.allow(Instant::now()) {
                     self.reply_error(error);
                 }
@@ -1128,7 +1168,7 @@ impl<R: TransportReader> Session<R> {
             ));
         }
         self.ctx.stats.ticks_in.inc();
-        let (mut sent, mut dropped) = (0, 0);
+        let (mut sent, mut replaced, mut too_large, mut closed) = (0, 0, 0, 0);
         for target in &fanout.targets {
             if target.session == self.shared.id {
                 continue;
@@ -1137,13 +1177,21 @@ impl<R: TransportReader> Session<R> {
                 TickDelivery::Queued => sent += 1,
                 TickDelivery::Replaced => {
                     sent += 1;
-                    dropped += 1;
+                    replaced += 1;
                 }
-                TickDelivery::TooLarge | TickDelivery::Closed => dropped += 1,
+                TickDelivery::TooLarge => too_large += 1,
+                TickDelivery::Closed => closed += 1,
             }
         }
-        self.ctx.stats.ticks_out.add(sent);
-        self.ctx.stats.ticks_dropped.add(dropped);
+        let stats = &self.ctx.stats;
+        stats.ticks_out.add(sent);
+        let dropped = replaced + too_large + closed;
+        if dropped > 0 {
+            stats.ticks_dropped.add(dropped);
+            stats.ticks_dropped_for(TickDrop::SlowReceiver, replaced);
+            stats.ticks_dropped_for(TickDrop::Oversize, too_large);
+            stats.ticks_dropped_for(TickDrop::ReceiverClosed, closed);
+        }
         Ok(tick.room)
     }
 }
@@ -1162,6 +1210,16 @@ async fn server_stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     // session future stays `Send`.
     if shutdown.wait_for(|stopping| *stopping).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// How a session ended, for the sessions-closed metric.
+fn session_end(end: &End, replaced: bool, leave_reason: LeaveReason) -> SessionEnd {
+    match end {
+        _ if replaced => SessionEnd::Quiet(QuietEnd::Replaced),
+        Some(error) => SessionEnd::Error(error.code),
+        None if leave_reason == LeaveReason::TimedOut => SessionEnd::Quiet(QuietEnd::TimedOut),
+        None => SessionEnd::Quiet(QuietEnd::Closed),
     }
 }
 

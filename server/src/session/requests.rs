@@ -62,6 +62,7 @@ impl<R: TransportReader> Session<R> {
     pub(super) async fn resume(&mut self, token: &str, seen: Vec<ResumeRoom>) {
         let Some(takeover) = self.ctx.resumes.take(token, Instant::now()) else {
             tracing::debug!("resume token unknown or expired");
+            self.ctx.stats.resumes_failed.inc();
             return self.reply_error(ErrorFrame::new(
                 None,
                 ErrorCode::ResumeFailed,

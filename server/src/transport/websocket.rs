@@ -104,6 +104,7 @@ pub async fn run_websocket(
     remote: SocketAddr,
     settings: WsSettings,
 ) {
+    let accepted_at = std::time::Instant::now();
     let (sink, stream) = socket.split();
     let ticks = Arc::new(WsTickSink::default());
     let close = Arc::new(CloseRequest::default());
@@ -126,11 +127,13 @@ pub async fn run_websocket(
             max_pack_message_bytes(chunk_bytes),
         ),
         heartbeat_timeout: settings.heartbeat_timeout,
+        rtt: None,
     };
     let info = SessionInfo {
         remote,
         transport: "websocket",
         max_datagram_size: 0,
+        accepted_at,
     };
     let writer = WsWriter { tx: out_tx };
     let closer = WsCloser { close };
@@ -145,6 +148,24 @@ struct WsReader {
     stream: SplitStream<WebSocket>,
     lanes: Lanes,
     heartbeat_timeout: Duration,
+    /// The round trip of the last heartbeat ping answered.
+    rtt: Option<Duration>,
+}
+
+/// Time on the heartbeat clock: a heartbeat ping carries it (8 bytes, little
+/// endian µs) and the pong echoes it back, so the reader measures the round
+/// trip without sharing state with the writer.
+fn heartbeat_clock() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = EPOCH.get_or_init(std::time::Instant::now).elapsed();
+    u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The round trip a pong reports, if it answers one of our heartbeat pings.
+fn heartbeat_rtt(pong: &[u8]) -> Option<Duration> {
+    let sent = u64::from_le_bytes(pong.try_into().ok()?);
+    let rtt = heartbeat_clock().checked_sub(sent)?;
+    Some(Duration::from_micros(rtt))
 }
 
 /// The receiving side's lane rules: what each binary message means.
@@ -267,13 +288,24 @@ impl TransportReader for WsReader {
                     ));
                 }
                 // Any traffic proves the peer alive; tungstenite answers pings.
-                Message::Ping(_) | Message::Pong(_) => continue,
+                Message::Ping(_) => continue,
+                Message::Pong(payload) => {
+                    if let Some(rtt) = heartbeat_rtt(&payload) {
+                        self.rtt = Some(rtt);
+                    }
+                    continue;
+                }
                 Message::Close(_) => return Err(TransportError::Closed),
             };
             if let Some(inbound) = self.lanes.on_binary(data)? {
                 return Ok(inbound);
             }
         }
+    }
+
+    /// The round trip of the last heartbeat (none before the first answer).
+    fn rtt(&self) -> Option<Duration> {
+        self.rtt
     }
 }
 
@@ -539,7 +571,8 @@ async fn write_loop(
                     Round::Other
                 }
                 _ = ping.tick() => {
-                    sink.send(Message::Ping(Bytes::new())).await?;
+                    let sent = heartbeat_clock().to_le_bytes();
+                    sink.send(Message::Ping(Bytes::copy_from_slice(&sent))).await?;
                     Round::Other
                 }
             };
@@ -591,6 +624,20 @@ mod tests {
         assert_eq!(
             sink.send_tick(a.0, a.1, &Bytes::from_static(b"a3")),
             TickDelivery::Closed
+        );
+    }
+
+    #[test]
+    fn a_pong_echoing_a_heartbeat_gives_its_round_trip() {
+        let sent = heartbeat_clock().to_le_bytes();
+        std::thread::sleep(Duration::from_millis(5));
+        let rtt = heartbeat_rtt(&sent).expect("one of our pings");
+        assert!(rtt >= Duration::from_millis(5) && rtt < Duration::from_secs(5));
+        assert_eq!(heartbeat_rtt(b""), None, "not one of ours");
+        assert_eq!(
+            heartbeat_rtt(&u64::MAX.to_le_bytes()),
+            None,
+            "from the future"
         );
     }
 

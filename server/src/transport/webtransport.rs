@@ -73,6 +73,7 @@ pub async fn handle_incoming(
     ctx: Arc<SessionContext>,
     settings: Arc<WtSettings>,
 ) {
+    let accepted_at = std::time::Instant::now();
     let handshake_timeout = settings.handshake_timeout;
     let remote = incoming.remote_address();
     let request = match tokio::time::timeout(handshake_timeout, incoming).await {
@@ -126,6 +127,7 @@ pub async fn handle_incoming(
         max_datagram_size: connection
             .max_datagram_size()
             .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+        accepted_at,
     };
     let max_frame = ctx.config.limits.max_frame_bytes;
     let reader = WtReader {
@@ -203,6 +205,11 @@ impl TransportReader for WtReader {
                 },
             }
         }
+    }
+
+    /// quinn's smoothed RTT estimate for the connection.
+    fn rtt(&self) -> Option<Duration> {
+        Some(self.connection.rtt())
     }
 }
 
