@@ -23,6 +23,7 @@ use chorus_protocol::ServerTime;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -258,6 +259,14 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Response {
             "resumable_sessions": state.ctx.resumes.len(),
             "pack_bytes_in": stats.pack_bytes_in.get(),
             "pack_bytes_out": stats.pack_bytes_out.get(),
+            "sessions_closed": stats.session_ends().into_iter().collect::<BTreeMap<_, _>>(),
+            "ticks_dropped_by_reason": stats.tick_drops.all().collect::<BTreeMap<_, _>>(),
+            "errors": stats.errors.nonzero().collect::<BTreeMap<_, _>>(),
+            "rate_limited_by_budget": stats.rate_limited_by.all().collect::<BTreeMap<_, _>>(),
+            "state_updates": stats.state_updates.nonzero().collect::<BTreeMap<_, _>>(),
+            "commands": stats.commands.total(),
+            "resumes_failed": stats.resumes_failed.get(),
+            "failovers": stats.failovers.all().collect::<BTreeMap<_, _>>(),
         },
         "packs": {
             "contents": packs.contents,
@@ -270,9 +279,7 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let uptime = state.ctx.clock.now().saturating_since(state.started_at) as f64 / 1e6;
-    let body = state
-        .metrics
-        .render(&state.ctx.stats, &state.ctx.registry, uptime);
+    let body = state.metrics.render(&state.ctx, uptime);
     (
         [(
             header::CONTENT_TYPE,

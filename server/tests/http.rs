@@ -78,6 +78,13 @@ async fn stats_list_rooms_members_and_sessions_per_transport() {
     assert_eq!(totals["sessions"]["webtransport"]["open"], 1);
     assert_eq!(totals["sessions"]["websocket"]["open"], 1);
     assert_eq!(totals["sessions"]["total_open"], 2);
+    // The labelled counts of /metrics, in step.
+    for reason in ["slow_receiver", "rate_limit", "oversize", "receiver_closed"] {
+        assert_eq!(totals["ticks_dropped_by_reason"][reason], 0, "{reason}");
+    }
+    assert_eq!(totals["rate_limited_by_budget"]["joins"], 0);
+    assert_eq!(totals["failovers"]["host_away"], 0);
+    assert!(totals["errors"].is_object() && totals["sessions_closed"].is_object());
 }
 
 #[tokio::test]
@@ -96,8 +103,7 @@ async fn metrics_are_prometheus_text_and_move_with_events() {
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     let value = |name: &str| -> f64 {
         body.lines()
-            .find(|l| l.starts_with(name) && !l.starts_with('#'))
-            .and_then(|l| l.rsplit(' ').next())
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing in\n{body}"))
     };
@@ -106,7 +112,7 @@ async fn metrics_are_prometheus_text_and_move_with_events() {
     assert_eq!(value("chorus_rooms"), 1.0);
     assert_eq!(value("chorus_members"), 2.0);
     assert_eq!(
-        value("chorus_sessions_open{transport=\"webtransport\"}"),
+        value("chorus_connections_open{transport=\"webtransport\"}"),
         2.0
     );
     assert!(body.contains("# HELP chorus_ticks_in_total"));
