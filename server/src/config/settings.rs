@@ -264,6 +264,16 @@ pub struct Settings {
     /// Seconds between sweeps of expired per-address records and blocks.
     #[arg(long, env = "CHORUS_CLEANUP_INTERVAL_SECS", default_value_t = 30)]
     pub cleanup_interval_secs: u64,
+    /// Hours a development certificate is valid (browsers accept at most 14 days).
+    #[arg(long, env = "CHORUS_DEV_CERT_VALIDITY_HOURS", default_value_t = 14 * 24)]
+    pub dev_cert_validity_hours: u64,
+    /// Hours before its end that a development certificate is renewed (the old
+    /// hash stays listed at /cert-hash that long, or until the old one ends).
+    #[arg(long, env = "CHORUS_CERT_ROTATE_BEFORE_HOURS", default_value_t = 48)]
+    pub cert_rotate_before_hours: u64,
+    /// Seconds between checks of the PEM files (reloaded when they change).
+    #[arg(long, env = "CHORUS_CERT_CHECK_INTERVAL_SECS", default_value_t = 5)]
+    pub cert_check_interval_secs: u64,
     /// Seconds a shutdown waits for sessions to write their last events and close.
     #[arg(long, env = "CHORUS_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
     pub shutdown_timeout_secs: u64,
@@ -436,6 +446,9 @@ impl Settings {
             ));
         }
         config.cleanup_interval = Duration::from_secs(self.cleanup_interval_secs);
+        config.dev_cert_validity = Duration::from_secs(self.dev_cert_validity_hours * 3600);
+        config.cert_rotate_before = Duration::from_secs(self.cert_rotate_before_hours * 3600);
+        config.cert_check_interval = Duration::from_secs(self.cert_check_interval_secs);
         config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_secs);
         config.session.reconnect_after_shutdown =
             Duration::from_secs(self.reconnect_after_shutdown_secs);
@@ -509,6 +522,9 @@ pub const RANGES: &[(&str, Range)] = &[
     ("unknown_room_block_secs", Range::new(1, 30 * DAY)),
     ("kick_ban_secs", Range::new(0, 30 * DAY)),
     ("cleanup_interval_secs", Range::new(5, DAY)),
+    ("dev_cert_validity_hours", Range::new(1, 14 * 24)),
+    ("cert_rotate_before_hours", Range::new(1, 13 * 24)),
+    ("cert_check_interval_secs", Range::new(1, HOUR)),
     ("shutdown_timeout_secs", Range::new(1, 600)),
     ("reconnect_after_shutdown_secs", Range::new(0, HOUR)),
 ];
