@@ -259,6 +259,17 @@ async fn security_events_are_audited_by_name_and_secrets_never_leak() {
     let text = log.text();
     assert!(text.contains("chorus::audit"), "{text}");
     assert!(text.contains("code=\"wrong_password\""), "{text}");
+    // Lines logged by a room carry its span, and those of a session its own.
+    let kick_line = text
+        .lines()
+        .find(|l| l.contains("event=\"member_kicked\""))
+        .expect("the kick line");
+    assert!(kick_line.contains("room{id=vault"), "{kick_line}");
+    let key_line = text
+        .lines()
+        .find(|l| l.contains("event=\"api_key_rejected\""))
+        .expect("the API key line");
+    assert!(key_line.contains("session{id="), "{key_line}");
 
     // No secret anywhere: log, /stats, /metrics.
     let addr = server.tcp_addrs()[0];

@@ -53,7 +53,9 @@ pub(super) fn spawn(
         stats,
         watch: None,
     };
-    tokio::spawn(task.run(rx));
+    // Every line the room task logs (audit events included) names its room.
+    let span = tracing::info_span!("room", id = %handle.id(), slot = handle.slot().0);
+    tokio::spawn(tracing::Instrument::instrument(task.run(rx), span));
     handle
 }
 

@@ -376,7 +376,8 @@ pub async fn run_session<R, W, C>(
     C: TransportCloser,
 {
     let id = ctx.new_session_id();
-    let span = tracing::debug_span!("session", id = %id, remote = %info.remote, transport = info.transport);
+    let span =
+        tracing::info_span!("session", id = %id, remote = %info.remote, transport = info.transport);
     async move {
         let outbox = Outbox::new(ctx.config.outbox_max_frames, ctx.config.outbox_max_bytes);
         let shared = Arc::new(SessionShared::new(id, outbox, ticks, packs));
