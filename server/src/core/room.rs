@@ -1058,6 +1058,33 @@ impl Room {
         }
     }
 
+    /// Who is asking, if they may: the member behind `session`, when it may
+    /// do `action` on its target (a state key or command kind; "" for the
+    /// others). `stored` names what the request needs a room to keep, so a
+    /// relay room refuses it. Otherwise the refusal (NotJoined, NotStored or
+    /// Forbidden, in that order) is sent to the session and `None` returned.
+    fn authorize(
+        &mut self,
+        session: SessionId,
+        request_id: RequestId,
+        (action, target): (Action, &str),
+        stored: Option<&str>,
+        what: impl FnOnce() -> String,
+    ) -> Option<(MemberId, Role)> {
+        let (member, role) = self.member_of(session, request_id)?;
+        if let Some(noun) = stored
+            && self.refuse_in_relay_room(session, request_id, noun)
+        {
+            return None;
+        }
+        if !self.allows(role, action, target) {
+            let what = what();
+            self.forbidden(session, request_id, (member, role), action, &what);
+            return None;
+        }
+        Some((member, role))
+    }
+
     /// Refuses a request the policy does not allow, and audits it.
     fn forbidden(
         &mut self,
@@ -1124,21 +1151,15 @@ impl Room {
         value: Option<Vec<u8>>,
         if_version: Option<u64>,
     ) {
-        let Some((author, role)) = self.member_of(session, request_id) else {
+        let Some((author, _)) = self.authorize(
+            session,
+            request_id,
+            (Action::SetState, &key),
+            Some("state"),
+            || format!("change state key {key:?}"),
+        ) else {
             return;
         };
-        if self.refuse_in_relay_room(session, request_id, "state") {
-            return;
-        }
-        if !self.allows(role, Action::SetState, &key) {
-            return self.forbidden(
-                session,
-                request_id,
-                (author, role),
-                Action::SetState,
-                &format!("change state key {key:?}"),
-            );
-        }
         let current = self.state.get(&key);
         let current_version = current.map_or(0, |v| v.version);
         if let Some(expected) = if_version
@@ -1256,21 +1277,15 @@ impl Room {
         payload: Vec<u8>,
         idempotency_key: Option<String>,
     ) {
-        let Some((author, role)) = self.member_of(session, request_id) else {
+        let Some((author, _)) = self.authorize(
+            session,
+            request_id,
+            (Action::SendCommands, &kind),
+            Some("commands"),
+            || format!("send {kind:?} commands"),
+        ) else {
             return;
         };
-        if self.refuse_in_relay_room(session, request_id, "commands") {
-            return;
-        }
-        if !self.allows(role, Action::SendCommands, &kind) {
-            return self.forbidden(
-                session,
-                request_id,
-                (author, role),
-                Action::SendCommands,
-                &format!("send {kind:?} commands"),
-            );
-        }
         if let Some(key) = &idempotency_key
             && let Some(first) = self.idempotency.get(key).copied()
         {
@@ -1393,18 +1408,13 @@ impl Room {
         target: MemberId,
         reason: String,
     ) {
-        let Some((by, role)) = self.member_of(session, request_id) else {
+        let Some((by, role)) =
+            self.authorize(session, request_id, (Action::Kick, ""), None, || {
+                "kick members".to_owned()
+            })
+        else {
             return;
         };
-        if !self.allows(role, Action::Kick, "") {
-            return self.forbidden(
-                session,
-                request_id,
-                (by, role),
-                Action::Kick,
-                "kick members",
-            );
-        }
         let Some(target_role) = self.target_role(session, request_id, target) else {
             return;
         };
@@ -1479,18 +1489,13 @@ impl Room {
         target: MemberId,
         new_role: Role,
     ) {
-        let Some((by, role)) = self.member_of(session, request_id) else {
+        let Some((by, role)) =
+            self.authorize(session, request_id, (Action::GrantRoles, ""), None, || {
+                "change roles".to_owned()
+            })
+        else {
             return;
         };
-        if !self.allows(role, Action::GrantRoles, "") {
-            return self.forbidden(
-                session,
-                request_id,
-                (by, role),
-                Action::GrantRoles,
-                "change roles",
-            );
-        }
         let Some(old_role) = self.target_role(session, request_id, target) else {
             return;
         };
@@ -1516,29 +1521,10 @@ impl Room {
         if old_role == Role::Host && hosts == 1 {
             return self.outranked(session, request_id, "leave the room without a host");
         }
-        if let Some(m) = self.members.get_mut(&target) {
-            m.role = new_role;
-        }
-        let seq = self.next_seq();
-        self.event(
-            Recipient::Everyone,
-            seq,
-            ServerMessage::RoleChanged {
-                room: self.slot,
-                seq,
-                member: target,
-                role: new_role,
-                by,
-            },
-        );
-        self.outputs
-            .push_back(RoomOutput::RoleChanged { member: target });
-        self.audit(AuditEvent::RoleChanged {
-            by,
-            member: target,
-            from: old_role,
-            to: new_role,
-        });
+        // The role differs (checked above), so this is a change and has a seq.
+        let seq = self
+            .change_role(target, new_role, by)
+            .unwrap_or(self.last_seq);
         self.ack(session, request_id, seq);
     }
 
@@ -1548,18 +1534,13 @@ impl Room {
         request_id: RequestId,
         hash: Option<PasswordHashString>,
     ) {
-        let Some((by, role)) = self.member_of(session, request_id) else {
+        let Some((by, _)) =
+            self.authorize(session, request_id, (Action::SetPassword, ""), None, || {
+                "set the password".to_owned()
+            })
+        else {
             return;
         };
-        if !self.allows(role, Action::SetPassword, "") {
-            return self.forbidden(
-                session,
-                request_id,
-                (by, role),
-                Action::SetPassword,
-                "set the password",
-            );
-        }
         let set = hash.is_some();
         self.password = hash.clone();
         self.password_generation += 1;
@@ -1573,18 +1554,13 @@ impl Room {
     }
 
     fn close(&mut self, session: SessionId, request_id: RequestId, reason: String) {
-        let Some((by, role)) = self.member_of(session, request_id) else {
+        let Some((by, _)) =
+            self.authorize(session, request_id, (Action::CloseRoom, ""), None, || {
+                "close the room".to_owned()
+            })
+        else {
             return;
         };
-        if !self.allows(role, Action::CloseRoom, "") {
-            return self.forbidden(
-                session,
-                request_id,
-                (by, role),
-                Action::CloseRoom,
-                "close the room",
-            );
-        }
         let seq = self.next_seq();
         self.send(
             Recipient::Everyone,

@@ -16,18 +16,15 @@ impl Room {
         kind: String,
         payload: Vec<u8>,
     ) {
-        let Some((from, role)) = self.member_of(session, request_id) else {
+        let Some((from, _)) = self.authorize(
+            session,
+            request_id,
+            (Action::DirectMessages, ""),
+            None,
+            || "send direct messages".to_owned(),
+        ) else {
             return;
         };
-        if !self.allows(role, Action::DirectMessages, "") {
-            return self.forbidden(
-                session,
-                request_id,
-                (from, role),
-                Action::DirectMessages,
-                "send direct messages",
-            );
-        }
         let target = match self.members.get(&to) {
             Some(m) if m.presence != Presence::Reconnecting => m.session,
             Some(_) => {
@@ -72,18 +69,15 @@ impl Room {
         kind: String,
         payload: Vec<u8>,
     ) {
-        let Some((from, role)) = self.member_of(session, request_id) else {
+        let Some((from, _)) = self.authorize(
+            session,
+            request_id,
+            (Action::SendCommands, &kind),
+            None,
+            || format!("send {kind:?} messages"),
+        ) else {
             return;
         };
-        if !self.allows(role, Action::SendCommands, &kind) {
-            return self.forbidden(
-                session,
-                request_id,
-                (from, role),
-                Action::SendCommands,
-                &format!("send {kind:?} messages"),
-            );
-        }
         let to = match audience {
             Audience::Everyone => Recipient::Everyone,
             Audience::Others => Recipient::EveryoneExcept(session),
@@ -128,18 +122,11 @@ impl Room {
         request_id: RequestId,
         delegate: Option<MemberId>,
     ) {
-        let Some((by, role)) = self.member_of(session, request_id) else {
+        let Some(_) = self.authorize(session, request_id, (Action::GrantRoles, ""), None, || {
+            "name a delegate".to_owned()
+        }) else {
             return;
         };
-        if !self.allows(role, Action::GrantRoles, "") {
-            return self.forbidden(
-                session,
-                request_id,
-                (by, role),
-                Action::GrantRoles,
-                "name a delegate",
-            );
-        }
         if let Some(member) = delegate
             && !self.members.contains_key(&member)
         {

@@ -157,13 +157,17 @@ impl Room {
             }));
     }
 
-    /// Sets a role and tells everyone (no permission checks: the caller decided).
-    pub(super) fn change_role(&mut self, member: MemberId, role: Role, by: MemberId) {
-        let Some(m) = self.members.get_mut(&member) else {
-            return;
-        };
+    /// Sets a role and tells everyone (no permission checks: the caller
+    /// decided); returns the event's seq, or `None` when nothing changed.
+    pub(super) fn change_role(
+        &mut self,
+        member: MemberId,
+        role: Role,
+        by: MemberId,
+    ) -> Option<Seq> {
+        let m = self.members.get_mut(&member)?;
         if m.role == role {
-            return;
+            return None;
         }
         let from = m.role;
         m.role = role;
@@ -186,6 +190,7 @@ impl Room {
             from,
             to: role,
         });
+        Some(seq)
     }
 
     fn pause_timelines(&mut self, now: ServerTime) {

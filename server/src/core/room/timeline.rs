@@ -37,21 +37,15 @@ impl Room {
         at: Option<ServerTime>,
         expected_seq: Option<Seq>,
     ) {
-        let Some((by, role)) = self.member_of(session, request_id) else {
+        let Some((by, _)) = self.authorize(
+            session,
+            request_id,
+            (Action::ControlTimeline, ""),
+            Some("timelines"),
+            || "control the timeline".to_owned(),
+        ) else {
             return;
         };
-        if self.refuse_in_relay_room(session, request_id, "timelines") {
-            return;
-        }
-        if !self.allows(role, Action::ControlTimeline, "") {
-            return self.forbidden(
-                session,
-                request_id,
-                (by, role),
-                Action::ControlTimeline,
-                "control the timeline",
-            );
-        }
         let current_seq = self.timelines.get(&name).map_or(Seq(0), |t| t.seq);
         if let Some(expected) = expected_seq
             && expected != current_seq
