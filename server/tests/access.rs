@@ -56,23 +56,6 @@ async fn try_join(
         .await
 }
 
-/// Sends a request answered by `Ack` and returns the ack's seq or the error.
-async fn request_ack(client: &mut RawClient, msg: ClientMessage) -> Result<Seq, ErrorFrame> {
-    let request_id = msg.request_id().expect("a request");
-    client.send(&msg).await;
-    client
-        .recv_until(|m| match m {
-            ServerMessage::Ack {
-                request_id: id,
-                seq,
-                ..
-            } if id == request_id => Some(Ok(seq)),
-            ServerMessage::Error(e) if e.request_id == Some(request_id) => Some(Err(e)),
-            _ => None,
-        })
-        .await
-}
-
 fn retry_after(e: &ErrorFrame) -> u64 {
     match e.detail {
         ErrorDetail::RetryAfter { retry_after_ms } => retry_after_ms,

@@ -40,22 +40,6 @@ fn seq_of(message: &ServerMessage) -> Option<Seq> {
     }
 }
 
-async fn request_ack(client: &mut impl RawProtocol, msg: ClientMessage) -> Result<Seq, ErrorFrame> {
-    let request_id = msg.request_id().expect("a request");
-    client.send(&msg).await;
-    client
-        .recv_until(|m| match m {
-            ServerMessage::Ack {
-                request_id: id,
-                seq,
-                ..
-            } if id == request_id => Some(Ok(seq)),
-            ServerMessage::Error(e) if e.request_id == Some(request_id) => Some(Err(e)),
-            _ => None,
-        })
-        .await
-}
-
 async fn set_state(
     client: &mut impl RawProtocol,
     room: RoomSlot,

@@ -26,6 +26,27 @@ pub async fn start_server_with(adjust: impl FnOnce(&mut ServerConfig)) -> Runnin
     Server::start(config).await.expect("server starts")
 }
 
+/// Sends a request answered by `Ack` and returns the ack's seq, or the
+/// error that answered it instead.
+pub async fn request_ack(
+    client: &mut impl RawProtocol,
+    msg: ClientMessage,
+) -> Result<Seq, ErrorFrame> {
+    let request_id = msg.request_id().expect("a request");
+    client.send(&msg).await;
+    client
+        .recv_until(|m| match m {
+            ServerMessage::Ack {
+                request_id: id,
+                seq,
+                ..
+            } if id == request_id => Some(Ok(seq)),
+            ServerMessage::Error(e) if e.request_id == Some(request_id) => Some(Err(e)),
+            _ => None,
+        })
+        .await
+}
+
 /// Raises every per-session rate budget out of reach, for tests that flood on
 /// purpose to test something else (slow consumers, backpressure).
 pub fn lift_rate_limits(config: &mut ServerConfig) {
