@@ -13,8 +13,8 @@ use crate::access::guard::GuardError;
 use crate::core::{ClientIdentity, JoinAccess, RoomInput, validate_room_id};
 use crate::rooms::{JoinOutcome, RoomCreate, RoomRequest};
 use chorus_protocol::{
-    Action, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, JoinOption, PermissionPolicy,
-    RequestId, Role, RoomSlot, ServerTime,
+    Action, DisplayInfo, ErrorCode, ErrorDetail, ErrorFrame, JoinOption, RequestId, Role, RoomSlot,
+    ServerTime,
 };
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -312,9 +312,8 @@ impl<R: TransportReader> Session<R> {
         };
         // Hashing costs real CPU: refuse early what the room would refuse
         // anyway (the room core checks the permission again).
-        let role = joined.room.shared.fanout.load().role_of(joined.member);
-        let policy: &PermissionPolicy = &joined.room.shared.policy;
-        if !role.is_some_and(|r: Role| policy.allows(r, Action::SetPassword, "")) {
+        if !joined.may(Action::SetPassword) {
+            let role = joined.room.shared.fanout.load().role_of(joined.member);
             return self.reply_error(ErrorFrame::new(
                 Some(request_id),
                 ErrorCode::Forbidden,

@@ -257,6 +257,15 @@ pub struct JoinedRoom {
     pub member: MemberId,
 }
 
+impl JoinedRoom {
+    /// Whether this member's current role may do `action` (for a session to
+    /// refuse early what costs work; the room core checks again).
+    pub fn may(&self, action: chorus_protocol::Action) -> bool {
+        let role = self.room.shared.fanout.load().role_of(self.member);
+        role.is_some_and(|r| self.room.shared.policy.allows(r, action, ""))
+    }
+}
+
 /// The part of a session that rooms hold: where to deliver, and how to stop it.
 #[derive(Debug)]
 pub struct SessionShared {

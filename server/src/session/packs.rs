@@ -173,8 +173,20 @@ impl<R: TransportReader> Session<R> {
         request_id: RequestId,
         slot: RoomSlot,
     ) -> Result<super::JoinedRoom, ErrorFrame> {
-        self.joined(slot)
-            .ok_or_else(|| super::not_joined(Some(request_id), slot))
+        let joined = self
+            .joined(slot)
+            .ok_or_else(|| super::not_joined(Some(request_id), slot))?;
+        if joined.room.shared.kind == RoomKind::Relay {
+            return Err(ErrorFrame::new(
+                Some(request_id),
+                ErrorCode::NotStored,
+                format!(
+                    "room {} is a relay room: it keeps no packs",
+                    joined.room.id()
+                ),
+            ));
+        }
+        Ok(joined)
     }
 
     pub(super) async fn pack_upload(
@@ -190,19 +202,8 @@ impl<R: TransportReader> Session<R> {
             Ok(joined) => joined,
             Err(error) => return self.reply_error(error),
         };
-        if joined.room.shared.kind == RoomKind::Relay {
-            return self.reply_error(ErrorFrame::new(
-                Some(request_id),
-                ErrorCode::NotStored,
-                format!(
-                    "room {} is a relay room: it keeps no packs",
-                    joined.room.id()
-                ),
-            ));
-        }
         // Refuse early what the room would refuse (it checks again).
-        let role = joined.room.shared.fanout.load().role_of(joined.member);
-        if !role.is_some_and(|r| joined.room.shared.policy.allows(r, Action::UploadPacks, "")) {
+        if !joined.may(Action::UploadPacks) {
             return self.reply_error(ErrorFrame::new(
                 Some(request_id),
                 ErrorCode::Forbidden,
@@ -290,19 +291,8 @@ impl<R: TransportReader> Session<R> {
         hash: Vec<u8>,
         offset: u64,
     ) {
-        let joined = match self.pack_room(request_id, slot) {
-            Ok(joined) => joined,
-            Err(error) => return self.reply_error(error),
-        };
-        if joined.room.shared.kind == RoomKind::Relay {
-            return self.reply_error(ErrorFrame::new(
-                Some(request_id),
-                ErrorCode::NotStored,
-                format!(
-                    "room {} is a relay room: it keeps no packs",
-                    joined.room.id()
-                ),
-            ));
+        if let Err(error) = self.pack_room(request_id, slot) {
+            return self.reply_error(error);
         }
         let hash = match parse_hash(&hash) {
             Ok(hash) => hash,
