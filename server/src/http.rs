@@ -65,6 +65,8 @@ pub struct HttpState {
     pub certs: Arc<crate::cert::CertManager>,
     /// Set once every listener is up; cleared when shutting down.
     pub ready: Arc<AtomicBool>,
+    /// False while the store's commits fail (changes then wait, unacknowledged).
+    pub store_healthy: Arc<AtomicBool>,
     pub started_at: ServerTime,
     pub metrics: Metrics,
     /// Serve the demo page and the browser SDK at `/`.
@@ -177,15 +179,16 @@ async fn live() -> Response {
 }
 
 async fn ready(State(state): State<Arc<HttpState>>) -> Response {
-    let response = if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready" })),
-        )
-            .into_response()
-    };
+    let response =
+        if state.ready.load(Ordering::Relaxed) && state.store_healthy.load(Ordering::Relaxed) {
+            (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "not ready" })),
+            )
+                .into_response()
+        };
     public(response)
 }
 

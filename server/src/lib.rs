@@ -5,6 +5,7 @@
 //! - [`core`]: the sans-IO room state machine.
 //! - [`rooms`]: one task per room around the core, the registry, tick fan-out.
 //! - [`session`]: one transport-agnostic session per connection.
+//! - [`store`]: the on-disk store rooms and packs survive restarts in.
 //! - [`transport`]: adapters from a connection to a session (WebTransport).
 //! - [`server`]: configuration, listeners, start and stop.
 //! - [`config`]: the `chorus` command line, environment and config file.
@@ -23,6 +24,7 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod store;
 pub mod templates;
 pub mod transport;
 

@@ -73,6 +73,9 @@ pub struct ServerConfig {
     pub websocket_chunk_bytes: usize,
     /// Serve the demo page and browser SDK at `/` on the TCP listener.
     pub serve_demo: bool,
+    /// Where rooms are kept across restarts; `None`: memory only (the
+    /// library default; the `chorus` binary keeps them under `--data-dir`).
+    pub store: Option<crate::store::StoreSettings>,
     /// Outgoing datagram bytes queued per connection. When a receiver cannot
     /// take ticks as fast as they come, the oldest queued ones are dropped: this
     /// bound is what makes the tick lane newest-wins instead of seconds behind.
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             heartbeat_timeout: Duration::from_secs(30),
             websocket_chunk_bytes: 16 * 1024,
             serve_demo: true,
+            store: None,
             datagram_send_buffer_bytes: DEFAULT_DATAGRAM_SEND_BUFFER,
             datagram_receive_buffer_bytes: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
             udp_socket_buffer_bytes: DEFAULT_UDP_SOCKET_BUFFER,
@@ -157,6 +161,13 @@ pub enum StartError {
     NoListenAddress,
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(
+        "the store holds rooms that cannot be restored: {0}; start with \
+         --discard-corrupt-data to go on without them"
+    )]
+    Restore(String),
 }
 
 /// The entry point; see [`Server::start`].
@@ -376,7 +387,29 @@ impl Server {
         let clock = ServerClock::new();
         let stats = Arc::new(ServerStats::default());
         let packs = Arc::new(crate::packs::PackStore::new(config.packs.clone()));
-        let registry = RoomRegistry::new(config.rooms.clone(), clock, stats.clone(), packs.clone());
+        let store_healthy = Arc::new(AtomicBool::new(true));
+        let (store, loaded) = match &config.store {
+            Some(settings) => {
+                let opened = {
+                    let settings = settings.clone();
+                    tokio::task::spawn_blocking(move || crate::store::Store::open(&settings))
+                        .await
+                        .map_err(|e| StartError::InvalidSetting(format!("store: {e}")))??
+                };
+                let (database, loaded) = opened;
+                let writer =
+                    crate::store::Store::start_writer(database, settings, store_healthy.clone());
+                (Some(writer), Some(loaded))
+            }
+            None => (None, None),
+        };
+        let registry = RoomRegistry::new(
+            config.rooms.clone(),
+            clock,
+            stats.clone(),
+            packs.clone(),
+            store,
+        );
         let access = AccessControl::new(&config.access)
             .map_err(|e| StartError::InvalidSetting(e.to_string()))?;
         let ctx = Arc::new(SessionContext::new(
@@ -387,6 +420,9 @@ impl Server {
             access,
             packs,
         ));
+        if let (Some(loaded), Some(settings)) = (loaded, &config.store) {
+            restore_rooms(&ctx, loaded, settings)?;
+        }
 
         let mut endpoints = Vec::new();
         let mut listeners = Vec::new();
@@ -448,6 +484,7 @@ impl Server {
             },
             certs: certs.clone(),
             ready: ready.clone(),
+            store_healthy,
             started_at: clock.now(),
             metrics: Metrics::new(),
             serve_demo: config.serve_demo,
@@ -586,6 +623,14 @@ impl RunningServer {
             }
         })
         .await;
+        // The sessions have detached their members (reconnecting, so their
+        // clients resume after the restart); keep the rooms as they are now.
+        if tokio::time::timeout(self.shutdown_timeout, self.registry.persist_all())
+            .await
+            .is_err()
+        {
+            tracing::error!("the rooms could not all be written to the store in time");
+        }
         for endpoint in &self.endpoints {
             endpoint.close(
                 wtransport::VarInt::from_u32(u32::from(ErrorCode::ShuttingDown.as_u16())),
@@ -598,6 +643,52 @@ impl RunningServer {
         }
         left
     }
+}
+
+/// Starts the rooms the store held, and lets their members' clients resume
+/// (each resume window counted from now).
+fn restore_rooms(
+    ctx: &Arc<SessionContext>,
+    loaded: crate::store::Loaded,
+    settings: &crate::store::StoreSettings,
+) -> Result<(), StartError> {
+    for what in &loaded.discarded {
+        tracing::error!(record = %what, "store record could not be read and was dropped");
+    }
+    let room_count = loaded.rooms.len();
+    let (members, problems) = ctx
+        .registry
+        .restore(loaded.rooms, &loaded.packs, || ctx.new_session_id());
+    if !problems.is_empty() {
+        if !settings.discard_corrupt {
+            return Err(StartError::Restore(problems.join("; ")));
+        }
+        for problem in &problems {
+            tracing::error!(%problem, "left out of the restored rooms");
+        }
+    }
+    let until = std::time::Instant::now() + ctx.config.resume_window;
+    let waiting = members.len();
+    for m in members {
+        let deadline = m.token_expires.map(|t| ctx.clock.instant_of(t));
+        ctx.resumes.restore(
+            m.key,
+            crate::session::JoinedRoom {
+                room: m.room,
+                member: m.member,
+            },
+            deadline,
+            until,
+        );
+    }
+    tracing::info!(
+        rooms = room_count,
+        members_waiting = waiting,
+        path = %settings.file().display(),
+        durability = settings.durability.name(),
+        "rooms restored from the store"
+    );
+    Ok(())
 }
 
 /// `https://ADDR/chorus`, with IPv6 addresses in brackets.

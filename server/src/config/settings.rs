@@ -284,6 +284,28 @@ pub struct Settings {
         default_value_t = 5
     )]
     pub reconnect_after_shutdown_secs: u64,
+    /// Directory of the store rooms and packs are kept in across restarts
+    /// (file `chorus.redb`; one server per directory).
+    #[arg(long, env = "CHORUS_DATA_DIR", default_value = "chorus-data")]
+    pub data_dir: PathBuf,
+    /// Keep rooms in memory only: nothing is written, a restart starts empty.
+    #[arg(long, env = "CHORUS_MEMORY_ONLY")]
+    pub memory_only: bool,
+    /// When room changes reach the disk: `sync` (committed, with fsync, before
+    /// they are acknowledged or broadcast; concurrent changes share a commit),
+    /// `interval` (committed every --persist-interval-ms), `none` (written
+    /// only at a graceful shutdown; a crash loses everything since start).
+    #[arg(long, env = "CHORUS_DURABILITY", default_value = "interval")]
+    pub durability: crate::store::Durability,
+    /// Milliseconds between commits in `interval` durability (the most a
+    /// crash loses).
+    #[arg(long, env = "CHORUS_PERSIST_INTERVAL_MS", default_value_t = 200)]
+    pub persist_interval_ms: u64,
+    /// Start even if the store cannot be read: copy it aside
+    /// (`chorus.redb.corrupt-<time>`) and go on without what cannot be read.
+    /// Without it the server refuses to start.
+    #[arg(long, env = "CHORUS_DISCARD_CORRUPT_DATA")]
+    pub discard_corrupt_data: bool,
     /// Log line format: `human` or `json` (one object per line, with spans).
     #[arg(long, env = "CHORUS_LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,
@@ -452,6 +474,13 @@ impl Settings {
         config.shutdown_timeout = Duration::from_secs(self.shutdown_timeout_secs);
         config.session.reconnect_after_shutdown =
             Duration::from_secs(self.reconnect_after_shutdown_secs);
+        config.store = (!self.memory_only).then(|| {
+            let mut store = crate::store::StoreSettings::new(&self.data_dir);
+            store.durability = self.durability;
+            store.interval = Duration::from_millis(self.persist_interval_ms);
+            store.discard_corrupt = self.discard_corrupt_data;
+            store
+        });
         Ok(config)
     }
 }
@@ -526,6 +555,7 @@ pub const RANGES: &[(&str, Range)] = &[
     ("cert_rotate_before_hours", Range::new(1, 13 * 24)),
     ("cert_check_interval_secs", Range::new(1, HOUR)),
     ("shutdown_timeout_secs", Range::new(1, 600)),
+    ("persist_interval_ms", Range::new(10, 60_000)),
     ("reconnect_after_shutdown_secs", Range::new(0, HOUR)),
 ];
 

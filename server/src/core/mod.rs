@@ -13,8 +13,10 @@
 mod room;
 
 pub use room::{
-    AuditEvent, ClientIdentity, Failover, FanoutEntry, JoinAccess, PasswordHashString, Recipient,
-    Room, RoomConfig, RoomInput, RoomOutput, RoomStats, validate_room_id,
+    AuditEvent, ChangeKind, ClientIdentity, Failover, FanoutEntry, JoinAccess, PasswordHashString,
+    Recipient, RestoreError, ResumeKey, Room, RoomChanges, RoomConfig, RoomInput, RoomOutput,
+    RoomRecords, RoomStats, StoredBan, StoredChoices, StoredMember, StoredReclaim, StoredRoom,
+    StoredValue, validate_room_id,
 };
 
 use std::fmt;

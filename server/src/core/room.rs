@@ -32,6 +32,11 @@ pub struct JoinAccess {
     /// shell verified the given password against (or set, when the join
     /// created the room with it). `None`: not verified.
     pub password_verified: Option<u64>,
+    /// The joining session's resume key, kept with the member so its client
+    /// can resume after a restart.
+    pub resume_key: Option<ResumeKey>,
+    /// When the join token runs out (the member is kept with it).
+    pub token_expires: Option<ServerTime>,
 }
 
 /// A room password, as the room keeps it: an Argon2 hash string (PHC format),
@@ -194,6 +199,8 @@ pub enum RoomInput {
         member: MemberId,
         /// `None`: the client kept nothing of the room; send a snapshot.
         last_seq: Option<Seq>,
+        /// The resuming session's own resume key (it replaces the old one).
+        resume_key: Option<ResumeKey>,
     },
     /// The session's client is active (sent something); hosts heard from
     /// are not away.
@@ -394,6 +401,8 @@ struct Member {
     /// Set once the member's silence was acted on (host away, failover);
     /// cleared when it is heard again.
     silent: bool,
+    resume_key: Option<ResumeKey>,
+    token_expires: Option<ServerTime>,
 }
 
 /// A host whose role passed to `substitute` while it was away: it gets the
@@ -478,6 +487,8 @@ pub struct Room {
     password_generation: u64,
     /// Kicked identities and when their ban ends.
     bans: HashMap<BanKey, ServerTime>,
+    /// What was handed out to be kept, when changes are tracked.
+    journal: Option<persist::Journal>,
     outputs: VecDeque<RoomOutput>,
 }
 
@@ -531,6 +542,7 @@ impl Room {
             last_activity: now,
             empty_since: Some(now),
             expired: false,
+            journal: None,
             outputs: VecDeque::new(),
         }
     }
@@ -710,7 +722,8 @@ impl Room {
                 session,
                 member,
                 last_seq,
-            } => self.reattach(now, session, member, last_seq),
+                resume_key,
+            } => self.reattach(now, session, member, last_seq, resume_key),
             // Being heard from is all it does, and that happened above.
             RoomInput::Alive { .. } => {}
             RoomInput::Timeline {
@@ -893,6 +906,8 @@ impl Room {
                 detach_reason: LeaveReason::Disconnected,
                 last_heard: now,
                 silent: false,
+                resume_key: access.resume_key,
+                token_expires: access.token_expires,
             },
         );
         self.by_session.insert(session, id);
@@ -1229,6 +1244,9 @@ impl Room {
         }
         self.state_version += 1;
         let version = self.state_version;
+        if let Some(journal) = &mut self.journal {
+            journal.state_changed(&key);
+        }
         match &value {
             Some(v) => {
                 self.state.insert(
@@ -1350,6 +1368,12 @@ impl Room {
             && let Some(oldest) = self.idempotency_order.pop_front()
         {
             self.idempotency.remove(&oldest);
+            if let Some(journal) = &mut self.journal {
+                journal.idempotency_changed(oldest, None);
+            }
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.idempotency_changed(key.clone(), Some(result.seq));
         }
         self.idempotency_order.push_back(key.clone());
         self.idempotency.insert(key, result);
@@ -1719,8 +1743,14 @@ fn input_session(input: &RoomInput) -> Option<SessionId> {
 }
 
 mod messaging;
+mod persist;
 mod presence;
 mod timeline;
+
+pub use persist::{
+    ChangeKind, RestoreError, ResumeKey, RoomChanges, RoomRecords, StoredBan, StoredChoices,
+    StoredMember, StoredReclaim, StoredRoom, StoredValue,
+};
 
 #[cfg(test)]
 mod tests;

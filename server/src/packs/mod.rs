@@ -17,8 +17,8 @@
 //!   uploads included), pending uploads per room, all content and pending
 //!   uploads of the process together ([`PackSettings`]).
 //!
-//! What it must not do: I/O of any kind (an on-disk store comes later with
-//! persistence), read a clock (every call that needs the time takes `now`),
+//! What it must not do: I/O of any kind (the copy on disk is
+//! [`store`](crate::store)'s, fed by the session and the rooms), read a clock (every call that needs the time takes `now`),
 //! spawn tasks or depend on tokio, decide who may upload or fetch (the
 //! `UploadPacks` permission and membership are `core/`'s and the session's),
 //! assign sequence numbers or tell anyone (`PackAvailable` is the room's

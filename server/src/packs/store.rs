@@ -298,8 +298,9 @@ impl Inner {
         self.forget_room_if_empty(room);
     }
 
-    /// One room fewer references `hash`; the content goes when none does.
-    fn release_content(&mut self, hash: &PackHash) {
+    /// One room fewer references `hash`; the content goes when none does
+    /// (then returns true).
+    fn release_content(&mut self, hash: &PackHash) -> bool {
         if let Entry::Occupied(mut e) = self.contents.entry(*hash) {
             let content = e.get_mut();
             content.rooms = content.rooms.saturating_sub(1);
@@ -307,8 +308,10 @@ impl Inner {
                 let len = len_u64(e.get().bytes.len());
                 e.remove();
                 self.content_bytes = self.content_bytes.saturating_sub(len);
+                return true;
             }
         }
+        false
     }
 }
 
@@ -653,18 +656,77 @@ impl PackStore {
     }
 
     /// Forgets `room`: its packs and its pending uploads. Content no other
-    /// room references is freed at once.
-    pub fn drop_room(&self, room: &RoomKey) {
+    /// room references is freed at once; returns the hashes freed.
+    pub fn drop_room(&self, room: &RoomKey) -> Vec<PackHash> {
         let mut inner = self.lock();
         let Some(room_packs) = inner.rooms.remove(room) else {
-            return;
+            return Vec::new();
         };
         inner.pending_announced = inner
             .pending_announced
             .saturating_sub(room_packs.pending_bytes);
-        for hash in room_packs.index.keys() {
-            inner.release_content(hash);
+        room_packs
+            .index
+            .keys()
+            .filter(|hash| inner.release_content(hash))
+            .copied()
+            .collect()
+    }
+
+    /// The stored content of `hash`, whichever room has it (for the store
+    /// on disk, never for a client: reads go through [`read`](Self::read)).
+    pub fn content(&self, hash: &PackHash) -> Option<Bytes> {
+        self.lock().contents.get(hash).map(|c| c.bytes.clone())
+    }
+
+    /// Gives `room` back its packs after a restart, with their content
+    /// (read from disk and verified there by hash and size). A pack whose
+    /// content is not in `contents`, or whose hash is malformed, is left
+    /// out and named in the result. The process limits are not applied:
+    /// what was kept before is kept.
+    pub fn restore_room(
+        &self,
+        room: &RoomKey,
+        packs: &[PackInfo],
+        contents: &HashMap<PackHash, Bytes>,
+    ) -> Vec<String> {
+        let mut inner = self.lock();
+        let mut missing = Vec::new();
+        for info in packs {
+            let Some((hash, bytes)) = <PackHash>::try_from(info.hash.as_slice())
+                .ok()
+                .and_then(|h| Some((h, contents.get(&h)?)))
+            else {
+                missing.push(info.name.clone());
+                continue;
+            };
+            if inner
+                .rooms
+                .get(room)
+                .is_some_and(|r| r.index.contains_key(&hash))
+            {
+                continue;
+            }
+            match inner.contents.entry(hash) {
+                Entry::Occupied(mut e) => {
+                    let content = e.get_mut();
+                    content.rooms = content.rooms.saturating_add(1);
+                }
+                Entry::Vacant(e) => {
+                    e.insert(Content {
+                        bytes: bytes.clone(),
+                        rooms: 1,
+                    });
+                    inner.content_bytes = inner.content_bytes.saturating_add(len_u64(bytes.len()));
+                }
+            }
+            inner
+                .rooms
+                .entry(room.clone())
+                .or_default()
+                .push(hash, info.clone());
         }
+        missing
     }
 
     /// Drops every pending upload untouched (announced, resumed or written

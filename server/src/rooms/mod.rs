@@ -74,7 +74,15 @@ pub enum RoomRequest {
         session: Arc<SessionShared>,
         member: MemberId,
         last_seq: Option<chorus_protocol::Seq>,
+        resume_key: Option<crate::core::ResumeKey>,
         reply: oneshot::Sender<JoinOutcome>,
+    },
+    /// Hand what the room keeps to the store now (at shutdown). In the
+    /// store's `None` mode the room answers its whole image for the caller
+    /// to write; otherwise it writes its last changes itself and answers
+    /// `None` once they are queued.
+    Persist {
+        reply: oneshot::Sender<Option<crate::core::RoomChanges>>,
     },
     /// Any other input; the session inside it is set by the session task.
     Input(RoomInput),

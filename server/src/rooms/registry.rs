@@ -2,9 +2,10 @@
 
 use super::{RoomHandle, task};
 use crate::clock::ServerClock;
-use crate::core::{PasswordHashString, Room, RoomConfig};
-use crate::packs::{PackStore, RoomKey};
+use crate::core::{PasswordHashString, ResumeKey, Room, RoomConfig, RoomRecords, SessionId};
+use crate::packs::{PackHash, PackStore, RoomKey};
 use crate::stats::ServerStats;
+use crate::store::StoreHandle;
 use chorus_protocol::{
     ErrorCode, ErrorDetail, ErrorFrame, PermissionPolicy, RequestId, Role, RoomSlot, ServerTime,
 };
@@ -86,7 +87,19 @@ pub struct RoomRegistry {
     stats: Arc<ServerStats>,
     /// Where the rooms' packs are kept; a room's go with it.
     packs: Arc<PackStore>,
+    /// Where rooms are kept across restarts; `None`: memory only.
+    store: Option<StoreHandle>,
     this: Weak<RoomRegistry>,
+}
+
+/// A member of a room read back after a restart, waiting for its client to
+/// resume with the token behind `key`.
+#[derive(Debug, Clone)]
+pub struct RestoredMember {
+    pub room: RoomHandle,
+    pub member: chorus_protocol::MemberId,
+    pub key: ResumeKey,
+    pub token_expires: Option<ServerTime>,
 }
 
 impl RoomRegistry {
@@ -95,6 +108,7 @@ impl RoomRegistry {
         clock: ServerClock,
         stats: Arc<ServerStats>,
         packs: Arc<PackStore>,
+        store: Option<StoreHandle>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| RoomRegistry {
             rooms: Mutex::new(HashMap::new()),
@@ -103,8 +117,127 @@ impl RoomRegistry {
             clock,
             stats,
             packs,
+            store,
             this: this.clone(),
         })
+    }
+
+    /// The store rooms are kept in, if any.
+    pub fn store(&self) -> Option<&StoreHandle> {
+        self.store.as_ref()
+    }
+
+    fn spawn(&self, room: Room) -> RoomHandle {
+        task::spawn(
+            room,
+            self.settings.inbox_capacity,
+            self.this.clone(),
+            self.clock,
+            self.stats.clone(),
+            self.store.clone(),
+        )
+    }
+
+    /// Starts the rooms read back from the store (before serving), with
+    /// their packs. Returns the members waiting to be resumed, and what was
+    /// left out (rooms whose records do not fit together; packs without
+    /// content), as messages for the log. Slots stay what they were, so a
+    /// resuming client's room numbers still hold.
+    pub fn restore(
+        &self,
+        records: Vec<RoomRecords>,
+        packs: &HashMap<PackHash, bytes::Bytes>,
+        mut new_session: impl FnMut() -> SessionId,
+    ) -> (Vec<RestoredMember>, Vec<String>) {
+        let now = self.clock.now();
+        let mut members = Vec::new();
+        let mut problems = Vec::new();
+        let mut rooms = self.rooms();
+        for records in records {
+            let id = records.room.id.clone();
+            let room_packs = records.room.packs.clone();
+            let mut room =
+                match Room::restore(records, self.settings.room.clone(), now, &mut new_session) {
+                    Ok(room) => room,
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        continue;
+                    }
+                };
+            if !self
+                .store
+                .as_ref()
+                .is_some_and(|s| s.durability().tracks_changes())
+            {
+                // `None` durability: nothing is written until shutdown.
+                room.stop_tracking_changes();
+            }
+            let slot = room.slot();
+            for name in self
+                .packs
+                .restore_room(&RoomKey::slot(slot), &room_packs, packs)
+            {
+                problems.push(format!("room {id:?}: pack {name:?} has no content"));
+            }
+            let waiting = room.resumable_members();
+            let handle = self.spawn(room);
+            for (member, key, token_expires) in waiting {
+                members.push(RestoredMember {
+                    room: handle.clone(),
+                    member,
+                    key,
+                    token_expires,
+                });
+            }
+            let mut next = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+            *next = (*next).max(slot.0.saturating_add(1)).max(1);
+            rooms.insert(id, handle);
+        }
+        (members, problems)
+    }
+
+    /// Has every room hand what it keeps to the store (at shutdown, after
+    /// the sessions have detached): in `None` durability the whole images
+    /// are written at once, with the packs they list; otherwise each room
+    /// queues its last changes. Then waits for the commit.
+    pub async fn persist_all(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let handles: Vec<RoomHandle> = self.rooms().values().cloned().collect();
+        let mut images = Vec::new();
+        for handle in handles {
+            let (reply, image) = tokio::sync::oneshot::channel();
+            if handle
+                .send(super::RoomRequest::Persist { reply })
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            if let Ok(Some(image)) = image.await {
+                images.push(image);
+            }
+        }
+        let result = if store.durability().tracks_changes() {
+            store.flush().await
+        } else {
+            let mut packs = Vec::new();
+            for image in &images {
+                for info in image.room.iter().flat_map(|r| &r.packs) {
+                    if let Ok(hash) = <PackHash>::try_from(info.hash.as_slice())
+                        && let Some(content) = self.packs.content(&hash)
+                        && !packs.iter().any(|(h, _)| *h == hash)
+                    {
+                        packs.push((hash, content));
+                    }
+                }
+            }
+            store.replace_all(images, packs).await
+        };
+        if result.is_err() {
+            tracing::error!("the store stopped before the rooms were written");
+        }
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<String, RoomHandle>> {
@@ -218,14 +351,15 @@ impl RoomRegistry {
             room_id.to_owned()
         };
         let room_id = room_id.as_str();
-        let room = Room::new(room_id.to_owned(), slot, config, self.clock.now());
-        let handle = task::spawn(
-            room,
-            self.settings.inbox_capacity,
-            self.this.clone(),
-            self.clock,
-            self.stats.clone(),
-        );
+        let mut room = Room::new(room_id.to_owned(), slot, config, self.clock.now());
+        if self
+            .store
+            .as_ref()
+            .is_some_and(|s| s.durability().tracks_changes())
+        {
+            room.track_changes();
+        }
+        let handle = self.spawn(room);
         rooms.insert(room_id.to_owned(), handle.clone());
         self.stats.rooms_created.inc();
         tracing::debug!(room = %room_id, slot = slot.0, "room created");
@@ -238,9 +372,10 @@ impl RoomRegistry {
     }
 
     /// Drops `handle`'s room from the registry, if it is still the one under
-    /// its id, and its packs (content no other room uses is freed).
-    pub(super) fn forget(&self, handle: &RoomHandle) {
-        self.packs.drop_room(&RoomKey::slot(handle.slot()));
+    /// its id, and its packs (content no other room uses is freed; its
+    /// hashes are returned).
+    pub(super) fn forget(&self, handle: &RoomHandle) -> Vec<PackHash> {
+        let freed = self.packs.drop_room(&RoomKey::slot(handle.slot()));
         let mut rooms = self.rooms();
         if rooms
             .get(handle.id())
@@ -248,6 +383,7 @@ impl RoomRegistry {
         {
             rooms.remove(handle.id());
         }
+        freed
     }
 
     /// Rooms held now.

@@ -1,4 +1,9 @@
 //! The task that owns one room.
+//!
+//! It takes the requests queued at once (up to [`BATCH`]) through the core,
+//! hands the room's changes to the store (in `sync` durability waiting for
+//! their commit), and only then delivers what the core said: nothing is
+//! acknowledged or broadcast before it is kept as the durability mode says.
 
 use super::RoomPassword;
 use super::registry::RoomRegistry;
@@ -7,6 +12,7 @@ use crate::clock::ServerClock;
 use crate::core::{AuditEvent, Failover, Recipient, Room, RoomInput, RoomOutput, SessionId};
 use crate::session::{JoinedRoom, SessionShared};
 use crate::stats::{FailoverKind, Outcome, ServerStats};
+use crate::store::StoreHandle;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chorus_protocol::{
@@ -15,8 +21,12 @@ use chorus_protocol::{
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until};
+
+/// Requests taken through the core before the outputs are delivered (and,
+/// with a store, before one write of the changes).
+const BATCH: usize = 64;
 
 /// Starts the task for `room` and returns its handle.
 pub(super) fn spawn(
@@ -25,6 +35,7 @@ pub(super) fn spawn(
     registry: Weak<RoomRegistry>,
     clock: ServerClock,
     stats: Arc<ServerStats>,
+    store: Option<StoreHandle>,
 ) -> RoomHandle {
     let (tx, rx) = mpsc::channel(inbox_capacity.max(1));
     let shared = Arc::new(RoomShared {
@@ -48,10 +59,12 @@ pub(super) fn spawn(
         handle: handle.clone(),
         links: HashMap::new(),
         pending: HashMap::new(),
+        joins: Vec::new(),
         registry,
         clock,
         stats,
-        watch: None,
+        watches: Vec::new(),
+        store,
     };
     // Every line the room task logs (audit events included) names its room.
     let span = tracing::info_span!("room", id = %handle.id(), slot = handle.slot().0);
@@ -65,13 +78,17 @@ struct RoomTask {
     handle: RoomHandle,
     /// Member sessions.
     links: HashMap<SessionId, Arc<SessionShared>>,
-    /// Sessions whose join is being handled.
+    /// Sessions whose join (or reattach) is being handled.
     pending: HashMap<SessionId, Arc<SessionShared>>,
+    /// Their replies, answered once the outputs are delivered.
+    joins: Vec<(SessionId, oneshot::Sender<JoinOutcome>)>,
     registry: Weak<RoomRegistry>,
     clock: ServerClock,
     stats: Arc<ServerStats>,
-    /// The request being handled, while its outcome is still to be counted.
-    watch: Option<Watch>,
+    /// Requests handled whose outcome is still to be counted.
+    watches: Vec<Watch>,
+    /// Where the room's changes go; `None`: kept in memory only.
+    store: Option<StoreHandle>,
 }
 
 /// A state write or command whose outcome the task counts from the reply
@@ -158,27 +175,42 @@ impl Watch {
 
 impl RoomTask {
     async fn run(mut self, mut inbox: mpsc::Receiver<RoomRequest>) {
+        let mut batch = Vec::with_capacity(BATCH);
         loop {
             let deadline = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
             tokio::select! {
-                request = inbox.recv() => match request {
-                    Some(request) => self.apply(request),
+                count = inbox.recv_many(&mut batch, BATCH) => {
                     // Unreachable while we hold our own handle; end quietly anyway.
-                    None => return,
+                    if count == 0 {
+                        return;
+                    }
+                    let now = self.clock.now();
+                    self.handle
+                        .shared
+                        .last_activity
+                        .store(now.as_micros(), Ordering::Relaxed);
+                    for request in batch.drain(..) {
+                        self.apply(now, request).await;
+                    }
                 },
                 () = sleep_until(deadline.map_or_else(Instant::now, Instant::from_std)), if deadline.is_some() => {
                     self.core.handle_timeout(self.clock.now());
-                    self.flush();
                 }
             }
+            self.persist().await;
+            self.flush();
             if self.core.is_ended() {
                 break;
             }
         }
-        // Ended: leave the registry first so new joins create a fresh room, then
-        // answer whatever was already queued.
+        // Ended: drop what the store keeps of the room, leave the registry
+        // so new joins create a fresh room, then answer what was queued.
+        self.persist().await;
         if let Some(registry) = self.registry.upgrade() {
-            registry.forget(&self.handle);
+            let freed = registry.forget(&self.handle);
+            if let Some(store) = &self.store {
+                let _ = store.delete_packs(freed).await;
+            }
         }
         inbox.close();
         while let Some(request) = inbox.recv().await {
@@ -186,18 +218,32 @@ impl RoomTask {
                 RoomRequest::Join { reply, .. } | RoomRequest::Reattach { reply, .. } => {
                     let _ = reply.send(JoinOutcome::RoomClosed);
                 }
+                RoomRequest::Persist { reply } => {
+                    let _ = reply.send(None);
+                }
                 RoomRequest::Input(_) => {}
             }
         }
         tracing::debug!(room = %self.handle.id(), slot = self.handle.slot().0, "room ended");
     }
 
-    fn apply(&mut self, request: RoomRequest) {
-        let now = self.clock.now();
-        self.handle
-            .shared
-            .last_activity
-            .store(now.as_micros(), Ordering::Relaxed);
+    /// Hands the room's changes to the store; in `sync` durability returns
+    /// once they are committed.
+    async fn persist(&mut self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let Some(changes) = self.core.take_changes() else {
+            return;
+        };
+        if store.write_room(changes).await.is_err() {
+            // Only at shutdown, after the last persist; nothing to keep then.
+            tracing::debug!("store closed; room changes not kept");
+        }
+    }
+
+    /// Takes one request through the core; its outputs wait for [`flush`](Self::flush).
+    async fn apply(&mut self, now: chorus_protocol::ServerTime, request: RoomRequest) {
         match request {
             RoomRequest::Join {
                 session,
@@ -208,6 +254,7 @@ impl RoomTask {
             } => {
                 let id = session.id;
                 self.pending.insert(id, session);
+                self.joins.push((id, reply));
                 self.core.handle(
                     now,
                     RoomInput::Join {
@@ -217,44 +264,42 @@ impl RoomTask {
                         access,
                     },
                 );
-                let added = self.flush();
-                self.pending.remove(&id);
-                let outcome = added
-                    .into_iter()
-                    .find(|(s, _)| *s == id)
-                    .map_or(JoinOutcome::Refused, |(_, m)| JoinOutcome::Joined(m));
-                // The session may have gone meanwhile; then it will send a Leave.
-                let _ = reply.send(outcome);
             }
             RoomRequest::Reattach {
                 session,
                 member,
                 last_seq,
+                resume_key,
                 reply,
             } => {
                 let id = session.id;
                 self.pending.insert(id, session);
+                self.joins.push((id, reply));
                 self.core.handle(
                     now,
                     RoomInput::Reattach {
                         session: id,
                         member,
                         last_seq,
+                        resume_key,
                     },
                 );
-                let added = self.flush();
-                self.pending.remove(&id);
-                let outcome = added
-                    .into_iter()
-                    .find(|(s, _)| *s == id)
-                    .map_or(JoinOutcome::Refused, |(_, m)| JoinOutcome::Joined(m));
-                let _ = reply.send(outcome);
             }
             RoomRequest::Input(input) => {
-                self.watch = Watch::of(&input, &self.stats);
+                if let Some(watch) = Watch::of(&input, &self.stats) {
+                    self.watches.push(watch);
+                }
                 self.core.handle(now, input);
-                self.flush();
-                self.watch = None;
+            }
+            RoomRequest::Persist { reply } => {
+                let image = match &self.store {
+                    Some(store) if store.durability().tracks_changes() => {
+                        self.persist().await;
+                        None
+                    }
+                    _ => self.core.image(),
+                };
+                let _ = reply.send(image);
             }
         }
     }
@@ -277,14 +322,16 @@ impl RoomTask {
                         // Encoded once; every recipient shares the bytes.
                         let bytes = Bytes::from(encode_message(&message));
                         let reply = self
-                            .watch
-                            .and_then(|w| Some((w, w.outcome(&to, &message)?)));
+                            .watches
+                            .iter()
+                            .enumerate()
+                            .find_map(|(i, w)| Some((i, w.outcome(&to, &message)?)));
                         if let ServerMessage::Error(error) = &message {
                             self.stats.error_sent(error.code);
                         }
                         self.deliver(to, &bytes, &mut too_slow);
-                        if let Some((watch, outcome)) = reply {
-                            self.watch = None;
+                        if let Some((i, outcome)) = reply {
+                            let watch = self.watches.swap_remove(i);
                             self.count(watch, outcome);
                         }
                     }
@@ -359,6 +406,18 @@ impl RoomTask {
         if membership_changed {
             self.publish_fanout();
         }
+        // Requests that got no reply we count (the member left meanwhile).
+        self.watches.clear();
+        for (session, reply) in self.joins.drain(..) {
+            self.pending.remove(&session);
+            let outcome = added
+                .iter()
+                .find(|(s, _)| *s == session)
+                .map_or(JoinOutcome::Refused, |(_, m)| JoinOutcome::Joined(*m));
+            // The session may have gone meanwhile; then it will send a Leave.
+            let _ = reply.send(outcome);
+        }
+        self.pending.clear();
         added
     }
 

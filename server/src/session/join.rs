@@ -261,6 +261,10 @@ impl<R: TransportReader> Session<R> {
                 role: claims.as_ref().map(|c| c.role),
                 password_given: request.password.is_some(),
                 password_verified,
+                resume_key: self.resume_token.as_deref().map(super::resume::resume_key),
+                token_expires: claims
+                    .as_ref()
+                    .map(|c| ServerTime::from_micros(c.exp.saturating_mul(1_000_000))),
             };
             let (reply, outcome) = oneshot::channel();
             let room_request = RoomRequest::Join {

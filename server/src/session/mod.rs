@@ -243,7 +243,7 @@ impl SessionContext {
         self.shutdown.send_replace(true);
     }
 
-    fn new_session_id(&self) -> SessionId {
+    pub(crate) fn new_session_id(&self) -> SessionId {
         // A counter, not a random number: ids are unique by construction, and
         // rooms key their routing on them.
         SessionId(self.next_id.fetch_add(1, Ordering::Relaxed))
@@ -453,8 +453,15 @@ pub async fn run_session<R, W, C>(
         // another connection resumed only lets go of its routing.
         let joined: Vec<JoinedRoom> = shared.joined.load().values().cloned().collect();
         let replaced = shared.replaced.load(Ordering::Acquire);
+        // A server going away keeps its members the same way: their clients
+        // resume (after a restart, from the store) once it is back.
+        let going_away = end
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::ShuttingDown);
         let resumable = replaced
-            || (end.is_none() && !ctx.config.resume_window.is_zero() && resume_token.is_some());
+            || ((end.is_none() || going_away)
+                && !ctx.config.resume_window.is_zero()
+                && resume_token.is_some());
         if let Some(token) = &resume_token {
             if resumable && !replaced {
                 let until = Instant::now() + ctx.config.resume_window;

@@ -74,6 +74,17 @@ async fn write_upload(
                 // The uploader left meanwhile; the room will not announce it.
                 return Ok(());
             };
+            // The content goes to disk ahead of the room's listing of it:
+            // the store commits in order, so no commit has a room listing
+            // content it lacks.
+            if let Some(store) = ctx
+                .registry
+                .store()
+                .filter(|s| s.durability().tracks_changes())
+                && let Some(content) = ctx.packs.content(&hash)
+            {
+                let _ = store.put_pack(hash, content).await;
+            }
             let _ = joined
                 .room
                 .send(RoomRequest::Input(RoomInput::PackAdded {

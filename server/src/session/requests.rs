@@ -69,8 +69,11 @@ impl<R: TransportReader> Session<R> {
                 "the session cannot be resumed (unknown token, or its window has passed); join afresh",
             ));
         };
-        let previous = takeover.previous;
-        if takeover.still_running {
+        if let Some(previous) = takeover
+            .previous
+            .as_ref()
+            .filter(|_| takeover.still_running)
+        {
             // Its connection was not yet noticed dead: it lets go of its
             // members (detaching only) and closes.
             previous.replaced.store(true, Ordering::Release);
@@ -80,11 +83,11 @@ impl<R: TransportReader> Session<R> {
                 "this session was resumed on another connection",
             ));
         }
-        {
-            let deadlines = previous.token_deadlines().clone();
-            self.shared.token_deadlines().extend(deadlines);
-        }
+        self.shared
+            .token_deadlines()
+            .extend(takeover.token_deadlines);
         self.ctx.stats.sessions_resumed.inc();
+        let resume_key = self.resume_token.as_deref().map(super::resume::resume_key);
         for JoinedRoom { room, member } in takeover.rooms {
             let slot = room.slot();
             let last_seq = seen.iter().find(|r| r.room == slot).map(|r| r.last_seq);
@@ -93,6 +96,7 @@ impl<R: TransportReader> Session<R> {
                 session: self.shared.clone(),
                 member,
                 last_seq,
+                resume_key,
                 reply,
             };
             let outcome = match room.send(request).await {

@@ -660,3 +660,139 @@ impl Drop for UdpProxy {
         self.task.abort();
     }
 }
+
+/// A fresh, empty directory for one test (a data directory, say).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir =
+        std::env::temp_dir().join(format!("chorus-test-{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a test directory");
+    dir
+}
+
+/// The real `chorus` binary, running on ephemeral loopback ports. Killed
+/// (SIGKILL) when dropped.
+pub struct ChorusProcess {
+    pub child: std::process::Child,
+    /// Where its WebSocket listener is.
+    pub tcp: std::net::SocketAddr,
+}
+
+impl Drop for ChorusProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chorus_command(args: &[&std::ffi::OsStr]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_chorus"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--no-demo", "--cert-dir"])
+        .arg(cert_dir())
+        .args(args);
+    command
+}
+
+impl ChorusProcess {
+    /// Starts the binary with these extra arguments and reads where it listens.
+    pub fn start(args: &[&std::ffi::OsStr]) -> ChorusProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = chorus_command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chorus starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut tcp = None;
+        for line in lines.by_ref() {
+            let line = line.expect("a line");
+            // "  WebSocket     ws:// and wss://127.0.0.1:PORT/chorus"
+            if let Some(rest) = line.trim().strip_prefix("WebSocket") {
+                let addr = rest
+                    .rsplit("://")
+                    .next()
+                    .and_then(|s| s.strip_suffix("/chorus"))
+                    .expect("an address");
+                tcp = Some(addr.parse().expect("a socket address"));
+            }
+            if line.starts_with("certificate sha256:") {
+                break;
+            }
+        }
+        // Keep reading, so the server never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        ChorusProcess {
+            child,
+            tcp: tcp.expect("chorus printed its WebSocket address"),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/chorus", self.tcp)
+    }
+
+    /// Sends `signal` (e.g. "-TERM", "-KILL") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// Waits (at most 20 s, then fails) for the process to exit.
+    pub async fn wait_exit(mut self) -> std::process::ExitStatus {
+        let mut child = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(status) = self.child.try_wait().expect("wait") {
+                    return status;
+                }
+                assert!(std::time::Instant::now() < deadline, "chorus did not exit");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        (&mut child).await.expect("wait task")
+    }
+
+    /// SIGKILL, and wait until the process is gone (so its files are free).
+    pub async fn kill9(self) {
+        self.signal("-KILL");
+        let _ = self.wait_exit().await;
+    }
+}
+
+/// Runs the binary expecting it to refuse to start: its exit status and
+/// what it wrote to stderr. Fails if it is still running after 20 s.
+pub async fn chorus_refusal(args: &[&std::ffi::OsStr]) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = chorus_command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chorus starts");
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("chorus kept running; it should have refused to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (status, stderr)
+    })
+    .await
+    .expect("wait task")
+}

@@ -270,6 +270,7 @@ impl Room {
         session: SessionId,
         member: MemberId,
         last_seq: Option<Seq>,
+        resume_key: Option<super::ResumeKey>,
     ) {
         let Some(m) = self.members.get(&member) else {
             return self.send(
@@ -294,6 +295,7 @@ impl Room {
             m.session = session;
             m.detached_at = None;
             m.last_heard = now;
+            m.resume_key = resume_key;
         }
         self.by_session.insert(session, member);
         self.outputs

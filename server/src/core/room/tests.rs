@@ -30,6 +30,8 @@ fn access(ip: u8) -> JoinAccess {
         role: None,
         password_given: false,
         password_verified: None,
+        resume_key: None,
+        token_expires: None,
     }
 }
 
@@ -1115,4 +1117,5 @@ fn persistent_rooms_never_expire() {
     assert!(!room.is_ended());
 }
 
+mod persist;
 mod sync;

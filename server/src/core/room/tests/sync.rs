@@ -103,6 +103,7 @@ fn a_dropped_member_reconnects_and_resumes_with_exactly_what_it_missed() {
             session: s(3),
             member: MemberId(2),
             last_seq: Some(seen),
+            resume_key: None,
         },
     );
     assert!(out.contains(&RoomOutput::MemberAdded {
@@ -193,6 +194,7 @@ fn a_resume_window_that_runs_out_is_a_leave() {
             session: s(3),
             member: MemberId(2),
             last_seq: Some(Seq(0)),
+            resume_key: None,
         },
     );
     assert!(matches!(
@@ -231,6 +233,7 @@ fn a_gap_older_than_the_log_resumes_with_a_snapshot() {
             session: s(3),
             member: MemberId(2),
             last_seq: Some(seen),
+            resume_key: None,
         },
     );
     let to_bo = messages_to(&out, s(3));
@@ -267,6 +270,7 @@ fn an_idempotent_command_sent_again_after_a_resume_is_applied_once() {
             session: s(2),
             member: MemberId(1),
             last_seq: None,
+            resume_key: None,
         },
     );
     let again = command(&mut room, s(2), "move", Some("k-1"));
