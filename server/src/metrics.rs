@@ -54,7 +54,7 @@ impl Default for Metrics {
 const MEMBER_BOUNDS: [usize; 12] = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /// The histograms this module renders itself: name, help.
-const HISTOGRAMS: [(&str, &str); 4] = [
+const HISTOGRAMS: [(&str, &str); 5] = [
     (
         "chorus_room_members",
         "Members per room, over the rooms held now (a snapshot at scrape time, not cumulative)",
@@ -66,6 +66,10 @@ const HISTOGRAMS: [(&str, &str); 4] = [
     (
         "chorus_command_fanout_duration_seconds",
         "From a room taking an applied command off its inbox to the last copy of its event queued to a member's outbox",
+    ),
+    (
+        "chorus_store_commit_duration_seconds",
+        "From the start of a store transaction to its commit returning, fsync included (empty without a store)",
     ),
     (
         "chorus_client_rtt_seconds",
@@ -153,13 +157,22 @@ impl Metrics {
             gauge!("chorus_room_inbox_requests").set(inbox_sum as f64);
             gauge!("chorus_room_inbox_requests_max").set(inbox_max as f64);
             gauge!("chorus_uptime_seconds").set(uptime_secs);
+            counter!("chorus_store_commits_total").absolute(stats.store.commits.get());
+            counter!("chorus_store_commit_failures_total")
+                .absolute(stats.store.commit_failures.get());
+            counter!("chorus_store_writes_total").absolute(stats.store.writes.get());
+            gauge!("chorus_store_queue_writes").set(
+                ctx.registry
+                    .store()
+                    .map_or(0, crate::store::StoreHandle::queue_depth) as f64,
+            );
         });
         let mut out = self.handle.render();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
 
-        let [members_h, handshake_h, fanout_h, rtt_h] = HISTOGRAMS;
+        let [members_h, handshake_h, fanout_h, store_h, rtt_h] = HISTOGRAMS;
         let sizes: Vec<usize> = summaries.iter().map(|r| r.members).collect();
         write_histogram(&mut out, members_h, &[(None, members_snapshot(&sizes))]);
         let per_transport =
@@ -174,6 +187,11 @@ impl Metrics {
             &mut out,
             fanout_h,
             &[(None, stats.command_fanout.snapshot())],
+        );
+        write_histogram(
+            &mut out,
+            store_h,
+            &[(None, stats.store.commit_duration.snapshot())],
         );
         write_histogram(&mut out, rtt_h, &per_transport(|t| &t.rtt));
         out
@@ -293,6 +311,22 @@ fn describe_all() {
     describe_gauge!(
         "chorus_room_inbox_requests_max",
         "Requests waiting in the fullest room inbox now"
+    );
+    describe_counter!(
+        "chorus_store_commits_total",
+        "Store transactions committed (each with fsync, holding every write queued meanwhile)"
+    );
+    describe_counter!(
+        "chorus_store_commit_failures_total",
+        "Store commits that failed; their writes are retried and the server is not ready meanwhile"
+    );
+    describe_counter!(
+        "chorus_store_writes_total",
+        "Writes committed to the store: a room's changes, a pack's content, a deletion"
+    );
+    describe_gauge!(
+        "chorus_store_queue_writes",
+        "Writes waiting for the store's writer now"
     );
     describe_gauge!(
         "chorus_uptime_seconds",

@@ -397,8 +397,12 @@ impl Server {
                         .map_err(|e| StartError::InvalidSetting(format!("store: {e}")))??
                 };
                 let (database, loaded) = opened;
-                let writer =
-                    crate::store::Store::start_writer(database, settings, store_healthy.clone());
+                let writer = crate::store::Store::start_writer(
+                    database,
+                    settings,
+                    store_healthy.clone(),
+                    stats.clone(),
+                );
                 (Some(writer), Some(loaded))
             }
             None => (None, None),

@@ -310,7 +310,7 @@ pub const RTT_BOUNDS_NS: &[u64] = &[
     5000 * MS,
 ];
 
-/// Command fan-out: 10 µs to 250 ms.
+/// Command fan-out and store commits: 10 µs to 250 ms.
 pub const FANOUT_BOUNDS_NS: &[u64] = &[
     10 * US,
     25 * US,
@@ -564,6 +564,32 @@ pub struct ServerStats {
     pub command_fanout: Histogram,
     /// What rooms did when they lost their host, by [`FailoverKind`].
     pub failovers: LabelCounters<FailoverKind>,
+    /// The on-disk store's writer.
+    pub store: StoreStats,
+}
+
+/// Figures of the store's writer (all zero without a store).
+#[derive(Debug)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: Counter,
+    /// Commits that failed (and were retried).
+    pub commit_failures: Counter,
+    /// Writes (a room's changes, a pack) committed.
+    pub writes: Counter,
+    /// From the start of a transaction to its commit returning (fsync included).
+    pub commit_duration: Histogram,
+}
+
+impl Default for StoreStats {
+    fn default() -> Self {
+        StoreStats {
+            commits: Counter::default(),
+            commit_failures: Counter::default(),
+            writes: Counter::default(),
+            commit_duration: Histogram::new(FANOUT_BOUNDS_NS),
+        }
+    }
 }
 
 impl Default for ServerStats {
@@ -603,6 +629,7 @@ impl Default for ServerStats {
             commands: CommandStats::default(),
             command_fanout: Histogram::new(FANOUT_BOUNDS_NS),
             failovers: LabelCounters::default(),
+            store: StoreStats::default(),
         }
     }
 }

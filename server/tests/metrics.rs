@@ -153,6 +153,9 @@ const COUNTERS: &[&str] = &[
     "chorus_slow_consumer_disconnects_total",
     "chorus_resumes_total",
     "chorus_failovers_total",
+    "chorus_store_commits_total",
+    "chorus_store_commit_failures_total",
+    "chorus_store_writes_total",
 ];
 
 const GAUGES: &[&str] = &[
@@ -167,12 +170,14 @@ const GAUGES: &[&str] = &[
     "chorus_room_inbox_requests",
     "chorus_room_inbox_requests_max",
     "chorus_uptime_seconds",
+    "chorus_store_queue_writes",
 ];
 
 const HISTOGRAMS: &[&str] = &[
     "chorus_room_members",
     "chorus_handshake_duration_seconds",
     "chorus_command_fanout_duration_seconds",
+    "chorus_store_commit_duration_seconds",
     "chorus_client_rtt_seconds",
 ];
 

@@ -199,7 +199,8 @@ impl RoomRegistry {
     /// Has every room hand what it keeps to the store (at shutdown, after
     /// the sessions have detached): in `None` durability the whole images
     /// are written at once, with the packs they list; otherwise each room
-    /// queues its last changes. Then waits for the commit.
+    /// queues its last changes. Then waits for the commit, and closes the
+    /// store (rooms that go on meanwhile are no longer kept).
     pub async fn persist_all(&self) {
         let Some(store) = &self.store else {
             return;
@@ -235,7 +236,7 @@ impl RoomRegistry {
             }
             store.replace_all(images, packs).await
         };
-        if result.is_err() {
+        if result.is_err() || store.close().await.is_err() {
             tracing::error!("the store stopped before the rooms were written");
         }
     }

@@ -171,12 +171,14 @@ impl Store {
     }
 
     /// Starts the writer task for `database` (on the current tokio runtime).
+    /// `healthy` is cleared while commits fail, and set again when one succeeds.
     pub fn start_writer(
         database: std::sync::Arc<redb::Database>,
         settings: &StoreSettings,
-        health: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        stats: std::sync::Arc<crate::stats::ServerStats>,
     ) -> StoreHandle {
-        writer::start(database, settings, health)
+        writer::start(database, settings, healthy, stats)
     }
 }
 

@@ -243,8 +243,13 @@ async fn sync_writes_return_once_committed_and_flush_waits_for_interval_writes()
         // Long enough that only a flush can have committed the write below.
         settings.interval = std::time::Duration::from_secs(3600);
         let (database, _) = Store::open(&settings).expect("opens");
-        let handle =
-            Store::start_writer(database.clone(), &settings, Arc::new(AtomicBool::new(true)));
+        let stats = Arc::new(crate::stats::ServerStats::default());
+        let handle = Store::start_writer(
+            database.clone(),
+            &settings,
+            Arc::new(AtomicBool::new(true)),
+            stats.clone(),
+        );
         let mut a = room("a", 1);
         handle.write_room(changes(&mut a)).await.expect("queued");
         if durability == Durability::Interval {
@@ -256,6 +261,8 @@ async fn sync_writes_return_once_committed_and_flush_waits_for_interval_writes()
             .open_table(redb::TableDefinition::<&str, &[u8]>::new("rooms"))
             .expect("table");
         assert!(rooms.get("a").expect("get").is_some(), "{durability}");
+        assert_eq!(stats.store.commits.get(), 1, "{durability}: one commit");
+        assert_eq!(stats.store.writes.get(), 1, "{durability}");
     }
 }
 

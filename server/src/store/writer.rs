@@ -10,6 +10,7 @@
 use super::db::{self, Write};
 use super::{Durability, StoreSettings};
 use crate::core::RoomChanges;
+use crate::stats::ServerStats;
 use bytes::Bytes;
 use redb::Database;
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ struct Request {
     write: Option<Write>,
     /// Released once `write` (and everything queued before it) is committed.
     done: Option<oneshot::Sender<()>>,
+    /// Stop after committing what is queued, and let go of the file.
+    close: bool,
 }
 
 /// Hands writes to the store's writer task. Cheap to clone.
@@ -56,6 +59,11 @@ impl StoreHandle {
         &self.path
     }
 
+    /// Writes waiting in the writer's queue now.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     async fn send(&self, write: Option<Write>, wait: bool) -> Result<(), StoreClosed> {
         let (done, committed) = if wait {
             let (tx, rx) = oneshot::channel();
@@ -64,7 +72,11 @@ impl StoreHandle {
             (None, None)
         };
         self.queue
-            .send(Request { write, done })
+            .send(Request {
+                write,
+                done,
+                close: false,
+            })
             .await
             .map_err(|_| StoreClosed)?;
         match committed {
@@ -117,6 +129,22 @@ impl StoreHandle {
     pub async fn flush(&self) -> Result<(), StoreClosed> {
         self.send(None, true).await
     }
+
+    /// Commits what is queued, stops the writer and closes the file (so
+    /// another server may open it); later writes fail with [`StoreClosed`].
+    /// Returns once the file is closed.
+    pub async fn close(&self) -> Result<(), StoreClosed> {
+        let (done, closed) = oneshot::channel();
+        self.queue
+            .send(Request {
+                write: None,
+                done: Some(done),
+                close: true,
+            })
+            .await
+            .map_err(|_| StoreClosed)?;
+        closed.await.map_err(|_| StoreClosed)
+    }
 }
 
 /// Starts the writer task; it ends when every handle is dropped, after
@@ -125,6 +153,7 @@ pub(super) fn start(
     database: Arc<Database>,
     settings: &StoreSettings,
     healthy: Arc<AtomicBool>,
+    stats: Arc<ServerStats>,
 ) -> StoreHandle {
     let (tx, rx) = mpsc::channel(settings.queue.max(1));
     let path = Arc::new(settings.file());
@@ -134,6 +163,7 @@ pub(super) fn start(
         interval: settings.interval,
         max_batch: settings.max_batch.max(1),
         healthy,
+        stats,
         path: path.clone(),
     };
     tokio::spawn(writer.run(rx));
@@ -150,6 +180,7 @@ struct Writer {
     interval: Duration,
     max_batch: usize,
     healthy: Arc<AtomicBool>,
+    stats: Arc<ServerStats>,
     path: Arc<PathBuf>,
 }
 
@@ -160,6 +191,20 @@ fn retry_pause(failures: u32) -> Duration {
 
 impl Writer {
     async fn run(self, mut queue: mpsc::Receiver<Request>) {
+        let closers = self.commit_until_closed(&mut queue).await;
+        // Let go of the file before telling anyone it is closed.
+        drop(self);
+        drop(queue);
+        for closer in closers {
+            let _ = closer.send(());
+        }
+    }
+
+    /// The writer's loop; returns who asked it to close.
+    async fn commit_until_closed(
+        &self,
+        queue: &mut mpsc::Receiver<Request>,
+    ) -> Vec<oneshot::Sender<()>> {
         let mut batch: Vec<Request> = Vec::new();
         let mut failures = 0u32;
         // Interval mode: when the oldest uncommitted write is due.
@@ -168,7 +213,7 @@ impl Writer {
             if batch.is_empty() {
                 match queue.recv().await {
                     Some(request) => batch.push(request),
-                    None => break,
+                    None => return Vec::new(),
                 }
                 due = Instant::now() + self.interval;
             }
@@ -183,7 +228,9 @@ impl Writer {
                     }
                 }
             }
+            let closing = batch.iter().any(|r| r.close);
             let urgent = closed
+                || closing
                 || failures > 0
                 || batch.len() >= self.max_batch
                 || batch.iter().any(|r| r.done.is_some());
@@ -198,6 +245,15 @@ impl Writer {
                     () = tokio::time::sleep_until(due) => {}
                 }
             }
+            let closers: Vec<oneshot::Sender<()>> = if closing {
+                batch
+                    .iter_mut()
+                    .filter(|r| r.close)
+                    .filter_map(|r| r.done.take())
+                    .collect()
+            } else {
+                Vec::new()
+            };
             match self.commit(&mut batch).await {
                 Ok(()) => {
                     if failures > 0 {
@@ -205,16 +261,29 @@ impl Writer {
                     }
                     failures = 0;
                     self.healthy.store(true, Ordering::Relaxed);
+                    if closing {
+                        return closers;
+                    }
                 }
                 Err(reason) => {
                     failures = failures.saturating_add(1);
                     self.healthy.store(false, Ordering::Relaxed);
                     tracing::error!(path = %self.path.display(), %reason, failures,
                         "store commit failed; retrying (nothing waiting on it is acknowledged)");
-                    if closed && failures > 5 {
+                    if (closed || closing) && failures > 5 {
                         tracing::error!(path = %self.path.display(), writes = batch.len(),
                             "giving up on the store at shutdown; these writes are lost");
-                        return;
+                        return closers;
+                    }
+                    // Ask again next round.
+                    if closing {
+                        for closer in closers {
+                            batch.push(Request {
+                                write: None,
+                                done: Some(closer),
+                                close: true,
+                            });
+                        }
                     }
                     // The queue fills meanwhile, and rooms wait: backpressure.
                     tokio::time::sleep(retry_pause(failures)).await;
@@ -228,14 +297,19 @@ impl Writer {
     async fn commit(&self, batch: &mut Vec<Request>) -> Result<(), String> {
         let database = self.database.clone();
         let requests = std::mem::take(batch);
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             let writes: Vec<&Write> = requests.iter().filter_map(|r| r.write.as_ref()).collect();
+            let count = writes.len();
             let outcome = db::apply(&database, &writes);
-            (outcome, requests)
+            (outcome.map(|()| count), requests)
         })
         .await;
         match result {
-            Ok((Ok(()), requests)) => {
+            Ok((Ok(count), requests)) => {
+                self.stats.store.commits.inc();
+                self.stats.store.writes.add(count as u64);
+                self.stats.store.commit_duration.observe(started.elapsed());
                 for request in requests {
                     if let Some(done) = request.done {
                         let _ = done.send(());
@@ -244,6 +318,7 @@ impl Writer {
                 Ok(())
             }
             Ok((Err(reason), requests)) => {
+                self.stats.store.commit_failures.inc();
                 *batch = requests;
                 Err(reason)
             }

@@ -560,6 +560,7 @@ where
 pub struct TcpProxy {
     pub addr: std::net::SocketAddr,
     links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    upstream: std::sync::Arc<std::sync::Mutex<std::net::SocketAddr>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -571,8 +572,11 @@ impl TcpProxy {
         let addr = listener.local_addr().expect("proxy address");
         let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let accept_links = links.clone();
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(upstream));
+        let accept_upstream = upstream.clone();
         let accept = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = *accept_upstream.lock().expect("upstream");
                 let link = tokio::spawn(async move {
                     if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
                         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -584,8 +588,15 @@ impl TcpProxy {
         TcpProxy {
             addr,
             links,
+            upstream,
             accept,
         }
+    }
+
+    /// New connections go to `upstream` from now on (a server restarted
+    /// elsewhere behind the same address).
+    pub fn redirect(&self, upstream: std::net::SocketAddr) {
+        *self.upstream.lock().expect("upstream") = upstream;
     }
 
     /// Cuts every connection through the proxy now.
