@@ -122,6 +122,14 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     {
         println!("  Demo page     http://{addr}/  (open it in two tabs)");
     }
+    match &config.store {
+        Some(store) => println!(
+            "  Rooms         kept in {} (durability {})",
+            store.file().display(),
+            store.durability
+        ),
+        None => println!("  Rooms         in memory only (a restart starts empty)"),
+    }
     println!("certificate sha256: {}", server.certificate().sha256_hex());
     if let CertificateSource::Development { dir } = &config.certificate {
         println!(

@@ -361,8 +361,10 @@ fn a_server_started_from_a_config_file_uses_it() {
         &dir,
         "chorus.toml",
         &format!(
-            "listen = [\"127.0.0.1:0\"]\nno_demo = true\nlog = \"warn\"\ncert_dir = {:?}\n",
-            dir.join("certs").display().to_string()
+            "listen = [\"127.0.0.1:0\"]\nno_demo = true\nlog = \"warn\"\ncert_dir = {:?}\n\
+             data_dir = {:?}\n",
+            dir.join("certs").display().to_string(),
+            dir.join("data").display().to_string()
         ),
     );
     let mut child = chorus()
@@ -399,6 +401,13 @@ fn a_server_started_from_a_config_file_uses_it() {
     );
     // Only the file's address: the default also listens on [::1].
     assert!(!banner.contains("[::1]"), "{banner}");
+    // Rooms are kept where the file says.
+    let store = dir.join("data").join("chorus.redb");
+    assert!(
+        banner.contains(&format!("kept in {}", store.display())),
+        "{banner}"
+    );
+    assert!(store.exists());
     assert!(!banner.contains("Demo page"), "{banner}");
     assert!(
         banner.contains(&format!(

@@ -20,7 +20,9 @@ const scenario = fileURLToPath(new URL('./support/e2e-scenario.js', import.meta.
 /** Starts the server; resolves with its port once it prints its WebTransport URL. */
 function startServer(t, extraArgs = []) {
   const certDir = mkdtempSync(join(tmpdir(), 'chorus-js-e2e-'));
-  const server = spawn(binary, ['--listen', '127.0.0.1:0', '--cert-dir', certDir, '--log', 'warn', '--no-demo', ...extraArgs], {
+  // Rooms are kept on disk, as by default, in a directory of this server's own.
+  const dataDir = join(certDir, 'data');
+  const server = spawn(binary, ['--listen', '127.0.0.1:0', '--cert-dir', certDir, '--data-dir', dataDir, '--log', 'warn', '--no-demo', ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   t.after(() => {

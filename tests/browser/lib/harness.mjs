@@ -129,8 +129,9 @@ export function cargoBuild() {
  */
 export async function startServer(t, { listen = '127.0.0.1:0', args = [] } = {}) {
   const certDir = mkdtempSync(join(tmpdir(), 'chorus-cert-'));
+  // Rooms are kept on disk, as by default, in a directory of this server's own.
   const child = spawnGroup(CHORUS_BIN, [
-    '--listen', listen, '--cert-dir', certDir, '--log', 'warn', ...args,
+    '--listen', listen, '--cert-dir', certDir, '--data-dir', join(certDir, 'data'), '--log', 'warn', ...args,
   ], { env: { ...process.env, RUST_BACKTRACE: '0' } });
   const output = [];
   const server = {
