@@ -149,12 +149,18 @@ struct Inner {
     rooms: HashMap<RoomKey, RoomPacks>,
     /// Sum of every room's `pending_bytes`.
     pending_announced: u64,
+    /// Bumped whenever content comes in or is freed, so a copy elsewhere
+    /// (the store on disk) can order a free against a later upload of the
+    /// same bytes, whatever order the two reach it in.
+    epoch: u64,
 }
 
 /// One stored content and the number of rooms that reference it.
 struct Content {
     bytes: Bytes,
     rooms: u64,
+    /// The store's epoch when this content came in (see [`Inner::epoch`]).
+    epoch: u64,
 }
 
 /// One room's bookkeeping.
@@ -299,8 +305,8 @@ impl Inner {
     }
 
     /// One room fewer references `hash`; the content goes when none does
-    /// (then returns true).
-    fn release_content(&mut self, hash: &PackHash) -> bool {
+    /// (then returns the epoch of its going).
+    fn release_content(&mut self, hash: &PackHash) -> Option<u64> {
         if let Entry::Occupied(mut e) = self.contents.entry(*hash) {
             let content = e.get_mut();
             content.rooms = content.rooms.saturating_sub(1);
@@ -308,10 +314,31 @@ impl Inner {
                 let len = len_u64(e.get().bytes.len());
                 e.remove();
                 self.content_bytes = self.content_bytes.saturating_sub(len);
-                return true;
+                self.epoch += 1;
+                return Some(self.epoch);
             }
         }
-        false
+        None
+    }
+
+    /// Holds `bytes` as the content of `hash` for one more room.
+    fn add_content(&mut self, hash: PackHash, bytes: impl FnOnce() -> Bytes) {
+        match self.contents.entry(hash) {
+            Entry::Occupied(mut e) => {
+                let content = e.get_mut();
+                content.rooms = content.rooms.saturating_add(1);
+            }
+            Entry::Vacant(e) => {
+                let bytes = bytes();
+                self.content_bytes = self.content_bytes.saturating_add(len_u64(bytes.len()));
+                self.epoch += 1;
+                e.insert(Content {
+                    bytes,
+                    rooms: 1,
+                    epoch: self.epoch,
+                });
+            }
+        }
     }
 }
 
@@ -572,22 +599,10 @@ impl PackStore {
             size: p.size,
             uploader: p.uploader,
         };
-        match inner.contents.entry(*hash) {
-            // The same bytes (same SHA-256, verified above) are stored for
-            // another room: share them; this upload's buffer is dropped here.
-            Entry::Occupied(mut e) => {
-                let content = e.get_mut();
-                content.rooms = content.rooms.saturating_add(1);
-                drop(p.buf);
-            }
-            Entry::Vacant(e) => {
-                e.insert(Content {
-                    bytes: Bytes::from(p.buf),
-                    rooms: 1,
-                });
-                inner.content_bytes = inner.content_bytes.saturating_add(info.size);
-            }
-        }
+        // The same bytes (same SHA-256, verified above) may be stored for
+        // another room already: then they are shared, and this upload's
+        // buffer is dropped here.
+        inner.add_content(*hash, || Bytes::from(p.buf));
         inner
             .rooms
             .entry(room.clone())
@@ -656,8 +671,9 @@ impl PackStore {
     }
 
     /// Forgets `room`: its packs and its pending uploads. Content no other
-    /// room references is freed at once; returns the hashes freed.
-    pub fn drop_room(&self, room: &RoomKey) -> Vec<PackHash> {
+    /// room references is freed at once; returns the hashes freed, each
+    /// with the epoch of its freeing (see [`content`](Self::content)).
+    pub fn drop_room(&self, room: &RoomKey) -> Vec<(PackHash, u64)> {
         let mut inner = self.lock();
         let Some(room_packs) = inner.rooms.remove(room) else {
             return Vec::new();
@@ -668,15 +684,19 @@ impl PackStore {
         room_packs
             .index
             .keys()
-            .filter(|hash| inner.release_content(hash))
-            .copied()
+            .filter_map(|hash| Some((*hash, inner.release_content(hash)?)))
             .collect()
     }
 
-    /// The stored content of `hash`, whichever room has it (for the store
-    /// on disk, never for a client: reads go through [`read`](Self::read)).
-    pub fn content(&self, hash: &PackHash) -> Option<Bytes> {
-        self.lock().contents.get(hash).map(|c| c.bytes.clone())
+    /// The stored content of `hash`, whichever room has it, with the epoch
+    /// it came in at (for the store on disk, never for a client: reads go
+    /// through [`read`](Self::read)). A copy that saw this content come in
+    /// after an epoch keeps it against a free of an earlier epoch.
+    pub fn content(&self, hash: &PackHash) -> Option<(Bytes, u64)> {
+        self.lock()
+            .contents
+            .get(hash)
+            .map(|c| (c.bytes.clone(), c.epoch))
     }
 
     /// Gives `room` back its packs after a restart, with their content
@@ -707,19 +727,7 @@ impl PackStore {
             {
                 continue;
             }
-            match inner.contents.entry(hash) {
-                Entry::Occupied(mut e) => {
-                    let content = e.get_mut();
-                    content.rooms = content.rooms.saturating_add(1);
-                }
-                Entry::Vacant(e) => {
-                    e.insert(Content {
-                        bytes: bytes.clone(),
-                        rooms: 1,
-                    });
-                    inner.content_bytes = inner.content_bytes.saturating_add(len_u64(bytes.len()));
-                }
-            }
+            inner.add_content(hash, || bytes.clone());
             inner
                 .rooms
                 .entry(room.clone())

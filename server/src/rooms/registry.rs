@@ -227,7 +227,7 @@ impl RoomRegistry {
             for image in &images {
                 for info in image.room.iter().flat_map(|r| &r.packs) {
                     if let Ok(hash) = <PackHash>::try_from(info.hash.as_slice())
-                        && let Some(content) = self.packs.content(&hash)
+                        && let Some((content, _)) = self.packs.content(&hash)
                         && !packs.iter().any(|(h, _)| *h == hash)
                     {
                         packs.push((hash, content));
@@ -374,8 +374,8 @@ impl RoomRegistry {
 
     /// Drops `handle`'s room from the registry, if it is still the one under
     /// its id, and its packs (content no other room uses is freed; its
-    /// hashes are returned).
-    pub(super) fn forget(&self, handle: &RoomHandle) -> Vec<PackHash> {
+    /// hashes are returned, with the epoch of their freeing).
+    pub(super) fn forget(&self, handle: &RoomHandle) -> Vec<(PackHash, u64)> {
         let freed = self.packs.drop_room(&RoomKey::slot(handle.slot()));
         let mut rooms = self.rooms();
         if rooms

@@ -203,14 +203,22 @@ impl RoomTask {
                 break;
             }
         }
-        // Ended: drop what the store keeps of the room, leave the registry
-        // so new joins create a fresh room, then answer what was queued.
-        self.persist().await;
-        if let Some(registry) = self.registry.upgrade() {
-            let freed = registry.forget(&self.handle);
-            if let Some(store) = &self.store {
-                let _ = store.delete_packs(freed).await;
+        // Ended: leave the registry at once so new joins create a fresh room
+        // (they are not kept waiting on the store), then drop what the store
+        // keeps of this one (the delete names this room's slot, and pack
+        // deletes their epoch, so a new room's writes win whatever the
+        // order), then answer what was queued.
+        let last = self.core.take_changes();
+        let freed = self
+            .registry
+            .upgrade()
+            .map(|registry| registry.forget(&self.handle))
+            .unwrap_or_default();
+        if let Some(store) = &self.store {
+            if let Some(last) = last {
+                let _ = store.write_room(last).await;
             }
+            let _ = store.delete_packs(freed).await;
         }
         inbox.close();
         while let Some(request) = inbox.recv().await {

@@ -81,9 +81,9 @@ async fn write_upload(
                 .registry
                 .store()
                 .filter(|s| s.durability().tracks_changes())
-                && let Some(content) = ctx.packs.content(&hash)
+                && let Some((content, epoch)) = ctx.packs.content(&hash)
             {
-                let _ = store.put_pack(hash, content).await;
+                let _ = store.put_pack(hash, content, epoch).await;
             }
             let _ = joined
                 .room

@@ -52,8 +52,10 @@ pub struct Loaded {
 #[derive(Debug)]
 pub(super) enum Write {
     Room(RoomChanges),
-    PutPack([u8; 32], Bytes),
-    DeletePacks(Vec<[u8; 32]>),
+    /// Content, with the pack store's epoch of its coming in.
+    PutPack([u8; 32], Bytes, u64),
+    /// Content freed, each with the pack store's epoch of its freeing.
+    DeletePacks(Vec<([u8; 32], u64)>),
     /// Drop every room and pack, then write these (a whole image).
     ReplaceAll {
         rooms: Vec<RoomChanges>,
@@ -260,6 +262,7 @@ fn open_and_read(
     let orphans = orphan_packs(&db, &loaded).map_err(|e| unreadable(&e))?;
     if !orphans.is_empty() {
         tracing::info!(packs = orphans.len(), "dropping pack content no room lists");
+        let orphans = orphans.into_iter().map(|hash| (hash, 0)).collect();
         apply(&db, &[&Write::DeletePacks(orphans)]).map_err(|e| {
             OpenFailure::Fatal(StoreError::Write {
                 path: path.to_owned(),
@@ -532,7 +535,18 @@ fn delete_room(write: &redb::WriteTransaction, room: &str) -> Result<(), redb::E
 fn write_room(write: &redb::WriteTransaction, changes: &RoomChanges) -> Result<(), redb::Error> {
     let room = changes.room_id.as_str();
     match changes.kind {
-        ChangeKind::Delete => return delete_room(write, room),
+        ChangeKind::Delete => {
+            // Only the room that ended: a room created since under the same
+            // id (another slot) may have been written first.
+            let stored_slot = match write.open_table(ROOMS)?.get(room)? {
+                Some(record) => decode::<StoredRoom>(record.value()).ok().map(|r| r.slot),
+                None => return Ok(()),
+            };
+            if stored_slot.is_some_and(|slot| slot != changes.slot) {
+                return Ok(());
+            }
+            return delete_room(write, room);
+        }
         ChangeKind::Replace => delete_room(write, room)?,
         ChangeKind::Update => {}
     }
@@ -604,14 +618,14 @@ pub(super) fn apply(db: &Database, writes: &[&Write]) -> Result<(), String> {
         for w in writes {
             match w {
                 Write::Room(changes) => write_room(&write, changes)?,
-                Write::PutPack(hash, content) => {
+                Write::PutPack(hash, content, _) => {
                     write
                         .open_table(PACKS)?
                         .insert(hash.as_slice(), content.as_ref())?;
                 }
                 Write::DeletePacks(hashes) => {
                     let mut packs = write.open_table(PACKS)?;
-                    for hash in hashes {
+                    for (hash, _) in hashes {
                         packs.remove(hash.as_slice())?;
                     }
                 }

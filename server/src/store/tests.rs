@@ -137,8 +137,8 @@ fn pack_content_comes_back_with_the_room_that_lists_it_and_orphans_go() {
     write(
         &database,
         vec![
-            Write::PutPack(hash, content.clone()),
-            Write::PutPack(orphan, Bytes::from_static(b"nobody lists me")),
+            Write::PutPack(hash, content.clone(), 1),
+            Write::PutPack(orphan, Bytes::from_static(b"nobody lists me"), 2),
             Write::Room(changes(&mut a)),
         ],
     );
@@ -290,4 +290,65 @@ fn replace_kind_drops_what_was_kept_first() {
         loaded.rooms[0].state.is_empty(),
         "the old room's state went with it"
     );
+}
+
+#[test]
+fn the_end_of_a_room_does_not_delete_a_new_room_under_the_same_id() {
+    let settings = temp_settings("same-id");
+    let (database, _) = Store::open(&settings).expect("opens");
+    let mut old = Room::new(
+        "a".into(),
+        RoomSlot(1),
+        RoomConfig::default(),
+        ServerTime(1),
+    );
+    old.track_changes();
+    write(&database, vec![Write::Room(changes(&mut old))]);
+    old.handle_timeout(ServerTime(u64::MAX));
+    let old_end = changes(&mut old);
+    assert_eq!(old_end.kind, ChangeKind::Delete);
+    // The new room's first write reaches the store before the old one's end.
+    let mut new = room("a", 2);
+    write(
+        &database,
+        vec![Write::Room(changes(&mut new)), Write::Room(old_end)],
+    );
+    drop(database);
+    let (_database, loaded) = Store::open(&settings).expect("reopens");
+    assert_eq!(loaded.rooms.len(), 1);
+    assert_eq!(loaded.rooms[0].room.slot, RoomSlot(2));
+}
+
+#[tokio::test]
+async fn freed_pack_content_uploaded_again_meanwhile_is_kept() {
+    let mut settings = temp_settings("pack-epochs");
+    settings.durability = Durability::Sync;
+    let (database, _) = Store::open(&settings).expect("opens");
+    let handle = Store::start_writer(
+        database.clone(),
+        &settings,
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(crate::stats::ServerStats::default()),
+    );
+    let hash = [3u8; 32];
+    let stored = |database: &redb::Database| {
+        let txn = redb::ReadableDatabase::begin_read(database).expect("read");
+        let packs = txn
+            .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("packs"))
+            .expect("table");
+        packs.get(hash.as_slice()).expect("get").is_some()
+    };
+    // Uploaded again (epoch 5) after it was freed (epoch 4), but the free
+    // reaches the writer last: the content stays.
+    handle
+        .put_pack(hash, Bytes::from_static(b"bytes"), 5)
+        .await
+        .expect("queued");
+    handle.delete_packs(vec![(hash, 4)]).await.expect("queued");
+    handle.flush().await.expect("flushed");
+    assert!(stored(&database));
+    // Freed after that upload: it goes.
+    handle.delete_packs(vec![(hash, 6)]).await.expect("queued");
+    handle.flush().await.expect("flushed");
+    assert!(!stored(&database));
 }

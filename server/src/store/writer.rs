@@ -101,13 +101,22 @@ impl StoreHandle {
     }
 
     /// Keeps a pack's content (before the room lists it, so a commit never
-    /// has a room listing content it lacks).
-    pub async fn put_pack(&self, hash: [u8; 32], content: Bytes) -> Result<(), StoreClosed> {
-        self.send(Some(Write::PutPack(hash, content)), false).await
+    /// has a room listing content it lacks). `epoch` is the pack store's
+    /// epoch of the content's coming in.
+    pub async fn put_pack(
+        &self,
+        hash: [u8; 32],
+        content: Bytes,
+        epoch: u64,
+    ) -> Result<(), StoreClosed> {
+        self.send(Some(Write::PutPack(hash, content, epoch)), false)
+            .await
     }
 
-    /// Forgets pack content no room references any more.
-    pub async fn delete_packs(&self, hashes: Vec<[u8; 32]>) -> Result<(), StoreClosed> {
+    /// Forgets pack content no room references any more, each with the
+    /// pack store's epoch of its freeing. Content put with a later epoch
+    /// (uploaded again meanwhile) is kept, whichever write comes first.
+    pub async fn delete_packs(&self, hashes: Vec<([u8; 32], u64)>) -> Result<(), StoreClosed> {
         if hashes.is_empty() {
             return Ok(());
         }
@@ -159,6 +168,7 @@ pub(super) fn start(
     let path = Arc::new(settings.file());
     let writer = Writer {
         database,
+        pack_epochs: std::collections::HashMap::new(),
         durability: settings.durability,
         interval: settings.interval,
         max_batch: settings.max_batch.max(1),
@@ -176,6 +186,9 @@ pub(super) fn start(
 
 struct Writer {
     database: Arc<Database>,
+    /// The epoch of the last content put, by hash, while it is kept (a
+    /// delete of an earlier epoch must not remove it).
+    pack_epochs: std::collections::HashMap<[u8; 32], u64>,
     durability: Durability,
     interval: Duration,
     max_batch: usize,
@@ -184,13 +197,38 @@ struct Writer {
     path: Arc<PathBuf>,
 }
 
+impl Writer {
+    /// Drops the deletes of pack content that was put again after it was
+    /// freed (a room uploaded the same bytes meanwhile).
+    fn order_pack_writes(&mut self, batch: &mut [Request]) {
+        for request in batch.iter_mut() {
+            match &mut request.write {
+                Some(Write::PutPack(hash, _, epoch)) => {
+                    let kept = self.pack_epochs.entry(*hash).or_insert(*epoch);
+                    *kept = (*kept).max(*epoch);
+                }
+                Some(Write::DeletePacks(hashes)) => {
+                    hashes.retain(|(hash, freed)| match self.pack_epochs.get(hash) {
+                        Some(put) if put > freed => false,
+                        _ => {
+                            self.pack_epochs.remove(hash);
+                            true
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Pause before retrying a failed commit: doubles from 50 ms up to 5 s.
 fn retry_pause(failures: u32) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << failures.min(7))).min(Duration::from_secs(5))
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<Request>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Request>) {
         let closers = self.commit_until_closed(&mut queue).await;
         // Let go of the file before telling anyone it is closed.
         drop(self);
@@ -202,7 +240,7 @@ impl Writer {
 
     /// The writer's loop; returns who asked it to close.
     async fn commit_until_closed(
-        &self,
+        &mut self,
         queue: &mut mpsc::Receiver<Request>,
     ) -> Vec<oneshot::Sender<()>> {
         let mut batch: Vec<Request> = Vec::new();
@@ -294,7 +332,8 @@ impl Writer {
 
     /// Commits every write in `batch` in one transaction; on success
     /// releases the waiters and empties `batch`, on failure leaves it whole.
-    async fn commit(&self, batch: &mut Vec<Request>) -> Result<(), String> {
+    async fn commit(&mut self, batch: &mut Vec<Request>) -> Result<(), String> {
+        self.order_pack_writes(batch);
         let database = self.database.clone();
         let requests = std::mem::take(batch);
         let started = std::time::Instant::now();

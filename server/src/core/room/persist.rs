@@ -125,6 +125,9 @@ pub enum ChangeKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoomChanges {
     pub room_id: String,
+    /// The room's slot: a `Delete` removes only the records of this room,
+    /// not of a room created since under the same id.
+    pub slot: RoomSlot,
     pub kind: ChangeKind,
     /// The room record, when it changed.
     pub room: Option<StoredRoom>,
@@ -142,9 +145,10 @@ pub struct RoomChanges {
 }
 
 impl RoomChanges {
-    fn new(room_id: String, kind: ChangeKind) -> Self {
+    fn new(room_id: String, slot: RoomSlot, kind: ChangeKind) -> Self {
         RoomChanges {
             room_id,
+            slot,
             kind,
             room: None,
             state: Vec::new(),
@@ -268,7 +272,8 @@ impl Room {
         if self.is_ended() {
             journal.deleted = true;
             // Never written: nothing to delete.
-            return (!journal.fresh).then(|| RoomChanges::new(self.id.clone(), ChangeKind::Delete));
+            return (!journal.fresh)
+                .then(|| RoomChanges::new(self.id.clone(), self.slot, ChangeKind::Delete));
         }
         let fresh = std::mem::take(&mut journal.fresh);
         let kind = if fresh {
@@ -276,7 +281,7 @@ impl Room {
         } else {
             ChangeKind::Update
         };
-        let mut changes = RoomChanges::new(self.id.clone(), kind);
+        let mut changes = RoomChanges::new(self.id.clone(), self.slot, kind);
         let record = self.stored_room();
         if journal.room.as_ref() != Some(&record) {
             journal.room = Some(record.clone());
