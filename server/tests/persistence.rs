@@ -25,39 +25,6 @@ fn store_args<'a>(data_dir: &'a Path, durability: &'a str) -> Vec<&'a OsStr> {
     ]
 }
 
-/// Sets `key` and returns (version, seq) from the acknowledgement.
-async fn set_state(
-    client: &mut RawWs,
-    room: RoomSlot,
-    request_id: RequestId,
-    key: &str,
-    value: &[u8],
-) -> (u64, Seq) {
-    client
-        .send(&ClientMessage::SetState {
-            request_id,
-            room,
-            key: key.into(),
-            value: value.to_vec(),
-            if_version: None,
-        })
-        .await;
-    client
-        .recv_until(|m| match m {
-            ServerMessage::StateAck {
-                request_id: id,
-                version,
-                seq,
-                ..
-            } if id == request_id => Some((version, seq)),
-            ServerMessage::Error(e) if e.request_id == Some(request_id) => {
-                panic!("set_state refused: {e}")
-            }
-            _ => None,
-        })
-        .await
-}
-
 async fn snapshot(client: &mut RawWs, room: RoomSlot, request_id: RequestId) -> RoomSnapshot {
     client
         .send(&ClientMessage::RequestSnapshot { request_id, room })
@@ -133,8 +100,8 @@ async fn a_room_comes_back_after_kill_9_and_its_member_resumes() {
     let joined = client.join("kept", 1).await;
     let room = joined.room;
     let me = joined.you;
-    let (version_a, _) = set_state(&mut client, room, 2, "a", b"one").await;
-    let (version_b, seq_b) = set_state(&mut client, room, 3, "b", b"two").await;
+    let (version_a, _) = set_state_acked(&mut client, room, 2, "a", b"one").await;
+    let (version_b, seq_b) = set_state_acked(&mut client, room, 3, "b", b"two").await;
     chorus.kill9().await;
 
     let chorus = ChorusProcess::start(&store_args(&data, durability));
@@ -157,7 +124,7 @@ async fn a_room_comes_back_after_kill_9_and_its_member_resumes() {
         .expect("still a member");
     assert_eq!(me_now.presence, Presence::Online);
     // And the room goes on: the next update continues the versions.
-    let (version_c, seq_c) = set_state(&mut client, room, 11, "c", b"three").await;
+    let (version_c, seq_c) = set_state_acked(&mut client, room, 11, "c", b"three").await;
     assert_eq!(version_c, version_b + 1);
     assert!(seq_c > snap.last_seq);
 }
@@ -219,7 +186,7 @@ async fn a_graceful_stop_keeps_rooms_in_every_durability_mode() {
         let (mut client, hello) = hello_client(&chorus).await;
         let joined = client.join("graceful", 1).await;
         let room = joined.room;
-        let (version, seq) = set_state(&mut client, room, 2, "k", b"v").await;
+        let (version, seq) = set_state_acked(&mut client, room, 2, "k", b"v").await;
         chorus.signal("-TERM");
         let error = client.recv_error().await;
         assert_eq!(error.code, ErrorCode::ShuttingDown);
@@ -244,7 +211,7 @@ async fn none_mode_comes_back_empty_after_a_crash() {
     let chorus = ChorusProcess::start(&store_args(&data, "none"));
     let (mut client, _) = hello_client(&chorus).await;
     let room = client.join("fleeting", 1).await.room;
-    set_state(&mut client, room, 2, "k", b"v").await;
+    set_state_acked(&mut client, room, 2, "k", b"v").await;
     chorus.kill9().await;
 
     let chorus = ChorusProcess::start(&store_args(&data, "none"));

@@ -40,32 +40,16 @@ fn seq_of(message: &ServerMessage) -> Option<Seq> {
     }
 }
 
+/// Sets key "k" and returns the acknowledged seq.
 async fn set_state(
     client: &mut impl RawProtocol,
     room: RoomSlot,
     request_id: u32,
     value: &[u8],
 ) -> Seq {
-    client
-        .send(&ClientMessage::SetState {
-            request_id,
-            room,
-            key: "k".into(),
-            value: value.to_vec(),
-            if_version: None,
-        })
-        .await;
-    client
-        .recv_until(|m| match m {
-            ServerMessage::StateAck {
-                request_id: id,
-                seq,
-                ..
-            } if id == request_id => Some(seq),
-            ServerMessage::Error(e) if e.request_id == Some(request_id) => panic!("refused: {e}"),
-            _ => None,
-        })
+    set_state_acked(client, room, request_id, "k", value)
         .await
+        .1
 }
 
 fn presence_of(m: ServerMessage) -> Option<(MemberId, Presence)> {

@@ -47,6 +47,40 @@ pub async fn request_ack(
         .await
 }
 
+/// Sets `key` and returns the acknowledgement's (version, seq); panics if
+/// the write is refused.
+pub async fn set_state_acked(
+    client: &mut impl RawProtocol,
+    room: RoomSlot,
+    request_id: RequestId,
+    key: &str,
+    value: &[u8],
+) -> (u64, Seq) {
+    client
+        .send(&ClientMessage::SetState {
+            request_id,
+            room,
+            key: key.into(),
+            value: value.to_vec(),
+            if_version: None,
+        })
+        .await;
+    client
+        .recv_until(|m| match m {
+            ServerMessage::StateAck {
+                request_id: id,
+                version,
+                seq,
+                ..
+            } if id == request_id => Some((version, seq)),
+            ServerMessage::Error(e) if e.request_id == Some(request_id) => {
+                panic!("set_state refused: {e}")
+            }
+            _ => None,
+        })
+        .await
+}
+
 /// Raises every per-session rate budget out of reach, for tests that flood on
 /// purpose to test something else (slow consumers, backpressure).
 pub fn lift_rate_limits(config: &mut ServerConfig) {
