@@ -24,6 +24,30 @@ pub fn new_histogram() -> Histogram<u64> {
         .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
 }
 
+/// Messages (ticks, change events) a receiver got that are not deliveries,
+/// judged by their bench header: see [`RoomSenders::receive`](crate::payload::RoomSenders::receive).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomalies {
+    /// Received again (same sender and sequence).
+    pub duplicates: u64,
+    /// From a sender that belongs to another room.
+    pub misrouted: u64,
+    /// Too old for the duplicate window to judge (not counted as delivered).
+    pub too_old: u64,
+    /// Too short to hold the bench header.
+    pub undecodable: u64,
+}
+
+impl Anomalies {
+    /// Adds another receiver's counts to these.
+    pub fn merge(&mut self, other: &Anomalies) {
+        self.duplicates += other.duplicates;
+        self.misrouted += other.misrouted;
+        self.too_old += other.too_old;
+        self.undecodable += other.undecodable;
+    }
+}
+
 /// Counts one client saw over the measured window (ticks whose send time falls
 /// inside it), as a sender and as a receiver.
 #[derive(Debug, Clone)]
@@ -34,14 +58,8 @@ pub struct ClientTotals {
     pub send_errors: u64,
     /// Ticks from room-mates received for the first time.
     pub delivered: u64,
-    /// Ticks received again (same sender and sequence).
-    pub duplicates: u64,
-    /// Ticks whose sender belongs to another room.
-    pub misrouted: u64,
-    /// Ticks too old for the duplicate window to judge (not counted as delivered).
-    pub too_old: u64,
-    /// Payloads too short to hold the bench header.
-    pub undecodable: u64,
+    /// Ticks received that are not deliveries.
+    pub anomalies: Anomalies,
     /// Ticks lost in the SDK's newest-wins receive buffer (`TickReceiver::dropped`).
     /// They are also part of the loss (never delivered); shown apart to tell
     /// where they were lost. Covers the whole run, warm-up included.
@@ -87,10 +105,7 @@ impl Default for ClientTotals {
             sent: 0,
             send_errors: 0,
             delivered: 0,
-            duplicates: 0,
-            misrouted: 0,
-            too_old: 0,
-            undecodable: 0,
+            anomalies: Anomalies::default(),
             sdk_dropped: 0,
             receivers_ended_early: 0,
             latency_us: new_histogram(),
@@ -108,10 +123,7 @@ impl ClientTotals {
         self.sent += other.sent;
         self.send_errors += other.send_errors;
         self.delivered += other.delivered;
-        self.duplicates += other.duplicates;
-        self.misrouted += other.misrouted;
-        self.too_old += other.too_old;
-        self.undecodable += other.undecodable;
+        self.anomalies.merge(&other.anomalies);
         self.sdk_dropped += other.sdk_dropped;
         self.receivers_ended_early += other.receivers_ended_early;
         merge_histogram(&mut self.latency_us, &other.latency_us);
@@ -334,10 +346,8 @@ pub struct Report {
     pub delivered_per_s: f64,
     /// `100 × (1 − delivered / expected)`, 3 decimals; 0 when nothing was expected.
     pub loss_pct: f64,
-    pub duplicates: u64,
-    pub misrouted: u64,
-    pub too_old: u64,
-    pub undecodable: u64,
+    #[serde(flatten)]
+    pub anomalies: Anomalies,
     pub send_errors: u64,
     pub sdk_dropped: u64,
     /// Ticks a WebSocket client's SDK replaced with a newer one of the same room
@@ -456,10 +466,7 @@ impl Report {
             delivered: totals.delivered,
             delivered_per_s: per_s(totals.delivered),
             loss_pct: loss_pct(totals.delivered, expected),
-            duplicates: totals.duplicates,
-            misrouted: totals.misrouted,
-            too_old: totals.too_old,
-            undecodable: totals.undecodable,
+            anomalies: totals.anomalies,
             send_errors: totals.send_errors,
             sdk_dropped: totals.sdk_dropped,
             sdk_outgoing_replaced: m.sdk_outgoing_replaced,
@@ -551,11 +558,14 @@ impl Report {
         row("loss", format!("{:.3} %", self.loss_pct));
         row(
             "duplicates / misrouted",
-            format!("{} / {}", self.duplicates, self.misrouted),
+            format!(
+                "{} / {}",
+                self.anomalies.duplicates, self.anomalies.misrouted
+            ),
         );
         row(
             "send errors / undecodable",
-            format!("{} / {}", self.send_errors, self.undecodable),
+            format!("{} / {}", self.send_errors, self.anomalies.undecodable),
         );
         row(
             "SDK receive-buffer drops",
@@ -802,6 +812,16 @@ mod tests {
         }
     }
 
+    /// Anomalies `n`, `2n`, `3n`, `4n`, in field order.
+    fn anomalies(n: u64) -> Anomalies {
+        Anomalies {
+            duplicates: n,
+            misrouted: 2 * n,
+            too_old: 3 * n,
+            undecodable: 4 * n,
+        }
+    }
+
     fn totals(sent: u64, delivered: u64, latencies: &[u64]) -> ClientTotals {
         // All sent over WebTransport.
         let mut t = ClientTotals {
@@ -866,32 +886,26 @@ mod tests {
     #[test]
     fn merge_adds_every_counter_and_histogram() {
         let mut a = totals(10, 20, &[1000, 2000]);
-        a.duplicates = 1;
-        a.misrouted = 2;
-        a.too_old = 3;
-        a.undecodable = 4;
+        a.anomalies = anomalies(1);
         a.sdk_dropped = 5;
         a.send_errors = 6;
         let mut b = totals(5, 7, &[1500]);
-        b.duplicates = 10;
-        b.misrouted = 20;
-        b.too_old = 30;
-        b.undecodable = 40;
+        b.anomalies = anomalies(10);
         b.sdk_dropped = 50;
         b.send_errors = 60;
         let mut m = ClientTotals::default();
         m.merge(&a);
         m.merge(&b);
         assert_eq!((m.sent, m.delivered), (15, 27));
-        assert_eq!((m.duplicates, m.misrouted, m.too_old), (11, 22, 33));
-        assert_eq!((m.undecodable, m.sdk_dropped, m.send_errors), (44, 55, 66));
+        assert_eq!(m.anomalies, anomalies(11));
+        assert_eq!((m.sdk_dropped, m.send_errors), (55, 66));
         assert_eq!(m.latency_us.len(), 3);
 
         let r = Report::compute(params(3), WT, RunMeta::default(), &m, measurements(1.0));
         assert_eq!(r.expected, 30);
         assert_eq!(r.loss_pct, 10.0);
-        assert_eq!(r.duplicates, 11);
-        assert_eq!(r.misrouted, 22);
+        assert_eq!(r.anomalies.duplicates, 11);
+        assert_eq!(r.anomalies.misrouted, 22);
         assert_eq!(r.sdk_dropped, 55);
         assert_eq!(r.latency_ms.samples, 3);
         // Exact below 2048 µs; above, 3 significant digits (2 µs buckets, etc.).

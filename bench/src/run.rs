@@ -14,7 +14,7 @@
 //! [`Client::transport`] says otherwise or if the server's per-transport
 //! session counters disagree.
 
-use crate::payload::{self, Header, Seen, SeenWindow};
+use crate::payload::{self, Header, RoomSenders};
 use crate::procfs;
 use crate::report::{
     ClientTotals, CpuFigures, KernelTcp, KernelUdp, Measurements, MemFigures, Params, Report,
@@ -428,6 +428,19 @@ struct Timeline {
     window_end_ns: u64,
 }
 
+impl Timeline {
+    /// Send times (ns since `epoch`) that count: the measured window.
+    fn window_ns(&self) -> std::ops::Range<u64> {
+        self.window_start_ns..self.window_end_ns
+    }
+
+    /// µs from a send time (ns since `epoch`) to `at`.
+    fn us_since_sent(&self, send_ns: u64, at: Instant) -> u64 {
+        let sent_at = self.epoch + Duration::from_nanos(send_ns);
+        u64::try_from(at.saturating_duration_since(sent_at).as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
 fn ns_since(epoch: Instant, t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
@@ -681,19 +694,13 @@ async fn measure(
         window_end_ns: ns_since(epoch, window_end),
     };
 
-    // Stagger: client i fires at start + period × slot(i) / n, slots shuffled by seed.
+    // Stagger: client i fires at start + period × slot(i) / n.
     let n = clients.len();
-    let mut slots: Vec<usize> = (0..n).collect();
-    let mut rng = cfg.seed;
-    for i in (1..n).rev() {
-        let j = (payload::splitmix64(&mut rng) % (i as u64 + 1)) as usize;
-        slots.swap(i, j);
-    }
     let period = Duration::from_secs_f64(1.0 / cfg.hz);
 
     let mut senders = JoinSet::new();
     let mut receivers = JoinSet::new();
-    for (c, slot) in clients.iter().zip(slots) {
+    for (c, slot) in clients.iter().zip(stagger_slots(n, cfg.seed)) {
         let offset = period.mul_f64(slot as f64 / n as f64);
         let room = c.room.clone();
         let seed = cfg.seed ^ u64::from(c.index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -836,6 +843,18 @@ async fn measure(
     ))
 }
 
+/// A permutation of `0..n` shuffled by `seed`: the order in which senders
+/// take their slot of a period, so that they do not all fire at once.
+fn stagger_slots(n: usize, seed: u64) -> Vec<usize> {
+    let mut slots: Vec<usize> = (0..n).collect();
+    let mut rng = seed;
+    for i in (1..n).rev() {
+        let j = (payload::splitmix64(&mut rng) % (i as u64 + 1)) as usize;
+        slots.swap(i, j);
+    }
+    slots
+}
+
 async fn sleep_until(t: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
 }
@@ -923,8 +942,7 @@ async fn receive_loop(
     tl: Timeline,
 ) -> ClientTotals {
     let mut totals = ClientTotals::default();
-    let room_base = plan.room_index * plan.clients_per_room;
-    let mut seen = vec![SeenWindow::default(); plan.clients_per_room as usize];
+    let mut senders = RoomSenders::new(plan.room_index, plan.clients_per_room);
     let deadline = tokio::time::Instant::from_std(tl.recv_deadline);
     loop {
         let tick = match tokio::time::timeout_at(deadline, ticks.recv()).await {
@@ -935,45 +953,23 @@ async fn receive_loop(
             }
             Ok(Some(tick)) => tick,
         };
-        let Some(h) = Header::read(&tick.payload) else {
-            totals.undecodable += 1;
-            continue;
-        };
-        let Some((in_room, window)) = h
-            .sender
-            .checked_sub(room_base)
-            .and_then(|k| Some((k, seen.get_mut(k as usize)?)))
+        let Some((in_room, h)) =
+            senders.receive(&tick.payload, tl.window_ns(), &mut totals.anomalies)
         else {
-            totals.misrouted += 1;
             continue;
         };
-        let verdict = window.observe(h.seq);
-        if h.send_ns < tl.window_start_ns || h.send_ns >= tl.window_end_ns {
-            continue;
-        }
-        match verdict {
-            Seen::Duplicate => totals.duplicates += 1,
-            Seen::TooOld => totals.too_old += 1,
-            Seen::New => {
-                let handoff = Instant::now()
-                    .saturating_duration_since(tick.received_at)
-                    .as_micros();
-                record(
-                    &mut totals.handoff_us,
-                    u64::try_from(handoff).unwrap_or(u64::MAX),
-                );
-                let sent_at = tl.epoch + Duration::from_nanos(h.send_ns);
-                let us = tick
-                    .received_at
-                    .saturating_duration_since(sent_at)
-                    .as_micros();
-                totals.record_delivery(
-                    plan.mix.of(in_room),
-                    plan.me,
-                    u64::try_from(us).unwrap_or(u64::MAX),
-                );
-            }
-        }
+        let handoff = Instant::now()
+            .saturating_duration_since(tick.received_at)
+            .as_micros();
+        record(
+            &mut totals.handoff_us,
+            u64::try_from(handoff).unwrap_or(u64::MAX),
+        );
+        totals.record_delivery(
+            plan.mix.of(in_room),
+            plan.me,
+            tl.us_since_sent(h.send_ns, tick.received_at),
+        );
     }
     totals.sdk_dropped = ticks.dropped();
     totals
@@ -1043,6 +1039,16 @@ mod tests {
             transport,
             ws_tls: false,
         }
+    }
+
+    #[test]
+    fn stagger_slots_are_a_seeded_permutation() {
+        let mut slots = stagger_slots(50, 3);
+        assert_eq!(slots, stagger_slots(50, 3));
+        assert_ne!(slots, stagger_slots(50, 4));
+        slots.sort_unstable();
+        assert_eq!(slots, (0..50).collect::<Vec<_>>());
+        assert!(stagger_slots(0, 1).is_empty());
     }
 
     #[test]

@@ -43,9 +43,9 @@ fn check_accounting(report: &Report) {
     assert!(report.sent > 0, "nothing sent: {report:?}");
     assert_eq!(report.expected, report.sent * 2);
     assert!(report.delivered <= report.expected, "{report:?}");
-    assert_eq!(report.misrouted, 0);
-    assert_eq!(report.duplicates, 0);
-    assert_eq!(report.undecodable, 0);
+    assert_eq!(report.anomalies.misrouted, 0);
+    assert_eq!(report.anomalies.duplicates, 0);
+    assert_eq!(report.anomalies.undecodable, 0);
     assert_eq!(report.send_errors, 0);
     assert_eq!(report.receivers_ended_early, 0);
     assert_eq!(report.latency_ms.samples, report.delivered);
