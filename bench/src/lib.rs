@@ -6,10 +6,12 @@
 //! - [`report`]: the pure accounting and its table / JSON output.
 //! - [`procfs`]: CPU and memory from `/proc`.
 //! - [`run`]: one run, end to end.
+//! - [`scenario`]: the S1..S5 presets and how flags override them.
 //! - [`transports`]: which transport each client uses.
 
 pub mod payload;
 pub mod procfs;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod transports;

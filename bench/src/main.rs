@@ -6,12 +6,14 @@
 //!
 //! Prints a table, then one JSON line per run (also appended to `--json-out`).
 //! `--transport both` runs the scenario once per transport and prints the two
-//! side by side.
+//! side by side. `--scenario s1..s5` picks a preset shape (explicit shape
+//! flags win over it).
 
 use anyhow::{Context, Result, bail};
 use chorus_bench::payload;
 use chorus_bench::report::{Report, side_by_side};
 use chorus_bench::run::{BenchConfig, Target, run};
+use chorus_bench::scenario::{self, Scenario, ShapeFlags};
 use chorus_bench::transports::TransportMix;
 use clap::{Parser, ValueEnum};
 use std::io::Write;
@@ -44,6 +46,33 @@ impl TransportArg {
     }
 }
 
+/// What `--scenario` asks for (issue 8's presets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScenarioArg {
+    /// 10 rooms x 5 clients at 30 Hz.
+    S1,
+    /// 50 rooms x 10 clients at 30 Hz.
+    S2,
+    /// 4 rooms x 50 clients at 30 Hz (dense rooms).
+    S3,
+    /// 20 rooms x 8 clients at 60 Hz.
+    S4,
+    /// 500 rooms x 4 clients at 20 Hz (2000 connections).
+    S5,
+}
+
+impl From<ScenarioArg> for Scenario {
+    fn from(arg: ScenarioArg) -> Scenario {
+        match arg {
+            ScenarioArg::S1 => Scenario::S1,
+            ScenarioArg::S2 => Scenario::S2,
+            ScenarioArg::S3 => Scenario::S3,
+            ScenarioArg::S4 => Scenario::S4,
+            ScenarioArg::S5 => Scenario::S5,
+        }
+    }
+}
+
 /// Pause between the runs of `--transport both`, so that the first run's
 /// sessions are gone from the server before the second connects.
 const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
@@ -54,18 +83,24 @@ const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 #[derive(Debug, Parser)]
 #[command(name = "chorus-bench", version)]
 struct Cli {
-    /// Rooms (`bench-0` .. `bench-<R-1>`).
-    #[arg(long, default_value_t = 10)]
-    rooms: u32,
-    /// Clients per room; each has its own connection.
-    #[arg(long, default_value_t = 5)]
-    clients: u32,
-    /// Ticks per second per client.
-    #[arg(long, default_value_t = 30.0)]
-    hz: f64,
-    /// Tick payload size; at least 16 (the bench header).
-    #[arg(long, default_value_t = 48)]
-    payload_bytes: usize,
+    /// A preset shape: s1 (10 rooms x 5 clients, 30 Hz), s2 (50 x 10, 30 Hz),
+    /// s3 (4 x 50, 30 Hz), s4 (20 x 8, 60 Hz), s5 (500 x 4, 20 Hz); 48-byte
+    /// payloads. --rooms, --clients, --hz and --payload-bytes override it.
+    #[arg(long, value_enum)]
+    scenario: Option<ScenarioArg>,
+    /// Rooms (`bench-<transport>-0` ..). Default: the scenario's, else 10.
+    #[arg(long)]
+    rooms: Option<u32>,
+    /// Clients per room; each has its own connection. Default: the
+    /// scenario's, else 5.
+    #[arg(long)]
+    clients: Option<u32>,
+    /// Ticks per second per client. Default: the scenario's, else 30.
+    #[arg(long)]
+    hz: Option<f64>,
+    /// Tick payload size; at least 16 (the bench header). Default: 48.
+    #[arg(long)]
+    payload_bytes: Option<usize>,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -145,7 +180,17 @@ fn configs(cli: &Cli) -> Result<Vec<BenchConfig>> {
 
 /// The configuration of the first run.
 fn config(cli: &Cli) -> Result<BenchConfig> {
-    payload::check_size(cli.payload_bytes, usize::MAX)?;
+    let resolved = scenario::resolve(
+        cli.scenario.map(Scenario::from),
+        ShapeFlags {
+            rooms: cli.rooms,
+            clients_per_room: cli.clients,
+            hz: cli.hz,
+            payload_bytes: cli.payload_bytes,
+        },
+    );
+    let shape = resolved.shape;
+    payload::check_size(shape.payload_bytes, usize::MAX)?;
     let target = match (&cli.url, &cli.cert_hash) {
         (Some(url), Some(hash)) => Target::External {
             url: url.clone(),
@@ -163,10 +208,10 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         _ => bail!("--url and --cert-hash go together"),
     };
     Ok(BenchConfig {
-        rooms: cli.rooms,
-        clients_per_room: cli.clients,
-        hz: cli.hz,
-        payload_bytes: cli.payload_bytes,
+        rooms: shape.rooms,
+        clients_per_room: shape.clients_per_room,
+        hz: shape.hz,
+        payload_bytes: shape.payload_bytes,
         duration: seconds("duration", cli.duration)?,
         warmup: seconds("warmup", cli.warmup)?,
         drain: Duration::from_millis(cli.drain_ms),
@@ -179,6 +224,8 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         target,
         transport: cli.transport.runs()[0],
         ws_tls: cli.ws_tls,
+        scenario: resolved.scenario,
+        scenario_overrides: resolved.overrides,
     })
 }
 
@@ -287,6 +334,34 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn parse(args: &[&str]) -> BenchConfig {
+        let cli = Cli::try_parse_from(std::iter::once("chorus-bench").chain(args.iter().copied()))
+            .expect("parses");
+        config(&cli).expect("valid")
+    }
+
+    #[test]
+    fn scenario_presets_resolve_and_flags_override_them() {
+        let shape = |c: &BenchConfig| (c.rooms, c.clients_per_room, c.hz, c.payload_bytes);
+        // No preset: S1's shape, unnamed.
+        let c = parse(&[]);
+        assert_eq!(shape(&c), (10, 5, 30.0, 48));
+        assert_eq!(c.scenario, None);
+        let c = parse(&["--scenario", "s2"]);
+        assert_eq!(shape(&c), (50, 10, 30.0, 48));
+        assert_eq!(c.scenario, Some(Scenario::S2));
+        assert!(c.scenario_overrides.is_empty());
+        assert_eq!(shape(&parse(&["--scenario", "s3"])), (4, 50, 30.0, 48));
+        assert_eq!(shape(&parse(&["--scenario", "s4"])), (20, 8, 60.0, 48));
+        assert_eq!(shape(&parse(&["--scenario", "s5"])), (500, 4, 20.0, 48));
+        // Explicit flags win, whatever their order, and are named.
+        let c = parse(&["--clients", "3", "--scenario", "s5", "--hz", "10"]);
+        assert_eq!(shape(&c), (500, 3, 10.0, 48));
+        assert_eq!(c.scenario, Some(Scenario::S5));
+        assert_eq!(c.scenario_overrides, ["clients_per_room", "hz"]);
+        assert!(Cli::try_parse_from(["chorus-bench", "--scenario", "s6"]).is_err());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 /// 2: `transport`, `clients_per_room_by_transport`, `by_pair`, `kernel_tcp`,
 /// `sdk_outgoing_replaced`, `server_sessions_opened`, `params.ws_url`; server
 /// counters also for an external server (from its `/stats`).
-pub const SCHEMA: &str = "chorus-bench/2";
+/// 3: `params.scenario`, `params.scenario_overrides`.
+pub const SCHEMA: &str = "chorus-bench/3";
 
 /// Largest latency or connect time recorded, in µs (larger values saturate).
 const HIST_MAX_US: u64 = 60_000_000;
@@ -197,6 +198,13 @@ pub struct Params {
     pub url: String,
     /// The WebSocket URL, when some clients used WebSocket.
     pub ws_url: Option<String>,
+    /// The preset asked for (`s1` .. `s5`), if any.
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// Fields above where an explicit flag replaced the preset's value: with
+    /// any, the run is not the preset's shape.
+    #[serde(default)]
+    pub scenario_overrides: Vec<String>,
 }
 
 /// CPU use over the measured window, in % of one core (200 = two cores busy).
@@ -498,8 +506,16 @@ impl Report {
     /// The first header line: the scenario.
     fn scenario(&self) -> String {
         let p = &self.params;
+        let preset = match (&p.scenario, p.scenario_overrides.is_empty()) {
+            (None, _) => String::new(),
+            (Some(name), true) => format!("scenario {name}, "),
+            (Some(name), false) => format!(
+                "scenario {name} with {} overridden, ",
+                p.scenario_overrides.join(", ")
+            ),
+        };
         format!(
-            "chorus-bench: {} rooms x {} clients, {} Hz, {} B payload, {} s measured (+{} s warm-up), server {}",
+            "chorus-bench: {preset}{} rooms x {} clients, {} Hz, {} B payload, {} s measured (+{} s warm-up), server {}",
             p.rooms, p.clients_per_room, p.hz, p.payload_bytes, self.window_s, p.warmup_s, p.server
         )
     }
@@ -790,6 +806,8 @@ mod tests {
             server: "in-process".into(),
             url: "https://127.0.0.1:1/chorus".into(),
             ws_url: None,
+            scenario: None,
+            scenario_overrides: Vec::new(),
         }
     }
 
@@ -1012,6 +1030,8 @@ mod tests {
             "seed",
             "url",
             "ws_url",
+            "scenario",
+            "scenario_overrides",
         ] {
             assert!(v["params"].get(key).is_some(), "params.{key}");
         }
@@ -1039,7 +1059,7 @@ mod tests {
             );
         }
         assert_eq!(v["schema"], SCHEMA);
-        assert_eq!(SCHEMA, "chorus-bench/2");
+        assert_eq!(SCHEMA, "chorus-bench/3");
         assert_eq!(v["transport"], "webtransport");
         assert_eq!(v["clients_per_room_by_transport"]["webtransport"], 5);
         assert_eq!(v["clients_per_room_by_transport"]["websocket"], 0);
@@ -1168,6 +1188,45 @@ mod tests {
         assert_eq!(only.loss_pct, r.loss_pct);
         assert_eq!(only.latency_ms, r.latency_ms);
         assert!(!r.table().contains("->WS delivered"));
+    }
+
+    #[test]
+    fn the_table_names_the_scenario_and_its_overrides() {
+        let run = |scenario: Option<&str>, overrides: &[&str]| {
+            let mut p = params(3);
+            p.scenario = scenario.map(str::to_owned);
+            p.scenario_overrides = overrides.iter().map(|&o| o.to_owned()).collect();
+            let r = Report::compute(
+                p,
+                WT,
+                RunMeta::default(),
+                &totals(1, 2, &[]),
+                measurements(1.0),
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(&r.json_line().expect("serializes")).expect("valid JSON");
+            (r.table().lines().next().unwrap_or_default().to_owned(), v)
+        };
+        let (head, v) = run(Some("s2"), &[]);
+        assert!(
+            head.starts_with("chorus-bench: scenario s2, 2 rooms x 3 clients"),
+            "{head}"
+        );
+        assert_eq!(v["params"]["scenario"], "s2");
+        let (head, v) = run(Some("s2"), &["clients_per_room", "hz"]);
+        assert!(
+            head.starts_with(
+                "chorus-bench: scenario s2 with clients_per_room, hz overridden, 2 rooms"
+            ),
+            "{head}"
+        );
+        assert_eq!(v["params"]["scenario_overrides"][1], "hz");
+        let (head, v) = run(None, &[]);
+        assert!(
+            head.starts_with("chorus-bench: 2 rooms x 3 clients"),
+            "{head}"
+        );
+        assert!(v["params"]["scenario"].is_null());
     }
 
     #[test]

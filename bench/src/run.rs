@@ -20,6 +20,7 @@ use crate::report::{
     ClientTotals, CpuFigures, KernelTcp, KernelUdp, Measurements, MemFigures, Params, Report,
     RunMeta, ServerCounters, new_histogram, record, rfc3339_utc,
 };
+use crate::scenario::Scenario;
 use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use anyhow::{Context, Result, anyhow, bail};
 use chorus_client::{Client, ConnectOptions, JoinOptions, Room, Scheme, ServerUrl};
@@ -87,6 +88,10 @@ pub struct BenchConfig {
     /// WebSocket over TLS (`wss://`, trusting the same certificate hash)
     /// instead of plain `ws://`, unless an explicit WebSocket URL says otherwise.
     pub ws_tls: bool,
+    /// The preset the shape came from, if any (named in the report).
+    pub scenario: Option<Scenario>,
+    /// Shape fields an explicit flag changed from the preset's.
+    pub scenario_overrides: Vec<&'static str>,
 }
 
 impl BenchConfig {
@@ -137,6 +142,12 @@ impl BenchConfig {
             },
             url: url.to_owned(),
             ws_url: self.uses_websocket().then(|| ws_url.to_owned()),
+            scenario: self.scenario.map(|s| s.name().to_owned()),
+            scenario_overrides: self
+                .scenario_overrides
+                .iter()
+                .map(|&f| f.to_owned())
+                .collect(),
         }
     }
 }
@@ -1038,6 +1049,8 @@ mod tests {
             },
             transport,
             ws_tls: false,
+            scenario: None,
+            scenario_overrides: Vec::new(),
         }
     }
 

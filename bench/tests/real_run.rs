@@ -31,6 +31,8 @@ fn tiny_run(transport: TransportMix) -> Report {
         },
         transport,
         ws_tls: false,
+        scenario: None,
+        scenario_overrides: Vec::new(),
     };
     let report = run(&cfg).expect("the run completes");
     let _ = std::fs::remove_dir_all(&cert_dir);
@@ -181,6 +183,8 @@ fn too_small_payload_is_refused_before_connecting() {
         },
         transport: TransportMix::WebSocket,
         ws_tls: false,
+        scenario: None,
+        scenario_overrides: Vec::new(),
     };
     let err = run(&cfg).expect_err("15 bytes cannot hold the header");
     assert!(format!("{err:#}").contains("too small"), "{err:#}");
