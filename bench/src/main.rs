@@ -7,7 +7,8 @@
 //! Prints a table, then one JSON line per run (also appended to `--json-out`).
 //! `--transport both` runs the scenario once per transport and prints the two
 //! side by side. `--scenario s1..s5` picks a preset shape (explicit shape
-//! flags win over it).
+//! flags win over it); `--state-rate` and `--command-rate` add the reliable
+//! loads.
 
 use anyhow::{Context, Result, bail};
 use chorus_bench::payload;
@@ -95,19 +96,30 @@ struct Cli {
     /// scenario's, else 5.
     #[arg(long)]
     clients: Option<u32>,
-    /// Ticks per second per client. Default: the scenario's, else 30.
+    /// Ticks per second per client; 0 sends no ticks (e.g. a state load
+    /// alone). Default: the scenario's, else 30.
     #[arg(long)]
     hz: Option<f64>,
     /// Tick payload size; at least 16 (the bench header). Default: 48.
     #[arg(long)]
     payload_bytes: Option<usize>,
+    /// State updates (`SetState`) per second per room, round-robin over the
+    /// room's clients; ack and fan-out latency are measured. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    state_rate: f64,
+    /// Commands per second per room, round-robin over the room's clients;
+    /// ack and fan-out latency are measured. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    command_rate: f64,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Seconds of sending before the measured window, excluded from the figures.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// After the window, how long receivers wait for ticks still in flight.
+    /// After the window, how long receivers wait for ticks and change events
+    /// still in flight, and senders for acks; later ones count as lost or
+    /// unanswered.
     #[arg(long, default_value_t = 500)]
     drain_ms: u64,
     /// Seed for payload padding and the order of the send stagger.
@@ -224,6 +236,8 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         target,
         transport: cli.transport.runs()[0],
         ws_tls: cli.ws_tls,
+        state_rate: cli.state_rate,
+        command_rate: cli.command_rate,
         scenario: resolved.scenario,
         scenario_overrides: resolved.overrides,
     })
@@ -357,11 +371,22 @@ mod tests {
         assert_eq!(shape(&parse(&["--scenario", "s4"])), (20, 8, 60.0, 48));
         assert_eq!(shape(&parse(&["--scenario", "s5"])), (500, 4, 20.0, 48));
         // Explicit flags win, whatever their order, and are named.
-        let c = parse(&["--clients", "3", "--scenario", "s5", "--hz", "10"]);
-        assert_eq!(shape(&c), (500, 3, 10.0, 48));
+        let c = parse(&["--clients", "3", "--scenario", "s5", "--hz", "0"]);
+        assert_eq!(shape(&c), (500, 3, 0.0, 48));
         assert_eq!(c.scenario, Some(Scenario::S5));
         assert_eq!(c.scenario_overrides, ["clients_per_room", "hz"]);
         assert!(Cli::try_parse_from(["chorus-bench", "--scenario", "s6"]).is_err());
+    }
+
+    #[test]
+    fn reliable_load_flags_reach_the_config() {
+        let c = parse(&["--scenario", "s2", "--state-rate", "20"]);
+        assert_eq!((c.state_rate, c.command_rate), (20.0, 0.0));
+        let c = parse(&["--command-rate", "2.5", "--hz", "0"]);
+        assert_eq!((c.state_rate, c.command_rate, c.hz), (0.0, 2.5, 0.0));
+        // Off by default.
+        let c = parse(&[]);
+        assert_eq!((c.state_rate, c.command_rate), (0.0, 0.0));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The bench's tick payload: a fixed header followed by padding.
+//! The bench's tick payload: a fixed header followed by padding. State
+//! values and command payloads of the reliable-lane load are the header alone.
 //!
 //! Layout (little endian), then padding up to the payload size:
 //!
