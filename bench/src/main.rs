@@ -79,14 +79,14 @@ impl From<ScenarioArg> for Scenario {
 const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 
 /// Load and latency bench for Chorus: R rooms x C clients send P-byte ticks at
-/// H Hz through a real server over WebTransport and/or WebSocket (in process by
+/// H Hz, and optionally state updates and commands at N per second per room,
+/// through a real server over WebTransport and/or WebSocket (in process by
 /// default).
 #[derive(Debug, Parser)]
 #[command(name = "chorus-bench", version)]
 struct Cli {
-    /// A preset shape: s1 (10 rooms x 5 clients, 30 Hz), s2 (50 x 10, 30 Hz),
-    /// s3 (4 x 50, 30 Hz), s4 (20 x 8, 60 Hz), s5 (500 x 4, 20 Hz); 48-byte
-    /// payloads. --rooms, --clients, --hz and --payload-bytes override it.
+    /// A preset shape of issue 8, with 48-byte payloads; --rooms, --clients,
+    /// --hz and --payload-bytes given explicitly override it.
     #[arg(long, value_enum)]
     scenario: Option<ScenarioArg>,
     /// Rooms (`bench-<transport>-0` ..). Default: the scenario's, else 10.
