@@ -1,17 +1,22 @@
-//! Chorus load and latency bench: R rooms × C clients sending ticks at H Hz
-//! through a real server, measuring loss, duplicates, misrouting, one-way
+//! Chorus load and latency bench: R rooms × C clients sending ticks at H Hz,
+//! and optionally state updates and commands at a rate per room, through a
+//! real server, measuring loss, duplicates, misrouting, one-way and ack
 //! latency, CPU and memory.
 //!
 //! - [`baselines`]: clients and a launcher for the Node.js relays compared against.
 //! - [`payload`]: the tick payload header and duplicate window.
+//! - [`reliable`]: the state-update and command loads and their receivers.
 //! - [`report`]: the pure accounting and its table / JSON output.
 //! - [`procfs`]: CPU and memory from `/proc`.
 //! - [`run`]: one run, end to end.
+//! - [`scenario`]: the S1..S5 presets and how flags override them.
 //! - [`transports`]: which transport each client uses.
 
 pub mod baselines;
 pub mod payload;
 pub mod procfs;
+pub mod reliable;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod transports;

@@ -6,12 +6,15 @@
 //!
 //! Prints a table, then one JSON line per run (also appended to `--json-out`).
 //! `--transport both` runs the scenario once per transport and prints the two
-//! side by side.
+//! side by side. `--scenario s1..s5` picks a preset shape (explicit shape
+//! flags win over it); `--state-rate` and `--command-rate` add the reliable
+//! loads.
 
 use anyhow::{Context, Result, bail};
 use chorus_bench::payload;
 use chorus_bench::report::{Report, side_by_side};
 use chorus_bench::run::{BenchConfig, Target, run};
+use chorus_bench::scenario::{self, Scenario, ShapeFlags};
 use chorus_bench::transports::TransportMix;
 use clap::{Parser, ValueEnum};
 use std::io::Write;
@@ -44,35 +47,79 @@ impl TransportArg {
     }
 }
 
+/// What `--scenario` asks for (issue 8's presets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScenarioArg {
+    /// 10 rooms x 5 clients at 30 Hz.
+    S1,
+    /// 50 rooms x 10 clients at 30 Hz.
+    S2,
+    /// 4 rooms x 50 clients at 30 Hz (dense rooms).
+    S3,
+    /// 20 rooms x 8 clients at 60 Hz.
+    S4,
+    /// 500 rooms x 4 clients at 20 Hz (2000 connections).
+    S5,
+}
+
+impl From<ScenarioArg> for Scenario {
+    fn from(arg: ScenarioArg) -> Scenario {
+        match arg {
+            ScenarioArg::S1 => Scenario::S1,
+            ScenarioArg::S2 => Scenario::S2,
+            ScenarioArg::S3 => Scenario::S3,
+            ScenarioArg::S4 => Scenario::S4,
+            ScenarioArg::S5 => Scenario::S5,
+        }
+    }
+}
+
 /// Pause between the runs of `--transport both`, so that the first run's
 /// sessions are gone from the server before the second connects.
 const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 
 /// Load and latency bench for Chorus: R rooms x C clients send P-byte ticks at
-/// H Hz through a real server over WebTransport and/or WebSocket (in process by
+/// H Hz, and optionally state updates and commands at N per second per room,
+/// through a real server over WebTransport and/or WebSocket (in process by
 /// default).
 #[derive(Debug, Parser)]
 #[command(name = "chorus-bench", version)]
 struct Cli {
-    /// Rooms (`bench-0` .. `bench-<R-1>`).
-    #[arg(long, default_value_t = 10)]
-    rooms: u32,
-    /// Clients per room; each has its own connection.
-    #[arg(long, default_value_t = 5)]
-    clients: u32,
-    /// Ticks per second per client.
-    #[arg(long, default_value_t = 30.0)]
-    hz: f64,
-    /// Tick payload size; at least 16 (the bench header).
-    #[arg(long, default_value_t = 48)]
-    payload_bytes: usize,
+    /// A preset shape of issue 8, with 48-byte payloads; --rooms, --clients,
+    /// --hz and --payload-bytes given explicitly override it.
+    #[arg(long, value_enum)]
+    scenario: Option<ScenarioArg>,
+    /// Rooms (`bench-<transport>-0` ..). Default: the scenario's, else 10.
+    #[arg(long)]
+    rooms: Option<u32>,
+    /// Clients per room; each has its own connection. Default: the
+    /// scenario's, else 5.
+    #[arg(long)]
+    clients: Option<u32>,
+    /// Ticks per second per client; 0 sends no ticks (e.g. a state load
+    /// alone). Default: the scenario's, else 30.
+    #[arg(long)]
+    hz: Option<f64>,
+    /// Tick payload size; at least 16 (the bench header). Default: 48.
+    #[arg(long)]
+    payload_bytes: Option<usize>,
+    /// State updates (`SetState`) per second per room, round-robin over the
+    /// room's clients; ack and fan-out latency are measured. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    state_rate: f64,
+    /// Commands per second per room, round-robin over the room's clients;
+    /// ack and fan-out latency are measured. 0: none.
+    #[arg(long, default_value_t = 0.0)]
+    command_rate: f64,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Seconds of sending before the measured window, excluded from the figures.
     #[arg(long, default_value_t = 2.0)]
     warmup: f64,
-    /// After the window, how long receivers wait for ticks still in flight.
+    /// After the window, how long receivers wait for ticks and change events
+    /// still in flight, and senders for acks; later ones count as lost or
+    /// unanswered.
     #[arg(long, default_value_t = 500)]
     drain_ms: u64,
     /// Seed for payload padding and the order of the send stagger.
@@ -145,7 +192,17 @@ fn configs(cli: &Cli) -> Result<Vec<BenchConfig>> {
 
 /// The configuration of the first run.
 fn config(cli: &Cli) -> Result<BenchConfig> {
-    payload::check_size(cli.payload_bytes, usize::MAX)?;
+    let resolved = scenario::resolve(
+        cli.scenario.map(Scenario::from),
+        ShapeFlags {
+            rooms: cli.rooms,
+            clients_per_room: cli.clients,
+            hz: cli.hz,
+            payload_bytes: cli.payload_bytes,
+        },
+    );
+    let shape = resolved.shape;
+    payload::check_size(shape.payload_bytes, usize::MAX)?;
     let target = match (&cli.url, &cli.cert_hash) {
         (Some(url), Some(hash)) => Target::External {
             url: url.clone(),
@@ -163,10 +220,10 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         _ => bail!("--url and --cert-hash go together"),
     };
     Ok(BenchConfig {
-        rooms: cli.rooms,
-        clients_per_room: cli.clients,
-        hz: cli.hz,
-        payload_bytes: cli.payload_bytes,
+        rooms: shape.rooms,
+        clients_per_room: shape.clients_per_room,
+        hz: shape.hz,
+        payload_bytes: shape.payload_bytes,
         duration: seconds("duration", cli.duration)?,
         warmup: seconds("warmup", cli.warmup)?,
         drain: Duration::from_millis(cli.drain_ms),
@@ -179,6 +236,10 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         target,
         transport: cli.transport.runs()[0],
         ws_tls: cli.ws_tls,
+        state_rate: cli.state_rate,
+        command_rate: cli.command_rate,
+        scenario: resolved.scenario,
+        scenario_overrides: resolved.overrides,
     })
 }
 
@@ -287,6 +348,45 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn parse(args: &[&str]) -> BenchConfig {
+        let cli = Cli::try_parse_from(std::iter::once("chorus-bench").chain(args.iter().copied()))
+            .expect("parses");
+        config(&cli).expect("valid")
+    }
+
+    #[test]
+    fn scenario_presets_resolve_and_flags_override_them() {
+        let shape = |c: &BenchConfig| (c.rooms, c.clients_per_room, c.hz, c.payload_bytes);
+        // No preset: S1's shape, unnamed.
+        let c = parse(&[]);
+        assert_eq!(shape(&c), (10, 5, 30.0, 48));
+        assert_eq!(c.scenario, None);
+        let c = parse(&["--scenario", "s2"]);
+        assert_eq!(shape(&c), (50, 10, 30.0, 48));
+        assert_eq!(c.scenario, Some(Scenario::S2));
+        assert!(c.scenario_overrides.is_empty());
+        assert_eq!(shape(&parse(&["--scenario", "s3"])), (4, 50, 30.0, 48));
+        assert_eq!(shape(&parse(&["--scenario", "s4"])), (20, 8, 60.0, 48));
+        assert_eq!(shape(&parse(&["--scenario", "s5"])), (500, 4, 20.0, 48));
+        // Explicit flags win, whatever their order, and are named.
+        let c = parse(&["--clients", "3", "--scenario", "s5", "--hz", "0"]);
+        assert_eq!(shape(&c), (500, 3, 0.0, 48));
+        assert_eq!(c.scenario, Some(Scenario::S5));
+        assert_eq!(c.scenario_overrides, ["clients_per_room", "hz"]);
+        assert!(Cli::try_parse_from(["chorus-bench", "--scenario", "s6"]).is_err());
+    }
+
+    #[test]
+    fn reliable_load_flags_reach_the_config() {
+        let c = parse(&["--scenario", "s2", "--state-rate", "20"]);
+        assert_eq!((c.state_rate, c.command_rate), (20.0, 0.0));
+        let c = parse(&["--command-rate", "2.5", "--hz", "0"]);
+        assert_eq!((c.state_rate, c.command_rate, c.hz), (0.0, 2.5, 0.0));
+        // Off by default.
+        let c = parse(&[]);
+        assert_eq!((c.state_rate, c.command_rate), (0.0, 0.0));
     }
 
     #[test]

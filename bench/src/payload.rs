@@ -1,4 +1,5 @@
-//! The bench's tick payload: a fixed header followed by padding.
+//! The bench's tick payload: a fixed header followed by padding. State
+//! values and command payloads of the reliable-lane load are the header alone.
 //!
 //! Layout (little endian), then padding up to the payload size:
 //!
@@ -8,7 +9,9 @@
 //! | 4..12  | send time, ns since the bench's shared epoch (`u64`) |
 //! | 12..16 | the sender's own tick sequence (`u32`)             |
 
+use crate::report::Anomalies;
 use std::fmt;
+use std::ops::Range;
 
 /// Bytes the header takes; the smallest payload the bench sends.
 pub const HEADER_LEN: usize = 16;
@@ -160,6 +163,64 @@ impl SeenWindow {
     }
 }
 
+/// Duplicate windows of every sender of one room, by global sender index:
+/// what a receiver uses to attribute and judge each message it gets.
+#[derive(Debug, Clone)]
+pub struct RoomSenders {
+    /// Global index of the room's first client.
+    room_base: u32,
+    windows: Vec<SeenWindow>,
+}
+
+impl RoomSenders {
+    /// For room `room_index` of rooms of `clients_per_room` clients.
+    pub fn new(room_index: u32, clients_per_room: u32) -> RoomSenders {
+        RoomSenders {
+            room_base: room_index.saturating_mul(clients_per_room),
+            windows: vec![SeenWindow::default(); clients_per_room as usize],
+        }
+    }
+
+    /// Records `(h.sender, h.seq)`: the sender's index in the room and whether
+    /// the message is new; `None` when the sender is not in this room.
+    pub fn observe(&mut self, h: &Header) -> Option<(u32, Seen)> {
+        let in_room = h.sender.checked_sub(self.room_base)?;
+        let window = self.windows.get_mut(in_room as usize)?;
+        Some((in_room, window.observe(h.seq)))
+    }
+
+    /// Judges one received message (a tick's payload, a state value, a
+    /// command's payload): if it is new and was sent inside `window_ns` (ns
+    /// since the bench epoch, end excluded), the sender's index in the room
+    /// and the header. Otherwise `None`, and what was wrong with it is
+    /// counted in `anomalies`; a message merely sent outside the window is
+    /// not an anomaly.
+    pub fn receive(
+        &mut self,
+        bytes: &[u8],
+        window_ns: Range<u64>,
+        anomalies: &mut Anomalies,
+    ) -> Option<(u32, Header)> {
+        let Some(h) = Header::read(bytes) else {
+            anomalies.undecodable += 1;
+            return None;
+        };
+        let Some((in_room, verdict)) = self.observe(&h) else {
+            anomalies.misrouted += 1;
+            return None;
+        };
+        if !window_ns.contains(&h.send_ns) {
+            return None;
+        }
+        match verdict {
+            Seen::New => return Some((in_room, h)),
+            Seen::Duplicate => anomalies.duplicates += 1,
+            Seen::TooOld => anomalies.too_old += 1,
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +297,64 @@ mod tests {
         assert_eq!(padded_buffer(100, 1), padded_buffer(100, 1));
         assert_ne!(padded_buffer(100, 1), padded_buffer(100, 2));
         assert_eq!(padded_buffer(13, 1).len(), 13);
+    }
+
+    #[test]
+    fn room_senders_attribute_by_global_index() {
+        // Room 2 of rooms of 3: global senders 6, 7, 8.
+        let mut senders = RoomSenders::new(2, 3);
+        let h = |sender, seq| Header {
+            sender,
+            send_ns: 0,
+            seq,
+        };
+        assert_eq!(senders.observe(&h(7, 0)), Some((1, Seen::New)));
+        assert_eq!(senders.observe(&h(7, 0)), Some((1, Seen::Duplicate)));
+        assert_eq!(
+            senders.observe(&h(6, 0)),
+            Some((0, Seen::New)),
+            "per sender"
+        );
+        assert_eq!(senders.observe(&h(8, 5)), Some((2, Seen::New)));
+        assert_eq!(senders.observe(&h(5, 0)), None, "room 1");
+        assert_eq!(senders.observe(&h(9, 0)), None, "room 3");
+    }
+
+    #[test]
+    fn receive_counts_what_is_not_a_delivery() {
+        let mut senders = RoomSenders::new(1, 2); // global senders 2 and 3
+        let mut anomalies = Anomalies::default();
+        let bytes = |sender, send_ns, seq| {
+            let mut buf = vec![0u8; HEADER_LEN];
+            let h = Header {
+                sender,
+                send_ns,
+                seq,
+            };
+            h.write(&mut buf).expect("fits");
+            buf
+        };
+        let window = 100..200;
+        let mut got = |b: &[u8], a: &mut Anomalies| senders.receive(b, window.clone(), a);
+        let new = got(&bytes(3, 150, 0), &mut anomalies);
+        assert_eq!(new.map(|(k, h)| (k, h.send_ns)), Some((1, 150)));
+        assert_eq!(got(&bytes(3, 150, 0), &mut anomalies), None);
+        assert_eq!(got(&bytes(1, 150, 0), &mut anomalies), None);
+        assert_eq!(got(&[0u8; 4], &mut anomalies), None);
+        // Sent before the window or at its end: neither delivered nor anomalous.
+        assert_eq!(got(&bytes(2, 99, 0), &mut anomalies), None);
+        assert_eq!(got(&bytes(2, 200, 1), &mut anomalies), None);
+        assert!(got(&bytes(2, 100, 500), &mut anomalies).is_some());
+        assert_eq!(got(&bytes(2, 100, 2), &mut anomalies), None, "too old");
+        assert_eq!(
+            anomalies,
+            Anomalies {
+                duplicates: 1,
+                misrouted: 1,
+                too_old: 1,
+                undecodable: 1,
+            }
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! The pure accounting: per-client totals, merged, turned into the figures the
-//! bench prints (a table and one JSON line). No clocks, no I/O: every input is
-//! an argument, so the arithmetic is unit-tested on known numbers.
+//! The pure accounting: per-client totals of the tick load and per-room and
+//! per-client totals of the reliable lanes (state updates, commands), merged,
+//! turned into the figures the bench prints (a table and one JSON line). No
+//! clocks, no I/O: every input is an argument, so the arithmetic is
+//! unit-tested on known numbers.
 
 use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use hdrhistogram::Histogram;
@@ -12,7 +14,10 @@ use std::fmt::Write as _;
 /// 2: `transport`, `clients_per_room_by_transport`, `by_pair`, `kernel_tcp`,
 /// `sdk_outgoing_replaced`, `server_sessions_opened`, `params.ws_url`; server
 /// counters also for an external server (from its `/stats`).
-pub const SCHEMA: &str = "chorus-bench/2";
+/// 3: `state` and `commands` (the reliable-lane loads, [`LaneReport`]),
+/// `server_reliable`, `params.scenario`, `params.scenario_overrides`,
+/// `params.state_rate`, `params.command_rate`; `params.hz` may be 0 (no ticks).
+pub const SCHEMA: &str = "chorus-bench/3";
 
 /// Largest latency or connect time recorded, in µs (larger values saturate).
 const HIST_MAX_US: u64 = 60_000_000;
@@ -22,6 +27,30 @@ pub fn new_histogram() -> Histogram<u64> {
     // 1..=60 s with 3 significant digits is a valid configuration: this cannot fail.
     Histogram::new_with_bounds(1, HIST_MAX_US, 3)
         .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
+}
+
+/// Messages (ticks, change events) a receiver got that are not deliveries,
+/// judged by their bench header: see [`RoomSenders::receive`](crate::payload::RoomSenders::receive).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anomalies {
+    /// Received again (same sender and sequence).
+    pub duplicates: u64,
+    /// From a sender that belongs to another room.
+    pub misrouted: u64,
+    /// Too old for the duplicate window to judge (not counted as delivered).
+    pub too_old: u64,
+    /// Too short to hold the bench header.
+    pub undecodable: u64,
+}
+
+impl Anomalies {
+    /// Adds another receiver's counts to these.
+    pub fn merge(&mut self, other: &Anomalies) {
+        self.duplicates += other.duplicates;
+        self.misrouted += other.misrouted;
+        self.too_old += other.too_old;
+        self.undecodable += other.undecodable;
+    }
 }
 
 /// Counts one client saw over the measured window (ticks whose send time falls
@@ -34,14 +63,8 @@ pub struct ClientTotals {
     pub send_errors: u64,
     /// Ticks from room-mates received for the first time.
     pub delivered: u64,
-    /// Ticks received again (same sender and sequence).
-    pub duplicates: u64,
-    /// Ticks whose sender belongs to another room.
-    pub misrouted: u64,
-    /// Ticks too old for the duplicate window to judge (not counted as delivered).
-    pub too_old: u64,
-    /// Payloads too short to hold the bench header.
-    pub undecodable: u64,
+    /// Ticks received that are not deliveries.
+    pub anomalies: Anomalies,
     /// Ticks lost in the SDK's newest-wins receive buffer (`TickReceiver::dropped`).
     /// They are also part of the loss (never delivered); shown apart to tell
     /// where they were lost. Covers the whole run, warm-up included.
@@ -87,10 +110,7 @@ impl Default for ClientTotals {
             sent: 0,
             send_errors: 0,
             delivered: 0,
-            duplicates: 0,
-            misrouted: 0,
-            too_old: 0,
-            undecodable: 0,
+            anomalies: Anomalies::default(),
             sdk_dropped: 0,
             receivers_ended_early: 0,
             latency_us: new_histogram(),
@@ -108,10 +128,7 @@ impl ClientTotals {
         self.sent += other.sent;
         self.send_errors += other.send_errors;
         self.delivered += other.delivered;
-        self.duplicates += other.duplicates;
-        self.misrouted += other.misrouted;
-        self.too_old += other.too_old;
-        self.undecodable += other.undecodable;
+        self.anomalies.merge(&other.anomalies);
         self.sdk_dropped += other.sdk_dropped;
         self.receivers_ended_early += other.receivers_ended_early;
         merge_histogram(&mut self.latency_us, &other.latency_us);
@@ -163,6 +180,102 @@ fn merge_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     }
 }
 
+/// Counts of one reliable lane (state updates or commands) over the measured
+/// window: a room's sender adds the request side, each member's receiver the
+/// fan-out side; merged over the run. Only requests whose send time is in the
+/// window count, and only events carrying such a send time.
+#[derive(Debug, Clone)]
+pub struct LaneTotals {
+    /// Requests handed to the SDK.
+    pub sent: u64,
+    /// Requests the server applied (`StateAck` / `CommandAck`).
+    pub acked: u64,
+    /// Requests the server refused, by error code (`ErrorCode::name`).
+    pub refused: BTreeMap<String, u64>,
+    /// Requests that failed without a server answer (`timeout`,
+    /// `connection_lost`, `closed`, `not_joined`, `limit`, …).
+    pub failed: BTreeMap<String, u64>,
+    /// Requests still unanswered at the drain deadline (abandoned there).
+    pub unanswered: u64,
+    /// Send to ack, µs, of acked requests.
+    pub ack_latency_us: Histogram<u64>,
+    /// Change events (state changed, command) of other members received for
+    /// the first time.
+    pub delivered: u64,
+    /// Send to the receiver task reading the event, µs.
+    pub fanout_latency_us: Histogram<u64>,
+    /// Change events received that are not deliveries.
+    pub anomalies: Anomalies,
+    /// Events the SDK's bounded event channel skipped because the receiver
+    /// fell behind (`RecvError::Lagged`), whole run, every kind of event on
+    /// that channel. Part of the loss when they were this lane's.
+    pub sdk_lagged: u64,
+    /// Event streams that ended before the drain deadline.
+    pub streams_ended_early: u64,
+}
+
+impl Default for LaneTotals {
+    fn default() -> Self {
+        LaneTotals {
+            sent: 0,
+            acked: 0,
+            refused: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            unanswered: 0,
+            ack_latency_us: new_histogram(),
+            delivered: 0,
+            fanout_latency_us: new_histogram(),
+            anomalies: Anomalies::default(),
+            sdk_lagged: 0,
+            streams_ended_early: 0,
+        }
+    }
+}
+
+impl LaneTotals {
+    /// Adds another room's or member's totals to these.
+    pub fn merge(&mut self, other: &LaneTotals) {
+        self.sent += other.sent;
+        self.acked += other.acked;
+        for (code, n) in &other.refused {
+            *self.refused.entry(code.clone()).or_default() += n;
+        }
+        for (why, n) in &other.failed {
+            *self.failed.entry(why.clone()).or_default() += n;
+        }
+        self.unanswered += other.unanswered;
+        merge_histogram(&mut self.ack_latency_us, &other.ack_latency_us);
+        self.delivered += other.delivered;
+        merge_histogram(&mut self.fanout_latency_us, &other.fanout_latency_us);
+        self.anomalies.merge(&other.anomalies);
+        self.sdk_lagged += other.sdk_lagged;
+        self.streams_ended_early += other.streams_ended_early;
+    }
+
+    /// Records an acked in-window request, `us` after it was sent.
+    pub fn record_ack(&mut self, us: u64) {
+        self.acked += 1;
+        record(&mut self.ack_latency_us, us);
+    }
+
+    /// Records an in-window request the server refused with `code`.
+    pub fn record_refused(&mut self, code: &str) {
+        *self.refused.entry(code.to_owned()).or_default() += 1;
+    }
+
+    /// Records an in-window request that failed without a server answer.
+    pub fn record_failed(&mut self, why: &str) {
+        *self.failed.entry(why.to_owned()).or_default() += 1;
+    }
+
+    /// Records another member's change event received for the first time,
+    /// `us` after it was sent.
+    pub fn record_delivery(&mut self, us: u64) {
+        self.delivered += 1;
+        record(&mut self.fanout_latency_us, us);
+    }
+}
+
 /// The run's parameters, echoed in the JSON line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Params {
@@ -185,6 +298,19 @@ pub struct Params {
     pub url: String,
     /// The WebSocket URL, when some clients used WebSocket.
     pub ws_url: Option<String>,
+    /// The preset asked for (`s1` .. `s5`), if any.
+    #[serde(default)]
+    pub scenario: Option<String>,
+    /// Fields above where an explicit flag replaced the preset's value: with
+    /// any, the run is not the preset's shape.
+    #[serde(default)]
+    pub scenario_overrides: Vec<String>,
+    /// State updates per second per room (0: no state load).
+    #[serde(default)]
+    pub state_rate: f64,
+    /// Commands per second per room (0: no command load).
+    #[serde(default)]
+    pub command_rate: f64,
 }
 
 /// CPU use over the measured window, in % of one core (200 = two cores busy).
@@ -229,6 +355,16 @@ pub struct ServerCounters {
     pub ticks_out: u64,
     pub ticks_dropped: u64,
     pub ticks_rejected: u64,
+}
+
+/// The server's reliable-lane counters over the same span as
+/// [`ServerCounters`] (in process directly, external from `/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerReliableCounters {
+    /// State writes the rooms handled, by outcome (`applied` or an error code).
+    pub state_updates: BTreeMap<String, u64>,
+    /// Commands the rooms handled, every outcome.
+    pub commands: u64,
 }
 
 /// Kernel UDP counters over the run (whole machine, from `/proc/net/snmp`):
@@ -295,6 +431,141 @@ pub struct PairReport {
     pub latency_ms: Percentiles,
 }
 
+/// The figures of one reliable lane (state updates or commands).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaneReport {
+    /// Requests per second per room asked for.
+    pub rate_per_room: f64,
+    /// `rooms × rate_per_room`: the send rate asked for.
+    pub nominal_per_s: f64,
+    pub sent: u64,
+    pub sent_per_s: f64,
+    /// Applied by the server (acked) within the drain.
+    pub acked: u64,
+    pub acked_per_s: f64,
+    /// Refused by the server, by error code.
+    pub refused: BTreeMap<String, u64>,
+    /// Failed without a server answer (timeout, connection lost, …).
+    pub failed: BTreeMap<String, u64>,
+    /// No answer by the drain deadline.
+    pub unanswered: u64,
+    /// Send to ack (`StateAck` / `CommandAck`).
+    pub ack_latency_ms: Percentiles,
+    /// `acked × (clients_per_room − 1)`: every other member should see each
+    /// applied change.
+    pub expected: u64,
+    pub delivered: u64,
+    pub delivered_per_s: f64,
+    /// `100 × (1 − delivered / expected)`, 3 decimals; 0 when nothing was expected.
+    pub loss_pct: f64,
+    /// Send to another member's receiver task reading the change event (the
+    /// SDK does not stamp events on arrival, so this includes its hand-off).
+    pub fanout_latency_ms: Percentiles,
+    #[serde(flatten)]
+    pub anomalies: Anomalies,
+    /// See [`LaneTotals::sdk_lagged`].
+    pub sdk_lagged: u64,
+    pub streams_ended_early: u64,
+}
+
+impl LaneReport {
+    /// The lane's figures from its merged totals, for rooms of
+    /// `clients_per_room` members over a window of `window_s` seconds.
+    pub fn compute(
+        totals: &LaneTotals,
+        rate_per_room: f64,
+        rooms: u32,
+        clients_per_room: u32,
+        window_s: f64,
+    ) -> LaneReport {
+        let expected = totals.acked * u64::from(clients_per_room.saturating_sub(1));
+        let per_s = |n: u64| per_second(n, window_s);
+        LaneReport {
+            rate_per_room,
+            nominal_per_s: round3(f64::from(rooms) * rate_per_room),
+            sent: totals.sent,
+            sent_per_s: per_s(totals.sent),
+            acked: totals.acked,
+            acked_per_s: per_s(totals.acked),
+            refused: totals.refused.clone(),
+            failed: totals.failed.clone(),
+            unanswered: totals.unanswered,
+            ack_latency_ms: Percentiles::from_us(&totals.ack_latency_us),
+            expected,
+            delivered: totals.delivered,
+            delivered_per_s: per_s(totals.delivered),
+            loss_pct: loss_pct(totals.delivered, expected),
+            fanout_latency_ms: Percentiles::from_us(&totals.fanout_latency_us),
+            anomalies: totals.anomalies,
+            sdk_lagged: totals.sdk_lagged,
+            streams_ended_early: totals.streams_ended_early,
+        }
+    }
+
+    /// The lane's table rows, labels prefixed with `lane` (`state`, `commands`).
+    fn rows(&self, lane: &str, row: &mut impl FnMut(&str, String)) {
+        let opt = fixed3;
+        row(
+            &format!("{lane} sent"),
+            format!(
+                "{} ({:.1}/s of {:.1}/s asked)",
+                self.sent, self.sent_per_s, self.nominal_per_s
+            ),
+        );
+        row(
+            &format!("{lane} acked"),
+            format!("{} ({:.1}/s)", self.acked, self.acked_per_s),
+        );
+        row(
+            &format!("{lane} refused / failed / unanswered"),
+            format!(
+                "{} / {} / {}",
+                counts_text(&self.refused),
+                counts_text(&self.failed),
+                self.unanswered
+            ),
+        );
+        let a = &self.ack_latency_ms;
+        row(
+            &format!("{lane} ack ms p50/p90/p99"),
+            format!("{} / {} / {}", opt(a.p50), opt(a.p90), opt(a.p99)),
+        );
+        row(
+            &format!("{lane} ack ms p99.9/max"),
+            format!("{} / {} ({} samples)", opt(a.p999), opt(a.max), a.samples),
+        );
+        row(
+            &format!("{lane} fan-out delivered / loss"),
+            format!(
+                "{} of {} ({:.3} %)",
+                self.delivered, self.expected, self.loss_pct
+            ),
+        );
+        let f = &self.fanout_latency_ms;
+        row(
+            &format!("{lane} fan-out ms p50/p99/max"),
+            format!("{} / {} / {}", opt(f.p50), opt(f.p99), opt(f.max)),
+        );
+        row(
+            &format!("{lane} dup / misrouted / lagged"),
+            format!(
+                "{} / {} / {} (lagged: whole run)",
+                self.anomalies.duplicates, self.anomalies.misrouted, self.sdk_lagged
+            ),
+        );
+        let a = &self.anomalies;
+        if self.streams_ended_early > 0 || a.undecodable > 0 || a.too_old > 0 {
+            row(
+                &format!("{lane} ended early / undecodable / too old"),
+                format!(
+                    "{} / {} / {}",
+                    self.streams_ended_early, a.undecodable, a.too_old
+                ),
+            );
+        }
+    }
+}
+
 /// Where and when the run happened.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunMeta {
@@ -334,10 +605,8 @@ pub struct Report {
     pub delivered_per_s: f64,
     /// `100 × (1 − delivered / expected)`, 3 decimals; 0 when nothing was expected.
     pub loss_pct: f64,
-    pub duplicates: u64,
-    pub misrouted: u64,
-    pub too_old: u64,
-    pub undecodable: u64,
+    #[serde(flatten)]
+    pub anomalies: Anomalies,
     pub send_errors: u64,
     pub sdk_dropped: u64,
     /// Ticks a WebSocket client's SDK replaced with a newer one of the same room
@@ -357,6 +626,12 @@ pub struct Report {
     pub cpu: CpuFigures,
     pub memory: MemFigures,
     pub server_counters: Option<ServerCounters>,
+    /// The server's state and command counters; `None` when not readable.
+    pub server_reliable: Option<ServerReliableCounters>,
+    /// The state-update load (`--state-rate`); `None` when off.
+    pub state: Option<LaneReport>,
+    /// The command load (`--command-rate`); `None` when off.
+    pub commands: Option<LaneReport>,
     /// Sessions the server opened per transport while the bench connected
     /// (checked against the plan: a mismatch fails the run).
     pub server_sessions_opened: Option<PerTransport>,
@@ -379,6 +654,20 @@ pub struct Measurements {
     pub kernel_tcp: Option<KernelTcp>,
     /// Sum of `Client::outgoing_ticks_dropped` over the clients.
     pub sdk_outgoing_replaced: u64,
+    pub server_reliable: Option<ServerReliableCounters>,
+    /// The state-update load's merged totals, when it ran.
+    pub state: Option<LaneTotals>,
+    /// The command load's merged totals, when it ran.
+    pub commands: Option<LaneTotals>,
+}
+
+/// `n` per second over `window_s` seconds, 3 decimals; 0 for an empty window.
+fn per_second(n: u64, window_s: f64) -> f64 {
+    if window_s > 0.0 {
+        round3(n as f64 / window_s)
+    } else {
+        0.0
+    }
 }
 
 fn loss_pct(delivered: u64, expected: u64) -> f64 {
@@ -432,13 +721,14 @@ impl Report {
     ) -> Report {
         let receivers = u64::from(params.clients_per_room.saturating_sub(1));
         let expected = totals.sent * receivers;
-        let per_s = |n: u64| {
-            if m.window_s > 0.0 {
-                round3(n as f64 / m.window_s)
-            } else {
-                0.0
-            }
+        let per_s = |n: u64| per_second(n, m.window_s);
+        let lane = |totals: &Option<LaneTotals>, rate: f64| {
+            totals.as_ref().map(|t| {
+                LaneReport::compute(t, rate, params.rooms, params.clients_per_room, m.window_s)
+            })
         };
+        let state = lane(&m.state, params.state_rate);
+        let commands = lane(&m.commands, params.command_rate);
         let nominal = f64::from(params.rooms) * f64::from(params.clients_per_room) * params.hz;
         let per_room = transport.per_room(params.clients_per_room);
         Report {
@@ -456,10 +746,7 @@ impl Report {
             delivered: totals.delivered,
             delivered_per_s: per_s(totals.delivered),
             loss_pct: loss_pct(totals.delivered, expected),
-            duplicates: totals.duplicates,
-            misrouted: totals.misrouted,
-            too_old: totals.too_old,
-            undecodable: totals.undecodable,
+            anomalies: totals.anomalies,
             send_errors: totals.send_errors,
             sdk_dropped: totals.sdk_dropped,
             sdk_outgoing_replaced: m.sdk_outgoing_replaced,
@@ -472,6 +759,9 @@ impl Report {
             cpu: m.cpu,
             memory: m.memory,
             server_counters: m.server_counters,
+            server_reliable: m.server_reliable,
+            state,
+            commands,
             server_sessions_opened: m.server_sessions_opened,
             kernel_udp: m.kernel_udp,
             kernel_tcp: m.kernel_tcp,
@@ -491,8 +781,23 @@ impl Report {
     /// The first header line: the scenario.
     fn scenario(&self) -> String {
         let p = &self.params;
+        let preset = match (&p.scenario, p.scenario_overrides.is_empty()) {
+            (None, _) => String::new(),
+            (Some(name), true) => format!("scenario {name}, "),
+            (Some(name), false) => format!(
+                "scenario {name} with {} overridden, ",
+                p.scenario_overrides.join(", ")
+            ),
+        };
+        let mut lanes = String::new();
+        if p.state_rate > 0.0 {
+            let _ = write!(lanes, ", state {}/s per room", p.state_rate);
+        }
+        if p.command_rate > 0.0 {
+            let _ = write!(lanes, ", commands {}/s per room", p.command_rate);
+        }
         format!(
-            "chorus-bench: {} rooms x {} clients, {} Hz, {} B payload, {} s measured (+{} s warm-up), server {}",
+            "chorus-bench: {preset}{} rooms x {} clients, {} Hz, {} B payload{lanes}, {} s measured (+{} s warm-up), server {}",
             p.rooms, p.clients_per_room, p.hz, p.payload_bytes, self.window_s, p.warmup_s, p.server
         )
     }
@@ -518,7 +823,7 @@ impl Report {
     pub fn rows(&self) -> Vec<(String, String)> {
         let mut rows: Vec<(String, String)> = Vec::new();
         let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
-        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+        let opt = fixed3;
         let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} %"));
         let mib = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MiB"));
         let per_room = self.clients_per_room_by_transport;
@@ -551,11 +856,14 @@ impl Report {
         row("loss", format!("{:.3} %", self.loss_pct));
         row(
             "duplicates / misrouted",
-            format!("{} / {}", self.duplicates, self.misrouted),
+            format!(
+                "{} / {}",
+                self.anomalies.duplicates, self.anomalies.misrouted
+            ),
         );
         row(
             "send errors / undecodable",
-            format!("{} / {}", self.send_errors, self.undecodable),
+            format!("{} / {}", self.send_errors, self.anomalies.undecodable),
         );
         row(
             "SDK receive-buffer drops",
@@ -599,6 +907,11 @@ impl Report {
                         opt(l.max)
                     ),
                 );
+            }
+        }
+        for (lane, report) in [("state", &self.state), ("commands", &self.commands)] {
+            if let Some(report) = report {
+                report.rows(lane, &mut row);
             }
         }
         let sl = &self.send_lateness_ms;
@@ -657,6 +970,15 @@ impl Report {
                 ),
             ),
             None => row("server counters", "- (not readable)".to_owned()),
+        }
+        if self.state.is_some() || self.commands.is_some() {
+            match &self.server_reliable {
+                Some(c) => {
+                    row("server state updates", counts_text(&c.state_updates));
+                    row("server commands", c.commands.to_string());
+                }
+                None => row("server state/commands", "- (not readable)".to_owned()),
+            }
         }
         if let Some(k) = &self.kernel_udp {
             row(
@@ -735,6 +1057,23 @@ pub fn side_by_side(reports: &[Report]) -> String {
     s
 }
 
+/// A value with 3 decimals, `-` for none.
+fn fixed3(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+}
+
+/// `"name n, name n"` for counts by name, `"0"` for none.
+fn counts_text(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "0".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Rounds to 3 decimals.
 pub fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
@@ -780,6 +1119,10 @@ mod tests {
             server: "in-process".into(),
             url: "https://127.0.0.1:1/chorus".into(),
             ws_url: None,
+            scenario: None,
+            scenario_overrides: Vec::new(),
+            state_rate: 0.0,
+            command_rate: 0.0,
         }
     }
 
@@ -799,7 +1142,166 @@ mod tests {
             kernel_udp: Some(KernelUdp::default()),
             kernel_tcp: Some(KernelTcp::default()),
             sdk_outgoing_replaced: 0,
+            server_reliable: None,
+            state: None,
+            commands: None,
         }
+    }
+
+    /// Anomalies `n`, `2n`, `3n`, `4n`, in field order.
+    fn anomalies(n: u64) -> Anomalies {
+        Anomalies {
+            duplicates: n,
+            misrouted: 2 * n,
+            too_old: 3 * n,
+            undecodable: 4 * n,
+        }
+    }
+
+    /// One room's sender totals: `acked` acks at `ack_us` each, and the
+    /// refusals and failures given.
+    fn lane_sender(
+        sent: u64,
+        acked: u64,
+        ack_us: u64,
+        refused: &[&str],
+        failed: &[&str],
+    ) -> LaneTotals {
+        let mut t = LaneTotals {
+            sent,
+            ..LaneTotals::default()
+        };
+        for _ in 0..acked {
+            t.record_ack(ack_us);
+        }
+        for code in refused {
+            t.record_refused(code);
+        }
+        for why in failed {
+            t.record_failed(why);
+        }
+        t
+    }
+
+    /// One member's receiver totals: `n` deliveries at `us` each.
+    fn lane_receiver(n: u64, us: u64) -> LaneTotals {
+        let mut t = LaneTotals::default();
+        for _ in 0..n {
+            t.record_delivery(us);
+        }
+        t
+    }
+
+    #[test]
+    fn lane_expected_follows_acks_and_room_size() {
+        // Rooms of 4: two rooms' senders sent 20 each; 38 acked at 1 ms, one
+        // refused rate_limited, one timed out. Receivers saw 110 of the 114
+        // changes (38 x 3) at 2 ms.
+        let mut all = LaneTotals::default();
+        all.merge(&lane_sender(20, 19, 1000, &["rate_limited"], &[]));
+        all.merge(&lane_sender(20, 19, 1000, &[], &["timeout"]));
+        for _ in 0..2 {
+            all.merge(&lane_receiver(55, 2000));
+        }
+        all.sdk_lagged = 4;
+        let r = LaneReport::compute(&all, 2.0, 2, 4, 10.0);
+        assert_eq!(
+            (r.sent, r.acked, r.expected, r.delivered),
+            (40, 38, 114, 110)
+        );
+        assert_eq!(r.nominal_per_s, 4.0);
+        assert_eq!(
+            (r.sent_per_s, r.acked_per_s, r.delivered_per_s),
+            (4.0, 3.8, 11.0)
+        );
+        assert_eq!(r.refused.get("rate_limited"), Some(&1));
+        assert_eq!(r.failed.get("timeout"), Some(&1));
+        assert_eq!(r.loss_pct, round3(100.0 * 4.0 / 114.0));
+        assert_eq!(r.ack_latency_ms.samples, 38);
+        assert_eq!(r.ack_latency_ms.p99, Some(1.0));
+        assert_eq!(r.fanout_latency_ms.samples, 110);
+        assert_eq!(r.fanout_latency_ms.p50, Some(2.0));
+        assert_eq!(r.sdk_lagged, 4);
+        // Nothing acked (all refused): nothing expected, no loss, no NaN.
+        let refused = lane_sender(3, 0, 0, &["forbidden"; 3], &[]);
+        let r = LaneReport::compute(&refused, 1.0, 1, 4, 3.0);
+        assert_eq!((r.expected, r.loss_pct), (0, 0.0));
+        assert_eq!(r.refused.get("forbidden"), Some(&3));
+    }
+
+    #[test]
+    fn lane_merge_adds_every_counter_and_histogram() {
+        let mut a = lane_sender(5, 4, 500, &["conflict"], &["closed"]);
+        a.unanswered = 1;
+        a.anomalies = anomalies(1);
+        a.sdk_lagged = 5;
+        a.streams_ended_early = 6;
+        let mut b = lane_receiver(7, 700);
+        b.merge(&lane_sender(1, 1, 900, &["conflict", "state_full"], &[]));
+        b.unanswered = 10;
+        b.anomalies = anomalies(10);
+        b.sdk_lagged = 50;
+        b.streams_ended_early = 60;
+        let mut m = LaneTotals::default();
+        m.merge(&a);
+        m.merge(&b);
+        assert_eq!((m.sent, m.acked, m.delivered, m.unanswered), (6, 5, 7, 11));
+        assert_eq!(m.refused.get("conflict"), Some(&2));
+        assert_eq!(m.refused.get("state_full"), Some(&1));
+        assert_eq!(m.failed.get("closed"), Some(&1));
+        assert_eq!(m.anomalies, anomalies(11));
+        assert_eq!((m.sdk_lagged, m.streams_ended_early), (55, 66));
+        assert_eq!((m.ack_latency_us.len(), m.fanout_latency_us.len()), (5, 7));
+    }
+
+    #[test]
+    fn lanes_reach_the_report_and_the_table() {
+        let mut p = params(3);
+        p.state_rate = 5.0;
+        p.scenario = Some("s2".into());
+        p.scenario_overrides = vec!["clients_per_room".into()];
+        let mut m = measurements(10.0);
+        let mut state = lane_sender(100, 100, 800, &[], &[]);
+        state.merge(&lane_receiver(200, 1200));
+        m.state = Some(state);
+        m.server_reliable = Some(ServerReliableCounters {
+            state_updates: [("applied".to_owned(), 100)].into_iter().collect(),
+            commands: 0,
+        });
+        let r = Report::compute(p, WT, RunMeta::default(), &totals(0, 0, &[]), m);
+        let state = r.state.as_ref().expect("state load ran");
+        assert_eq!(
+            (state.expected, state.delivered, state.loss_pct),
+            (200, 200, 0.0)
+        );
+        assert_eq!(state.nominal_per_s, 10.0, "2 rooms x 5/s");
+        assert_eq!(r.commands, None);
+        let table = r.table();
+        assert!(
+            table.starts_with(
+                "chorus-bench: scenario s2 with clients_per_room overridden, 2 rooms x 3 clients"
+            ),
+            "{table}"
+        );
+        assert!(table.contains("state 5/s per room"), "{table}");
+        assert!(table.contains("state fan-out delivered / loss"), "{table}");
+        assert!(table.contains("200 of 200 (0.000 %)"), "{table}");
+        assert!(
+            table.contains("state refused / failed / unanswered  0 / 0 / 0"),
+            "{table}"
+        );
+        assert!(table.contains("server state updates"), "{table}");
+        assert!(table.contains("applied 100"), "{table}");
+        assert!(!table.contains("commands sent"), "{table}");
+        // Without the reliable loads the table has none of their rows.
+        let plain = Report::compute(
+            params(3),
+            WT,
+            RunMeta::default(),
+            &totals(1, 2, &[]),
+            measurements(1.0),
+        );
+        assert!(!plain.table().contains("state"), "{}", plain.table());
     }
 
     fn totals(sent: u64, delivered: u64, latencies: &[u64]) -> ClientTotals {
@@ -866,32 +1368,26 @@ mod tests {
     #[test]
     fn merge_adds_every_counter_and_histogram() {
         let mut a = totals(10, 20, &[1000, 2000]);
-        a.duplicates = 1;
-        a.misrouted = 2;
-        a.too_old = 3;
-        a.undecodable = 4;
+        a.anomalies = anomalies(1);
         a.sdk_dropped = 5;
         a.send_errors = 6;
         let mut b = totals(5, 7, &[1500]);
-        b.duplicates = 10;
-        b.misrouted = 20;
-        b.too_old = 30;
-        b.undecodable = 40;
+        b.anomalies = anomalies(10);
         b.sdk_dropped = 50;
         b.send_errors = 60;
         let mut m = ClientTotals::default();
         m.merge(&a);
         m.merge(&b);
         assert_eq!((m.sent, m.delivered), (15, 27));
-        assert_eq!((m.duplicates, m.misrouted, m.too_old), (11, 22, 33));
-        assert_eq!((m.undecodable, m.sdk_dropped, m.send_errors), (44, 55, 66));
+        assert_eq!(m.anomalies, anomalies(11));
+        assert_eq!((m.sdk_dropped, m.send_errors), (55, 66));
         assert_eq!(m.latency_us.len(), 3);
 
         let r = Report::compute(params(3), WT, RunMeta::default(), &m, measurements(1.0));
         assert_eq!(r.expected, 30);
         assert_eq!(r.loss_pct, 10.0);
-        assert_eq!(r.duplicates, 11);
-        assert_eq!(r.misrouted, 22);
+        assert_eq!(r.anomalies.duplicates, 11);
+        assert_eq!(r.anomalies.misrouted, 22);
         assert_eq!(r.sdk_dropped, 55);
         assert_eq!(r.latency_ms.samples, 3);
         // Exact below 2048 µs; above, 3 significant digits (2 µs buckets, etc.).
@@ -982,9 +1478,14 @@ mod tests {
             "server_sessions_opened",
             "kernel_udp",
             "kernel_tcp",
+            "server_reliable",
+            "state",
+            "commands",
         ] {
             assert!(v.get(key).is_some(), "missing key {key}");
         }
+        // Loads that did not run are null, not left out.
+        assert!(v["state"].is_null() && v["commands"].is_null());
         for key in ["p50", "p90", "p99", "p999", "max", "samples"] {
             assert!(v["latency_ms"].get(key).is_some(), "latency_ms.{key}");
         }
@@ -998,6 +1499,10 @@ mod tests {
             "seed",
             "url",
             "ws_url",
+            "scenario",
+            "scenario_overrides",
+            "state_rate",
+            "command_rate",
         ] {
             assert!(v["params"].get(key).is_some(), "params.{key}");
         }
@@ -1025,7 +1530,7 @@ mod tests {
             );
         }
         assert_eq!(v["schema"], SCHEMA);
-        assert_eq!(SCHEMA, "chorus-bench/2");
+        assert_eq!(SCHEMA, "chorus-bench/3");
         assert_eq!(v["transport"], "webtransport");
         assert_eq!(v["clients_per_room_by_transport"]["webtransport"], 5);
         assert_eq!(v["clients_per_room_by_transport"]["websocket"], 0);
@@ -1050,6 +1555,77 @@ mod tests {
         let table = r.table();
         assert!(table.contains("loss"));
         assert!(table.contains("p99"));
+    }
+
+    #[test]
+    fn json_line_carries_the_lane_figures_and_parses_back() {
+        let mut p = params(2);
+        p.hz = 0.0;
+        p.state_rate = 4.0;
+        p.command_rate = 1.0;
+        p.scenario = Some("s1".into());
+        let mut m = measurements(2.0);
+        let mut state = lane_sender(16, 15, 900, &["rate_limited"], &[]);
+        state.merge(&lane_receiver(15, 1500));
+        m.state = Some(state);
+        m.commands = Some(lane_sender(4, 4, 700, &[], &[]));
+        m.server_reliable = Some(ServerReliableCounters {
+            state_updates: [("applied".to_owned(), 15), ("rate_limited".to_owned(), 1)]
+                .into_iter()
+                .collect(),
+            commands: 4,
+        });
+        let r = Report::compute(p, WT, RunMeta::default(), &totals(0, 0, &[]), m);
+        let line = r.json_line().expect("serializes");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        for lane in ["state", "commands"] {
+            for key in [
+                "rate_per_room",
+                "nominal_per_s",
+                "sent",
+                "sent_per_s",
+                "acked",
+                "acked_per_s",
+                "refused",
+                "failed",
+                "unanswered",
+                "ack_latency_ms",
+                "expected",
+                "delivered",
+                "delivered_per_s",
+                "loss_pct",
+                "fanout_latency_ms",
+                "duplicates",
+                "misrouted",
+                "too_old",
+                "undecodable",
+                "sdk_lagged",
+                "streams_ended_early",
+            ] {
+                assert!(v[lane].get(key).is_some(), "{lane}.{key}");
+            }
+            for key in ["p50", "p90", "p99", "p999", "max", "samples"] {
+                assert!(
+                    v[lane]["ack_latency_ms"].get(key).is_some(),
+                    "{lane} ack {key}"
+                );
+                assert!(
+                    v[lane]["fanout_latency_ms"].get(key).is_some(),
+                    "{lane} fan-out {key}"
+                );
+            }
+        }
+        assert_eq!(v["params"]["scenario"], "s1");
+        assert_eq!(v["params"]["hz"], 0.0);
+        assert_eq!(v["state"]["refused"]["rate_limited"], 1);
+        assert_eq!(v["state"]["expected"], 15);
+        assert_eq!(v["state"]["ack_latency_ms"]["max"], 0.9);
+        assert_eq!(v["commands"]["delivered"], 0);
+        assert_eq!(v["commands"]["loss_pct"], 100.0);
+        assert_eq!(v["server_reliable"]["state_updates"]["applied"], 15);
+        assert_eq!(v["server_reliable"]["commands"], 4);
+        let back: Report = serde_json::from_str(&line).expect("parses back");
+        assert_eq!(back, r);
     }
 
     /// One client's totals in a mixed room of three (0: WT, 1: WS, 2: WT):
@@ -1154,6 +1730,45 @@ mod tests {
         assert_eq!(only.loss_pct, r.loss_pct);
         assert_eq!(only.latency_ms, r.latency_ms);
         assert!(!r.table().contains("->WS delivered"));
+    }
+
+    #[test]
+    fn the_table_names_the_scenario_and_its_overrides() {
+        let run = |scenario: Option<&str>, overrides: &[&str]| {
+            let mut p = params(3);
+            p.scenario = scenario.map(str::to_owned);
+            p.scenario_overrides = overrides.iter().map(|&o| o.to_owned()).collect();
+            let r = Report::compute(
+                p,
+                WT,
+                RunMeta::default(),
+                &totals(1, 2, &[]),
+                measurements(1.0),
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(&r.json_line().expect("serializes")).expect("valid JSON");
+            (r.table().lines().next().unwrap_or_default().to_owned(), v)
+        };
+        let (head, v) = run(Some("s2"), &[]);
+        assert!(
+            head.starts_with("chorus-bench: scenario s2, 2 rooms x 3 clients"),
+            "{head}"
+        );
+        assert_eq!(v["params"]["scenario"], "s2");
+        let (head, v) = run(Some("s2"), &["clients_per_room", "hz"]);
+        assert!(
+            head.starts_with(
+                "chorus-bench: scenario s2 with clients_per_room, hz overridden, 2 rooms"
+            ),
+            "{head}"
+        );
+        assert_eq!(v["params"]["scenario_overrides"][1], "hz");
+        let (head, v) = run(None, &[]);
+        assert!(
+            head.starts_with("chorus-bench: 2 rooms x 3 clients"),
+            "{head}"
+        );
+        assert!(v["params"]["scenario"].is_null());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One bench run: start (or reach) a server, connect R × C clients, send ticks
-//! at H Hz for warm-up + duration, drain, measure, and hand back a [`Report`].
+//! at H Hz and the reliable loads ([`crate::reliable`]) for warm-up +
+//! duration, drain, measure, and hand back a [`Report`].
 //!
 //! Threads: the in-process server runs on its own multi-thread runtime whose
 //! threads are named [`SERVER_THREAD`] (its QUIC endpoint driver tasks run there
@@ -14,12 +15,14 @@
 //! [`Client::transport`] says otherwise or if the server's per-transport
 //! session counters disagree.
 
-use crate::payload::{self, Header, Seen, SeenWindow};
+use crate::payload::{self, Header, RoomSenders};
 use crate::procfs;
+use crate::reliable::{self, Lane, LaneReceiver, LaneSender};
 use crate::report::{
-    ClientTotals, CpuFigures, KernelTcp, KernelUdp, Measurements, MemFigures, Params, Report,
-    RunMeta, ServerCounters, new_histogram, record, rfc3339_utc,
+    ClientTotals, CpuFigures, KernelTcp, KernelUdp, LaneTotals, Measurements, MemFigures, Params,
+    Report, RunMeta, ServerCounters, ServerReliableCounters, new_histogram, record, rfc3339_utc,
 };
+use crate::scenario::Scenario;
 use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use anyhow::{Context, Result, anyhow, bail};
 use chorus_client::{Client, ConnectOptions, JoinOptions, Room, Scheme, ServerUrl};
@@ -87,6 +90,28 @@ pub struct BenchConfig {
     /// WebSocket over TLS (`wss://`, trusting the same certificate hash)
     /// instead of plain `ws://`, unless an explicit WebSocket URL says otherwise.
     pub ws_tls: bool,
+    /// State updates per second per room, round-robin over its clients
+    /// (0: none).
+    pub state_rate: f64,
+    /// Commands per second per room, round-robin over its clients (0: none).
+    pub command_rate: f64,
+    /// The preset the shape came from, if any (named in the report).
+    pub scenario: Option<Scenario>,
+    /// Shape fields an explicit flag changed from the preset's.
+    pub scenario_overrides: Vec<&'static str>,
+}
+
+/// Highest `--state-rate` / `--command-rate`: far above any server budget,
+/// low enough that a typo does not spawn millions of requests.
+const MAX_LANE_RATE: f64 = 100_000.0;
+
+/// Lowest non-zero `--hz`, `--state-rate` or `--command-rate`: one send per
+/// 100 s, so that a period always fits a `Duration`.
+const MIN_RATE: f64 = 0.01;
+
+/// Whether `rate` is 0 (off) or in `[MIN_RATE, max]`.
+fn rate_ok(rate: f64, max: f64) -> bool {
+    rate == 0.0 || (MIN_RATE..=max).contains(&rate)
 }
 
 impl BenchConfig {
@@ -97,8 +122,17 @@ impl BenchConfig {
         self.rooms
             .checked_mul(self.clients_per_room)
             .context("rooms x clients overflows")?;
-        if !(self.hz.is_finite() && self.hz > 0.0 && self.hz <= 1000.0) {
-            bail!("--hz must be in (0, 1000], got {}", self.hz);
+        for (flag, rate, max) in [
+            ("hz", self.hz, 1000.0),
+            ("state-rate", self.state_rate, MAX_LANE_RATE),
+            ("command-rate", self.command_rate, MAX_LANE_RATE),
+        ] {
+            if !rate_ok(rate, max) {
+                bail!("--{flag} must be 0 or in [{MIN_RATE}, {max}], got {rate}");
+            }
+        }
+        if self.hz == 0.0 && self.state_rate == 0.0 && self.command_rate == 0.0 {
+            bail!("nothing to send: --hz, --state-rate and --command-rate are all 0");
         }
         payload::check_size(self.payload_bytes, PROTOCOL_MAX_TICK_PAYLOAD)?;
         if self.duration.is_zero() {
@@ -137,7 +171,26 @@ impl BenchConfig {
             },
             url: url.to_owned(),
             ws_url: self.uses_websocket().then(|| ws_url.to_owned()),
+            scenario: self.scenario.map(|s| s.name().to_owned()),
+            scenario_overrides: self
+                .scenario_overrides
+                .iter()
+                .map(|&f| f.to_owned())
+                .collect(),
+            state_rate: self.state_rate,
+            command_rate: self.command_rate,
         }
+    }
+
+    /// The reliable loads this run sends, with their rates per room.
+    fn lanes(&self) -> Vec<(Lane, f64)> {
+        [
+            (Lane::State, self.state_rate),
+            (Lane::Commands, self.command_rate),
+        ]
+        .into_iter()
+        .filter(|&(_, rate)| rate > 0.0)
+        .collect()
     }
 }
 
@@ -291,6 +344,19 @@ fn start_server(
     let hz = cfg.hz.ceil() as u32;
     ticks.per_second = ticks.per_second.max(hz.saturating_mul(2));
     ticks.burst = ticks.burst.max(ticks.per_second.saturating_mul(2));
+    // Likewise the reliable budgets: each client sends its share of its
+    // room's rate (round-robin), and every request also counts as a message.
+    let share = |rate: f64| (rate / f64::from(cfg.clients_per_room.max(1))).ceil() as u32;
+    let budgets = &mut config.session.rate_limits;
+    let (state, commands) = (share(cfg.state_rate), share(cfg.command_rate));
+    for (budget, per_client) in [
+        (&mut budgets.state_updates, state),
+        (&mut budgets.commands, commands),
+        (&mut budgets.messages, state.saturating_add(commands)),
+    ] {
+        budget.per_second = budget.per_second.max(per_client.saturating_mul(2));
+        budget.burst = budget.burst.max(budget.per_second.saturating_mul(2));
+    }
     // Spawned, so that the endpoint (and its driver task) lives on a server thread.
     rt.block_on(async { tokio::spawn(Server::start(config)).await })
         .context("server start task failed")?
@@ -331,10 +397,12 @@ enum StatsSource {
 }
 
 /// The server counters the bench uses, at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub ticks: ServerCounters,
     pub sessions_opened: PerTransport,
+    /// `None` from a server whose `/stats` does not have them.
+    pub reliable: Option<ServerReliableCounters>,
 }
 
 impl StatsSource {
@@ -348,6 +416,14 @@ impl StatsSource {
                     webtransport: stats.webtransport_opened.get(),
                     websocket: stats.websocket_opened.get(),
                 },
+                reliable: Some(ServerReliableCounters {
+                    state_updates: stats
+                        .state_updates
+                        .nonzero()
+                        .map(|(outcome, n)| (outcome.to_owned(), n))
+                        .collect(),
+                    commands: stats.commands.total(),
+                }),
             }),
             StatsSource::Http { authority } => match http_get(authority, "/stats").await {
                 Ok(body) => {
@@ -395,8 +471,9 @@ pub fn http_ok_body(raw: &[u8]) -> Option<String> {
     (version.starts_with("HTTP/1.") && parts.next()? == "200").then(|| body.to_owned())
 }
 
-/// The counters of a `/stats` body (README: `totals.ticks_*` and
-/// `totals.sessions.<transport>.opened`).
+/// The counters of a `/stats` body (README: `totals.ticks_*`,
+/// `totals.sessions.<transport>.opened`, and if present
+/// `totals.state_updates` by outcome and `totals.commands`).
 pub fn parse_stats_json(body: &str) -> Option<StatsSnapshot> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let t = v.get("totals")?;
@@ -413,22 +490,53 @@ pub fn parse_stats_json(body: &str) -> Option<StatsSnapshot> {
             webtransport: opened("webtransport")?,
             websocket: opened("websocket")?,
         },
+        reliable: parse_reliable_counters(t),
+    })
+}
+
+/// `totals.state_updates` (`{outcome: n}`) and `totals.commands` of `/stats`.
+fn parse_reliable_counters(totals: &serde_json::Value) -> Option<ServerReliableCounters> {
+    let state_updates = totals
+        .get("state_updates")?
+        .as_object()?
+        .iter()
+        .map(|(outcome, n)| Some((outcome.clone(), n.as_u64()?)))
+        .collect::<Option<_>>()?;
+    Some(ServerReliableCounters {
+        state_updates,
+        commands: totals.get("commands")?.as_u64()?,
     })
 }
 
 /// Where the run is in time. Send times are ns since `epoch`.
 #[derive(Debug, Clone, Copy)]
-struct Timeline {
-    epoch: Instant,
-    start: Instant,
-    window_start: Instant,
-    window_end: Instant,
-    recv_deadline: Instant,
-    window_start_ns: u64,
-    window_end_ns: u64,
+pub(crate) struct Timeline {
+    pub(crate) epoch: Instant,
+    /// Sending starts (warm-up first).
+    pub(crate) start: Instant,
+    pub(crate) window_start: Instant,
+    /// Sending stops.
+    pub(crate) window_end: Instant,
+    /// Receivers stop; requests still unanswered are abandoned.
+    pub(crate) recv_deadline: Instant,
+    pub(crate) window_start_ns: u64,
+    pub(crate) window_end_ns: u64,
 }
 
-fn ns_since(epoch: Instant, t: Instant) -> u64 {
+impl Timeline {
+    /// Send times (ns since `epoch`) that count: the measured window.
+    pub(crate) fn window_ns(&self) -> std::ops::Range<u64> {
+        self.window_start_ns..self.window_end_ns
+    }
+
+    /// µs from a send time (ns since `epoch`) to `at`.
+    pub(crate) fn us_since_sent(&self, send_ns: u64, at: Instant) -> u64 {
+        let sent_at = self.epoch + Duration::from_nanos(send_ns);
+        u64::try_from(at.saturating_duration_since(sent_at).as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+pub(crate) fn ns_since(epoch: Instant, t: Instant) -> u64 {
     u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -461,6 +569,25 @@ fn server_counters(stats: &ServerStats) -> ServerCounters {
         ticks_out: stats.ticks_out.get(),
         ticks_dropped: stats.ticks_dropped.get(),
         ticks_rejected: stats.ticks_rejected.get(),
+    }
+}
+
+/// `b − a` per outcome; outcomes that did not grow are left out.
+fn reliable_delta(
+    a: &ServerReliableCounters,
+    b: &ServerReliableCounters,
+) -> ServerReliableCounters {
+    ServerReliableCounters {
+        state_updates: b
+            .state_updates
+            .iter()
+            .map(|(outcome, &n)| {
+                let before = a.state_updates.get(outcome).copied().unwrap_or(0);
+                (outcome.clone(), n.saturating_sub(before))
+            })
+            .filter(|&(_, n)| n > 0)
+            .collect(),
+        commands: b.commands.saturating_sub(a.commands),
     }
 }
 
@@ -681,40 +808,36 @@ async fn measure(
         window_end_ns: ns_since(epoch, window_end),
     };
 
-    // Stagger: client i fires at start + period × slot(i) / n, slots shuffled by seed.
-    let n = clients.len();
-    let mut slots: Vec<usize> = (0..n).collect();
-    let mut rng = cfg.seed;
-    for i in (1..n).rev() {
-        let j = (payload::splitmix64(&mut rng) % (i as u64 + 1)) as usize;
-        slots.swap(i, j);
-    }
-    let period = Duration::from_secs_f64(1.0 / cfg.hz);
-
     let mut senders = JoinSet::new();
     let mut receivers = JoinSet::new();
-    for (c, slot) in clients.iter().zip(slots) {
-        let offset = period.mul_f64(slot as f64 / n as f64);
-        let room = c.room.clone();
-        let seed = cfg.seed ^ u64::from(c.index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let (index, size) = (c.index, cfg.payload_bytes);
-        let me = Sender {
-            index,
-            transport: c.transport,
-        };
-        senders.spawn(send_loop(room, me, size, seed, tl, offset, period));
-        let room_index = c.index / cfg.clients_per_room;
-        receivers.spawn(receive_loop(
-            c.room.ticks(),
-            RoomPlan {
-                room_index,
-                clients_per_room: cfg.clients_per_room,
-                mix: cfg.transport,
-                me: c.transport,
-            },
-            tl,
-        ));
+    if cfg.hz > 0.0 {
+        // Stagger: client i fires at start + period × slot(i) / n.
+        let n = clients.len();
+        let period = Duration::from_secs_f64(1.0 / cfg.hz);
+        for (c, slot) in clients.iter().zip(stagger_slots(n, cfg.seed)) {
+            let offset = period.mul_f64(slot as f64 / n as f64);
+            let room = c.room.clone();
+            let seed = cfg.seed ^ u64::from(c.index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let (index, size) = (c.index, cfg.payload_bytes);
+            let me = Sender {
+                index,
+                transport: c.transport,
+            };
+            senders.spawn(send_loop(room, me, size, seed, tl, offset, period));
+            let room_index = c.index / cfg.clients_per_room;
+            receivers.spawn(receive_loop(
+                c.room.ticks(),
+                RoomPlan {
+                    room_index,
+                    clients_per_room: cfg.clients_per_room,
+                    mix: cfg.transport,
+                    me: c.transport,
+                },
+                tl,
+            ));
+        }
     }
+    let mut lane_tasks = spawn_lanes(cfg, clients, tl);
 
     let udp0 = procfs::udp_counters();
     let tcp0 = procfs::tcp_counters();
@@ -753,7 +876,21 @@ async fn measure(
     {
         totals.merge(&joined.context("receiver task failed")?);
     }
-    if !senders.is_empty() || !receivers.is_empty() {
+    let mut state = (cfg.state_rate > 0.0).then(LaneTotals::default);
+    let mut commands = (cfg.command_rate > 0.0).then(LaneTotals::default);
+    while let Ok(Some(joined)) =
+        tokio::time::timeout_at(collect_deadline, lane_tasks.join_next()).await
+    {
+        let (lane, part) = joined.context("reliable-lane task failed")?;
+        let totals = match lane {
+            Lane::State => &mut state,
+            Lane::Commands => &mut commands,
+        };
+        if let Some(totals) = totals {
+            totals.merge(&part);
+        }
+    }
+    if !senders.is_empty() || !receivers.is_empty() || !lane_tasks.is_empty() {
         bail!("sender or receiver tasks did not finish in time");
     }
     if let Some(e) = send_error {
@@ -798,9 +935,15 @@ async fn measure(
         peak_since_run_start: false,
         scope: scope.to_owned(),
     };
-    let server_counters = match (counters0, counters1) {
-        (Some(a), Some(b)) => Some(counters_delta(a.ticks, b.ticks)),
-        _ => None,
+    let (server_counters, server_reliable) = match (&counters0, &counters1) {
+        (Some(a), Some(b)) => (
+            Some(counters_delta(a.ticks, b.ticks)),
+            a.reliable
+                .as_ref()
+                .zip(b.reliable.as_ref())
+                .map(|(a, b)| reliable_delta(a, b)),
+        ),
+        _ => (None, None),
     };
     let kernel_udp = match (udp0, udp1) {
         (Some(a), Some(b)) => Some(KernelUdp {
@@ -832,8 +975,85 @@ async fn measure(
                 _ => None,
             },
             sdk_outgoing_replaced,
+            server_reliable,
+            state,
+            commands,
         },
     ))
+}
+
+/// A permutation of `0..n` shuffled by `seed`: the order in which senders
+/// take their slot of a period, so that they do not all fire at once.
+fn stagger_slots(n: usize, seed: u64) -> Vec<usize> {
+    let mut slots: Vec<usize> = (0..n).collect();
+    let mut rng = seed;
+    for i in (1..n).rev() {
+        let j = (payload::splitmix64(&mut rng) % (i as u64 + 1)) as usize;
+        slots.swap(i, j);
+    }
+    slots
+}
+
+/// Starts the reliable loads: per room and lane one sender (staggered over
+/// the lane's period across rooms), per client and lane one receiver, each
+/// subscribed before the first request goes out.
+fn spawn_lanes(
+    cfg: &BenchConfig,
+    clients: &[Connected],
+    tl: Timeline,
+) -> JoinSet<(Lane, LaneTotals)> {
+    let mut tasks = JoinSet::new();
+    let per_room = cfg.clients_per_room as usize;
+    let rooms = clients.len().div_ceil(per_room.max(1));
+    for (lane, rate) in cfg.lanes() {
+        let period = Duration::from_secs_f64(1.0 / rate);
+        // Each lane its own order, so the lanes do not fire in step.
+        let slots = stagger_slots(rooms, cfg.seed ^ (lane as u64 + 1));
+        for (room, slot) in clients.chunks(per_room).zip(slots) {
+            let offset = period.mul_f64(slot as f64 / rooms as f64);
+            let members = room
+                .iter()
+                .map(|c| LaneSender {
+                    index: c.index,
+                    room: c.room.clone(),
+                })
+                .collect();
+            tasks.spawn(async move {
+                (
+                    lane,
+                    reliable::send_loop(lane, members, tl, offset, period).await,
+                )
+            });
+        }
+        for c in clients {
+            let me = LaneReceiver {
+                me: c.index,
+                room_index: c.index / cfg.clients_per_room,
+                clients_per_room: cfg.clients_per_room,
+            };
+            match lane {
+                Lane::State => {
+                    let events = c.room.events();
+                    tasks.spawn(async move {
+                        (
+                            lane,
+                            reliable::fanout_loop(events, reliable::state_value, me, tl).await,
+                        )
+                    });
+                }
+                Lane::Commands => {
+                    let events = c.room.commands();
+                    tasks.spawn(async move {
+                        (
+                            lane,
+                            reliable::fanout_loop(events, reliable::command_payload, me, tl).await,
+                        )
+                    });
+                }
+            }
+        }
+    }
+    tasks
 }
 
 async fn sleep_until(t: Instant) {
@@ -923,8 +1143,7 @@ async fn receive_loop(
     tl: Timeline,
 ) -> ClientTotals {
     let mut totals = ClientTotals::default();
-    let room_base = plan.room_index * plan.clients_per_room;
-    let mut seen = vec![SeenWindow::default(); plan.clients_per_room as usize];
+    let mut senders = RoomSenders::new(plan.room_index, plan.clients_per_room);
     let deadline = tokio::time::Instant::from_std(tl.recv_deadline);
     loop {
         let tick = match tokio::time::timeout_at(deadline, ticks.recv()).await {
@@ -935,45 +1154,23 @@ async fn receive_loop(
             }
             Ok(Some(tick)) => tick,
         };
-        let Some(h) = Header::read(&tick.payload) else {
-            totals.undecodable += 1;
-            continue;
-        };
-        let Some((in_room, window)) = h
-            .sender
-            .checked_sub(room_base)
-            .and_then(|k| Some((k, seen.get_mut(k as usize)?)))
+        let Some((in_room, h)) =
+            senders.receive(&tick.payload, tl.window_ns(), &mut totals.anomalies)
         else {
-            totals.misrouted += 1;
             continue;
         };
-        let verdict = window.observe(h.seq);
-        if h.send_ns < tl.window_start_ns || h.send_ns >= tl.window_end_ns {
-            continue;
-        }
-        match verdict {
-            Seen::Duplicate => totals.duplicates += 1,
-            Seen::TooOld => totals.too_old += 1,
-            Seen::New => {
-                let handoff = Instant::now()
-                    .saturating_duration_since(tick.received_at)
-                    .as_micros();
-                record(
-                    &mut totals.handoff_us,
-                    u64::try_from(handoff).unwrap_or(u64::MAX),
-                );
-                let sent_at = tl.epoch + Duration::from_nanos(h.send_ns);
-                let us = tick
-                    .received_at
-                    .saturating_duration_since(sent_at)
-                    .as_micros();
-                totals.record_delivery(
-                    plan.mix.of(in_room),
-                    plan.me,
-                    u64::try_from(us).unwrap_or(u64::MAX),
-                );
-            }
-        }
+        let handoff = Instant::now()
+            .saturating_duration_since(tick.received_at)
+            .as_micros();
+        record(
+            &mut totals.handoff_us,
+            u64::try_from(handoff).unwrap_or(u64::MAX),
+        );
+        totals.record_delivery(
+            plan.mix.of(in_room),
+            plan.me,
+            tl.us_since_sent(h.send_ns, tick.received_at),
+        );
     }
     totals.sdk_dropped = ticks.dropped();
     totals
@@ -1042,7 +1239,74 @@ mod tests {
             },
             transport,
             ws_tls: false,
+            state_rate: 0.0,
+            command_rate: 0.0,
+            scenario: None,
+            scenario_overrides: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_run_needs_some_load_and_sane_rates() {
+        let base = cfg(TransportMix::WebTransport, 1, 2);
+        assert!(base.validate().is_ok());
+        let no_ticks = BenchConfig {
+            hz: 0.0,
+            ..base.clone()
+        };
+        let err = no_ticks.validate().expect_err("nothing to send");
+        assert!(err.to_string().contains("nothing to send"), "{err}");
+        let state_alone = BenchConfig {
+            state_rate: 5.0,
+            ..no_ticks.clone()
+        };
+        assert!(state_alone.validate().is_ok());
+        assert_eq!(state_alone.lanes(), [(Lane::State, 5.0)]);
+        let both = BenchConfig {
+            command_rate: 2.0,
+            ..state_alone
+        };
+        assert_eq!(both.lanes(), [(Lane::State, 5.0), (Lane::Commands, 2.0)]);
+        for bad in [-1.0, f64::NAN, f64::INFINITY, MAX_LANE_RATE * 2.0, 1e-300] {
+            let c = BenchConfig {
+                command_rate: bad,
+                ..base.clone()
+            };
+            assert!(c.validate().is_err(), "{bad}");
+            let c = BenchConfig {
+                hz: bad,
+                state_rate: 1.0,
+                ..base.clone()
+            };
+            assert!(c.validate().is_err(), "hz {bad}");
+        }
+        assert!(base.lanes().is_empty());
+    }
+
+    #[test]
+    fn stagger_slots_are_a_seeded_permutation() {
+        let mut slots = stagger_slots(50, 3);
+        assert_eq!(slots, stagger_slots(50, 3));
+        assert_ne!(slots, stagger_slots(50, 4));
+        slots.sort_unstable();
+        assert_eq!(slots, (0..50).collect::<Vec<_>>());
+        assert!(stagger_slots(0, 1).is_empty());
+    }
+
+    #[test]
+    fn reliable_counters_are_a_delta_by_outcome() {
+        let at = |applied, conflict, commands| ServerReliableCounters {
+            state_updates: [("applied", applied), ("conflict", conflict)]
+                .into_iter()
+                .filter(|&(_, n)| n > 0)
+                .map(|(k, n)| (k.to_owned(), n))
+                .collect(),
+            commands,
+        };
+        let d = reliable_delta(&at(10, 0, 5), &at(25, 2, 9));
+        assert_eq!(d, at(15, 2, 4));
+        // An outcome that did not grow is left out.
+        assert_eq!(reliable_delta(&at(10, 2, 5), &at(12, 2, 5)), at(2, 0, 0));
     }
 
     #[test]
@@ -1149,6 +1413,21 @@ mod tests {
                     webtransport: 4,
                     websocket: 3,
                 },
+                // A /stats without them (an older server): not an error.
+                reliable: None,
+            })
+        );
+        let with_reliable = body.replace(
+            r#""reliable_in":0"#,
+            r#""reliable_in":0,"state_updates":{"applied":7,"rate_limited":1},"commands":3"#,
+        );
+        assert_eq!(
+            parse_stats_json(&with_reliable).and_then(|s| s.reliable),
+            Some(ServerReliableCounters {
+                state_updates: [("applied".to_owned(), 7), ("rate_limited".to_owned(), 1)]
+                    .into_iter()
+                    .collect(),
+                commands: 3,
             })
         );
         assert_eq!(http_ok_body(b"HTTP/1.1 404 Not Found\r\n\r\n{}"), None);

@@ -1,18 +1,16 @@
-//! Tiny real runs through an in-process server, one per transport mix: check
-//! that the accounting is consistent, never how fast anything was.
+//! Tiny real runs through an in-process server, one per transport mix and
+//! with the reliable loads: check that the accounting is consistent, never
+//! how fast anything was.
 
-use chorus_bench::report::Report;
+use chorus_bench::report::{LaneReport, Report};
 use chorus_bench::run::{BenchConfig, Target, run};
+use chorus_bench::scenario::Scenario;
 use chorus_bench::transports::{ClientTransport, PerTransport, TransportMix};
 use std::time::Duration;
 
-/// 1 room x 3 clients, 20 Hz, 1 s, on `transport`.
-fn tiny_run(transport: TransportMix) -> Report {
-    let cert_dir = std::env::temp_dir().join(format!(
-        "chorus-bench-test-{}-{transport}",
-        std::process::id()
-    ));
-    let cfg = BenchConfig {
+/// 1 room x 3 clients, 20 Hz, 1 s, on `transport`, no reliable load.
+fn tiny_config(transport: TransportMix) -> BenchConfig {
+    BenchConfig {
         rooms: 1,
         clients_per_room: 3,
         hz: 20.0,
@@ -27,13 +25,33 @@ fn tiny_run(transport: TransportMix) -> Report {
         server_threads: 2,
         client_threads: 2,
         target: Target::InProcess {
-            cert_dir: cert_dir.clone(),
+            cert_dir: std::path::PathBuf::new(),
         },
         transport,
         ws_tls: false,
+        state_rate: 0.0,
+        command_rate: 0.0,
+        scenario: None,
+        scenario_overrides: Vec::new(),
+    }
+}
+
+/// Runs `cfg` against an in-process server whose certificate lives in a
+/// directory of this test (`name`), removed afterwards.
+fn run_in_process(mut cfg: BenchConfig, name: &str) -> Report {
+    let cert_dir =
+        std::env::temp_dir().join(format!("chorus-bench-test-{}-{name}", std::process::id()));
+    cfg.target = Target::InProcess {
+        cert_dir: cert_dir.clone(),
     };
     let report = run(&cfg).expect("the run completes");
     let _ = std::fs::remove_dir_all(&cert_dir);
+    report
+}
+
+/// 1 room x 3 clients, 20 Hz, 1 s, on `transport`.
+fn tiny_run(transport: TransportMix) -> Report {
+    let report = run_in_process(tiny_config(transport), transport.name());
     check_accounting(&report);
     report
 }
@@ -43,9 +61,9 @@ fn check_accounting(report: &Report) {
     assert!(report.sent > 0, "nothing sent: {report:?}");
     assert_eq!(report.expected, report.sent * 2);
     assert!(report.delivered <= report.expected, "{report:?}");
-    assert_eq!(report.misrouted, 0);
-    assert_eq!(report.duplicates, 0);
-    assert_eq!(report.undecodable, 0);
+    assert_eq!(report.anomalies.misrouted, 0);
+    assert_eq!(report.anomalies.duplicates, 0);
+    assert_eq!(report.anomalies.undecodable, 0);
     assert_eq!(report.send_errors, 0);
     assert_eq!(report.receivers_ended_early, 0);
     assert_eq!(report.latency_ms.samples, report.delivered);
@@ -157,30 +175,107 @@ fn tiny_mixed_run_has_consistent_accounting() {
     assert_eq!(p(WT, WT).sent + p(WS, WT).sent, report.sent);
 }
 
+/// What holds for a reliable lane in a tiny run on loopback: every request
+/// is acked, every change reaches both other members (rooms of 3), nothing
+/// is lost, refused, duplicated or misrouted. The drain is long enough that
+/// no reliable message can still be in flight on an idle loopback.
+fn check_lane(report: &Report, lane: Option<&LaneReport>, name: &str) {
+    let lane = lane.unwrap_or_else(|| panic!("{name} load ran: {report:?}"));
+    assert!(lane.sent > 0, "{name}: nothing sent: {lane:?}");
+    assert_eq!(lane.acked, lane.sent, "{name}: {lane:?}");
+    assert!(lane.refused.is_empty(), "{name}: {lane:?}");
+    assert!(lane.failed.is_empty(), "{name}: {lane:?}");
+    assert_eq!(lane.unanswered, 0, "{name}: {lane:?}");
+    assert_eq!(lane.ack_latency_ms.samples, lane.acked, "{name}");
+    assert_eq!(lane.expected, lane.acked * 2, "{name}: rooms of 3");
+    assert_eq!(lane.delivered, lane.expected, "{name}: {lane:?}");
+    assert_eq!(lane.loss_pct, 0.0, "{name}");
+    assert_eq!(lane.fanout_latency_ms.samples, lane.delivered, "{name}");
+    assert_eq!(
+        (
+            lane.anomalies.duplicates,
+            lane.anomalies.misrouted,
+            lane.anomalies.too_old,
+            lane.anomalies.undecodable
+        ),
+        (0, 0, 0, 0),
+        "{name}: {lane:?}"
+    );
+    assert_eq!(
+        (lane.sdk_lagged, lane.streams_ended_early),
+        (0, 0),
+        "{name}"
+    );
+}
+
+#[test]
+fn tiny_state_and_command_load_beside_ticks_loses_nothing() {
+    let cfg = BenchConfig {
+        state_rate: 10.0,
+        command_rate: 10.0,
+        drain: Duration::from_secs(2),
+        ..tiny_config(TransportMix::WebSocket)
+    };
+    let report = run_in_process(cfg, "lanes-ws");
+    check_accounting(&report);
+    check_lane(&report, report.state.as_ref(), "state");
+    check_lane(&report, report.commands.as_ref(), "commands");
+    let (state, commands) = (
+        report.state.as_ref().expect("state"),
+        report.commands.as_ref().expect("commands"),
+    );
+    assert_eq!((state.rate_per_room, commands.rate_per_room), (10.0, 10.0));
+    // The server refused nothing either. (Its counts are not compared with
+    // the bench's: it counts from its own sample times, the bench by send
+    // time, and with no warm-up the first requests race the first sample.)
+    let server = report
+        .server_reliable
+        .as_ref()
+        .expect("in-process counters");
+    assert_eq!(
+        server.state_updates.keys().collect::<Vec<_>>(),
+        ["applied"],
+        "{server:?}"
+    );
+    let back: Report =
+        serde_json::from_str(&report.json_line().expect("serializes")).expect("parses");
+    assert_eq!(back, report);
+}
+
+#[test]
+fn a_state_load_runs_alone_without_ticks() {
+    let cfg = BenchConfig {
+        hz: 0.0,
+        state_rate: 10.0,
+        drain: Duration::from_secs(2),
+        scenario: Some(Scenario::S1),
+        scenario_overrides: vec!["rooms", "clients_per_room", "hz"],
+        ..tiny_config(TransportMix::WebTransport)
+    };
+    let report = run_in_process(cfg, "state-wt");
+    assert_eq!((report.sent, report.expected, report.delivered), (0, 0, 0));
+    assert_eq!(report.latency_ms.samples, 0);
+    assert_eq!(report.commands, None);
+    check_lane(&report, report.state.as_ref(), "state");
+    assert_eq!(report.params.scenario.as_deref(), Some("s1"));
+    assert_eq!(
+        report.params.scenario_overrides,
+        ["rooms", "clients_per_room", "hz"]
+    );
+    assert_eq!(report.server_sessions_opened.map(|s| s.total()), Some(3));
+}
+
 #[test]
 fn too_small_payload_is_refused_before_connecting() {
     let cfg = BenchConfig {
-        rooms: 1,
-        clients_per_room: 2,
-        hz: 20.0,
         payload_bytes: 15,
-        duration: Duration::from_secs(1),
-        warmup: Duration::ZERO,
-        drain: Duration::from_millis(100),
-        seed: 1,
-        tick_capacity: 64,
-        datagram_receive_buffer_bytes: None,
-        connect_concurrency: 1,
-        server_threads: 1,
-        client_threads: 1,
         target: Target::External {
             url: "https://127.0.0.1:9/chorus".into(),
             ws_url: None,
             cert_hash: [0; 32],
             server_pid: None,
         },
-        transport: TransportMix::WebSocket,
-        ws_tls: false,
+        ..tiny_config(TransportMix::WebSocket)
     };
     let err = run(&cfg).expect_err("15 bytes cannot hold the header");
     assert!(format!("{err:#}").contains("too small"), "{err:#}");
