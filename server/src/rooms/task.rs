@@ -1,9 +1,12 @@
 //! The task that owns one room.
 //!
 //! It takes the requests queued at once (up to [`BATCH`]) through the core,
-//! hands the room's changes to the store (in `sync` durability waiting for
-//! their commit), and only then delivers what the core said: nothing is
-//! acknowledged or broadcast before it is kept as the durability mode says.
+//! hands the room's changes to the store, and only then delivers what the
+//! core said: nothing is acknowledged or broadcast before it is kept as the
+//! durability mode says. In `sync` durability it waits for the commit of
+//! each batch's changes; in `interval` durability it hands changes over
+//! every half interval (the writer commits every half interval too, so a
+//! change is on disk within one interval).
 
 use super::RoomPassword;
 use super::registry::RoomRegistry;
@@ -12,7 +15,7 @@ use crate::clock::ServerClock;
 use crate::core::{AuditEvent, Failover, Recipient, Room, RoomInput, RoomOutput, SessionId};
 use crate::session::{JoinedRoom, SessionShared};
 use crate::stats::{FailoverKind, Outcome, ServerStats};
-use crate::store::StoreHandle;
+use crate::store::{Durability, StoreHandle};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chorus_protocol::{
@@ -176,8 +179,17 @@ impl Watch {
 impl RoomTask {
     async fn run(mut self, mut inbox: mpsc::Receiver<RoomRequest>) {
         let mut batch = Vec::with_capacity(BATCH);
+        // In `interval` durability the room hands its changes over on a
+        // timer, not after every request: one write then carries many
+        // requests (a key written ten times is written once).
+        let hand_over_every = self.store.as_ref().and_then(|s| {
+            (s.durability() == Durability::Interval).then(|| s.interval() / 2)
+        });
+        let mut hand_over_at: Option<Instant> = None;
         loop {
             let deadline = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
+            // Whether the core may have changed (not after a mere hand-over).
+            let mut touched = true;
             tokio::select! {
                 count = inbox.recv_many(&mut batch, BATCH) => {
                     // Unreachable while we hold our own handle; end quietly anyway.
@@ -196,8 +208,20 @@ impl RoomTask {
                 () = sleep_until(deadline.map_or_else(Instant::now, Instant::from_std)), if deadline.is_some() => {
                     self.core.handle_timeout(self.clock.now());
                 }
+                () = sleep_until(hand_over_at.unwrap_or_else(Instant::now)), if hand_over_at.is_some() => {
+                    hand_over_at = None;
+                    touched = false;
+                    self.persist().await;
+                }
             }
-            self.persist().await;
+            if touched {
+                match hand_over_every {
+                    Some(every) if !self.core.is_ended() => {
+                        hand_over_at.get_or_insert_with(|| Instant::now() + every);
+                    }
+                    _ => self.persist().await,
+                }
+            }
             self.flush();
             if self.core.is_ended() {
                 break;

@@ -38,6 +38,7 @@ struct Request {
 pub struct StoreHandle {
     queue: mpsc::Sender<Request>,
     durability: Durability,
+    interval: Duration,
     path: Arc<PathBuf>,
 }
 
@@ -53,6 +54,11 @@ impl std::fmt::Debug for Request {
 impl StoreHandle {
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// `Interval` mode: the most a crash loses.
+    pub fn interval(&self) -> Duration {
+        self.interval
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -170,7 +176,9 @@ pub(super) fn start(
         database,
         pack_epochs: std::collections::HashMap::new(),
         durability: settings.durability,
-        interval: settings.interval,
+        // Rooms hand changes over every half interval, and this commits
+        // every half interval: a change is on disk within one interval.
+        interval: settings.interval / 2,
         max_batch: settings.max_batch.max(1),
         healthy,
         stats,
@@ -180,6 +188,7 @@ pub(super) fn start(
     StoreHandle {
         queue: tx,
         durability: settings.durability,
+        interval: settings.interval,
         path,
     }
 }
