@@ -4,14 +4,16 @@
 # the release `chorus` binary started once per mode (`none`, `interval`,
 # `sync`) on a fresh data directory, over WebTransport and WebSocket.
 #
-#   bench/scripts/durability.sh [DURATION_SECS] [JSON_OUT]
+#   bench/scripts/durability.sh [DURATION_SECS] [JSON_OUT] [BENCH_ARGS...]
 #
 # Prints the bench's table per run and appends its JSON lines to JSON_OUT
-# (default bench/results/durability.jsonl).
+# (default bench/results/durability.jsonl). BENCH_ARGS go to chorus-bench
+# after the scenario's, e.g. `--hz 0` for the state updates alone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 duration=${1:-15}
 json_out=${2:-bench/results/durability.jsonl}
+shift $(($# < 2 ? $# : 2))
 mkdir -p "$(dirname "$json_out")"
 cargo build --release --locked -p chorus-server -p chorus-bench
 
@@ -33,7 +35,7 @@ for mode in none interval sync; do
     echo "== durability $mode ($url, pid $pid)"
     target/release/chorus-bench --url "$url" --cert-hash "$hash" --server-pid "$pid" \
         --scenario s2 --state-rate 20 --duration "$duration" --transport both \
-        --json-out "$json_out"
+        --json-out "$json_out" "$@"
     port=${url#https://127.0.0.1:}
     port=${port%/chorus}
     if command -v curl >/dev/null 2>&1; then
