@@ -87,6 +87,12 @@ pub struct ServerConfig {
     /// client shares the one socket, so the kernel default (208 KiB) overflows
     /// under load; the kernel caps this at `net.core.rmem_max`/`wmem_max`.
     pub udp_socket_buffer_bytes: usize,
+    /// Ask each QUIC peer (that supports the ACK frequency extension, as
+    /// quinn-based clients do) to acknowledge only every this many
+    /// ack-eliciting packets plus one, or after its max ACK delay. Ticks are
+    /// never retransmitted, so fewer ACKs cost nothing but packets; 0 asks
+    /// nothing (the peer acknowledges every second packet).
+    pub quic_ack_eliciting_threshold: u32,
 }
 
 /// The default port for both WebTransport (UDP) and WebSocket/HTTP (TCP).
@@ -95,6 +101,10 @@ pub const DEFAULT_PORT: u16 = 4433;
 pub const DEFAULT_DATAGRAM_SEND_BUFFER: usize = 16 * 1024;
 pub const DEFAULT_DATAGRAM_RECEIVE_BUFFER: usize = 64 * 1024;
 pub const DEFAULT_UDP_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// Measured (bench S1 over WebTransport, external server): 9 leaves tick
+/// latency as it was and cuts the server's CPU by a sixth and the UDP
+/// packets by a fifth; on S2 it delivers 30 % more under overload.
+pub const DEFAULT_QUIC_ACK_ELICITING_THRESHOLD: u32 = 9;
 /// A datagram buffer must hold at least one full-size datagram.
 pub const MIN_DATAGRAM_BUFFER: usize = 2048;
 
@@ -128,6 +138,7 @@ impl Default for ServerConfig {
             datagram_send_buffer_bytes: DEFAULT_DATAGRAM_SEND_BUFFER,
             datagram_receive_buffer_bytes: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
             udp_socket_buffer_bytes: DEFAULT_UDP_SOCKET_BUFFER,
+            quic_ack_eliciting_threshold: DEFAULT_QUIC_ACK_ELICITING_THRESHOLD,
         }
     }
 }
@@ -317,6 +328,11 @@ fn bind_udp(
         .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes))
         // Pack uploads: MAX_PACK_STREAMS open at once, plus HTTP/3 streams.
         .max_concurrent_uni_streams(crate::transport::webtransport::MAX_CLIENT_UNI_STREAMS.into());
+    if config.quic_ack_eliciting_threshold > 0 {
+        let mut ack_frequency = wtransport::quinn::AckFrequencyConfig::default();
+        ack_frequency.ack_eliciting_threshold(config.quic_ack_eliciting_threshold.into());
+        transport.ack_frequency_config(Some(ack_frequency));
+    }
     let wt_config = builder
         .with_custom_tls_and_transport(tls.clone(), transport)
         .keep_alive_interval(Some(config.heartbeat_interval))
