@@ -158,6 +158,11 @@ struct Cli {
     /// `datagram_receive_buffer_bytes`). Default: the SDK's (64 KiB).
     #[arg(long)]
     datagram_receive_buffer_bytes: Option<usize>,
+    /// WebTransport clients share this many QUIC endpoints (UDP sockets),
+    /// round-robin, so the load generator reads many connections' packets per
+    /// system call; 0: each client has its own, as an app does.
+    #[arg(long, default_value_t = 0)]
+    client_endpoints: usize,
     /// Clients connecting at once.
     #[arg(long, default_value_t = 32)]
     connect_concurrency: usize,
@@ -230,6 +235,7 @@ fn config(cli: &Cli) -> Result<BenchConfig> {
         seed: cli.seed,
         tick_capacity: cli.tick_capacity,
         datagram_receive_buffer_bytes: cli.datagram_receive_buffer_bytes,
+        client_endpoints: cli.client_endpoints,
         connect_concurrency: cli.connect_concurrency,
         server_threads: cli.server_threads,
         client_threads: cli.client_threads,

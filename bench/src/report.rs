@@ -291,6 +291,9 @@ pub struct Params {
     /// The SDK's WebTransport datagram receive buffer, when not its default.
     #[serde(default)]
     pub datagram_receive_buffer_bytes: Option<usize>,
+    /// Shared client QUIC endpoints (0: one per client).
+    #[serde(default)]
+    pub client_endpoints: usize,
     pub connect_concurrency: usize,
     /// `"in-process"` or `"external"`.
     pub server: String,
@@ -1115,6 +1118,7 @@ mod tests {
             seed: 1,
             tick_capacity: 64,
             datagram_receive_buffer_bytes: None,
+            client_endpoints: 0,
             connect_concurrency: 32,
             server: "in-process".into(),
             url: "https://127.0.0.1:1/chorus".into(),

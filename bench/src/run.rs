@@ -25,7 +25,7 @@ use crate::report::{
 use crate::scenario::Scenario;
 use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use anyhow::{Context, Result, anyhow, bail};
-use chorus_client::{Client, ConnectOptions, JoinOptions, Room, Scheme, ServerUrl};
+use chorus_client::{Client, ConnectOptions, JoinOptions, Room, Scheme, ServerUrl, SharedEndpoint};
 use chorus_server::stats::ServerStats;
 use chorus_server::{RunningServer, Server, ServerConfig};
 use hdrhistogram::Histogram;
@@ -81,6 +81,9 @@ pub struct BenchConfig {
     pub tick_capacity: usize,
     /// `ConnectOptions::datagram_receive_buffer_bytes`; `None`: the SDK default.
     pub datagram_receive_buffer_bytes: Option<usize>,
+    /// WebTransport clients share this many QUIC endpoints (UDP sockets),
+    /// round-robin; 0: each client has its own, as an app does.
+    pub client_endpoints: usize,
     pub connect_concurrency: usize,
     pub server_threads: usize,
     pub client_threads: usize,
@@ -164,6 +167,7 @@ impl BenchConfig {
             seed: self.seed,
             tick_capacity: self.tick_capacity,
             datagram_receive_buffer_bytes: self.datagram_receive_buffer_bytes,
+            client_endpoints: self.client_endpoints,
             connect_concurrency: self.connect_concurrency,
             server: match self.target {
                 Target::InProcess { .. } => "in-process".into(),
@@ -665,6 +669,10 @@ fn check_transport(
     Ok(())
 }
 
+/// Kernel buffer asked for each shared client endpoint's UDP socket: the
+/// ticks of many connections arrive on it in bursts.
+const SHARED_ENDPOINT_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Connects and joins every client, `connect_concurrency` at a time. Any failure
 /// fails the run.
 async fn connect_all(
@@ -684,6 +692,10 @@ async fn connect_all(
     if let Some(bytes) = cfg.datagram_receive_buffer_bytes {
         options.datagram_receive_buffer_bytes = bytes;
     }
+    let endpoints = (0..cfg.client_endpoints)
+        .map(|_| SharedEndpoint::new(&options, SHARED_ENDPOINT_SOCKET_BUFFER))
+        .collect::<Result<Vec<_>, _>>()
+        .context("binding the shared client endpoints")?;
     // Each connect is bounded by the SDK (handshake and request timeouts); this
     // bounds the whole phase.
     let waves = u64::from(total).div_ceil(cfg.connect_concurrency as u64);
@@ -695,6 +707,9 @@ async fn connect_all(
         let transport = cfg.transport.of_global(cfg.clients_per_room, index);
         let options = ConnectOptions {
             transport: transport.choice(),
+            endpoint: endpoints
+                .get(index as usize % endpoints.len().max(1))
+                .cloned(),
             ..options.clone()
         };
         let url = urls.of(transport).to_owned();
@@ -1231,6 +1246,7 @@ mod tests {
             seed: 1,
             tick_capacity: 64,
             datagram_receive_buffer_bytes: None,
+            client_endpoints: 0,
             connect_concurrency: 1,
             server_threads: 1,
             client_threads: 1,

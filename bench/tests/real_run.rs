@@ -21,6 +21,7 @@ fn tiny_config(transport: TransportMix) -> BenchConfig {
         seed: 7,
         tick_capacity: 64,
         datagram_receive_buffer_bytes: None,
+        client_endpoints: 0,
         connect_concurrency: 32,
         server_threads: 2,
         client_threads: 2,
@@ -112,6 +113,17 @@ fn tiny_webtransport_run_has_consistent_accounting() {
             .collect::<Vec<_>>(),
         [(ClientTransport::WebTransport, ClientTransport::WebTransport)]
     );
+}
+
+#[test]
+fn webtransport_clients_on_shared_endpoints_get_every_tick() {
+    // Three clients on two shared QUIC endpoints (one UDP socket each).
+    let mut cfg = tiny_config(TransportMix::WebTransport);
+    cfg.client_endpoints = 2;
+    let report = run_in_process(cfg, "shared-endpoints");
+    check_accounting(&report);
+    assert_eq!(report.params.client_endpoints, 2);
+    assert_eq!(report.server_sessions_opened.map(|s| s.total()), Some(3));
 }
 
 #[test]

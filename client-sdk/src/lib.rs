@@ -238,7 +238,7 @@ pub use chorus_protocol::{
 pub use client::Client;
 pub use clock::ClockEstimate;
 pub use error::{CloseReason, ConnectError, RequestError, TickError};
-pub use options::{ConnectOptions, JoinOptions, TransportChoice, Trust};
+pub use options::{ConnectOptions, JoinOptions, SharedEndpoint, TransportChoice, Trust};
 pub use pack::pack_hash;
 pub use reconnect::{ConnectionEvent, ReconnectOptions, ResumedRoom, RoomResume};
 pub use replica::{CommandEvent, RoomEvent, RoomView, StateValue};

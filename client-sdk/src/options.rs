@@ -180,6 +180,60 @@ pub struct ConnectOptions {
     /// Incoming datagram bytes queued before the oldest ticks are dropped, so a
     /// busy application reads fresh ticks, not a backlog. Default: 64 KiB.
     pub datagram_receive_buffer_bytes: usize,
+    /// A QUIC endpoint (one UDP socket) to open the WebTransport connection
+    /// on, shared with other clients, instead of one of its own. For programs
+    /// that hold many connections (load generators, gateways): one socket
+    /// reads many connections' packets per system call. Default: `None`.
+    pub endpoint: Option<SharedEndpoint>,
+}
+
+/// A client QUIC endpoint (one UDP socket) that several [`Client`](crate::Client)s
+/// open their WebTransport connections on ([`ConnectOptions::endpoint`]).
+/// Cheap to clone. Its trust, idle timeout, keep-alive and datagram buffers
+/// are those of the options it was made from, for every connection on it.
+#[derive(Clone)]
+pub struct SharedEndpoint(
+    pub(crate) Arc<wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>>,
+);
+
+impl SharedEndpoint {
+    /// Binds a new endpoint with the WebTransport settings of `options`, on
+    /// a dual-stack UDP socket whose kernel buffers are asked to hold
+    /// `socket_buffer_bytes` each way (the many connections on one socket
+    /// receive in bursts; the system may grant less, up to its maximum).
+    pub fn new(options: &ConnectOptions, socket_buffer_bytes: usize) -> Result<Self, ConnectError> {
+        let socket = shared_socket(socket_buffer_bytes)
+            .map_err(|e| ConnectError::Connecting(format!("binding a UDP socket: {e}")))?;
+        let endpoint = wtransport::Endpoint::client(options.client_config_on(Some(socket))?)?;
+        Ok(SharedEndpoint(Arc::new(endpoint)))
+    }
+
+    /// Connections open on this endpoint now.
+    pub fn open_connections(&self) -> usize {
+        self.0.open_connections()
+    }
+}
+
+/// `[::]:0`, dual-stack, non-blocking, with big buffers.
+fn shared_socket(buffer_bytes: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    // The system caps these at its maximum; a smaller buffer only drops more.
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    socket.set_nonblocking(true)?;
+    let any: std::net::SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
+    socket.bind(&any.into())?;
+    Ok(socket.into())
+}
+
+impl fmt::Debug for SharedEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedEndpoint")
+            .field("open_connections", &self.0.open_connections())
+            .finish()
+    }
 }
 
 impl Default for ConnectOptions {
@@ -210,6 +264,7 @@ impl Default for ConnectOptions {
             max_idle_timeout: Duration::from_secs(30),
             datagram_send_buffer_bytes: 16 * 1024,
             datagram_receive_buffer_bytes: 64 * 1024,
+            endpoint: None,
         }
     }
 }
@@ -248,6 +303,7 @@ impl fmt::Debug for ConnectOptions {
             max_idle_timeout,
             datagram_send_buffer_bytes,
             datagram_receive_buffer_bytes,
+            endpoint,
         } = self;
         f.debug_struct("ConnectOptions")
             .field("trust", trust)
@@ -278,6 +334,7 @@ impl fmt::Debug for ConnectOptions {
                 "datagram_receive_buffer_bytes",
                 datagram_receive_buffer_bytes,
             )
+            .field("endpoint", endpoint)
             .finish()
     }
 }
@@ -310,7 +367,19 @@ impl ConnectOptions {
 
     /// Builds the wtransport client configuration for these options.
     pub(crate) fn client_config(&self) -> Result<ClientConfig, ConnectError> {
-        let builder = ClientConfig::builder().with_bind_default();
+        self.client_config_on(None)
+    }
+
+    /// The WebTransport client configuration, bound to `socket` if given
+    /// (else to any address, dual-stack, on a port the system picks).
+    pub(crate) fn client_config_on(
+        &self,
+        socket: Option<std::net::UdpSocket>,
+    ) -> Result<ClientConfig, ConnectError> {
+        let builder = match socket {
+            Some(socket) => ClientConfig::builder().with_bind_socket(socket),
+            None => ClientConfig::builder().with_bind_default(),
+        };
         let builder = match &self.trust {
             Trust::CertificateHashes(hashes) => {
                 if hashes.is_empty() {

@@ -29,9 +29,11 @@ pub(crate) async fn connect(
     max_frame_bytes: u32,
     session_timeout: Duration,
 ) -> Result<Connected, ConnectError> {
-    let config = options.client_config()?;
-    let endpoint = Endpoint::client(config)?;
-    let conn = match tokio::time::timeout(session_timeout, endpoint.connect(url)).await {
+    let endpoint = match &options.endpoint {
+        Some(shared) => WtEndpoint::Shared(shared.0.clone()),
+        None => WtEndpoint::Own(Endpoint::client(options.client_config()?)?),
+    };
+    let conn = match tokio::time::timeout(session_timeout, endpoint.get().connect(url)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return Err(ConnectError::Connecting(format!("WebTransport: {e}"))),
         Err(_) => return Err(ConnectError::HandshakeTimeout(session_timeout)),
@@ -86,10 +88,27 @@ pub(crate) fn link_close(err: ConnectionError) -> LinkClose {
     }
 }
 
+/// The endpoint a connection is open on.
+enum WtEndpoint {
+    /// This client's own (one UDP socket per client).
+    Own(Endpoint<endpoint_side::Client>),
+    /// Shared with other clients ([`crate::options::SharedEndpoint`]).
+    Shared(std::sync::Arc<Endpoint<endpoint_side::Client>>),
+}
+
+impl WtEndpoint {
+    fn get(&self) -> &Endpoint<endpoint_side::Client> {
+        match self {
+            WtEndpoint::Own(endpoint) => endpoint,
+            WtEndpoint::Shared(endpoint) => endpoint,
+        }
+    }
+}
+
 /// The connection and its endpoint.
 pub(crate) struct WtLink {
     conn: Connection,
-    endpoint: Endpoint<endpoint_side::Client>,
+    endpoint: WtEndpoint,
 }
 
 impl WtLink {
@@ -163,7 +182,15 @@ impl WtLink {
     }
 
     pub(crate) async fn wait_idle(&self) {
-        let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
+        match &self.endpoint {
+            WtEndpoint::Own(endpoint) => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+            }
+            // Other connections live on it: wait for this one's close only.
+            WtEndpoint::Shared(_) => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, self.conn.closed()).await;
+            }
+        }
     }
 }
 

@@ -182,9 +182,10 @@ impl RoomTask {
         // In `interval` durability the room hands its changes over on a
         // timer, not after every request: one write then carries many
         // requests (a key written ten times is written once).
-        let hand_over_every = self.store.as_ref().and_then(|s| {
-            (s.durability() == Durability::Interval).then(|| s.interval() / 2)
-        });
+        let hand_over_every = self
+            .store
+            .as_ref()
+            .and_then(|s| (s.durability() == Durability::Interval).then(|| s.interval() / 2));
         let mut hand_over_at: Option<Instant> = None;
         loop {
             let deadline = self.core.poll_timeout().map(|t| self.clock.instant_of(t));
