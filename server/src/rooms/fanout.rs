@@ -25,12 +25,42 @@ pub enum TickDelivery {
     Closed,
 }
 
+/// One tick on its way to a room's members: the datagram as received (the
+/// same bytes go to every recipient), and at most one other framing of it,
+/// made once by the first recipient that needs it (WebSocket's lane byte in
+/// front) and shared by the others. No recipient allocates or copies.
+#[derive(Debug)]
+pub struct OutgoingTick {
+    datagram: Bytes,
+    framed: std::sync::OnceLock<Bytes>,
+}
+
+impl OutgoingTick {
+    pub fn new(datagram: Bytes) -> Self {
+        OutgoingTick {
+            datagram,
+            framed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The datagram as received.
+    pub fn datagram(&self) -> &Bytes {
+        &self.datagram
+    }
+
+    /// The tick framed by `frame`, made on the first call and shared after
+    /// it. Every caller must frame the same way (one transport uses this).
+    pub fn framed(&self, frame: impl FnOnce(&Bytes) -> Bytes) -> Bytes {
+        self.framed.get_or_init(|| frame(&self.datagram)).clone()
+    }
+}
+
 /// A receiver's tick lane. Implementations never block and never queue without
 /// bound: when the receiver is slow, older ticks give way to newer ones.
 pub trait TickSink: Send + Sync + fmt::Debug {
-    /// Hands over one encoded tick datagram (shared bytes, encoded once per
-    /// tick) from `sender` in room `room`.
-    fn send_tick(&self, room: RoomSlot, sender: MemberId, datagram: &Bytes) -> TickDelivery;
+    /// Hands over one tick (encoded once, shared by every recipient) from
+    /// `sender` in room `room`.
+    fn send_tick(&self, room: RoomSlot, sender: MemberId, tick: &OutgoingTick) -> TickDelivery;
 }
 
 /// One receiver in a room's fan-out.

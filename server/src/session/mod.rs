@@ -31,7 +31,7 @@ pub use resume::ResumeRegistry;
 use crate::access::rate::{Budgets, ViolationTracker};
 use crate::clock::ServerClock;
 use crate::core::{RoomInput, SessionId};
-use crate::rooms::{RoomHandle, RoomRegistry, RoomRequest, TickDelivery, TickSink};
+use crate::rooms::{OutgoingTick, RoomHandle, RoomRegistry, RoomRequest, TickDelivery, TickSink};
 use crate::stats::{Budget, QuietEnd, ServerStats, SessionEnd, TickDrop};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -1185,12 +1185,13 @@ impl<R: TransportReader> Session<R> {
             ));
         }
         self.ctx.stats.ticks_in.inc();
+        let outgoing = OutgoingTick::new(bytes.clone());
         let (mut sent, mut replaced, mut too_large, mut closed) = (0, 0, 0, 0);
         for target in &fanout.targets {
             if target.session == self.shared.id {
                 continue;
             }
-            match target.sink.send_tick(tick.room, tick.sender, bytes) {
+            match target.sink.send_tick(tick.room, tick.sender, &outgoing) {
                 TickDelivery::Queued => sent += 1,
                 TickDelivery::Replaced => {
                     sent += 1;

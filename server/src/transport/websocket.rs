@@ -20,7 +20,7 @@
 //! control message. The writer also sends heartbeat pings; the reader closes a
 //! connection that has been silent past the heartbeat timeout.
 
-use crate::rooms::{TickDelivery, TickSink};
+use crate::rooms::{OutgoingTick, TickDelivery, TickSink};
 use crate::session::{
     Inbound, PackDownload, PackSink, SessionContext, SessionInfo, TransportCloser, TransportError,
     TransportReader, TransportWriter, run_session,
@@ -376,15 +376,18 @@ struct WsTickSink {
 }
 
 impl TickSink for WsTickSink {
-    fn send_tick(&self, room: RoomSlot, sender: MemberId, datagram: &Bytes) -> TickDelivery {
+    fn send_tick(&self, room: RoomSlot, sender: MemberId, tick: &OutgoingTick) -> TickDelivery {
         if self.closed.load(Ordering::Relaxed) {
             return TickDelivery::Closed;
         }
+        // The lane byte is put in front once per tick, for every WebSocket
+        // recipient of it.
+        let message = tick.framed(|datagram| lane_bytes(LANE_DATAGRAM, datagram));
         let replaced = self
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((room, sender), datagram.clone())
+            .insert((room, sender), message)
             .is_some();
         self.ready.notify_one();
         if replaced {
@@ -471,16 +474,22 @@ trait MessageSink: futures_util::Sink<Message, Error = axum::Error> + Unpin + Se
 
 impl<S: futures_util::Sink<Message, Error = axum::Error> + Unpin + Send> MessageSink for S {}
 
-fn lane_message(lane: u8, body: &[u8]) -> Message {
+/// `lane` followed by `body`.
+fn lane_bytes(lane: u8, body: &[u8]) -> Bytes {
     let mut data = Vec::with_capacity(body.len() + 1);
     data.push(lane);
     data.extend_from_slice(body);
-    Message::Binary(Bytes::from(data))
+    Bytes::from(data)
 }
 
+fn lane_message(lane: u8, body: &[u8]) -> Message {
+    Message::Binary(lane_bytes(lane, body))
+}
+
+/// Writes the pending ticks, each already framed with its lane byte.
 async fn write_ticks(sink: &mut impl MessageSink, ticks: &WsTickSink) -> Result<(), axum::Error> {
     for tick in ticks.take() {
-        sink.feed(lane_message(LANE_DATAGRAM, &tick)).await?;
+        sink.feed(Message::Binary(tick)).await?;
     }
     Ok(())
 }
@@ -599,32 +608,46 @@ async fn write_loop(
 mod tests {
     use super::*;
 
+    fn tick(bytes: &'static [u8]) -> OutgoingTick {
+        OutgoingTick::new(Bytes::from_static(bytes))
+    }
+
     #[test]
     fn the_tick_sink_keeps_the_newest_tick_per_sender() {
         let sink = WsTickSink::default();
         let a = (RoomSlot(1), MemberId(1));
         let b = (RoomSlot(1), MemberId(2));
+        assert_eq!(sink.send_tick(a.0, a.1, &tick(b"a1")), TickDelivery::Queued);
+        assert_eq!(sink.send_tick(b.0, b.1, &tick(b"b1")), TickDelivery::Queued);
         assert_eq!(
-            sink.send_tick(a.0, a.1, &Bytes::from_static(b"a1")),
-            TickDelivery::Queued
-        );
-        assert_eq!(
-            sink.send_tick(b.0, b.1, &Bytes::from_static(b"b1")),
-            TickDelivery::Queued
-        );
-        assert_eq!(
-            sink.send_tick(a.0, a.1, &Bytes::from_static(b"a2")),
+            sink.send_tick(a.0, a.1, &tick(b"a2")),
             TickDelivery::Replaced
         );
         let mut taken = sink.take();
         taken.sort();
-        assert_eq!(taken, [&b"a2"[..], b"b1"]);
+        // Each framed with the datagram lane byte in front.
+        assert_eq!(
+            taken,
+            [
+                &[LANE_DATAGRAM, b'a', b'2'][..],
+                &[LANE_DATAGRAM, b'b', b'1']
+            ]
+        );
         assert!(sink.take().is_empty());
         sink.closed.store(true, Ordering::Relaxed);
-        assert_eq!(
-            sink.send_tick(a.0, a.1, &Bytes::from_static(b"a3")),
-            TickDelivery::Closed
-        );
+        assert_eq!(sink.send_tick(a.0, a.1, &tick(b"a3")), TickDelivery::Closed);
+    }
+
+    #[test]
+    fn every_websocket_recipient_shares_one_framed_copy_of_a_tick() {
+        let one = WsTickSink::default();
+        let other = WsTickSink::default();
+        let outgoing = tick(b"pose");
+        one.send_tick(RoomSlot(1), MemberId(1), &outgoing);
+        other.send_tick(RoomSlot(1), MemberId(1), &outgoing);
+        let (a, b) = (one.take(), other.take());
+        assert_eq!(a[0], b[0]);
+        assert_eq!(a[0].as_ptr(), b[0].as_ptr(), "the same bytes, not a copy");
     }
 
     #[test]
@@ -890,7 +913,7 @@ mod tests {
         };
         // Everything is waiting before the writer starts: a tick, two control
         // batches (the first one message in three chunks) and four pack chunks.
-        ticks.send_tick(RoomSlot(1), MemberId(1), &Bytes::from_static(b"t"));
+        ticks.send_tick(RoomSlot(1), MemberId(1), &tick(b"t"));
         out_tx
             .send(WsOut::Frames(vec![Bytes::from_static(b"aaaaaaaaa")]))
             .await

@@ -17,7 +17,7 @@
 //! overtake pack bytes already queued.
 
 use crate::origin::OriginPolicy;
-use crate::rooms::{TickDelivery, TickSink};
+use crate::rooms::{OutgoingTick, TickDelivery, TickSink};
 use crate::session::{
     Inbound, PackDownload, PackSink, SessionContext, SessionInfo, TransportCloser, TransportError,
     TransportReader, TransportWriter, run_session,
@@ -405,10 +405,10 @@ impl std::fmt::Debug for WtReader {
 }
 
 impl TickSink for WtTickSink {
-    fn send_tick(&self, _room: RoomSlot, _sender: MemberId, datagram: &Bytes) -> TickDelivery {
+    fn send_tick(&self, _room: RoomSlot, _sender: MemberId, tick: &OutgoingTick) -> TickDelivery {
         // quinn keeps a bounded datagram send buffer and drops the oldest
         // datagrams when it is full: newest wins for a slow receiver.
-        match self.connection.send_datagram(datagram) {
+        match self.connection.send_datagram(tick.datagram()) {
             Ok(()) => TickDelivery::Queued,
             Err(SendDatagramError::TooLarge) => TickDelivery::TooLarge,
             Err(SendDatagramError::NotConnected | SendDatagramError::UnsupportedByPeer) => {
