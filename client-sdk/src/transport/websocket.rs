@@ -66,6 +66,9 @@ pub(crate) const LANE_CHUNK: u8 = 0x02;
 /// Lane byte: a pack message (a framed `PackStreamHeader` and one chunk).
 pub(crate) const LANE_PACK: u8 = 0x03;
 
+/// Bytes tungstenite reads from the connection at once.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// The largest content chunk of one pack message this client sends.
 pub(crate) const PACK_CHUNK_BYTES: usize = 16 * 1024;
 
@@ -344,7 +347,11 @@ pub(crate) async fn connect(
     };
     let config = WebSocketConfig::default()
         .max_message_size(Some(bound))
-        .max_frame_size(Some(bound));
+        .max_frame_size(Some(bound))
+        // tungstenite zero-fills up to this much of its buffer before every
+        // read; its 128 KiB default costs more than the messages with many
+        // small ones. Big messages still grow the buffer.
+        .read_buffer_size(READ_BUFFER);
     let (ws, response) = tokio_tungstenite::client_async_tls_with_config(
         request,
         tcp,
