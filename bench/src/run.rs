@@ -25,6 +25,7 @@ use crate::report::{
 use crate::scenario::Scenario;
 use crate::transports::{ClientTransport, PerTransport, TransportMix};
 use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
 use chorus_client::{Client, ConnectOptions, JoinOptions, Room, Scheme, ServerUrl, SharedEndpoint};
 use chorus_server::stats::ServerStats;
 use chorus_server::{RunningServer, Server, ServerConfig};
@@ -118,7 +119,7 @@ fn rate_ok(rate: f64, max: f64) -> bool {
 }
 
 impl BenchConfig {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.rooms == 0 || self.clients_per_room == 0 {
             bail!("--rooms and --clients must be at least 1");
         }
@@ -155,7 +156,7 @@ impl BenchConfig {
         self.transport.per_room(self.clients_per_room).websocket > 0
     }
 
-    fn params(&self, url: &str, ws_url: &str) -> Params {
+    pub(crate) fn params(&self, url: &str, ws_url: &str) -> Params {
         Params {
             rooms: self.rooms,
             clients_per_room: self.clients_per_room,
@@ -528,6 +529,23 @@ pub(crate) struct Timeline {
 }
 
 impl Timeline {
+    /// Sending starts 100 ms from now with `cfg.warmup`, then the measured
+    /// window of `cfg.duration`, then `cfg.drain`.
+    pub(crate) fn starting_soon(epoch: Instant, cfg: &BenchConfig) -> Timeline {
+        let start = Instant::now() + Duration::from_millis(100);
+        let window_start = start + cfg.warmup;
+        let window_end = window_start + cfg.duration;
+        Timeline {
+            epoch,
+            start,
+            window_start,
+            window_end,
+            recv_deadline: window_end + cfg.drain,
+            window_start_ns: ns_since(epoch, window_start),
+            window_end_ns: ns_since(epoch, window_end),
+        }
+    }
+
     /// Send times (ns since `epoch`) that count: the measured window.
     pub(crate) fn window_ns(&self) -> std::ops::Range<u64> {
         self.window_start_ns..self.window_end_ns
@@ -546,7 +564,7 @@ pub(crate) fn ns_since(epoch: Instant, t: Instant) -> u64 {
 
 /// A snapshot of the CPU counters.
 #[derive(Debug, Clone, Copy, Default)]
-struct CpuSample {
+pub(crate) struct CpuSample {
     at: Option<Instant>,
     server_threads: u64,
     client_threads: u64,
@@ -555,7 +573,7 @@ struct CpuSample {
     machine: Option<u64>,
 }
 
-fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
+pub(crate) fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
     let by_prefix = procfs::thread_cpu_ticks_by_prefix(&[SERVER_THREAD, CLIENT_THREAD]);
     CpuSample {
         at: Some(Instant::now()),
@@ -564,6 +582,65 @@ fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
         process: procfs::process_cpu_ticks("self"),
         server_process: server_pid.and_then(|pid| procfs::process_cpu_ticks(&pid.to_string())),
         machine: procfs::machine_busy_ticks(),
+    }
+}
+
+/// CPU use between two samples. The server's share is its runtime's threads
+/// when `server_in_process`, else the sampled server process's.
+pub(crate) fn cpu_figures(
+    cpu0: &CpuSample,
+    cpu1: &CpuSample,
+    server_in_process: bool,
+) -> CpuFigures {
+    let clk_tck = procfs::clock_ticks_per_second();
+    let secs = match (cpu0.at, cpu1.at) {
+        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
+        _ => 0.0,
+    };
+    let pct = |a: u64, b: u64| procfs::cpu_pct(b.saturating_sub(a), clk_tck, secs);
+    let both = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| pct(a, b));
+    CpuFigures {
+        server_pct: if server_in_process {
+            Some(pct(cpu0.server_threads, cpu1.server_threads))
+        } else {
+            both(cpu0.server_process, cpu1.server_process)
+        },
+        loadgen_pct: Some(pct(cpu0.client_threads, cpu1.client_threads)),
+        bench_process_pct: both(cpu0.process, cpu1.process),
+        machine_pct: both(cpu0.machine, cpu1.machine),
+        clk_tck,
+    }
+}
+
+/// The machine-wide kernel UDP and TCP counters at one instant.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KernelSample {
+    udp: Option<procfs::UdpCounters>,
+    tcp: Option<procfs::TcpCounters>,
+}
+
+impl KernelSample {
+    pub(crate) fn now() -> KernelSample {
+        KernelSample {
+            udp: procfs::udp_counters(),
+            tcp: procfs::tcp_counters(),
+        }
+    }
+
+    /// What the counters grew by from this sample to `later`.
+    pub(crate) fn until(self, later: KernelSample) -> (Option<KernelUdp>, Option<KernelTcp>) {
+        let udp = self.udp.zip(later.udp).map(|(a, b)| KernelUdp {
+            in_datagrams: b.in_datagrams.saturating_sub(a.in_datagrams),
+            out_datagrams: b.out_datagrams.saturating_sub(a.out_datagrams),
+            rcvbuf_errors: b.rcvbuf_errors.saturating_sub(a.rcvbuf_errors),
+            sndbuf_errors: b.sndbuf_errors.saturating_sub(a.sndbuf_errors),
+        });
+        let tcp = self.tcp.zip(later.tcp).map(|(a, b)| KernelTcp {
+            in_segs: b.in_segs.saturating_sub(a.in_segs),
+            out_segs: b.out_segs.saturating_sub(a.out_segs),
+            retrans_segs: b.retrans_segs.saturating_sub(a.retrans_segs),
+        });
+        (udp, tcp)
     }
 }
 
@@ -810,52 +887,25 @@ async fn measure(
             .context("payload does not fit this server or connection")?;
     }
 
-    let start = Instant::now() + Duration::from_millis(100);
-    let window_start = start + cfg.warmup;
-    let window_end = window_start + cfg.duration;
-    let tl = Timeline {
-        epoch,
-        start,
-        window_start,
-        window_end,
-        recv_deadline: window_end + cfg.drain,
-        window_start_ns: ns_since(epoch, window_start),
-        window_end_ns: ns_since(epoch, window_end),
-    };
+    let tl = Timeline::starting_soon(epoch, cfg);
 
-    let mut senders = JoinSet::new();
-    let mut receivers = JoinSet::new();
-    if cfg.hz > 0.0 {
-        // Stagger: client i fires at start + period × slot(i) / n.
-        let n = clients.len();
-        let period = Duration::from_secs_f64(1.0 / cfg.hz);
-        for (c, slot) in clients.iter().zip(stagger_slots(n, cfg.seed)) {
-            let offset = period.mul_f64(slot as f64 / n as f64);
-            let room = c.room.clone();
-            let seed = cfg.seed ^ u64::from(c.index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let (index, size) = (c.index, cfg.payload_bytes);
-            let me = Sender {
-                index,
+    let ticks = if cfg.hz > 0.0 {
+        let ends = clients
+            .iter()
+            .map(|c| TickClient {
+                index: c.index,
                 transport: c.transport,
-            };
-            senders.spawn(send_loop(room, me, size, seed, tl, offset, period));
-            let room_index = c.index / cfg.clients_per_room;
-            receivers.spawn(receive_loop(
-                c.room.ticks(),
-                RoomPlan {
-                    room_index,
-                    clients_per_room: cfg.clients_per_room,
-                    mix: cfg.transport,
-                    me: c.transport,
-                },
-                tl,
-            ));
-        }
-    }
+                sink: c.room.clone(),
+                source: c.room.ticks(),
+            })
+            .collect();
+        TickTasks::spawn(cfg, tl, ends)
+    } else {
+        TickTasks::none()
+    };
     let mut lane_tasks = spawn_lanes(cfg, clients, tl);
 
-    let udp0 = procfs::udp_counters();
-    let tcp0 = procfs::tcp_counters();
+    let kernel0 = KernelSample::now();
     sleep_until(tl.window_start).await;
     let cpu0 = sample_cpu(server_pid);
     let counters0 = stats.sample().await;
@@ -865,32 +915,13 @@ async fn measure(
     let (peak_rss_mib, rss_end_mib) = procfs::memory_mib(&mem_pid);
     sleep_until(tl.recv_deadline).await;
     let counters1 = stats.sample().await;
-    let udp1 = procfs::udp_counters();
-    let tcp1 = procfs::tcp_counters();
     let sdk_outgoing_replaced = clients
         .iter()
         .map(|c| c.client.outgoing_ticks_dropped())
         .sum();
 
-    // Senders stop at the window end and receivers at the drain deadline; this
-    // bound only guards against a task that does not.
-    let mut totals = ClientTotals::default();
-    let mut send_error = None;
     let collect_deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while let Ok(Some(joined)) =
-        tokio::time::timeout_at(collect_deadline, senders.join_next()).await
-    {
-        let (sender_totals, first_error) = joined.context("sender task failed")?;
-        totals.merge(&sender_totals);
-        if send_error.is_none() {
-            send_error = first_error;
-        }
-    }
-    while let Ok(Some(joined)) =
-        tokio::time::timeout_at(collect_deadline, receivers.join_next()).await
-    {
-        totals.merge(&joined.context("receiver task failed")?);
-    }
+    let (totals, _first_send_error) = ticks.collect(collect_deadline).await?;
     let mut state = (cfg.state_rate > 0.0).then(LaneTotals::default);
     let mut commands = (cfg.command_rate > 0.0).then(LaneTotals::default);
     while let Ok(Some(joined)) =
@@ -905,40 +936,12 @@ async fn measure(
             totals.merge(&part);
         }
     }
-    if !senders.is_empty() || !receivers.is_empty() || !lane_tasks.is_empty() {
-        bail!("sender or receiver tasks did not finish in time");
-    }
-    if let Some(e) = send_error {
-        tracing::warn!(errors = totals.send_errors, first = %e, "send_tick refused ticks");
+    if !lane_tasks.is_empty() {
+        bail!("reliable-lane tasks did not finish in time");
     }
 
-    let clk_tck = procfs::clock_ticks_per_second();
-    let secs = match (cpu0.at, cpu1.at) {
-        (Some(a), Some(b)) => b.saturating_duration_since(a).as_secs_f64(),
-        _ => 0.0,
-    };
-    let pct = |a: u64, b: u64| procfs::cpu_pct(b.saturating_sub(a), clk_tck, secs);
     let in_process = matches!(stats, StatsSource::InProcess(_));
-    let cpu = CpuFigures {
-        server_pct: if in_process {
-            Some(pct(cpu0.server_threads, cpu1.server_threads))
-        } else {
-            match (cpu0.server_process, cpu1.server_process) {
-                (Some(a), Some(b)) => Some(pct(a, b)),
-                _ => None,
-            }
-        },
-        loadgen_pct: Some(pct(cpu0.client_threads, cpu1.client_threads)),
-        bench_process_pct: match (cpu0.process, cpu1.process) {
-            (Some(a), Some(b)) => Some(pct(a, b)),
-            _ => None,
-        },
-        machine_pct: match (cpu0.machine, cpu1.machine) {
-            (Some(a), Some(b)) => Some(pct(a, b)),
-            _ => None,
-        },
-        clk_tck,
-    };
+    let cpu = cpu_figures(&cpu0, &cpu1, in_process);
     let scope = match (in_process, server_pid) {
         (true, _) => "bench process: in-process server + all clients",
         (false, Some(_)) => "external server process",
@@ -960,15 +963,7 @@ async fn measure(
         ),
         _ => (None, None),
     };
-    let kernel_udp = match (udp0, udp1) {
-        (Some(a), Some(b)) => Some(KernelUdp {
-            in_datagrams: b.in_datagrams.saturating_sub(a.in_datagrams),
-            out_datagrams: b.out_datagrams.saturating_sub(a.out_datagrams),
-            rcvbuf_errors: b.rcvbuf_errors.saturating_sub(a.rcvbuf_errors),
-            sndbuf_errors: b.sndbuf_errors.saturating_sub(a.sndbuf_errors),
-        }),
-        _ => None,
-    };
+    let (kernel_udp, kernel_tcp) = kernel0.until(KernelSample::now());
     Ok((
         totals,
         Measurements {
@@ -981,14 +976,7 @@ async fn measure(
             server_counters,
             server_sessions_opened: None,
             kernel_udp,
-            kernel_tcp: match (tcp0, tcp1) {
-                (Some(a), Some(b)) => Some(KernelTcp {
-                    in_segs: b.in_segs.saturating_sub(a.in_segs),
-                    out_segs: b.out_segs.saturating_sub(a.out_segs),
-                    retrans_segs: b.retrans_segs.saturating_sub(a.retrans_segs),
-                }),
-                _ => None,
-            },
+            kernel_tcp,
             sdk_outgoing_replaced,
             server_reliable,
             state,
@@ -1075,6 +1063,131 @@ async fn sleep_until(t: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
 }
 
+/// Where one client sends its ticks: a Chorus [`Room`], or a baseline relay's
+/// [`TickSender`](crate::baselines::TickSender) ([`crate::baseline_run`]).
+pub(crate) trait TickSink: Send + 'static {
+    /// Hands one tick to the transport; `Err` says why it was refused.
+    fn send(&self, payload: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl TickSink for Room {
+    async fn send(&self, payload: &[u8]) -> Result<(), String> {
+        self.send_tick(payload).map(drop).map_err(|e| e.to_string())
+    }
+}
+
+/// Where one client's receiver reads the ticks of its room-mates: the Chorus
+/// SDK's [`TickReceiver`](chorus_client::TickReceiver), or a baseline relay's
+/// [`TickStream`](crate::baselines::TickStream).
+pub(crate) trait TickSource: Send + 'static {
+    /// The next tick's payload and when it was read off the connection;
+    /// `None` once the stream has ended.
+    fn next_tick(&mut self) -> impl Future<Output = Option<(Bytes, Instant)>> + Send;
+    /// Ticks the bounded receive buffer lost because the reader fell behind.
+    fn lost_to_lag(&self) -> u64;
+}
+
+impl TickSource for chorus_client::TickReceiver {
+    async fn next_tick(&mut self) -> Option<(Bytes, Instant)> {
+        self.recv().await.map(|t| (t.payload, t.received_at))
+    }
+
+    fn lost_to_lag(&self) -> u64 {
+        self.dropped()
+    }
+}
+
+/// One client's two ends of the tick load.
+pub(crate) struct TickClient<S, T> {
+    /// Global client index.
+    pub(crate) index: u32,
+    pub(crate) transport: ClientTransport,
+    pub(crate) sink: S,
+    pub(crate) source: T,
+}
+
+/// The tick load's sender and receiver tasks.
+pub(crate) struct TickTasks {
+    senders: JoinSet<(ClientTotals, Option<String>)>,
+    receivers: JoinSet<ClientTotals>,
+}
+
+impl TickTasks {
+    /// No tick load (`--hz 0`).
+    pub(crate) fn none() -> TickTasks {
+        TickTasks {
+            senders: JoinSet::new(),
+            receivers: JoinSet::new(),
+        }
+    }
+
+    /// Per client a sender, firing every `1 / hz` from `tl.start` plus its
+    /// slot of the period (the slots a seeded permutation, so that senders do
+    /// not all fire at once), and a receiver counting its room-mates' ticks.
+    pub(crate) fn spawn<S: TickSink, T: TickSource>(
+        cfg: &BenchConfig,
+        tl: Timeline,
+        clients: Vec<TickClient<S, T>>,
+    ) -> TickTasks {
+        let mut tasks = TickTasks::none();
+        let n = clients.len();
+        let period = Duration::from_secs_f64(1.0 / cfg.hz);
+        for (c, slot) in clients.into_iter().zip(stagger_slots(n, cfg.seed)) {
+            let offset = period.mul_f64(slot as f64 / n as f64);
+            let seed = cfg.seed ^ u64::from(c.index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let me = Sender {
+                index: c.index,
+                transport: c.transport,
+            };
+            let size = cfg.payload_bytes;
+            tasks
+                .senders
+                .spawn(send_loop(c.sink, me, size, seed, tl, offset, period));
+            let plan = RoomPlan {
+                room_index: c.index / cfg.clients_per_room,
+                clients_per_room: cfg.clients_per_room,
+                mix: cfg.transport,
+                me: c.transport,
+            };
+            tasks.receivers.spawn(receive_loop(c.source, plan, tl));
+        }
+        tasks
+    }
+
+    /// Waits (until `deadline`) for every task and merges their totals; also
+    /// the first refusal a sender met. Senders stop at the window end and
+    /// receivers at the drain deadline: `deadline` only guards against a task
+    /// that does not.
+    pub(crate) async fn collect(
+        mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(ClientTotals, Option<String>)> {
+        let mut totals = ClientTotals::default();
+        let mut send_error = None;
+        while let Ok(Some(joined)) =
+            tokio::time::timeout_at(deadline, self.senders.join_next()).await
+        {
+            let (sender_totals, first_error) = joined.context("sender task failed")?;
+            totals.merge(&sender_totals);
+            if send_error.is_none() {
+                send_error = first_error;
+            }
+        }
+        while let Ok(Some(joined)) =
+            tokio::time::timeout_at(deadline, self.receivers.join_next()).await
+        {
+            totals.merge(&joined.context("receiver task failed")?);
+        }
+        if !self.senders.is_empty() || !self.receivers.is_empty() {
+            bail!("tick sender or receiver tasks did not finish in time");
+        }
+        if let Some(e) = &send_error {
+            tracing::warn!(errors = totals.send_errors, first = %e, "ticks refused");
+        }
+        Ok((totals, send_error))
+    }
+}
+
 /// Who sends.
 #[derive(Debug, Clone, Copy)]
 struct Sender {
@@ -1085,7 +1198,7 @@ struct Sender {
 /// Sends ticks from `start + offset` every `period` until the window ends.
 /// Returns the sender's counts (sent, refused, lateness) and its first refusal.
 async fn send_loop(
-    room: Room,
+    sink: impl TickSink,
     me: Sender,
     size: usize,
     seed: u64,
@@ -1126,14 +1239,14 @@ async fn send_loop(
                 u64::try_from(late).unwrap_or(u64::MAX),
             );
         }
-        match room.send_tick(&buf) {
-            Ok(_) if in_window => totals.record_sent(me.transport),
-            Ok(_) => {}
+        match sink.send(&buf).await {
+            Ok(()) if in_window => totals.record_sent(me.transport),
+            Ok(()) => {}
             Err(e) => {
                 if in_window {
                     totals.send_errors += 1;
                 }
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert(e);
             }
         }
     }
@@ -1152,30 +1265,26 @@ struct RoomPlan {
 }
 
 /// Receives ticks until the drain deadline, counting those sent in the window.
-async fn receive_loop(
-    mut ticks: chorus_client::TickReceiver,
-    plan: RoomPlan,
-    tl: Timeline,
-) -> ClientTotals {
+async fn receive_loop(mut ticks: impl TickSource, plan: RoomPlan, tl: Timeline) -> ClientTotals {
     let mut totals = ClientTotals::default();
     let mut senders = RoomSenders::new(plan.room_index, plan.clients_per_room);
     let deadline = tokio::time::Instant::from_std(tl.recv_deadline);
     loop {
-        let tick = match tokio::time::timeout_at(deadline, ticks.recv()).await {
-            Err(_) => break,
-            Ok(None) => {
-                totals.receivers_ended_early += 1;
-                break;
-            }
-            Ok(Some(tick)) => tick,
-        };
-        let Some((in_room, h)) =
-            senders.receive(&tick.payload, tl.window_ns(), &mut totals.anomalies)
+        let (payload, received_at) =
+            match tokio::time::timeout_at(deadline, ticks.next_tick()).await {
+                Err(_) => break,
+                Ok(None) => {
+                    totals.receivers_ended_early += 1;
+                    break;
+                }
+                Ok(Some(tick)) => tick,
+            };
+        let Some((in_room, h)) = senders.receive(&payload, tl.window_ns(), &mut totals.anomalies)
         else {
             continue;
         };
         let handoff = Instant::now()
-            .saturating_duration_since(tick.received_at)
+            .saturating_duration_since(received_at)
             .as_micros();
         record(
             &mut totals.handoff_us,
@@ -1184,10 +1293,10 @@ async fn receive_loop(
         totals.record_delivery(
             plan.mix.of(in_room),
             plan.me,
-            tl.us_since_sent(h.send_ns, tick.received_at),
+            tl.us_since_sent(h.send_ns, received_at),
         );
     }
-    totals.sdk_dropped = ticks.dropped();
+    totals.sdk_dropped = ticks.lost_to_lag();
     totals
 }
 
@@ -1207,7 +1316,7 @@ async fn close_all(clients: Vec<Connected>) {
     set.abort_all();
 }
 
-fn run_meta() -> RunMeta {
+pub(crate) fn run_meta() -> RunMeta {
     let usable = std::thread::available_parallelism().map_or(0, |n| n.get());
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
