@@ -17,7 +17,34 @@ use std::fmt::Write as _;
 /// 3: `state` and `commands` (the reliable-lane loads, [`LaneReport`]),
 /// `server_reliable`, `params.scenario`, `params.scenario_overrides`,
 /// `params.state_rate`, `params.command_rate`; `params.hz` may be 0 (no ticks).
-pub const SCHEMA: &str = "chorus-bench/3";
+/// 4: `target` ([`ServerKind`]: `chorus`, `ws-relay` or `socketio-relay`);
+/// `params.server` may be `node vX.Y.Z` (a baseline relay the bench started).
+pub const SCHEMA: &str = "chorus-bench/4";
+
+/// Which server software a run loaded: Chorus, or one of the Node.js
+/// baseline relays of `bench/baselines/` ([`crate::baseline_run`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerKind {
+    /// The Chorus server (in process or external).
+    #[default]
+    Chorus,
+    /// `ws-relay.mjs`: the `ws` package.
+    WsRelay,
+    /// `socketio-relay.mjs`: Socket.IO 4.
+    SocketioRelay,
+}
+
+impl ServerKind {
+    /// `"chorus"`, `"ws-relay"` or `"socketio-relay"`, as in the JSON line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Chorus => "chorus",
+            ServerKind::WsRelay => "ws-relay",
+            ServerKind::SocketioRelay => "socketio-relay",
+        }
+    }
+}
 
 /// Largest latency or connect time recorded, in µs (larger values saturate).
 const HIST_MAX_US: u64 = 60_000_000;
@@ -588,6 +615,9 @@ pub struct RunMeta {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema: String,
+    /// The server software loaded (absent before schema 4: `chorus`).
+    #[serde(default)]
+    pub target: ServerKind,
     /// How this run assigned transports: `webtransport`, `websocket` or `mixed`.
     pub transport: TransportMix,
     #[serde(flatten)]
@@ -714,8 +744,21 @@ pub fn pair_reports(totals: &ClientTotals, per_room: PerTransport) -> Vec<PairRe
 }
 
 impl Report {
-    /// Derives every figure from the merged per-client totals.
+    /// Derives every figure of a Chorus run from the merged per-client totals.
     pub fn compute(
+        params: Params,
+        transport: TransportMix,
+        meta: RunMeta,
+        totals: &ClientTotals,
+        m: Measurements,
+    ) -> Report {
+        Report::compute_for(ServerKind::Chorus, params, transport, meta, totals, m)
+    }
+
+    /// Derives every figure of a run against `target` from the merged
+    /// per-client totals.
+    pub fn compute_for(
+        target: ServerKind,
         params: Params,
         transport: TransportMix,
         meta: RunMeta,
@@ -736,6 +779,7 @@ impl Report {
         let per_room = transport.per_room(params.clients_per_room);
         Report {
             schema: SCHEMA.to_owned(),
+            target,
             transport,
             meta,
             params,
@@ -781,8 +825,9 @@ impl Report {
         side_by_side(std::slice::from_ref(self))
     }
 
-    /// The first header line: the scenario.
-    fn scenario(&self) -> String {
+    /// The first header line: the scenario, and the server unless `server`
+    /// says otherwise (runs against several servers).
+    fn scenario(&self, server: Option<&str>) -> String {
         let p = &self.params;
         let preset = match (&p.scenario, p.scenario_overrides.is_empty()) {
             (None, _) => String::new(),
@@ -801,7 +846,13 @@ impl Report {
         }
         format!(
             "chorus-bench: {preset}{} rooms x {} clients, {} Hz, {} B payload{lanes}, {} s measured (+{} s warm-up), server {}",
-            p.rooms, p.clients_per_room, p.hz, p.payload_bytes, self.window_s, p.warmup_s, p.server
+            p.rooms,
+            p.clients_per_room,
+            p.hz,
+            p.payload_bytes,
+            self.window_s,
+            p.warmup_s,
+            server.unwrap_or(&p.server)
         )
     }
 
@@ -830,6 +881,10 @@ impl Report {
         let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} %"));
         let mib = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} MiB"));
         let per_room = self.clients_per_room_by_transport;
+        row(
+            "target",
+            format!("{} ({})", self.target.name(), self.params.server),
+        );
         row(
             "transport",
             match self.transport {
@@ -1043,7 +1098,11 @@ pub fn side_by_side(reports: &[Report]) -> String {
         })
         .collect();
     let mut s = String::new();
-    let _ = writeln!(s, "{}", first.scenario());
+    let one_server = reports
+        .iter()
+        .all(|r| r.params.server == first.params.server);
+    let server = (!one_server).then_some("per column, see target");
+    let _ = writeln!(s, "{}", first.scenario(server));
     let _ = writeln!(s, "{}", first.machine());
     for label in &labels {
         let mut line = format!("  {label:<label_width$}");
@@ -1445,6 +1504,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
         for key in [
             "schema",
+            "target",
             "transport",
             "clients_per_room_by_transport",
             "timestamp",
@@ -1534,7 +1594,8 @@ mod tests {
             );
         }
         assert_eq!(v["schema"], SCHEMA);
-        assert_eq!(SCHEMA, "chorus-bench/3");
+        assert_eq!(SCHEMA, "chorus-bench/4");
+        assert_eq!(v["target"], "chorus");
         assert_eq!(v["transport"], "webtransport");
         assert_eq!(v["clients_per_room_by_transport"]["webtransport"], 5);
         assert_eq!(v["clients_per_room_by_transport"]["websocket"], 0);
@@ -1555,6 +1616,11 @@ mod tests {
         assert_eq!(v["latency_ms"]["max"], 0.7);
         let back: Report = serde_json::from_str(&line).expect("parses back");
         assert_eq!(back, r);
+        // A line from before schema 4 has no target: it was Chorus.
+        let mut old = v.clone();
+        old.as_object_mut().expect("an object").remove("target");
+        let back: Report = serde_json::from_value(old).expect("parses without target");
+        assert_eq!(back.target, ServerKind::Chorus);
         // The table mentions the headline figures.
         let table = r.table();
         assert!(table.contains("loss"));
@@ -1829,6 +1895,34 @@ mod tests {
         assert!(
             lines.iter().all(|l| l.trim_end() == *l),
             "no trailing spaces"
+        );
+        assert_eq!(
+            row("target"),
+            ["chorus (in-process)", "chorus (in-process)"]
+        );
+        assert!(lines[0].ends_with("server in-process"), "{}", lines[0]);
+        // Against several servers, the header leaves the server to each column.
+        let mut p = params(2);
+        p.server = "node v20.0.0".into();
+        let relay = Report::compute_for(
+            ServerKind::WsRelay,
+            p,
+            TransportMix::WebSocket,
+            RunMeta::default(),
+            &totals(100, 100, &[3000]),
+            measurements(1.0),
+        );
+        let mixed = side_by_side(&[wt.clone(), relay]);
+        let first = mixed.lines().next().unwrap_or_default();
+        assert!(first.ends_with("server per column, see target"), "{first}");
+        let target_row = mixed
+            .lines()
+            .find(|l| l.trim_start().starts_with("target"))
+            .unwrap_or_default();
+        assert!(
+            target_row.contains("chorus (in-process)")
+                && target_row.ends_with("ws-relay (node v20.0.0)"),
+            "{mixed}"
         );
         // One report alone is its own table.
         assert_eq!(side_by_side(std::slice::from_ref(&wt)), wt.table());
