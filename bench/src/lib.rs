@@ -4,6 +4,7 @@
 //! latency, CPU and memory.
 //!
 //! - [`baselines`]: clients and a launcher for the Node.js relays compared against.
+//! - [`baseline_run`]: one run against a baseline relay, reported like a Chorus run.
 //! - [`payload`]: the tick payload header and duplicate window.
 //! - [`reliable`]: the state-update and command loads and their receivers.
 //! - [`report`]: the pure accounting and its table / JSON output.
@@ -12,6 +13,7 @@
 //! - [`scenario`]: the S1..S5 presets and how flags override them.
 //! - [`transports`]: which transport each client uses.
 
+pub mod baseline_run;
 pub mod baselines;
 pub mod payload;
 pub mod procfs;

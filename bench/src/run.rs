@@ -1059,7 +1059,7 @@ fn spawn_lanes(
     tasks
 }
 
-async fn sleep_until(t: Instant) {
+pub(crate) async fn sleep_until(t: Instant) {
     tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await;
 }
 
