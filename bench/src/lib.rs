@@ -5,6 +5,7 @@
 //!
 //! - [`baselines`]: clients and a launcher for the Node.js relays compared against.
 //! - [`baseline_run`]: one run against a baseline relay, reported like a Chorus run.
+//! - [`compare`]: one scenario against Chorus and the baselines, side by side.
 //! - [`payload`]: the tick payload header and duplicate window.
 //! - [`reliable`]: the state-update and command loads and their receivers.
 //! - [`report`]: the pure accounting and its table / JSON output.
@@ -15,6 +16,7 @@
 
 pub mod baseline_run;
 pub mod baselines;
+pub mod compare;
 pub mod payload;
 pub mod procfs;
 pub mod reliable;
