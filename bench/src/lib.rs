@@ -11,6 +11,7 @@
 //! - [`report`]: the pure accounting and its table / JSON output.
 //! - [`procfs`]: CPU and memory from `/proc`.
 //! - [`run`]: one run, end to end.
+//! - [`saturation`]: the search for the highest load within a latency and loss bound.
 //! - [`scenario`]: the S1..S5 presets and how flags override them.
 //! - [`transports`]: which transport each client uses.
 
@@ -22,5 +23,6 @@ pub mod procfs;
 pub mod reliable;
 pub mod report;
 pub mod run;
+pub mod saturation;
 pub mod scenario;
 pub mod transports;
