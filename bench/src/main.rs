@@ -8,7 +8,9 @@
 //! `--transport both` runs the scenario once per transport and prints the two
 //! side by side. `--scenario s1..s5` picks a preset shape (explicit shape
 //! flags win over it); `--state-rate` and `--command-rate` add the reliable
-//! loads.
+//! loads. Subcommands ([`cli_modes`]): `compare` runs one scenario against
+//! Chorus and the Node.js baseline relays, `saturate` searches for the
+//! highest load within a latency and loss bound.
 
 use anyhow::{Context, Result, bail};
 use chorus_bench::payload;
@@ -16,11 +18,13 @@ use chorus_bench::report::{Report, side_by_side};
 use chorus_bench::run::{BenchConfig, Target, run};
 use chorus_bench::scenario::{self, Scenario, ShapeFlags};
 use chorus_bench::transports::TransportMix;
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod cli_modes;
 
 /// What `--transport` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,8 +87,17 @@ const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 /// through a real server over WebTransport and/or WebSocket (in process by
 /// default).
 #[derive(Debug, Parser)]
-#[command(name = "chorus-bench", version)]
+#[command(name = "chorus-bench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    mode: Option<cli_modes::Mode>,
+    #[command(flatten)]
+    run: RunFlags,
+}
+
+/// The scenario and run flags, of a plain run and of every subcommand.
+#[derive(Debug, Args)]
+struct RunFlags {
     /// A preset shape of issue 8, with 48-byte payloads; --rooms, --clients,
     /// --hz and --payload-bytes given explicitly override it.
     #[arg(long, value_enum)]
@@ -182,7 +195,7 @@ fn seconds(name: &str, v: f64) -> Result<Duration> {
 }
 
 /// One configuration per run.
-fn configs(cli: &Cli) -> Result<Vec<BenchConfig>> {
+fn configs(cli: &RunFlags) -> Result<Vec<BenchConfig>> {
     let base = config(cli)?;
     Ok(cli
         .transport
@@ -196,7 +209,7 @@ fn configs(cli: &Cli) -> Result<Vec<BenchConfig>> {
 }
 
 /// The configuration of the first run.
-fn config(cli: &Cli) -> Result<BenchConfig> {
+fn config(cli: &RunFlags) -> Result<BenchConfig> {
     let resolved = scenario::resolve(
         cli.scenario.map(Scenario::from),
         ShapeFlags {
@@ -258,7 +271,11 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    match real_main(&cli) {
+    let result = match &cli.mode {
+        None => real_main(&cli.run),
+        Some(mode) => cli_modes::run(mode),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chorus-bench: {e:#}");
@@ -267,7 +284,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(cli: &Cli) -> Result<()> {
+fn real_main(cli: &RunFlags) -> Result<()> {
     let configs = configs(cli)?;
     let mut reports = Vec::with_capacity(configs.len());
     let mut failure = None;
@@ -291,7 +308,7 @@ fn real_main(cli: &Cli) -> Result<()> {
     }
 }
 
-fn print_reports(cli: &Cli, reports: &[Report]) -> Result<()> {
+fn print_reports(cli: &RunFlags, reports: &[Report]) -> Result<()> {
     if reports.is_empty() {
         return Ok(());
     }
@@ -300,9 +317,14 @@ fn print_reports(cli: &Cli, reports: &[Report]) -> Result<()> {
         .map(Report::json_line)
         .collect::<Result<Vec<_>, _>>()
         .context("serializing the report")?;
+    print_table_and_lines(cli, &side_by_side(reports), &lines)
+}
+
+/// Prints `table`, then `lines` (JSON), also appending them to `--json-out`.
+fn print_table_and_lines(cli: &RunFlags, table: &str, lines: &[String]) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", side_by_side(reports))?;
-    for line in &lines {
+    write!(out, "{table}")?;
+    for line in lines {
         writeln!(out, "{line}")?;
     }
     out.flush()?;
@@ -312,7 +334,7 @@ fn print_reports(cli: &Cli, reports: &[Report]) -> Result<()> {
             .append(true)
             .open(path)
             .with_context(|| format!("opening {}", path.display()))?;
-        for line in &lines {
+        for line in lines {
             writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
         }
     }
@@ -328,11 +350,11 @@ mod tests {
     fn cli_is_well_formed_and_checks_its_arguments() {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from(["chorus-bench", "--payload-bytes", "8"]).expect("parses");
-        let err = config(&cli).expect_err("8 bytes is under the header");
+        let err = config(&cli.run).expect_err("8 bytes is under the header");
         assert!(err.to_string().contains("too small"), "{err}");
         let cli = Cli::try_parse_from(["chorus-bench", "--rooms", "3", "--clients", "4"])
             .expect("parses");
-        let cfg = config(&cli).expect("valid");
+        let cfg = config(&cli.run).expect("valid");
         assert_eq!((cfg.rooms, cfg.clients_per_room), (3, 4));
         assert!(matches!(cfg.target, Target::InProcess { .. }));
         assert!(Cli::try_parse_from(["chorus-bench", "--url", "https://x/chorus"]).is_err());
@@ -347,7 +369,7 @@ mod tests {
         ])
         .expect("parses");
         assert!(matches!(
-            config(&cli).expect("valid").target,
+            config(&cli.run).expect("valid").target,
             Target::External {
                 server_pid: Some(1),
                 ws_url: None,
@@ -359,7 +381,7 @@ mod tests {
     fn parse(args: &[&str]) -> BenchConfig {
         let cli = Cli::try_parse_from(std::iter::once("chorus-bench").chain(args.iter().copied()))
             .expect("parses");
-        config(&cli).expect("valid")
+        config(&cli.run).expect("valid")
     }
 
     #[test]
@@ -401,7 +423,7 @@ mod tests {
             let cli =
                 Cli::try_parse_from(std::iter::once("chorus-bench").chain(args.iter().copied()))
                     .expect("parses");
-            configs(&cli)
+            configs(&cli.run)
                 .expect("valid")
                 .into_iter()
                 .map(|c| c.transport)
@@ -432,7 +454,7 @@ mod tests {
             "wss://127.0.0.1:4433/chorus",
         ])
         .expect("parses");
-        let cfgs = configs(&cli).expect("valid");
+        let cfgs = configs(&cli.run).expect("valid");
         assert_eq!(cfgs.len(), 2);
         for cfg in cfgs {
             let Target::External { ws_url, .. } = cfg.target else {
