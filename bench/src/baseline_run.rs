@@ -313,34 +313,9 @@ async fn close_all(senders: &[TickSender]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::Target;
-    use std::path::PathBuf;
 
     fn cfg() -> BenchConfig {
-        BenchConfig {
-            rooms: 2,
-            clients_per_room: 3,
-            hz: 20.0,
-            payload_bytes: 48,
-            duration: Duration::from_secs(1),
-            warmup: Duration::ZERO,
-            drain: Duration::from_millis(500),
-            seed: 1,
-            tick_capacity: 64,
-            datagram_receive_buffer_bytes: None,
-            connect_concurrency: 8,
-            server_threads: 1,
-            client_threads: 1,
-            target: Target::InProcess {
-                cert_dir: PathBuf::from("unused"),
-            },
-            transport: TransportMix::WebTransport,
-            ws_tls: false,
-            state_rate: 0.0,
-            command_rate: 0.0,
-            scenario: None,
-            scenario_overrides: Vec::new(),
-        }
+        BenchConfig::small(2, 3)
     }
 
     #[test]

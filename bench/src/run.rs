@@ -148,6 +148,38 @@ impl BenchConfig {
         Ok(())
     }
 
+    /// A small run for tests and examples: `rooms` × `clients_per_room`
+    /// WebTransport clients at 20 Hz with 48-byte payloads, 1 s measured
+    /// without warm-up, 500 ms drain, an in-process server with its
+    /// certificate in the system's temporary directory; no reliable load.
+    pub fn small(rooms: u32, clients_per_room: u32) -> BenchConfig {
+        BenchConfig {
+            rooms,
+            clients_per_room,
+            hz: 20.0,
+            payload_bytes: 48,
+            duration: Duration::from_secs(1),
+            warmup: Duration::ZERO,
+            drain: Duration::from_millis(500),
+            seed: 1,
+            tick_capacity: 64,
+            datagram_receive_buffer_bytes: None,
+            client_endpoints: 0,
+            connect_concurrency: 8,
+            server_threads: 1,
+            client_threads: 2,
+            target: Target::InProcess {
+                cert_dir: std::env::temp_dir().join("chorus-bench-certs"),
+            },
+            transport: TransportMix::WebTransport,
+            ws_tls: false,
+            state_rate: 0.0,
+            command_rate: 0.0,
+            scenario: None,
+            scenario_overrides: Vec::new(),
+        }
+    }
+
     fn total_clients(&self) -> u32 {
         self.rooms * self.clients_per_room
     }

@@ -600,30 +600,14 @@ mod tests {
         );
     }
 
+    /// S2's shape, 10 s per step, with `hz` overridden (to the same value).
     fn base() -> BenchConfig {
         BenchConfig {
-            rooms: 50,
-            clients_per_room: 10,
             hz: 30.0,
-            payload_bytes: 48,
             duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(2),
-            drain: Duration::from_millis(500),
-            seed: 1,
-            tick_capacity: 64,
-            datagram_receive_buffer_bytes: None,
-            connect_concurrency: 32,
-            server_threads: 2,
-            client_threads: 2,
-            target: crate::run::Target::InProcess {
-                cert_dir: std::path::PathBuf::from("unused"),
-            },
-            transport: crate::transports::TransportMix::WebTransport,
-            ws_tls: false,
-            state_rate: 0.0,
-            command_rate: 0.0,
             scenario: Some(crate::scenario::Scenario::S2),
             scenario_overrides: vec!["hz"],
+            ..BenchConfig::small(50, 10)
         }
     }
 

@@ -11,39 +11,10 @@
 use chorus_bench::baselines::{BaselineError, LaunchOptions, node_version};
 use chorus_bench::compare::{self, CompareTarget};
 use chorus_bench::report::{Report, ServerKind};
-use chorus_bench::run::{BenchConfig, Target};
+use chorus_bench::run::BenchConfig;
 use chorus_bench::transports::{ClientTransport, TransportMix};
 use std::io::Write;
 use std::time::Duration;
-
-/// 2 rooms x 3 clients, 20 Hz, 1 s measured, no warm-up.
-fn tiny_config() -> BenchConfig {
-    BenchConfig {
-        rooms: 2,
-        clients_per_room: 3,
-        hz: 20.0,
-        payload_bytes: 48,
-        duration: Duration::from_secs(1),
-        warmup: Duration::ZERO,
-        drain: Duration::from_millis(500),
-        seed: 7,
-        tick_capacity: 64,
-        datagram_receive_buffer_bytes: None,
-        connect_concurrency: 8,
-        server_threads: 1,
-        client_threads: 2,
-        // Not used by a relay run: the relay is always started by the bench.
-        target: Target::InProcess {
-            cert_dir: std::path::PathBuf::new(),
-        },
-        transport: TransportMix::WebTransport,
-        ws_tls: false,
-        state_rate: 0.0,
-        command_rate: 0.0,
-        scenario: None,
-        scenario_overrides: Vec::new(),
-    }
-}
 
 #[test]
 fn tiny_compare_against_the_ws_relay_delivers_every_tick_once() {
@@ -59,7 +30,12 @@ fn tiny_compare_against_the_ws_relay_delivers_every_tick_once() {
         }
         Err(e) => panic!("cannot run node: {e}"),
     }
-    let cfg = tiny_config();
+    // 2 rooms x 3 clients, 20 Hz, 1 s measured, no warm-up; a relay run
+    // starts its own relay, whatever the config's Chorus target.
+    let cfg = BenchConfig {
+        seed: 7,
+        ..BenchConfig::small(2, 3)
+    };
     let mut heard = Vec::new();
     let done = compare::compare(
         &cfg,
