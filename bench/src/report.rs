@@ -1012,6 +1012,12 @@ impl Report {
             ),
         );
         row("memory of", self.memory.scope.clone());
+        if self.target != ServerKind::Chorus {
+            // The relays have none of Chorus's counters: their column shows
+            // `-` in Chorus's rows, and the kernel's counters follow.
+            self.kernel_rows(&mut row);
+            return rows;
+        }
         match &self.server_sessions_opened {
             Some(s) => row(
                 "server sessions opened WT / WS",
@@ -1038,6 +1044,12 @@ impl Report {
                 None => row("server state/commands", "- (not readable)".to_owned()),
             }
         }
+        self.kernel_rows(&mut row);
+        rows
+    }
+
+    /// The machine-wide kernel counters' rows.
+    fn kernel_rows(&self, row: &mut impl FnMut(&str, String)) {
         if let Some(k) = &self.kernel_udp {
             row(
                 "kernel UDP in/out/rcvbuf-drops",
@@ -1056,7 +1068,6 @@ impl Report {
                 ),
             );
         }
-        rows
     }
 }
 
@@ -1922,6 +1933,23 @@ mod tests {
         assert!(
             target_row.contains("chorus (in-process)")
                 && target_row.ends_with("ws-relay (node v20.0.0)"),
+            "{mixed}"
+        );
+        // A relay has no Chorus counters: `-` there, not a row of its own;
+        // the kernel's counters still show.
+        let ends_with = |label: &str, value: &str| {
+            mixed
+                .lines()
+                .find(|l| l.trim_start().starts_with(label))
+                .is_some_and(|l| l.ends_with(value))
+        };
+        assert!(
+            ends_with("server ticks in/out/dropped/rej", "  -"),
+            "{mixed}"
+        );
+        assert!(!mixed.contains("not readable"), "{mixed}");
+        assert!(
+            ends_with("kernel TCP segs in/out/retrans", "(machine-wide)"),
             "{mixed}"
         );
         // One report alone is its own table.
