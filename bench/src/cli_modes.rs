@@ -14,22 +14,9 @@ use chorus_bench::compare::{self, CompareTarget};
 use chorus_bench::report::Report;
 use chorus_bench::run::BenchConfig;
 use chorus_bench::saturation::{self, Bounds, SearchSettings};
-use clap::{Args, Subcommand};
+use clap::Args;
 use std::ffi::OsString;
 use std::time::Duration;
-
-/// A subcommand.
-#[derive(Debug, Subcommand)]
-pub(crate) enum Mode {
-    /// Runs one scenario against Chorus over WebTransport and over WebSocket,
-    /// and against the Node.js ws and Socket.IO relays (started with node),
-    /// one after the other, and prints them side by side.
-    Compare(CompareArgs),
-    /// Keeps a scenario's shape (rooms, Hz, payload) and raises the clients
-    /// per room until p99 or loss goes over its bound; reports each step and
-    /// the highest delivered rate within the bounds.
-    Saturate(SaturateArgs),
-}
 
 /// `chorus-bench compare`.
 #[derive(Debug, Args)]
@@ -75,14 +62,6 @@ pub(crate) struct SaturateArgs {
     node: OsString,
 }
 
-/// Runs a subcommand.
-pub(crate) fn run(mode: &Mode) -> Result<()> {
-    match mode {
-        Mode::Compare(args) => compare(args),
-        Mode::Saturate(args) => saturate(args),
-    }
-}
-
 /// The shared part of both subcommands' checks: the configuration, without
 /// `--transport`, and no reliable loads when a relay is among the targets.
 fn target_config(
@@ -113,7 +92,8 @@ fn launch_options(node: &OsString) -> LaunchOptions {
     }
 }
 
-fn compare(args: &CompareArgs) -> Result<()> {
+/// `chorus-bench compare`: runs, prints, and fails if any target failed.
+pub(crate) fn compare(args: &CompareArgs) -> Result<()> {
     if args.targets.is_empty() {
         bail!("--targets names no target");
     }
@@ -143,7 +123,8 @@ fn compare(args: &CompareArgs) -> Result<()> {
     Ok(())
 }
 
-fn saturate(args: &SaturateArgs) -> Result<()> {
+/// `chorus-bench saturate`: searches, prints the steps and the answer.
+pub(crate) fn saturate(args: &SaturateArgs) -> Result<()> {
     let cfg = target_config(&args.run, &[args.target], "--target")?;
     for (flag, v) in [
         ("p99-bound-ms", args.p99_bound_ms),
@@ -183,7 +164,7 @@ fn saturate(args: &SaturateArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Cli;
+    use crate::{BenchCommand, Cli};
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -193,7 +174,7 @@ mod tests {
     #[test]
     fn compare_takes_the_scenario_flags_and_a_subset_of_targets() {
         let cli = parse(&["compare", "--scenario", "s1", "--duration", "10"]).expect("parses");
-        let Some(Mode::Compare(args)) = &cli.mode else {
+        let Some(BenchCommand::Compare(args)) = &cli.command else {
             panic!("compare: {cli:?}");
         };
         assert_eq!(args.targets, CompareTarget::ALL);
@@ -203,7 +184,7 @@ mod tests {
 
         let cli =
             parse(&["compare", "--targets", "ws-relay,chorus-wt", "--rooms", "2"]).expect("parses");
-        let Some(Mode::Compare(args)) = &cli.mode else {
+        let Some(BenchCommand::Compare(args)) = &cli.command else {
             panic!("compare");
         };
         assert_eq!(
@@ -215,12 +196,12 @@ mod tests {
         assert!(parse(&["--rooms", "2", "compare"]).is_err());
         // The targets choose the transport; relays take no reliable load.
         let cli = parse(&["compare", "--transport", "websocket"]).expect("parses");
-        let Some(Mode::Compare(args)) = &cli.mode else {
+        let Some(BenchCommand::Compare(args)) = &cli.command else {
             panic!("compare");
         };
         assert!(target_config(&args.run, &args.targets, "--targets").is_err());
         let cli = parse(&["compare", "--state-rate", "5"]).expect("parses");
-        let Some(Mode::Compare(args)) = &cli.mode else {
+        let Some(BenchCommand::Compare(args)) = &cli.command else {
             panic!("compare");
         };
         let err = target_config(&args.run, &args.targets, "--targets").expect_err("relays");
@@ -231,7 +212,7 @@ mod tests {
     #[test]
     fn saturate_has_the_bounds_of_issue_8_by_default() {
         let cli = parse(&["saturate", "--scenario", "s2"]).expect("parses");
-        let Some(Mode::Saturate(args)) = &cli.mode else {
+        let Some(BenchCommand::Saturate(args)) = &cli.command else {
             panic!("saturate: {cli:?}");
         };
         assert_eq!(args.target, CompareTarget::ChorusWt);
@@ -248,7 +229,7 @@ mod tests {
             "0.1",
         ])
         .expect("parses");
-        let Some(Mode::Saturate(args)) = &cli.mode else {
+        let Some(BenchCommand::Saturate(args)) = &cli.command else {
             panic!("saturate");
         };
         assert_eq!(args.target, CompareTarget::SocketioRelay);
@@ -257,7 +238,7 @@ mod tests {
         assert_eq!((cfg.rooms, cfg.clients_per_room), (50, 10));
         // A plain run still parses as before.
         let cli = parse(&["--rooms", "3"]).expect("parses");
-        assert!(cli.mode.is_none());
+        assert!(cli.command.is_none());
         assert_eq!(cli.run.rooms, Some(3));
     }
 }

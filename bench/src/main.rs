@@ -90,9 +90,22 @@ const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 #[command(name = "chorus-bench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
-    mode: Option<cli_modes::Mode>,
+    command: Option<BenchCommand>,
     #[command(flatten)]
     run: RunFlags,
+}
+
+/// The runs beside the plain load run ([`cli_modes`]).
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Runs one scenario against Chorus over WebTransport and over WebSocket,
+    /// and against the Node.js ws and Socket.IO relays (started with node),
+    /// one after the other, and prints them side by side.
+    Compare(cli_modes::CompareArgs),
+    /// Keeps a scenario's shape (rooms, Hz, payload) and raises the clients
+    /// per room until p99 or loss goes over its bound; reports each step and
+    /// the highest delivered rate within the bounds.
+    Saturate(cli_modes::SaturateArgs),
 }
 
 /// The scenario and run flags, of a plain run and of every subcommand.
@@ -271,11 +284,7 @@ fn main() -> ExitCode {
         )
         .init();
     let cli = Cli::parse();
-    let result = match &cli.mode {
-        None => real_main(&cli.run),
-        Some(mode) => cli_modes::run(mode),
-    };
-    match result {
+    match real_main(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chorus-bench: {e:#}");
@@ -284,7 +293,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn real_main(cli: &RunFlags) -> Result<()> {
+fn real_main(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Some(BenchCommand::Compare(args)) => return cli_modes::compare(args),
+        Some(BenchCommand::Saturate(args)) => return cli_modes::saturate(args),
+        None => {}
+    }
+    let cli = &cli.run;
     let configs = configs(cli)?;
     let mut reports = Vec::with_capacity(configs.len());
     let mut failure = None;
