@@ -4,17 +4,21 @@
 //! latency, CPU and memory.
 //!
 //! - [`baselines`]: clients and a launcher for the Node.js relays compared against.
+//! - [`live`]: what a running load run shows (progress) and keeps (series for plots).
 //! - [`payload`]: the tick payload header and duplicate window.
+//! - [`procfs`]: CPU and memory from `/proc`.
+//! - [`progress`]: the live progress bar.
 //! - [`reliable`]: the state-update and command loads and their receivers.
 //! - [`report`]: the pure accounting and its table / JSON output.
-//! - [`procfs`]: CPU and memory from `/proc`.
 //! - [`run`]: one run, end to end.
 //! - [`scenario`]: the S1..S5 presets and how flags override them.
 //! - [`transports`]: which transport each client uses.
 
 pub mod baselines;
+pub mod live;
 pub mod payload;
 pub mod procfs;
+pub mod progress;
 pub mod reliable;
 pub mod report;
 pub mod run;

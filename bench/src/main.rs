@@ -11,15 +11,17 @@
 //! loads.
 
 use anyhow::{Context, Result, bail};
-use chorus_bench::payload;
+use chorus_bench::live::RunProbe;
 use chorus_bench::report::{Report, side_by_side};
-use chorus_bench::run::{BenchConfig, Target, run};
+use chorus_bench::run::{BenchConfig, Target, run_probed};
 use chorus_bench::scenario::{self, Scenario, ShapeFlags};
 use chorus_bench::transports::TransportMix;
+use chorus_bench::{payload, progress};
 use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What `--transport` asks for.
@@ -85,6 +87,9 @@ const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 #[derive(Debug, Parser)]
 #[command(name = "chorus-bench", version)]
 struct Cli {
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long)]
+    quiet: bool,
     /// A preset shape of issue 8, with 48-byte payloads; --rooms, --clients,
     /// --hz and --payload-bytes given explicitly override it.
     #[arg(long, value_enum)]
@@ -271,12 +276,20 @@ fn real_main(cli: &Cli) -> Result<()> {
     let configs = configs(cli)?;
     let mut reports = Vec::with_capacity(configs.len());
     let mut failure = None;
+    let show_progress = progress::visible(cli.quiet);
     for (i, cfg) in configs.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(SETTLE_BETWEEN_RUNS);
         }
-        match run(cfg).with_context(|| format!("{} run", cfg.transport)) {
-            Ok(report) => reports.push(report),
+        let probe = Arc::new(RunProbe::new(
+            cfg.rooms.saturating_mul(cfg.clients_per_room),
+            cfg.clients_per_room,
+        ));
+        let bar = progress::RunProgress::start(show_progress, cfg.transport.name(), probe.clone());
+        let outcome = run_probed(cfg, &probe).with_context(|| format!("{} run", cfg.transport));
+        bar.finish();
+        match outcome {
+            Ok(out) => reports.push(out.report),
             Err(e) => {
                 failure = Some(e);
                 break;

@@ -15,6 +15,7 @@
 //! [`Client::transport`] says otherwise or if the server's per-transport
 //! session counters disagree.
 
+use crate::live::{PhaseTimes, RunOutput, RunProbe, RunSeries};
 use crate::payload::{self, Header, RoomSenders};
 use crate::procfs;
 use crate::reliable::{self, Lane, LaneReceiver, LaneSender};
@@ -229,6 +230,14 @@ fn http_authority(url: &str) -> Result<String> {
 /// runtime) until the run is over, at most a bounded time after `warmup + duration`.
 pub fn run(cfg: &BenchConfig) -> Result<Report> {
     cfg.validate()?;
+    let probe = RunProbe::new(cfg.total_clients(), cfg.clients_per_room);
+    run_probed(cfg, &Arc::new(probe)).map(|out| out.report)
+}
+
+/// [`run`], watched through `probe` (made for this configuration) while it
+/// goes; also hands back the run's curves for the plots.
+pub fn run_probed(cfg: &BenchConfig, probe: &Arc<RunProbe>) -> Result<RunOutput> {
+    cfg.validate()?;
     let epoch = Instant::now();
     // Peak RSS from here on (it is the process's high-water mark otherwise,
     // which would carry an earlier run's peak into this one).
@@ -301,7 +310,9 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         websocket: ws_url.clone(),
     };
 
-    let outcome = client_rt.block_on(drive(cfg, &urls, cert_hash, epoch, &stats, server_pid));
+    let outcome = client_rt.block_on(drive(
+        cfg, &urls, cert_hash, epoch, &stats, server_pid, probe,
+    ));
 
     if let (Some(server), Some(rt)) = (server, &server_rt) {
         rt.block_on(async {
@@ -316,13 +327,17 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
     let (totals, mut measurements) = outcome?;
     measurements.memory.peak_since_run_start = peak_since_run_start;
     let meta = run_meta();
-    Ok(Report::compute(
+    let nominal_deliveries =
+        f64::from(cfg.total_clients()) * cfg.hz * f64::from(cfg.clients_per_room.saturating_sub(1));
+    let series = RunSeries::collect(cfg.transport, &totals, probe, nominal_deliveries);
+    let report = Report::compute(
         cfg.params(&url, &ws_url),
         cfg.transport,
         meta,
         &totals,
         measurements,
-    ))
+    );
+    Ok(RunOutput { report, series })
 }
 
 fn start_server(
@@ -612,9 +627,10 @@ async fn drive(
     epoch: Instant,
     stats: &StatsSource,
     server_pid: Option<u32>,
+    probe: &Arc<RunProbe>,
 ) -> Result<(ClientTotals, Measurements)> {
     let before = stats.sample().await;
-    let (clients, connect_join_us) = connect_all(cfg, urls, cert_hash).await?;
+    let (clients, connect_join_us) = connect_all(cfg, urls, cert_hash, probe).await?;
     let after = stats.sample().await;
     let sessions = match (before, after) {
         (Some(a), Some(b)) => Some(PerTransport::delta(a.sessions_opened, b.sessions_opened)),
@@ -624,7 +640,7 @@ async fn drive(
         close_all(clients).await;
         return Err(e);
     }
-    let result = measure(cfg, &clients, epoch, stats, server_pid).await;
+    let result = measure(cfg, &clients, epoch, stats, server_pid, probe).await;
     close_all(clients).await;
     let (totals, mut m) = result?;
     m.connect_join_us = connect_join_us;
@@ -679,6 +695,7 @@ async fn connect_all(
     cfg: &BenchConfig,
     urls: &Urls,
     cert_hash: [u8; 32],
+    probe: &RunProbe,
 ) -> Result<(Vec<Connected>, Histogram<u64>)> {
     let total = cfg.total_clients();
     let mut options = ConnectOptions {
@@ -760,6 +777,7 @@ async fn connect_all(
             Ok(Some(Ok(Ok((c, took))))) => {
                 hist.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1));
                 connected.push(c);
+                probe.client_connected();
             }
         }
     }
@@ -802,6 +820,7 @@ async fn measure(
     epoch: Instant,
     stats: &StatsSource,
     server_pid: Option<u32>,
+    probe: &Arc<RunProbe>,
 ) -> Result<(ClientTotals, Measurements)> {
     wait_for_full_rooms(cfg, clients).await?;
     if let Some(first) = clients.first() {
@@ -822,6 +841,12 @@ async fn measure(
         window_start_ns: ns_since(epoch, window_start),
         window_end_ns: ns_since(epoch, window_end),
     };
+    probe.set_phases(PhaseTimes {
+        start,
+        window_start,
+        window_end,
+        recv_deadline: tl.recv_deadline,
+    });
 
     let mut senders = JoinSet::new();
     let mut receivers = JoinSet::new();
@@ -837,6 +862,7 @@ async fn measure(
             let me = Sender {
                 index,
                 transport: c.transport,
+                probe: probe.clone(),
             };
             senders.spawn(send_loop(room, me, size, seed, tl, offset, period));
             let room_index = c.index / cfg.clients_per_room;
@@ -847,8 +873,10 @@ async fn measure(
                     clients_per_room: cfg.clients_per_room,
                     mix: cfg.transport,
                     me: c.transport,
+                    index: c.index,
                 },
                 tl,
+                probe.clone(),
             ));
         }
     }
@@ -1076,10 +1104,12 @@ async fn sleep_until(t: Instant) {
 }
 
 /// Who sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sender {
     index: u32,
     transport: ClientTransport,
+    /// Where the sender's running count goes.
+    probe: Arc<RunProbe>,
 }
 
 /// Sends ticks from `start + offset` every `period` until the window ends.
@@ -1127,7 +1157,10 @@ async fn send_loop(
             );
         }
         match room.send_tick(&buf) {
-            Ok(_) if in_window => totals.record_sent(me.transport),
+            Ok(_) if in_window => {
+                totals.record_sent(me.transport);
+                me.probe.store_sent(me.index, totals.sent);
+            }
             Ok(_) => {}
             Err(e) => {
                 if in_window {
@@ -1149,6 +1182,8 @@ struct RoomPlan {
     mix: TransportMix,
     /// This receiver's transport.
     me: ClientTransport,
+    /// This receiver's global index.
+    index: u32,
 }
 
 /// Receives ticks until the drain deadline, counting those sent in the window.
@@ -1156,8 +1191,11 @@ async fn receive_loop(
     mut ticks: chorus_client::TickReceiver,
     plan: RoomPlan,
     tl: Timeline,
+    probe: Arc<RunProbe>,
 ) -> ClientTotals {
     let mut totals = ClientTotals::default();
+    let mut series = probe.new_series(plan.me);
+    let mut received = 0u64;
     let mut senders = RoomSenders::new(plan.room_index, plan.clients_per_room);
     let deadline = tokio::time::Instant::from_std(tl.recv_deadline);
     loop {
@@ -1169,6 +1207,11 @@ async fn receive_loop(
             }
             Ok(Some(tick)) => tick,
         };
+        // Live count for the progress bar and the plot's series: a store
+        // and an array slot, no lock.
+        series.record(tick.received_at);
+        received += 1;
+        probe.store_received(plan.index, received);
         let Some((in_room, h)) =
             senders.receive(&tick.payload, tl.window_ns(), &mut totals.anomalies)
         else {
@@ -1186,8 +1229,10 @@ async fn receive_loop(
             plan.me,
             tl.us_since_sent(h.send_ns, tick.received_at),
         );
+        probe.store_delivered(plan.index, totals.delivered);
     }
     totals.sdk_dropped = ticks.dropped();
+    probe.submit(series);
     totals
 }
 
