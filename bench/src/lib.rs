@@ -5,7 +5,9 @@
 //!
 //! - [`baselines`]: clients and a launcher for the Node.js relays compared against.
 //! - [`live`]: what a running load run shows (progress) and keeps (series for plots).
+//! - [`markdown`]: Markdown reports of the runs.
 //! - [`payload`]: the tick payload header and duplicate window.
+//! - [`plots`]: SVG plots (latency CDF, ticks received per second).
 //! - [`procfs`]: CPU and memory from `/proc`.
 //! - [`progress`]: the live progress bar.
 //! - [`reliable`]: the state-update and command loads and their receivers.
@@ -16,7 +18,9 @@
 
 pub mod baselines;
 pub mod live;
+pub mod markdown;
 pub mod payload;
+pub mod plots;
 pub mod procfs;
 pub mod progress;
 pub mod reliable;

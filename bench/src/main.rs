@@ -8,15 +8,16 @@
 //! `--transport both` runs the scenario once per transport and prints the two
 //! side by side. `--scenario s1..s5` picks a preset shape (explicit shape
 //! flags win over it); `--state-rate` and `--command-rate` add the reliable
-//! loads.
+//! loads. `--report-md` and `--plots` write a Markdown report and SVG plots
+//! of the runs.
 
 use anyhow::{Context, Result, bail};
-use chorus_bench::live::RunProbe;
+use chorus_bench::live::{RunProbe, RunSeries};
 use chorus_bench::report::{Report, side_by_side};
 use chorus_bench::run::{BenchConfig, Target, run_probed};
 use chorus_bench::scenario::{self, Scenario, ShapeFlags};
 use chorus_bench::transports::TransportMix;
-use chorus_bench::{payload, progress};
+use chorus_bench::{markdown, payload, plots, progress};
 use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
@@ -90,6 +91,14 @@ struct Cli {
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     quiet: bool,
+    /// Write a Markdown report of the run(s) to this file: parameters,
+    /// commit, machine and the figures, one column per run.
+    #[arg(long)]
+    report_md: Option<PathBuf>,
+    /// Write SVG plots into this directory: latency CDF per transport and
+    /// ticks received per second over time.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// A preset shape of issue 8, with 48-byte payloads; --rooms, --clients,
     /// --hz and --payload-bytes given explicitly override it.
     #[arg(long, value_enum)]
@@ -273,8 +282,10 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: &Cli) -> Result<()> {
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let configs = configs(cli)?;
     let mut reports = Vec::with_capacity(configs.len());
+    let mut series = Vec::with_capacity(configs.len());
     let mut failure = None;
     let show_progress = progress::visible(cli.quiet);
     for (i, cfg) in configs.iter().enumerate() {
@@ -289,7 +300,10 @@ fn real_main(cli: &Cli) -> Result<()> {
         let outcome = run_probed(cfg, &probe).with_context(|| format!("{} run", cfg.transport));
         bar.finish();
         match outcome {
-            Ok(out) => reports.push(out.report),
+            Ok(out) => {
+                reports.push(out.report);
+                series.push(out.series);
+            }
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -298,6 +312,7 @@ fn real_main(cli: &Cli) -> Result<()> {
     }
     // Whatever completed is printed, even if a later run failed.
     print_reports(cli, &reports)?;
+    write_report_files(cli, &reports, &series, &command_line)?;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -327,6 +342,28 @@ fn print_reports(cli: &Cli, reports: &[Report]) -> Result<()> {
             .with_context(|| format!("opening {}", path.display()))?;
         for line in &lines {
             writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The Markdown report and the plots, when asked for.
+fn write_report_files(
+    cli: &Cli,
+    reports: &[Report],
+    series: &[RunSeries],
+    command_line: &str,
+) -> Result<()> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    if let Some(path) = &cli.report_md {
+        let md = markdown::run_report(reports, command_line, &markdown::MachineInfo::probe());
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &cli.plots {
+        for file in plots::write_plots(dir, series)? {
+            eprintln!("chorus-bench: wrote {}", file.display());
         }
     }
     Ok(())
