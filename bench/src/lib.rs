@@ -1,9 +1,11 @@
 //! Chorus load and latency bench: R rooms × C clients sending ticks at H Hz,
 //! and optionally state updates and commands at a rate per room, through a
 //! real server, measuring loss, duplicates, misrouting, one-way and ack
-//! latency, CPU and memory.
+//! latency, CPU and memory; plus a join storm and an idle-connection memory
+//! test.
 //!
 //! - [`baselines`]: clients and a launcher for the Node.js relays compared against.
+//! - [`idle`]: the idle-connection memory test (bytes per idle connection).
 //! - [`live`]: what a running load run shows (progress) and keeps (series for plots).
 //! - [`markdown`]: Markdown reports of the runs.
 //! - [`payload`]: the tick payload header and duplicate window.
@@ -14,9 +16,12 @@
 //! - [`report`]: the pure accounting and its table / JSON output.
 //! - [`run`]: one run, end to end.
 //! - [`scenario`]: the S1..S5 presets and how flags override them.
+//! - [`server_target`]: the server the storm and idle tests load, and their shared flags.
+//! - [`storm`]: the join storm (connect + join rate and latency).
 //! - [`transports`]: which transport each client uses.
 
 pub mod baselines;
+pub mod idle;
 pub mod live;
 pub mod markdown;
 pub mod payload;
@@ -27,4 +32,6 @@ pub mod reliable;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod server_target;
+pub mod storm;
 pub mod transports;

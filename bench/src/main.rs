@@ -9,7 +9,8 @@
 //! side by side. `--scenario s1..s5` picks a preset shape (explicit shape
 //! flags win over it); `--state-rate` and `--command-rate` add the reliable
 //! loads. `--report-md` and `--plots` write a Markdown report and SVG plots
-//! of the runs.
+//! of the runs. Subcommands: `storm` (a join storm) and `idle` (memory per
+//! idle connection).
 
 use anyhow::{Context, Result, bail};
 use chorus_bench::live::{RunProbe, RunSeries};
@@ -17,7 +18,7 @@ use chorus_bench::report::{Report, side_by_side};
 use chorus_bench::run::{BenchConfig, Target, run_probed};
 use chorus_bench::scenario::{self, Scenario, ShapeFlags};
 use chorus_bench::transports::TransportMix;
-use chorus_bench::{markdown, payload, plots, progress};
+use chorus_bench::{idle, markdown, payload, plots, progress, storm};
 use clap::{Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
@@ -86,10 +87,12 @@ const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 /// through a real server over WebTransport and/or WebSocket (in process by
 /// default).
 #[derive(Debug, Parser)]
-#[command(name = "chorus-bench", version)]
+#[command(name = "chorus-bench", version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
     /// No progress bar (it is also hidden when stderr is not a terminal).
-    #[arg(long)]
+    #[arg(long, global = true)]
     quiet: bool,
     /// Write a Markdown report of the run(s) to this file: parameters,
     /// commit, machine and the figures, one column per run.
@@ -191,6 +194,17 @@ struct Cli {
     cert_dir: Option<PathBuf>,
 }
 
+/// The tests beside the load run.
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Join storm: N clients connect and join rooms at R per second (open
+    /// loop); connect + join latency, failures by code, server CPU and RSS.
+    Storm(storm::StormArgs),
+    /// Idle connections: N connections joined to rooms and left idle; RSS
+    /// per connection, per transport.
+    Idle(idle::IdleArgs),
+}
+
 fn seconds(name: &str, v: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("--{name} {v} is not a valid duration"))
 }
@@ -283,6 +297,11 @@ fn main() -> ExitCode {
 
 fn real_main(cli: &Cli) -> Result<()> {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    match &cli.command {
+        Some(BenchCommand::Storm(args)) => return storm::main(args, cli.quiet, &command_line),
+        Some(BenchCommand::Idle(args)) => return idle::main(args, cli.quiet, &command_line),
+        None => {}
+    }
     let configs = configs(cli)?;
     let mut reports = Vec::with_capacity(configs.len());
     let mut series = Vec::with_capacity(configs.len());

@@ -1115,6 +1115,25 @@ pub fn text_columns(rows: &[(String, Vec<String>)]) -> String {
     s
 }
 
+/// Appends JSON lines to the file at `path` (created if missing); nothing
+/// without a path.
+pub fn append_json_lines(path: Option<&std::path::Path>, lines: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for line in lines {
+        writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// A value with 3 decimals, `-` for none.
 fn fixed3(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))

@@ -208,7 +208,7 @@ pub fn derive_ws_url(url: &str, tls: bool) -> Result<String> {
 }
 
 /// Checks that `url` is a WebSocket URL.
-fn check_ws_url(url: &str) -> Result<()> {
+pub(crate) fn check_ws_url(url: &str) -> Result<()> {
     let u = ServerUrl::parse(url).with_context(|| format!("bad WebSocket URL {url}"))?;
     if !u.scheme.is_websocket() {
         bail!("WebSocket URL {url} must be ws:// or wss://");
@@ -217,7 +217,7 @@ fn check_ws_url(url: &str) -> Result<()> {
 }
 
 /// `host:port` of the plain HTTP endpoint next to the server at `url`.
-fn http_authority(url: &str) -> Result<String> {
+pub(crate) fn http_authority(url: &str) -> Result<String> {
     let u = ServerUrl::parse(url).with_context(|| format!("bad server URL {url}"))?;
     Ok(if u.host.contains(':') {
         format!("[{}]:{}", u.host, u.port)
@@ -340,7 +340,7 @@ pub fn run_probed(cfg: &BenchConfig, probe: &Arc<RunProbe>) -> Result<RunOutput>
     Ok(RunOutput { report, series })
 }
 
-fn start_server(
+pub(crate) fn start_server(
     cfg: &BenchConfig,
     cert_dir: &std::path::Path,
     rt: &Runtime,
@@ -384,13 +384,13 @@ fn start_server(
 
 /// Where clients connect, per transport.
 #[derive(Debug, Clone)]
-struct Urls {
-    webtransport: String,
-    websocket: String,
+pub(crate) struct Urls {
+    pub(crate) webtransport: String,
+    pub(crate) websocket: String,
 }
 
 impl Urls {
-    fn of(&self, t: ClientTransport) -> &str {
+    pub(crate) fn of(&self, t: ClientTransport) -> &str {
         match t {
             ClientTransport::WebTransport => &self.webtransport,
             ClientTransport::WebSocket => &self.websocket,
@@ -408,7 +408,7 @@ struct Connected {
 
 /// Where the server's counters come from.
 #[derive(Debug)]
-enum StatsSource {
+pub(crate) enum StatsSource {
     /// The in-process server's own counters.
     InProcess(Arc<ServerStats>),
     /// An external server's `GET /stats` on its TCP port (plain HTTP).
@@ -427,7 +427,7 @@ pub struct StatsSnapshot {
 impl StatsSource {
     /// `None` if an external server's `/stats` cannot be read (e.g. its TCP
     /// port requires TLS); the run goes on without server counters.
-    async fn sample(&self) -> Option<StatsSnapshot> {
+    pub(crate) async fn sample(&self) -> Option<StatsSnapshot> {
         match self {
             StatsSource::InProcess(stats) => Some(StatsSnapshot {
                 ticks: server_counters(stats),
@@ -561,16 +561,16 @@ pub(crate) fn ns_since(epoch: Instant, t: Instant) -> u64 {
 
 /// A snapshot of the CPU counters.
 #[derive(Debug, Clone, Copy, Default)]
-struct CpuSample {
-    at: Option<Instant>,
-    server_threads: u64,
-    client_threads: u64,
-    process: Option<u64>,
-    server_process: Option<u64>,
-    machine: Option<u64>,
+pub(crate) struct CpuSample {
+    pub(crate) at: Option<Instant>,
+    pub(crate) server_threads: u64,
+    pub(crate) client_threads: u64,
+    pub(crate) process: Option<u64>,
+    pub(crate) server_process: Option<u64>,
+    pub(crate) machine: Option<u64>,
 }
 
-fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
+pub(crate) fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
     let by_prefix = procfs::thread_cpu_ticks_by_prefix(&[SERVER_THREAD, CLIENT_THREAD]);
     CpuSample {
         at: Some(Instant::now()),
@@ -674,7 +674,7 @@ fn check_sessions(cfg: &BenchConfig, opened: Option<PerTransport>) -> Result<()>
 }
 
 /// Fails unless the client uses the transport it was asked to.
-fn check_transport(
+pub(crate) fn check_transport(
     index: u32,
     asked: ClientTransport,
     actual: chorus_client::Transport,
@@ -1238,21 +1238,10 @@ async fn receive_loop(
 
 /// Closes every client at once, bounded.
 async fn close_all(clients: Vec<Connected>) {
-    let mut set = JoinSet::new();
-    for c in clients {
-        set.spawn(async move {
-            drop(c.room);
-            c.client.close().await;
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while set.join_next().await.is_some() {}
-    })
-    .await;
-    set.abort_all();
+    crate::server_target::close_clients(clients.into_iter().map(|c| (c.client, c.room))).await;
 }
 
-fn run_meta() -> RunMeta {
+pub(crate) fn run_meta() -> RunMeta {
     let usable = std::thread::available_parallelism().map_or(0, |n| n.get());
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
