@@ -126,6 +126,8 @@ pub struct Attempt {
     /// `stage: code` of the failure (`connect: handshake_timeout`,
     /// `join: rate_limited`, …), if it failed.
     pub failure: Option<String>,
+    /// The failure's error text.
+    pub error: Option<String>,
 }
 
 /// The figures of one storm; serialized as its JSON line.
@@ -151,6 +153,8 @@ pub struct StormReport {
     pub joined_per_s: Option<f64>,
     /// Failed attempts by `stage: code`.
     pub failures: BTreeMap<String, u64>,
+    /// The first error text seen for each `stage: code` of `failures`.
+    pub failure_examples: BTreeMap<String, String>,
     /// Scheduled start to join acknowledged, joined clients.
     pub connect_join_ms: Percentiles,
     /// Actual start to connection up.
@@ -201,6 +205,7 @@ impl StormReport {
         let mut join = new_histogram();
         let mut lateness = new_histogram();
         let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+        let mut failure_examples: BTreeMap<String, String> = BTreeMap::new();
         let mut joined = 0u64;
         for a in attempts {
             record(&mut lateness, us(a.started.saturating_sub(a.scheduled)));
@@ -215,6 +220,11 @@ impl StormReport {
                 }
                 _ => {
                     let why = a.failure.clone().unwrap_or_else(|| "unknown".to_owned());
+                    if let Some(error) = &a.error {
+                        failure_examples
+                            .entry(why.clone())
+                            .or_insert_with(|| error.clone());
+                    }
                     *failures.entry(why).or_default() += 1;
                 }
             }
@@ -254,6 +264,7 @@ impl StormReport {
             joined,
             joined_per_s,
             failures,
+            failure_examples,
             connect_join_ms: Percentiles::from_us(&total),
             connect_ms: Percentiles::from_us(&connect),
             join_ms: Percentiles::from_us(&join),
@@ -329,6 +340,18 @@ impl TransportTestReport for StormReport {
                 ),
             ),
             ("failures".into(), failures),
+            (
+                "first error of each".into(),
+                if self.failure_examples.is_empty() {
+                    "-".to_owned()
+                } else {
+                    self.failure_examples
+                        .iter()
+                        .map(|(k, e)| format!("{k}: {e}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+            ),
             (
                 "connect+join ms p50/p90/p99/max".into(),
                 four(&self.connect_join_ms),
@@ -461,11 +484,13 @@ async fn storm(
                 connected: None,
                 joined: None,
                 failure: None,
+                error: None,
             };
             let client = match Client::connect(&url, options).await {
                 Ok(c) => c,
                 Err(e) => {
                     attempt.failure = Some(connect_failure(&e));
+                    attempt.error = Some(e.to_string());
                     return (attempt, None);
                 }
             };
@@ -473,6 +498,7 @@ async fn storm(
             if client.transport() != transport.sdk() {
                 attempt.connected = None;
                 attempt.failure = Some("connect: wrong_transport".to_owned());
+                attempt.error = Some(format!("asked for {transport}, got {}", client.transport()));
                 return (attempt, None);
             }
             match client
@@ -486,6 +512,7 @@ async fn storm(
                 }
                 Err(e) => {
                     attempt.failure = Some(join_failure(&e));
+                    attempt.error = Some(e.to_string());
                     (attempt, None)
                 }
             }
@@ -604,6 +631,7 @@ mod tests {
             connected: Some(ms(connected)),
             joined: Some(ms(joined)),
             failure: None,
+            error: None,
         }
     }
 
@@ -629,6 +657,7 @@ mod tests {
             Attempt {
                 joined: None,
                 failure: Some("join: rate_limited".into()),
+                error: Some("server error: rate limited".into()),
                 ..ok(30, 30, 31, 0)
             },
             Attempt {
@@ -683,6 +712,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line).expect("json");
         assert_eq!(v["schema"], STORM_SCHEMA);
         assert_eq!(v["failures"]["join: rate_limited"], 1);
+        assert_eq!(
+            v["failure_examples"]["join: rate_limited"],
+            "server error: rate limited"
+        );
+        assert!(
+            v["failure_examples"]
+                .get("connect: handshake_timeout")
+                .is_none()
+        );
         let table = text_report(&[r.clone(), r]);
         assert!(table.contains("joined"), "{table}");
         assert!(table.contains("3 of 5"), "{table}");
