@@ -23,6 +23,7 @@ use crate::baselines::{
     ClientOptions, LaunchOptions, RelayClient, RelayKind, RelayProcess, TickSender, TickStream,
     ensure_installed, node_version,
 };
+use crate::live::RunProbe;
 use crate::procfs;
 use crate::report::{
     ClientTotals, Measurements, MemFigures, Report, ServerKind, new_histogram, record,
@@ -256,7 +257,12 @@ async fn measure(
             source: m.ticks,
         })
         .collect();
-    let ticks = TickTasks::spawn(cfg, tl, ends);
+    // Nobody watches a relay run's live counts; the loops still keep them.
+    let probe = Arc::new(RunProbe::new(
+        cfg.rooms.saturating_mul(cfg.clients_per_room),
+        cfg.clients_per_room,
+    ));
+    let ticks = TickTasks::spawn(cfg, tl, ends, &probe);
 
     let kernel0 = KernelSample::now();
     sleep_until(tl.window_start).await;

@@ -8,20 +8,24 @@
 //! `--transport both` runs the scenario once per transport and prints the two
 //! side by side. `--scenario s1..s5` picks a preset shape (explicit shape
 //! flags win over it); `--state-rate` and `--command-rate` add the reliable
-//! loads. Subcommands ([`cli_modes`]): `compare` runs one scenario against
-//! Chorus and the Node.js baseline relays, `saturate` searches for the
-//! highest load within a latency and loss bound.
+//! loads. `--report-md` and `--plots` write a Markdown report and SVG plots
+//! of the runs. Subcommands ([`cli_modes`] and the library): `compare` runs
+//! one scenario against Chorus and the Node.js baseline relays, `saturate`
+//! searches for the highest load within a latency and loss bound, `storm` is
+//! a join storm and `idle` measures memory per idle connection.
 
 use anyhow::{Context, Result, bail};
-use chorus_bench::payload;
+use chorus_bench::live::{RunProbe, RunSeries};
 use chorus_bench::report::{Report, side_by_side};
-use chorus_bench::run::{BenchConfig, Target, run};
+use chorus_bench::run::{BenchConfig, Target, run_probed};
 use chorus_bench::scenario::{self, Scenario, ShapeFlags};
 use chorus_bench::transports::TransportMix;
+use chorus_bench::{idle, markdown, payload, plots, progress, storm};
 use clap::{Args, Parser, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod cli_modes;
@@ -91,24 +95,23 @@ const SETTLE_BETWEEN_RUNS: Duration = Duration::from_secs(1);
 struct Cli {
     #[command(subcommand)]
     command: Option<BenchCommand>,
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Write a Markdown report of the run(s) to this file: parameters,
+    /// commit, machine and the figures, one column per run.
+    #[arg(long)]
+    report_md: Option<PathBuf>,
+    /// Write SVG plots into this directory: latency CDF per transport and
+    /// ticks received per second over time.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     #[command(flatten)]
     run: RunFlags,
 }
 
-/// The runs beside the plain load run ([`cli_modes`]).
-#[derive(Debug, clap::Subcommand)]
-enum BenchCommand {
-    /// Runs one scenario against Chorus over WebTransport and over WebSocket,
-    /// and against the Node.js ws and Socket.IO relays (started with node),
-    /// one after the other, and prints them side by side.
-    Compare(cli_modes::CompareArgs),
-    /// Keeps a scenario's shape (rooms, Hz, payload) and raises the clients
-    /// per room until p99 or loss goes over its bound; reports each step and
-    /// the highest delivered rate within the bounds.
-    Saturate(cli_modes::SaturateArgs),
-}
-
-/// The scenario and run flags, of a plain run and of every subcommand.
+/// The scenario and run flags, of a plain run and of the compare and
+/// saturate subcommands.
 #[derive(Debug, Args)]
 struct RunFlags {
     /// A preset shape of issue 8, with 48-byte payloads; --rooms, --clients,
@@ -203,6 +206,25 @@ struct RunFlags {
     cert_dir: Option<PathBuf>,
 }
 
+/// The tests beside the load run.
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Join storm: N clients connect and join rooms at R per second (open
+    /// loop); connect + join latency, failures by code, server CPU and RSS.
+    Storm(storm::StormArgs),
+    /// Idle connections: N connections joined to rooms and left idle; RSS
+    /// per connection, per transport.
+    Idle(idle::IdleArgs),
+    /// Runs one scenario against Chorus over WebTransport and over WebSocket,
+    /// and against the Node.js ws and Socket.IO relays (started with node),
+    /// one after the other, and prints them side by side.
+    Compare(cli_modes::CompareArgs),
+    /// Keeps a scenario's shape (rooms, Hz, payload) and raises the clients
+    /// per room until p99 or loss goes over its bound; reports each step and
+    /// the highest delivered rate within the bounds.
+    Saturate(cli_modes::SaturateArgs),
+}
+
 fn seconds(name: &str, v: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("--{name} {v} is not a valid duration"))
 }
@@ -294,21 +316,35 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: &Cli) -> Result<()> {
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     match &cli.command {
+        Some(BenchCommand::Storm(args)) => return storm::main(args, cli.quiet, &command_line),
+        Some(BenchCommand::Idle(args)) => return idle::main(args, cli.quiet, &command_line),
         Some(BenchCommand::Compare(args)) => return cli_modes::compare(args),
         Some(BenchCommand::Saturate(args)) => return cli_modes::saturate(args),
         None => {}
     }
-    let cli = &cli.run;
-    let configs = configs(cli)?;
+    let configs = configs(&cli.run)?;
     let mut reports = Vec::with_capacity(configs.len());
+    let mut series = Vec::with_capacity(configs.len());
     let mut failure = None;
+    let show_progress = progress::visible(cli.quiet);
     for (i, cfg) in configs.iter().enumerate() {
         if i > 0 {
             std::thread::sleep(SETTLE_BETWEEN_RUNS);
         }
-        match run(cfg).with_context(|| format!("{} run", cfg.transport)) {
-            Ok(report) => reports.push(report),
+        let probe = Arc::new(RunProbe::new(
+            cfg.rooms.saturating_mul(cfg.clients_per_room),
+            cfg.clients_per_room,
+        ));
+        let bar = progress::RunProgress::start(show_progress, cfg.transport.name(), probe.clone());
+        let outcome = run_probed(cfg, &probe).with_context(|| format!("{} run", cfg.transport));
+        bar.finish();
+        match outcome {
+            Ok(out) => {
+                reports.push(out.report);
+                series.push(out.series);
+            }
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -316,7 +352,8 @@ fn real_main(cli: &Cli) -> Result<()> {
         }
     }
     // Whatever completed is printed, even if a later run failed.
-    print_reports(cli, &reports)?;
+    print_reports(&cli.run, &reports)?;
+    write_report_files(cli, &reports, &series, &command_line)?;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -351,6 +388,28 @@ fn print_table_and_lines(cli: &RunFlags, table: &str, lines: &[String]) -> Resul
             .with_context(|| format!("opening {}", path.display()))?;
         for line in lines {
             writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The Markdown report and the plots, when asked for.
+fn write_report_files(
+    cli: &Cli,
+    reports: &[Report],
+    series: &[RunSeries],
+    command_line: &str,
+) -> Result<()> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    if let Some(path) = &cli.report_md {
+        let md = markdown::run_report(reports, command_line, &markdown::MachineInfo::probe());
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(dir) = &cli.plots {
+        for file in plots::write_plots(dir, series)? {
+            eprintln!("chorus-bench: wrote {}", file.display());
         }
     }
     Ok(())

@@ -827,7 +827,7 @@ impl Report {
 
     /// The first header line: the scenario, and the server unless `server`
     /// says otherwise (runs against several servers).
-    fn scenario(&self, server: Option<&str>) -> String {
+    pub fn scenario(&self, server: Option<&str>) -> String {
         let p = &self.params;
         let preset = match (&p.scenario, p.scenario_overrides.is_empty()) {
             (None, _) => String::new(),
@@ -1078,26 +1078,7 @@ pub fn side_by_side(reports: &[Report]) -> String {
         return String::new();
     };
     let columns: Vec<Vec<(String, String)>> = reports.iter().map(Report::rows).collect();
-    // Every label in order of first appearance, each placed after the label
-    // that precedes it in its own run.
-    let mut labels: Vec<String> = Vec::new();
-    for rows in &columns {
-        let mut at = 0;
-        for (label, _) in rows {
-            match labels.iter().position(|l| l == label) {
-                Some(i) => at = i + 1,
-                None => {
-                    labels.insert(at, label.clone());
-                    at += 1;
-                }
-            }
-        }
-    }
-    let value = |col: &[(String, String)], label: &str| {
-        col.iter()
-            .find(|(l, _)| l == label)
-            .map_or_else(|| "-".to_owned(), |(_, v)| v.clone())
-    };
+    let labels = row_labels(&columns);
     let label_width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
     let widths: Vec<usize> = columns
         .iter()
@@ -1128,6 +1109,99 @@ pub fn side_by_side(reports: &[Report]) -> String {
         let _ = writeln!(s, "{}", line.trim_end());
     }
     s
+}
+
+/// Every row label of several runs' rows, in order of first appearance, each
+/// placed after the label that precedes it in its own run.
+fn row_labels(columns: &[Vec<(String, String)>]) -> Vec<String> {
+    let mut labels: Vec<String> = Vec::new();
+    for rows in columns {
+        let mut at = 0;
+        for (label, _) in rows {
+            match labels.iter().position(|l| l == label) {
+                Some(i) => at = i + 1,
+                None => {
+                    labels.insert(at, label.clone());
+                    at += 1;
+                }
+            }
+        }
+    }
+    labels
+}
+
+/// The value of row `label` in one run's rows, `-` if that run lacks it.
+fn value(col: &[(String, String)], label: &str) -> String {
+    col.iter()
+        .find(|(l, _)| l == label)
+        .map_or_else(|| "-".to_owned(), |(_, v)| v.clone())
+}
+
+/// Several runs' rows as one table: each label (in the order of
+/// [`side_by_side`]) with one value per run, `-` where a run lacks the row.
+pub fn merged_rows(reports: &[Report]) -> Vec<(String, Vec<String>)> {
+    let columns: Vec<Vec<(String, String)>> = reports.iter().map(Report::rows).collect();
+    merge_columns(&columns)
+}
+
+/// Several runs' `(label, value)` rows as one table: each label (in order
+/// of first appearance) with one value per run, `-` where a run lacks it.
+pub fn merge_columns(columns: &[Vec<(String, String)>]) -> Vec<(String, Vec<String>)> {
+    row_labels(columns)
+        .into_iter()
+        .map(|label| {
+            let values = columns.iter().map(|col| value(col, &label)).collect();
+            (label, values)
+        })
+        .collect()
+}
+
+/// Rows of [`merge_columns`] as indented text, labels and value columns
+/// padded to line up, no trailing spaces.
+pub fn text_columns(rows: &[(String, Vec<String>)]) -> String {
+    let label_width = rows
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let runs = rows.first().map_or(0, |(_, v)| v.len());
+    let widths: Vec<usize> = (0..runs)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|(_, v)| v.get(i))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut s = String::new();
+    for (label, values) in rows {
+        let mut line = format!("  {label:<label_width$}");
+        for (v, w) in values.iter().zip(&widths) {
+            let _ = write!(line, "  {v:<w$}");
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
+    }
+    s
+}
+
+/// Appends JSON lines to the file at `path` (created if missing); nothing
+/// without a path.
+pub fn append_json_lines(path: Option<&std::path::Path>, lines: &[String]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for line in lines {
+        writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// A value with 3 decimals, `-` for none.

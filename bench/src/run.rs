@@ -15,6 +15,7 @@
 //! [`Client::transport`] says otherwise or if the server's per-transport
 //! session counters disagree.
 
+use crate::live::{PhaseTimes, RunOutput, RunProbe, RunSeries};
 use crate::payload::{self, Header, RoomSenders};
 use crate::procfs;
 use crate::reliable::{self, Lane, LaneReceiver, LaneSender};
@@ -240,7 +241,7 @@ pub fn derive_ws_url(url: &str, tls: bool) -> Result<String> {
 }
 
 /// Checks that `url` is a WebSocket URL.
-fn check_ws_url(url: &str) -> Result<()> {
+pub(crate) fn check_ws_url(url: &str) -> Result<()> {
     let u = ServerUrl::parse(url).with_context(|| format!("bad WebSocket URL {url}"))?;
     if !u.scheme.is_websocket() {
         bail!("WebSocket URL {url} must be ws:// or wss://");
@@ -249,7 +250,7 @@ fn check_ws_url(url: &str) -> Result<()> {
 }
 
 /// `host:port` of the plain HTTP endpoint next to the server at `url`.
-fn http_authority(url: &str) -> Result<String> {
+pub(crate) fn http_authority(url: &str) -> Result<String> {
     let u = ServerUrl::parse(url).with_context(|| format!("bad server URL {url}"))?;
     Ok(if u.host.contains(':') {
         format!("[{}]:{}", u.host, u.port)
@@ -261,6 +262,14 @@ fn http_authority(url: &str) -> Result<String> {
 /// Runs the bench; blocks the calling thread (which must not be inside a Tokio
 /// runtime) until the run is over, at most a bounded time after `warmup + duration`.
 pub fn run(cfg: &BenchConfig) -> Result<Report> {
+    cfg.validate()?;
+    let probe = RunProbe::new(cfg.total_clients(), cfg.clients_per_room);
+    run_probed(cfg, &Arc::new(probe)).map(|out| out.report)
+}
+
+/// [`run`], watched through `probe` (made for this configuration) while it
+/// goes; also hands back the run's curves for the plots.
+pub fn run_probed(cfg: &BenchConfig, probe: &Arc<RunProbe>) -> Result<RunOutput> {
     cfg.validate()?;
     let epoch = Instant::now();
     // Peak RSS from here on (it is the process's high-water mark otherwise,
@@ -334,7 +343,9 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
         websocket: ws_url.clone(),
     };
 
-    let outcome = client_rt.block_on(drive(cfg, &urls, cert_hash, epoch, &stats, server_pid));
+    let outcome = client_rt.block_on(drive(
+        cfg, &urls, cert_hash, epoch, &stats, server_pid, probe,
+    ));
 
     if let (Some(server), Some(rt)) = (server, &server_rt) {
         rt.block_on(async {
@@ -349,16 +360,20 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
     let (totals, mut measurements) = outcome?;
     measurements.memory.peak_since_run_start = peak_since_run_start;
     let meta = run_meta();
-    Ok(Report::compute(
+    let nominal_deliveries =
+        f64::from(cfg.total_clients()) * cfg.hz * f64::from(cfg.clients_per_room.saturating_sub(1));
+    let series = RunSeries::collect(cfg.transport, &totals, probe, nominal_deliveries);
+    let report = Report::compute(
         cfg.params(&url, &ws_url),
         cfg.transport,
         meta,
         &totals,
         measurements,
-    ))
+    );
+    Ok(RunOutput { report, series })
 }
 
-fn start_server(
+pub(crate) fn start_server(
     cfg: &BenchConfig,
     cert_dir: &std::path::Path,
     rt: &Runtime,
@@ -402,13 +417,13 @@ fn start_server(
 
 /// Where clients connect, per transport.
 #[derive(Debug, Clone)]
-struct Urls {
-    webtransport: String,
-    websocket: String,
+pub(crate) struct Urls {
+    pub(crate) webtransport: String,
+    pub(crate) websocket: String,
 }
 
 impl Urls {
-    fn of(&self, t: ClientTransport) -> &str {
+    pub(crate) fn of(&self, t: ClientTransport) -> &str {
         match t {
             ClientTransport::WebTransport => &self.webtransport,
             ClientTransport::WebSocket => &self.websocket,
@@ -426,7 +441,7 @@ struct Connected {
 
 /// Where the server's counters come from.
 #[derive(Debug)]
-enum StatsSource {
+pub(crate) enum StatsSource {
     /// The in-process server's own counters.
     InProcess(Arc<ServerStats>),
     /// An external server's `GET /stats` on its TCP port (plain HTTP).
@@ -445,7 +460,7 @@ pub struct StatsSnapshot {
 impl StatsSource {
     /// `None` if an external server's `/stats` cannot be read (e.g. its TCP
     /// port requires TLS); the run goes on without server counters.
-    async fn sample(&self) -> Option<StatsSnapshot> {
+    pub(crate) async fn sample(&self) -> Option<StatsSnapshot> {
         match self {
             StatsSource::InProcess(stats) => Some(StatsSnapshot {
                 ticks: server_counters(stats),
@@ -597,12 +612,12 @@ pub(crate) fn ns_since(epoch: Instant, t: Instant) -> u64 {
 /// A snapshot of the CPU counters.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct CpuSample {
-    at: Option<Instant>,
-    server_threads: u64,
-    client_threads: u64,
-    process: Option<u64>,
-    server_process: Option<u64>,
-    machine: Option<u64>,
+    pub(crate) at: Option<Instant>,
+    pub(crate) server_threads: u64,
+    pub(crate) client_threads: u64,
+    pub(crate) process: Option<u64>,
+    pub(crate) server_process: Option<u64>,
+    pub(crate) machine: Option<u64>,
 }
 
 pub(crate) fn sample_cpu(server_pid: Option<u32>) -> CpuSample {
@@ -721,9 +736,10 @@ async fn drive(
     epoch: Instant,
     stats: &StatsSource,
     server_pid: Option<u32>,
+    probe: &Arc<RunProbe>,
 ) -> Result<(ClientTotals, Measurements)> {
     let before = stats.sample().await;
-    let (clients, connect_join_us) = connect_all(cfg, urls, cert_hash).await?;
+    let (clients, connect_join_us) = connect_all(cfg, urls, cert_hash, probe).await?;
     let after = stats.sample().await;
     let sessions = match (before, after) {
         (Some(a), Some(b)) => Some(PerTransport::delta(a.sessions_opened, b.sessions_opened)),
@@ -733,7 +749,7 @@ async fn drive(
         close_all(clients).await;
         return Err(e);
     }
-    let result = measure(cfg, &clients, epoch, stats, server_pid).await;
+    let result = measure(cfg, &clients, epoch, stats, server_pid, probe).await;
     close_all(clients).await;
     let (totals, mut m) = result?;
     m.connect_join_us = connect_join_us;
@@ -767,7 +783,7 @@ fn check_sessions(cfg: &BenchConfig, opened: Option<PerTransport>) -> Result<()>
 }
 
 /// Fails unless the client uses the transport it was asked to.
-fn check_transport(
+pub(crate) fn check_transport(
     index: u32,
     asked: ClientTransport,
     actual: chorus_client::Transport,
@@ -788,6 +804,7 @@ async fn connect_all(
     cfg: &BenchConfig,
     urls: &Urls,
     cert_hash: [u8; 32],
+    probe: &RunProbe,
 ) -> Result<(Vec<Connected>, Histogram<u64>)> {
     let total = cfg.total_clients();
     let mut options = ConnectOptions {
@@ -869,6 +886,7 @@ async fn connect_all(
             Ok(Some(Ok(Ok((c, took))))) => {
                 hist.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1));
                 connected.push(c);
+                probe.client_connected();
             }
         }
     }
@@ -911,6 +929,7 @@ async fn measure(
     epoch: Instant,
     stats: &StatsSource,
     server_pid: Option<u32>,
+    probe: &Arc<RunProbe>,
 ) -> Result<(ClientTotals, Measurements)> {
     wait_for_full_rooms(cfg, clients).await?;
     if let Some(first) = clients.first() {
@@ -920,6 +939,12 @@ async fn measure(
     }
 
     let tl = Timeline::starting_soon(epoch, cfg);
+    probe.set_phases(PhaseTimes {
+        start: tl.start,
+        window_start: tl.window_start,
+        window_end: tl.window_end,
+        recv_deadline: tl.recv_deadline,
+    });
 
     let ticks = if cfg.hz > 0.0 {
         let ends = clients
@@ -931,7 +956,7 @@ async fn measure(
                 source: c.room.ticks(),
             })
             .collect();
-        TickTasks::spawn(cfg, tl, ends)
+        TickTasks::spawn(cfg, tl, ends, probe)
     } else {
         TickTasks::none()
     };
@@ -1160,6 +1185,7 @@ impl TickTasks {
         cfg: &BenchConfig,
         tl: Timeline,
         clients: Vec<TickClient<S, T>>,
+        probe: &Arc<RunProbe>,
     ) -> TickTasks {
         let mut tasks = TickTasks::none();
         let n = clients.len();
@@ -1170,6 +1196,7 @@ impl TickTasks {
             let me = Sender {
                 index: c.index,
                 transport: c.transport,
+                probe: probe.clone(),
             };
             let size = cfg.payload_bytes;
             tasks
@@ -1180,8 +1207,11 @@ impl TickTasks {
                 clients_per_room: cfg.clients_per_room,
                 mix: cfg.transport,
                 me: c.transport,
+                index: c.index,
             };
-            tasks.receivers.spawn(receive_loop(c.source, plan, tl));
+            tasks
+                .receivers
+                .spawn(receive_loop(c.source, plan, tl, probe.clone()));
         }
         tasks
     }
@@ -1221,10 +1251,12 @@ impl TickTasks {
 }
 
 /// Who sends.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sender {
     index: u32,
     transport: ClientTransport,
+    /// Where the sender's running count goes.
+    probe: Arc<RunProbe>,
 }
 
 /// Sends ticks from `start + offset` every `period` until the window ends.
@@ -1272,7 +1304,10 @@ async fn send_loop(
             );
         }
         match sink.send(&buf).await {
-            Ok(()) if in_window => totals.record_sent(me.transport),
+            Ok(()) if in_window => {
+                totals.record_sent(me.transport);
+                me.probe.store_sent(me.index, totals.sent);
+            }
             Ok(()) => {}
             Err(e) => {
                 if in_window {
@@ -1294,11 +1329,20 @@ struct RoomPlan {
     mix: TransportMix,
     /// This receiver's transport.
     me: ClientTransport,
+    /// This receiver's global index.
+    index: u32,
 }
 
 /// Receives ticks until the drain deadline, counting those sent in the window.
-async fn receive_loop(mut ticks: impl TickSource, plan: RoomPlan, tl: Timeline) -> ClientTotals {
+async fn receive_loop(
+    mut ticks: impl TickSource,
+    plan: RoomPlan,
+    tl: Timeline,
+    probe: Arc<RunProbe>,
+) -> ClientTotals {
     let mut totals = ClientTotals::default();
+    let mut series = probe.new_series(plan.me);
+    let mut received = 0u64;
     let mut senders = RoomSenders::new(plan.room_index, plan.clients_per_room);
     let deadline = tokio::time::Instant::from_std(tl.recv_deadline);
     loop {
@@ -1311,6 +1355,11 @@ async fn receive_loop(mut ticks: impl TickSource, plan: RoomPlan, tl: Timeline) 
                 }
                 Ok(Some(tick)) => tick,
             };
+        // Live count for the progress bar and the plot's series: a store
+        // and an array slot, no lock.
+        series.record(received_at);
+        received += 1;
+        probe.store_received(plan.index, received);
         let Some((in_room, h)) = senders.receive(&payload, tl.window_ns(), &mut totals.anomalies)
         else {
             continue;
@@ -1327,25 +1376,16 @@ async fn receive_loop(mut ticks: impl TickSource, plan: RoomPlan, tl: Timeline) 
             plan.me,
             tl.us_since_sent(h.send_ns, received_at),
         );
+        probe.store_delivered(plan.index, totals.delivered);
     }
     totals.sdk_dropped = ticks.lost_to_lag();
+    probe.submit(series);
     totals
 }
 
 /// Closes every client at once, bounded.
 async fn close_all(clients: Vec<Connected>) {
-    let mut set = JoinSet::new();
-    for c in clients {
-        set.spawn(async move {
-            drop(c.room);
-            c.client.close().await;
-        });
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while set.join_next().await.is_some() {}
-    })
-    .await;
-    set.abort_all();
+    crate::server_target::close_clients(clients.into_iter().map(|c| (c.client, c.room))).await;
 }
 
 pub(crate) fn run_meta() -> RunMeta {
