@@ -2,13 +2,13 @@
 //! the same scenario machinery as a Chorus run ([`crate::run`]): the same
 //! rooms × clients × Hz × payload (the bench header and padding, sent as the
 //! relay's JSON with the payload in base64), the same staggered senders and
-//! the same receive loop judging every tick ([`TickTasks`]), warm-up
+//! the same receive loop judging every tick (`run::TickTasks`), warm-up
 //! excluded, and the same [`Report`], whose `target` names the relay.
 //!
 //! The relay runs as its own `node` process, started here
 //! ([`RelayProcess`]) and stopped after the run: server CPU and peak RSS are
 //! that process's, from `/proc` ([`procfs`]); load-generator CPU is the
-//! client runtime's threads ([`CLIENT_THREAD`]) as for Chorus.
+//! client runtime's threads ([`CLIENT_THREAD`](crate::run::CLIENT_THREAD)) as for Chorus.
 //!
 //! Before sending, every client joins its room again and the relay's answer
 //! must count the whole room: a barrier after which every member is in, so
@@ -25,12 +25,11 @@ use crate::baselines::{
 };
 use crate::live::RunProbe;
 use crate::procfs;
-use crate::report::{
-    ClientTotals, Measurements, MemFigures, Report, ServerKind, new_histogram, record,
-};
+use crate::report::{ClientTotals, Measurements, MemFigures, Report, ServerKind, new_histogram};
 use crate::run::{
-    BenchConfig, CLIENT_THREAD, KernelSample, TickClient, TickSink, TickSource, TickTasks,
-    Timeline, cpu_figures, run_meta, sample_cpu, sleep_until,
+    BenchConfig, Gathered, KernelSample, TickClient, TickSink, TickSource, TickTasks, Timeline,
+    client_runtime, connect_failure, cpu_figures, gather_connects, run_meta, sample_cpu,
+    sleep_until,
 };
 use crate::transports::{ClientTransport, TransportMix};
 use anyhow::{Context, Result, anyhow, bail};
@@ -95,12 +94,7 @@ pub fn run_relay(cfg: &BenchConfig, kind: RelayKind, launch: &LaunchOptions) -> 
         transport: TransportMix::WebSocket,
         ..cfg.clone()
     };
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.client_threads)
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()
-        .context("building the client runtime")?;
+    let client_rt = client_runtime(cfg.client_threads)?;
     let outcome = client_rt.block_on(drive(&cfg, kind, relay.url(), pid, epoch));
     client_rt.shutdown_timeout(Duration::from_secs(2));
     let url = relay.url().to_owned();
@@ -186,36 +180,25 @@ async fn connect_all(
             Ok::<_, anyhow::Error>((member, t0.elapsed()))
         });
     }
-    let mut members = Vec::with_capacity(total as usize);
-    let mut hist = new_histogram();
-    let mut errors = Vec::new();
-    // Each connect and join is bounded by `options.timeout`; a task that
-    // panicked is reported like a failed connect.
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Err(join) => errors.push(format!("connect task failed: {join}")),
-            Ok(Err(e)) => errors.push(format!("{e:#}")),
-            Ok(Ok((member, took))) => {
-                record(
-                    &mut hist,
-                    u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
-                );
-                members.push(member);
-            }
-        }
-    }
-    if !errors.is_empty() {
+    // Each connect and join is bounded by `options.timeout` and they go a
+    // wave of `connect_concurrency` at a time: one timeout per wave bounds
+    // the whole phase.
+    let waves = u64::from(total).div_ceil(cfg.connect_concurrency as u64);
+    let phase_limit = options
+        .timeout
+        .saturating_mul(u32::try_from(waves).unwrap_or(u32::MAX));
+    let Gathered {
+        clients: mut members,
+        connect_join_us,
+        errors,
+    } = gather_connects(set, total, phase_limit, || {}).await;
+    if let Some(e) = connect_failure(errors, total) {
         let senders: Vec<TickSender> = members.iter().map(|m| m.sender.clone()).collect();
         close_all(&senders).await;
-        let n = errors.len();
-        errors.truncate(5);
-        bail!(
-            "{n} of {total} clients could not connect and join; first errors:\n  {}",
-            errors.join("\n  ")
-        );
+        return Err(e);
     }
     members.sort_by_key(|m| m.index);
-    Ok((members, hist))
+    Ok((members, connect_join_us))
 }
 
 /// Every client joins its room again; the relay's answer must count the whole

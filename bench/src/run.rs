@@ -294,12 +294,7 @@ pub fn run_probed(cfg: &BenchConfig, probe: &Arc<RunProbe>) -> Result<RunOutput>
         ),
         Target::External { .. } => None,
     };
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.client_threads)
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()
-        .context("building the client runtime")?;
+    let client_rt = client_runtime(cfg.client_threads)?;
 
     let server = match (&cfg.target, &server_rt) {
         (Target::InProcess { cert_dir }, Some(rt)) => Some(start_server(cfg, cert_dir, rt)?),
@@ -371,6 +366,17 @@ pub fn run_probed(cfg: &BenchConfig, probe: &Arc<RunProbe>) -> Result<RunOutput>
         measurements,
     );
     Ok(RunOutput { report, series })
+}
+
+/// The runtime every bench client runs on: `threads` workers named
+/// [`CLIENT_THREAD`], so their CPU is the load generator's.
+pub(crate) fn client_runtime(threads: usize) -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()
+        .context("building the client runtime")
 }
 
 pub(crate) fn start_server(
@@ -866,41 +872,82 @@ async fn connect_all(
             ))
         });
     }
-    let mut connected = Vec::with_capacity(total as usize);
-    let mut hist = new_histogram();
-    let mut errors = Vec::new();
+    let Gathered {
+        mut clients,
+        connect_join_us,
+        errors,
+    } = gather_connects(set, total, phase_limit, || probe.client_connected()).await;
+    if let Some(e) = connect_failure(errors, total) {
+        close_all(clients).await;
+        return Err(e);
+    }
+    clients.sort_by_key(|c| c.index);
+    Ok((clients, connect_join_us))
+}
+
+/// What a run's connect phase gathered.
+pub(crate) struct Gathered<T> {
+    /// The clients that connected and joined, in the order they finished.
+    pub(crate) clients: Vec<T>,
+    /// Their connect + join times, µs.
+    pub(crate) connect_join_us: Histogram<u64>,
+    /// What went wrong for the others.
+    pub(crate) errors: Vec<String>,
+}
+
+/// Gathers the connect tasks of a run (each gives a client and how long it
+/// took to connect and join), `on_connected` hearing each success; tasks
+/// still running `phase_limit` from now are aborted and counted as an error.
+pub(crate) async fn gather_connects<T: Send + 'static>(
+    mut set: JoinSet<Result<(T, Duration)>>,
+    total: u32,
+    phase_limit: Duration,
+    mut on_connected: impl FnMut(),
+) -> Gathered<T> {
+    let mut gathered = Gathered {
+        clients: Vec::with_capacity(total as usize),
+        connect_join_us: new_histogram(),
+        errors: Vec::new(),
+    };
     let deadline = tokio::time::Instant::now() + phase_limit;
     loop {
         match tokio::time::timeout_at(deadline, set.join_next()).await {
             Err(_) => {
-                errors.push(format!(
+                gathered.errors.push(format!(
                     "connect phase over {phase_limit:?} ({} of {total} connected)",
-                    connected.len()
+                    gathered.clients.len()
                 ));
                 set.abort_all();
                 break;
             }
             Ok(None) => break,
-            Ok(Some(Err(join))) => errors.push(format!("connect task failed: {join}")),
-            Ok(Some(Ok(Err(e)))) => errors.push(format!("{e:#}")),
+            Ok(Some(Err(join))) => gathered.errors.push(format!("connect task failed: {join}")),
+            Ok(Some(Ok(Err(e)))) => gathered.errors.push(format!("{e:#}")),
             Ok(Some(Ok(Ok((c, took))))) => {
-                hist.saturating_record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1));
-                connected.push(c);
-                probe.client_connected();
+                record(
+                    &mut gathered.connect_join_us,
+                    u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+                );
+                gathered.clients.push(c);
+                on_connected();
             }
         }
     }
-    if !errors.is_empty() {
-        let n = errors.len();
-        errors.truncate(5);
-        close_all(connected).await;
-        bail!(
-            "{n} of {total} clients could not connect and join; first errors:\n  {}",
-            errors.join("\n  ")
-        );
+    gathered
+}
+
+/// The run's error when some of its `total` clients could not connect and
+/// join (the first few reasons); `None` when all did.
+pub(crate) fn connect_failure(mut errors: Vec<String>, total: u32) -> Option<anyhow::Error> {
+    if errors.is_empty() {
+        return None;
     }
-    connected.sort_by_key(|c| c.index);
-    Ok((connected, hist))
+    let n = errors.len();
+    errors.truncate(5);
+    Some(anyhow!(
+        "{n} of {total} clients could not connect and join; first errors:\n  {}",
+        errors.join("\n  ")
+    ))
 }
 
 /// Waits until every client's replica lists its whole room, since the SDK

@@ -11,7 +11,7 @@
 use crate::markdown::{self, MachineInfo};
 use crate::report::{RunMeta, merge_columns, text_columns};
 use crate::run::{
-    BenchConfig, CLIENT_THREAD, CpuSample, SERVER_THREAD, StatsSource, Target, Urls, check_ws_url,
+    BenchConfig, CpuSample, SERVER_THREAD, StatsSource, Target, Urls, check_ws_url, client_runtime,
     derive_ws_url, http_authority, sample_cpu, start_server,
 };
 use crate::transports::{ClientTransport, PerTransport, TransportMix};
@@ -146,12 +146,7 @@ impl LoadedServer {
             ),
             Target::External { .. } => None,
         };
-        let client_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(settings.client_threads)
-            .thread_name(CLIENT_THREAD)
-            .enable_all()
-            .build()
-            .context("building the client runtime")?;
+        let client_rt = client_runtime(settings.client_threads)?;
         let server = match (&settings.target, &server_rt) {
             (Target::InProcess { cert_dir }, Some(rt)) => {
                 let sizing = sizing_config(settings, clients, room_size);
