@@ -70,7 +70,11 @@ for (const { label, param, expected } of TRANSPORTS) {
     await bo.locator('#stage-title', { hasText: 'Hello from ada' }).waitFor({ timeout: 5000 });
     await bo.fill('#color-input', '#d62828');
     await bo.click('#color-form button');
-    await until(() => ada.evaluate(() => window.chorusDemo.room.getState('color')?.text === '#d62828'), 5000, 'the colour to reach ada');
+    // Each page applies the change when its own copy of the event arrives,
+    // the writer's included: wait for both before comparing them.
+    for (const [p, who] of [[ada, 'ada'], [bo, 'bo']]) {
+      await until(() => p.evaluate(() => window.chorusDemo.room.getState('color')?.text === '#d62828'), 5000, `the colour to reach ${who}`);
+    }
     const seen = await Promise.all([ada, bo].map((p) => p.evaluate(() => {
       const r = window.chorusDemo.room;
       return { title: r.getState('title'), color: r.getState('color'),
