@@ -275,6 +275,19 @@ impl RoomTask {
         }
     }
 
+    /// Links a joining or reattaching session until the flush, which
+    /// answers `reply` with the outcome.
+    fn expect_member(
+        &mut self,
+        session: Arc<SessionShared>,
+        reply: oneshot::Sender<JoinOutcome>,
+    ) -> SessionId {
+        let id = session.id;
+        self.pending.insert(id, session);
+        self.joins.push((id, reply));
+        id
+    }
+
     /// Takes one request through the core; its outputs wait for [`flush`](Self::flush).
     async fn apply(&mut self, now: chorus_protocol::ServerTime, request: RoomRequest) {
         match request {
@@ -285,9 +298,7 @@ impl RoomTask {
                 access,
                 reply,
             } => {
-                let id = session.id;
-                self.pending.insert(id, session);
-                self.joins.push((id, reply));
+                let id = self.expect_member(session, reply);
                 self.core.handle(
                     now,
                     RoomInput::Join {
@@ -305,9 +316,7 @@ impl RoomTask {
                 resume_key,
                 reply,
             } => {
-                let id = session.id;
-                self.pending.insert(id, session);
-                self.joins.push((id, reply));
+                let id = self.expect_member(session, reply);
                 self.core.handle(
                     now,
                     RoomInput::Reattach {
@@ -442,7 +451,6 @@ impl RoomTask {
         // Requests that got no reply we count (the member left meanwhile).
         self.watches.clear();
         for (session, reply) in self.joins.drain(..) {
-            self.pending.remove(&session);
             let outcome = added
                 .iter()
                 .find(|(s, _)| *s == session)

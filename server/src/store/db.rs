@@ -131,13 +131,8 @@ pub(super) fn open(settings: &StoreSettings) -> Result<(Arc<Database>, Loaded), 
             tracing::error!(path = %path.display(), aside = %aside.display(), %reason,
                 "store unreadable; copied aside, starting with an empty store");
             std::fs::remove_file(&path).map_err(|e| corrupt(&path, e))?;
-            let (db, mut loaded) = match open_and_read(&path, settings.durability) {
-                Ok(done) => done,
-                Err(OpenFailure::Fatal(e)) => return Err(e),
-                Err(OpenFailure::Unreadable(reason)) | Err(OpenFailure::BadRecords(_, reason)) => {
-                    return Err(corrupt(&path, reason));
-                }
-            };
+            let (db, mut loaded) = open_and_read(&path, settings.durability)
+                .map_err(|failure| failure.into_error(&path))?;
             loaded.discarded.push(format!("whole file: {reason}"));
             loaded.copied_aside = Some(aside);
             Ok((db, loaded))
@@ -147,13 +142,8 @@ pub(super) fn open(settings: &StoreSettings) -> Result<(Arc<Database>, Loaded), 
             let db = open_file(&path)?;
             drop_bad_records(&db, &path, &bad)?;
             drop(db);
-            let (db, mut loaded) = match open_and_read(&path, settings.durability) {
-                Ok(done) => done,
-                Err(OpenFailure::Fatal(e)) => return Err(e),
-                Err(OpenFailure::Unreadable(reason)) | Err(OpenFailure::BadRecords(_, reason)) => {
-                    return Err(corrupt(&path, reason));
-                }
-            };
+            let (db, mut loaded) = open_and_read(&path, settings.durability)
+                .map_err(|failure| failure.into_error(&path))?;
             for b in &bad {
                 tracing::error!(path = %path.display(), record = %b.describe(), "unreadable record dropped");
             }
@@ -161,9 +151,7 @@ pub(super) fn open(settings: &StoreSettings) -> Result<(Arc<Database>, Loaded), 
             loaded.copied_aside = Some(aside);
             Ok((db, loaded))
         }
-        Err(OpenFailure::Unreadable(reason)) | Err(OpenFailure::BadRecords(_, reason)) => {
-            Err(corrupt(&path, reason))
-        }
+        Err(failure) => Err(failure.into_error(&path)),
     }
 }
 
@@ -174,6 +162,18 @@ enum OpenFailure {
     Unreadable(String),
     /// The file opens, but these records do not decode.
     BadRecords(Vec<BadRecord>, String),
+}
+
+impl OpenFailure {
+    /// The error to report when nothing more is to be tried.
+    fn into_error(self, path: &Path) -> StoreError {
+        match self {
+            OpenFailure::Fatal(e) => e,
+            OpenFailure::Unreadable(reason) | OpenFailure::BadRecords(_, reason) => {
+                corrupt(path, reason)
+            }
+        }
+    }
 }
 
 /// A record that does not decode: the room it belongs to is dropped whole
@@ -200,13 +200,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn open_file(path: &Path) -> Result<Database, StoreError> {
-    match open_file_inner(path) {
-        Ok(db) => Ok(db),
-        Err(OpenFailure::Fatal(e)) => Err(e),
-        Err(OpenFailure::Unreadable(r)) | Err(OpenFailure::BadRecords(_, r)) => {
-            Err(corrupt(path, r))
-        }
-    }
+    open_file_inner(path).map_err(|failure| failure.into_error(path))
 }
 
 fn open_file_inner(path: &Path) -> Result<Database, OpenFailure> {

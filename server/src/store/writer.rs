@@ -71,6 +71,17 @@ impl StoreHandle {
     }
 
     async fn send(&self, write: Option<Write>, wait: bool) -> Result<(), StoreClosed> {
+        self.request(write, wait, false).await
+    }
+
+    /// Queues a request; with `wait`, returns once it is done (committed, or
+    /// with `close` the file closed).
+    async fn request(
+        &self,
+        write: Option<Write>,
+        wait: bool,
+        close: bool,
+    ) -> Result<(), StoreClosed> {
         let (done, committed) = if wait {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -78,11 +89,7 @@ impl StoreHandle {
             (None, None)
         };
         self.queue
-            .send(Request {
-                write,
-                done,
-                close: false,
-            })
+            .send(Request { write, done, close })
             .await
             .map_err(|_| StoreClosed)?;
         match committed {
@@ -149,16 +156,7 @@ impl StoreHandle {
     /// another server may open it); later writes fail with [`StoreClosed`].
     /// Returns once the file is closed.
     pub async fn close(&self) -> Result<(), StoreClosed> {
-        let (done, closed) = oneshot::channel();
-        self.queue
-            .send(Request {
-                write: None,
-                done: Some(done),
-                close: true,
-            })
-            .await
-            .map_err(|_| StoreClosed)?;
-        closed.await.map_err(|_| StoreClosed)
+        self.request(None, true, true).await
     }
 }
 
