@@ -93,6 +93,10 @@ pub struct ServerConfig {
     /// never retransmitted, so fewer ACKs cost nothing but packets; 0 asks
     /// nothing (the peer acknowledges every second packet).
     pub quic_ack_eliciting_threshold: u32,
+    /// How long a receiver's first pending tick waits for others to share its
+    /// WebSocket write or QUIC packet (`crate::transport::ticks`); zero sends
+    /// each at once.
+    pub tick_coalesce: Duration,
 }
 
 /// The default port for both WebTransport (UDP) and WebSocket/HTTP (TCP).
@@ -105,6 +109,10 @@ pub const DEFAULT_UDP_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 /// latency as it was and cuts the server's CPU by a sixth and the UDP
 /// packets by a fifth; on S2 it delivers 30 % more under overload.
 pub const DEFAULT_QUIC_ACK_ELICITING_THRESHOLD: u32 = 9;
+/// No coalescing window by default: ticks are latency-first, and under load
+/// the writers batch what waits anyway (BENCHMARKS.md has the measured cost
+/// and gain of a window).
+pub const DEFAULT_TICK_COALESCE_MS: u64 = 0;
 /// A datagram buffer must hold at least one full-size datagram.
 pub const MIN_DATAGRAM_BUFFER: usize = 2048;
 
@@ -139,6 +147,7 @@ impl Default for ServerConfig {
             datagram_receive_buffer_bytes: DEFAULT_DATAGRAM_RECEIVE_BUFFER,
             udp_socket_buffer_bytes: DEFAULT_UDP_SOCKET_BUFFER,
             quic_ack_eliciting_threshold: DEFAULT_QUIC_ACK_ELICITING_THRESHOLD,
+            tick_coalesce: Duration::from_millis(DEFAULT_TICK_COALESCE_MS),
         }
     }
 }
@@ -327,7 +336,10 @@ fn bind_udp(
         .datagram_send_buffer_size(config.datagram_send_buffer_bytes)
         .datagram_receive_buffer_size(Some(config.datagram_receive_buffer_bytes))
         // Pack uploads: MAX_PACK_STREAMS open at once, plus HTTP/3 streams.
-        .max_concurrent_uni_streams(crate::transport::webtransport::MAX_CLIENT_UNI_STREAMS.into());
+        .max_concurrent_uni_streams(crate::transport::webtransport::MAX_CLIENT_UNI_STREAMS.into())
+        .max_concurrent_bidi_streams(
+            crate::transport::webtransport::MAX_CLIENT_BIDI_STREAMS.into(),
+        );
     if config.quic_ack_eliciting_threshold > 0 {
         let mut ack_frequency = wtransport::quinn::AckFrequencyConfig::default();
         ack_frequency.ack_eliciting_threshold(config.quic_ack_eliciting_threshold.into());
@@ -477,6 +489,7 @@ impl Server {
         let wt = Arc::new(WtSettings {
             handshake_timeout: config.session.handshake_timeout,
             origins: origins.clone(),
+            tick_coalesce: config.tick_coalesce,
         });
         let endpoints: Vec<Arc<WtEndpoint>> = endpoints.into_iter().map(Arc::new).collect();
         let mut accept_tasks: Vec<JoinHandle<()>> = endpoints
@@ -501,6 +514,7 @@ impl Server {
                 heartbeat_interval: config.heartbeat_interval,
                 heartbeat_timeout: config.heartbeat_timeout,
                 chunk_bytes: config.websocket_chunk_bytes,
+                tick_coalesce: config.tick_coalesce,
             },
             certs: certs.clone(),
             ready: ready.clone(),

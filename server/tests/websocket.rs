@@ -494,3 +494,41 @@ async fn upgrades_from_disallowed_origins_are_refused_with_403() {
     let (status, _, _) = http_get(addr, "/chorus", &upgrade).await;
     assert_eq!(status, 101);
 }
+
+#[tokio::test]
+async fn with_a_coalescing_window_every_tick_still_reaches_both_transports() {
+    let server = start_server_with(|c| c.tick_coalesce = Duration::from_millis(20)).await;
+    let (mut ws, _) = RawWs::connect_hello(&server).await;
+    let (mut wt, _) = RawClient::connect_hello(&server).await;
+    let (mut sender, _) = RawClient::connect_hello(&server).await;
+    ws.join("window", 1).await;
+    wt.join("window", 1).await;
+    let room = sender.join("window", 1).await;
+    let (mut other, _) = RawWs::connect_hello(&server).await;
+    let other_room = other.join("window", 1).await;
+
+    // Two senders, one tick each, inside one window: both reach every other
+    // member, each the newest of its sender, byte for byte.
+    sender.send_tick(room.room, room.you, 1, b"from wt");
+    other
+        .send_tick(other_room.room, other_room.you, 2, b"from ws")
+        .await;
+    let mut at_ws = vec![
+        decode_tick(&ws.recv_tick().await),
+        decode_tick(&ws.recv_tick().await),
+    ];
+    let mut at_wt = vec![
+        decode_tick(&wt.recv_datagram().await),
+        decode_tick(&wt.recv_datagram().await),
+    ];
+    let mut want = vec![
+        (room.you, 1, b"from wt".to_vec()),
+        (other_room.you, 2, b"from ws".to_vec()),
+    ];
+    for got in [&mut at_ws, &mut at_wt] {
+        got.sort();
+    }
+    want.sort();
+    assert_eq!(at_ws, want);
+    assert_eq!(at_wt, want);
+}

@@ -26,20 +26,30 @@ pub enum TickDelivery {
 }
 
 /// One tick on its way to a room's members: the datagram as received (the
-/// same bytes go to every recipient), and at most one other framing of it,
-/// made once by the first recipient that needs it (WebSocket's lane byte in
-/// front) and shared by the others. No recipient allocates or copies.
+/// same bytes go to every recipient), and its framing for each transport, made
+/// once by the first recipient on that transport and shared by the others
+/// (WebSocket's lane byte in front; WebTransport's HTTP/3 datagram header,
+/// which names the recipient's session and is the same for all of them in
+/// practice). No recipient allocates or copies.
 #[derive(Debug)]
 pub struct OutgoingTick {
     datagram: Bytes,
-    framed: std::sync::OnceLock<Bytes>,
+    framed: [std::sync::OnceLock<(u64, Bytes)>; 2],
+}
+
+/// Which transport a framing of an [`OutgoingTick`] is for: one shared copy
+/// each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TickFraming {
+    WebSocket = 0,
+    WebTransport = 1,
 }
 
 impl OutgoingTick {
     pub fn new(datagram: Bytes) -> Self {
         OutgoingTick {
             datagram,
-            framed: std::sync::OnceLock::new(),
+            framed: Default::default(),
         }
     }
 
@@ -48,10 +58,18 @@ impl OutgoingTick {
         &self.datagram
     }
 
-    /// The tick framed by `frame`, made on the first call and shared after
-    /// it. Every caller must frame the same way (one transport uses this).
-    pub fn framed(&self, frame: impl FnOnce(&Bytes) -> Bytes) -> Bytes {
-        self.framed.get_or_init(|| frame(&self.datagram)).clone()
+    /// The tick framed by `frame` for `framing` with `key` (what the framing
+    /// depends on, e.g. the recipient's session id): made on the first call
+    /// and shared by every later one with the same key; a recipient with
+    /// another key gets its own copy.
+    pub fn framed(&self, framing: TickFraming, key: u64, frame: impl Fn(&Bytes) -> Bytes) -> Bytes {
+        let slot = &self.framed[framing as usize];
+        let (shared_key, shared) = slot.get_or_init(|| (key, frame(&self.datagram)));
+        if *shared_key == key {
+            shared.clone()
+        } else {
+            frame(&self.datagram)
+        }
     }
 }
 

@@ -11,7 +11,7 @@ mod fanout;
 mod registry;
 mod task;
 
-pub use fanout::{Fanout, FanoutTarget, OutgoingTick, TickDelivery, TickSink};
+pub use fanout::{Fanout, FanoutTarget, OutgoingTick, TickDelivery, TickFraming, TickSink};
 pub use registry::{RoomCreate, RoomRegistry, RoomSettings, RoomSummary, RoomTemplate};
 
 use crate::core::{JoinAccess, PasswordHashString, RoomInput, SessionId};

@@ -20,11 +20,12 @@
 //! control message. The writer also sends heartbeat pings; the reader closes a
 //! connection that has been silent past the heartbeat timeout.
 
-use crate::rooms::{OutgoingTick, TickDelivery, TickSink};
+use crate::rooms::{OutgoingTick, TickDelivery, TickFraming, TickSink};
 use crate::session::{
     Inbound, PackDownload, PackSink, SessionContext, SessionInfo, TransportCloser, TransportError,
     TransportReader, TransportWriter, run_session,
 };
+use crate::transport::ticks::{Due, PendingTicks, TickWindow};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::{Bytes, BytesMut};
 use chorus_protocol::codec::MAX_PACK_HEADER_BYTES;
@@ -33,11 +34,9 @@ use chorus_protocol::{
 };
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -71,6 +70,9 @@ pub struct WsSettings {
     pub heartbeat_timeout: Duration,
     /// Control messages longer than this are sent in chunks.
     pub chunk_bytes: usize,
+    /// How long the first pending tick waits for others to share its write
+    /// (see [`crate::transport::ticks`]); zero writes ticks as they come.
+    pub tick_coalesce: Duration,
 }
 
 impl Default for WsSettings {
@@ -79,6 +81,7 @@ impl Default for WsSettings {
             heartbeat_interval: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(30),
             chunk_bytes: 16 * 1024,
+            tick_coalesce: Duration::ZERO,
         }
     }
 }
@@ -367,41 +370,24 @@ impl TransportCloser for WsCloser {
     }
 }
 
-/// The tick lane of one WebSocket receiver: newest tick per (room, sender).
+/// The tick lane of one WebSocket receiver: its pending ticks, drained by the
+/// writer task.
 #[derive(Debug, Default)]
 struct WsTickSink {
-    pending: Mutex<HashMap<(RoomSlot, MemberId), Bytes>>,
-    ready: Notify,
-    closed: AtomicBool,
+    pending: PendingTicks,
 }
 
 impl TickSink for WsTickSink {
     fn send_tick(&self, room: RoomSlot, sender: MemberId, tick: &OutgoingTick) -> TickDelivery {
-        if self.closed.load(Ordering::Relaxed) {
+        if self.pending.is_closed() {
             return TickDelivery::Closed;
         }
         // The lane byte is put in front once per tick, for every WebSocket
         // recipient of it.
-        let message = tick.framed(|datagram| lane_bytes(LANE_DATAGRAM, datagram));
-        let replaced = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert((room, sender), message)
-            .is_some();
-        self.ready.notify_one();
-        if replaced {
-            TickDelivery::Replaced
-        } else {
-            TickDelivery::Queued
-        }
-    }
-}
-
-impl WsTickSink {
-    fn take(&self) -> Vec<Bytes> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.drain().map(|(_, bytes)| bytes).collect()
+        let message = tick.framed(TickFraming::WebSocket, 0, |datagram| {
+            lane_bytes(LANE_DATAGRAM, datagram)
+        });
+        self.pending.put(room, sender, message)
     }
 }
 
@@ -486,9 +472,20 @@ fn lane_message(lane: u8, body: &[u8]) -> Message {
     Message::Binary(lane_bytes(lane, body))
 }
 
+/// The writer's view of the tick lane: the pending ticks and a batch buffer
+/// reused from one write to the next.
+struct TickBatch {
+    ticks: Arc<WsTickSink>,
+    batch: Vec<Bytes>,
+}
+
 /// Writes the pending ticks, each already framed with its lane byte.
-async fn write_ticks(sink: &mut impl MessageSink, ticks: &WsTickSink) -> Result<(), axum::Error> {
-    for tick in ticks.take() {
+async fn write_ticks(
+    sink: &mut impl MessageSink,
+    ticks: &mut TickBatch,
+) -> Result<(), axum::Error> {
+    ticks.ticks.pending.take_into(&mut ticks.batch);
+    for tick in ticks.batch.drain(..) {
         sink.feed(Message::Binary(tick)).await?;
     }
     Ok(())
@@ -496,7 +493,7 @@ async fn write_ticks(sink: &mut impl MessageSink, ticks: &WsTickSink) -> Result<
 
 async fn write_control(
     sink: &mut impl MessageSink,
-    ticks: &WsTickSink,
+    ticks: &mut TickBatch,
     frame: &[u8],
     chunk_bytes: usize,
 ) -> Result<(), axum::Error> {
@@ -515,7 +512,7 @@ async fn write_control(
 /// Writes one pack message, after the pending ticks.
 async fn write_pack(
     sink: &mut impl MessageSink,
-    ticks: &WsTickSink,
+    ticks: &mut TickBatch,
     message: Message,
 ) -> Result<(), axum::Error> {
     write_ticks(sink, ticks).await?;
@@ -544,6 +541,12 @@ async fn write_loop(
     let chunk_bytes = settings.chunk_bytes.max(1);
     let mut session_done = false;
     let mut packs_done = false;
+    let mut tick_window = TickWindow::new(settings.tick_coalesce);
+    let lane = ticks.clone();
+    let mut ticks = TickBatch {
+        ticks,
+        batch: Vec::new(),
+    };
     let result: Result<(), axum::Error> = async {
         loop {
             // Lanes by priority: close, ticks, control, then packs, which are
@@ -551,14 +554,18 @@ async fn write_loop(
             let round = tokio::select! {
                 biased;
                 () = close.notify.notified() => break,
-                () = ticks.ready.notified() => {
-                    write_ticks(&mut sink, &ticks).await?;
-                    Round::Wrote
-                }
+                due = tick_window.due(&lane.pending) => match due {
+                    Due::Send => {
+                        write_ticks(&mut sink, &mut ticks).await?;
+                        Round::Wrote
+                    }
+                    // Only this task closes the lane, after the loop.
+                    Due::Closed => break,
+                },
                 out = rx.recv(), if !session_done => match out {
                     Some(WsOut::Frames(frames)) => {
                         for frame in &frames {
-                            write_control(&mut sink, &ticks, frame, chunk_bytes).await?;
+                            write_control(&mut sink, &mut ticks, frame, chunk_bytes).await?;
                         }
                         Round::Wrote
                     }
@@ -574,7 +581,7 @@ async fn write_loop(
                 },
                 message = packs.recv(), if !packs_done => {
                     match message {
-                        Some(message) => write_pack(&mut sink, &ticks, message).await?,
+                        Some(message) => write_pack(&mut sink, &mut ticks, message).await?,
                         None => packs_done = true,
                     }
                     Round::Other
@@ -590,7 +597,7 @@ async fn write_loop(
             if matches!(round, Round::Wrote)
                 && let Ok(message) = packs.try_recv()
             {
-                write_pack(&mut sink, &ticks, message).await?;
+                write_pack(&mut sink, &mut ticks, message).await?;
             }
             sink.flush().await?;
         }
@@ -598,7 +605,7 @@ async fn write_loop(
         sink.send(Message::Close(frame)).await
     }
     .await;
-    ticks.closed.store(true, Ordering::Relaxed);
+    lane.pending.close();
     if let Err(e) = result {
         tracing::debug!(error = %e, "WebSocket write failed");
     }
@@ -612,8 +619,15 @@ mod tests {
         OutgoingTick::new(Bytes::from_static(bytes))
     }
 
+    fn take(sink: &WsTickSink) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        sink.pending.take_into(&mut out);
+        out.sort();
+        out
+    }
+
     #[test]
-    fn the_tick_sink_keeps_the_newest_tick_per_sender() {
+    fn the_tick_sink_frames_ticks_with_the_datagram_lane_byte() {
         let sink = WsTickSink::default();
         let a = (RoomSlot(1), MemberId(1));
         let b = (RoomSlot(1), MemberId(2));
@@ -623,18 +637,14 @@ mod tests {
             sink.send_tick(a.0, a.1, &tick(b"a2")),
             TickDelivery::Replaced
         );
-        let mut taken = sink.take();
-        taken.sort();
-        // Each framed with the datagram lane byte in front.
         assert_eq!(
-            taken,
+            take(&sink),
             [
                 &[LANE_DATAGRAM, b'a', b'2'][..],
                 &[LANE_DATAGRAM, b'b', b'1']
             ]
         );
-        assert!(sink.take().is_empty());
-        sink.closed.store(true, Ordering::Relaxed);
+        sink.pending.close();
         assert_eq!(sink.send_tick(a.0, a.1, &tick(b"a3")), TickDelivery::Closed);
     }
 
@@ -645,7 +655,7 @@ mod tests {
         let outgoing = tick(b"pose");
         one.send_tick(RoomSlot(1), MemberId(1), &outgoing);
         other.send_tick(RoomSlot(1), MemberId(1), &outgoing);
-        let (a, b) = (one.take(), other.take());
+        let (a, b) = (take(&one), take(&other));
         assert_eq!(a[0], b[0]);
         assert_eq!(a[0].as_ptr(), b[0].as_ptr(), "the same bytes, not a copy");
     }
@@ -951,5 +961,54 @@ mod tests {
         let mut want: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
         want.push("X".into());
         assert_eq!(labels, want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_a_coalescing_window_ticks_wait_for_it_and_leave_in_one_round() {
+        let (_out_tx, out_rx) = mpsc::channel(2);
+        let (_pack_tx, pack_rx) = mpsc::channel(8);
+        let ticks = Arc::new(WsTickSink::default());
+        let close = Arc::new(CloseRequest::default());
+        let recorder = Recorder::default();
+        let settings = WsSettings {
+            tick_coalesce: Duration::from_millis(5),
+            ..WsSettings::default()
+        };
+        let writer = tokio::spawn(write_loop(
+            recorder.clone(),
+            out_rx,
+            pack_rx,
+            ticks.clone(),
+            close.clone(),
+            settings,
+        ));
+        let written = || {
+            recorder
+                .0
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(label)
+                .collect::<Vec<_>>()
+        };
+        ticks.send_tick(RoomSlot(1), MemberId(1), &tick(b"a"));
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        ticks.send_tick(RoomSlot(1), MemberId(2), &tick(b"b"));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(written().is_empty(), "4 ms into a 5 ms window");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let mut labels = written();
+        labels.sort();
+        assert_eq!(
+            labels,
+            ["Ta", "Tb"],
+            "both when the first one's window ends"
+        );
+        WsCloser { close }.close(0, "");
+        writer.await.expect("the writer ends");
+        assert_eq!(
+            ticks.send_tick(RoomSlot(1), MemberId(1), &tick(b"c")),
+            TickDelivery::Closed
+        );
     }
 }

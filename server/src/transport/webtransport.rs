@@ -17,11 +17,12 @@
 //! overtake pack bytes already queued.
 
 use crate::origin::OriginPolicy;
-use crate::rooms::{OutgoingTick, TickDelivery, TickSink};
+use crate::rooms::{OutgoingTick, TickDelivery, TickFraming, TickSink};
 use crate::session::{
     Inbound, PackDownload, PackSink, SessionContext, SessionInfo, TransportCloser, TransportError,
     TransportReader, TransportWriter, run_session,
 };
+use crate::transport::ticks::{Due, PendingTicks, TickWindow};
 use bytes::Bytes;
 use chorus_protocol::frame::put_varint_u32;
 use chorus_protocol::{
@@ -33,13 +34,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use wtransport::endpoint::IncomingSession;
-use wtransport::error::{
-    ConnectionError, SendDatagramError, StreamOpeningError, StreamReadError, StreamWriteError,
-};
+use wtransport::error::{ConnectionError, StreamOpeningError, StreamWriteError};
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
 
 /// The URL path of the WebTransport endpoint.
 pub const WEBTRANSPORT_PATH: &str = "/chorus";
+
+/// The largest piece of the control stream taken from quinn at once.
+const CONTROL_READ_BYTES: usize = 64 * 1024;
 
 /// Incoming pack streams a client may have open at once.
 pub const MAX_PACK_STREAMS: u32 = 8;
@@ -48,6 +50,12 @@ pub const MAX_PACK_STREAMS: u32 = 8;
 /// plus the three HTTP/3 streams a client keeps open for the connection's life
 /// (control, QPACK encoder and decoder), which count against the same limit.
 pub const MAX_CLIENT_UNI_STREAMS: u32 = MAX_PACK_STREAMS + 3;
+
+/// The QUIC limit on client-opened bidirectional streams: the session's
+/// CONNECT stream and the control stream, with room to spare. quinn keeps an
+/// entry per allowed stream from the start, so its default of 100 cost about
+/// 5 KiB per connection for streams Chorus never uses.
+pub const MAX_CLIENT_BIDI_STREAMS: u32 = 4;
 
 /// The largest piece of an incoming pack stream handed to the session at once.
 pub const PACK_READ_BYTES: usize = 16 * 1024;
@@ -65,6 +73,10 @@ const PACK_STREAM_PRIORITY: i32 = -1;
 pub struct WtSettings {
     pub handshake_timeout: Duration,
     pub origins: OriginPolicy,
+    /// How long the first pending tick of a receiver waits for others to share
+    /// its QUIC packet (see [`crate::transport::ticks`]); zero hands each to
+    /// quinn at once.
+    pub tick_coalesce: Duration,
 }
 
 /// Handles one incoming WebTransport session from QUIC handshake to close.
@@ -134,17 +146,15 @@ pub async fn handle_incoming(
         connection: connection.clone(),
         recv,
         decoder: FrameDecoder::new(max_frame),
-        buf: vec![0; 16 * 1024],
     };
     let writer = WtWriter { send };
     let closer = WtCloser {
         connection: connection.clone(),
     };
-    let sink = Arc::new(WtTickSink {
-        connection: connection.clone(),
-    });
+    let sink = Arc::new(WtTickSink::new(&connection, settings.tick_coalesce));
     let packs = Arc::new(WtPackSink { connection });
-    run_session(ctx, info, reader, writer, closer, sink, packs).await;
+    run_session(ctx, info, reader, writer, closer, sink.clone(), packs).await;
+    sink.close();
 }
 
 fn connection_ended(error: ConnectionError) -> TransportError {
@@ -161,7 +171,6 @@ struct WtReader {
     connection: Connection,
     recv: RecvStream,
     decoder: FrameDecoder,
-    buf: Vec<u8>,
 }
 
 impl WtReader {
@@ -197,10 +206,14 @@ impl TransportReader for WtReader {
                     tokio::spawn(pump_pack_stream(stream, tx));
                     return Ok(Inbound::PackStream(rx));
                 }
-                read = self.recv.read(&mut self.buf) => match read {
-                    Ok(Some(n)) => self.decoder.extend(&self.buf[..n]),
+                // quinn's own buffers, not a read buffer per connection
+                // (16 KiB each when idle, most of it never used).
+                read = self.recv.quic_stream_mut().read_chunk(CONTROL_READ_BYTES, true) => match read {
+                    Ok(Some(chunk)) => self.decoder.extend(&chunk.bytes),
                     Ok(None) => return Err(TransportError::Closed),
-                    Err(StreamReadError::NotConnected) => return Err(self.why_closed()),
+                    Err(wtransport::quinn::ReadError::ConnectionLost(_)) => {
+                        return Err(self.why_closed());
+                    }
                     Err(e) => return Err(TransportError::Failed(e.to_string())),
                 },
             }
@@ -393,9 +406,96 @@ impl TransportCloser for WtCloser {
     }
 }
 
+/// The tick lane of one WebTransport receiver. Each tick is framed as an
+/// HTTP/3 datagram of the receiver's session once, for every recipient with
+/// that session id (all of them in practice), and given to quinn: at once, or
+/// after the coalescing window by [`send_coalesced_ticks`].
 #[derive(Debug)]
 struct WtTickSink {
-    connection: Connection,
+    quic: wtransport::quinn::Connection,
+    session: wtransport::SessionId,
+    /// With a coalescing window: the ticks waiting for it.
+    pending: Option<Arc<PendingTicks>>,
+}
+
+impl WtTickSink {
+    fn new(connection: &Connection, window: Duration) -> Self {
+        let pending = (!window.is_zero()).then(|| {
+            let pending = Arc::new(PendingTicks::default());
+            tokio::spawn(send_coalesced_ticks(
+                connection.quic_connection().clone(),
+                pending.clone(),
+                window,
+            ));
+            pending
+        });
+        WtTickSink {
+            quic: connection.quic_connection().clone(),
+            session: connection.session_id(),
+            pending,
+        }
+    }
+
+    /// Ends the coalescing task, if any, when the session is over.
+    fn close(&self) {
+        if let Some(pending) = &self.pending {
+            pending.close();
+        }
+    }
+}
+
+/// `payload` as an HTTP/3 datagram of `session` (RFC 9297: the quarter stream
+/// id of the session's CONNECT stream in front), as wtransport frames it.
+fn h3_datagram(session: wtransport::SessionId, payload: &[u8]) -> Bytes {
+    use wtransport::proto::datagram::Datagram;
+    use wtransport::proto::ids::QStreamId;
+    let datagram = Datagram::new(QStreamId::from_session_id(session), payload);
+    let mut buf = vec![0; datagram.write_size()];
+    match datagram.write(&mut buf) {
+        Ok(n) => buf.truncate(n),
+        // The buffer is write_size() long.
+        Err(_) => buf.clear(),
+    }
+    Bytes::from(buf)
+}
+
+fn tick_delivery(result: Result<(), wtransport::quinn::SendDatagramError>) -> TickDelivery {
+    use wtransport::quinn::SendDatagramError as E;
+    match result {
+        Ok(()) => TickDelivery::Queued,
+        Err(E::TooLarge) => TickDelivery::TooLarge,
+        Err(E::UnsupportedByPeer | E::Disabled | E::ConnectionLost(_)) => TickDelivery::Closed,
+    }
+}
+
+/// Hands a receiver's pending ticks to quinn each time their coalescing window
+/// ends, back to back, so that quinn packs them into as few packets as fit;
+/// ends with the connection or when the lane is closed.
+async fn send_coalesced_ticks(
+    quic: wtransport::quinn::Connection,
+    pending: Arc<PendingTicks>,
+    window: Duration,
+) {
+    let mut due = TickWindow::new(window);
+    let mut batch = Vec::new();
+    loop {
+        let due = tokio::select! {
+            due = due.due(&pending) => due,
+            _ = quic.closed() => Due::Closed,
+        };
+        if due == Due::Closed {
+            break;
+        }
+        pending.take_into(&mut batch);
+        for datagram in batch.drain(..) {
+            // A tick too large for the path is dropped, as on the direct path.
+            if tick_delivery(quic.send_datagram(datagram)) == TickDelivery::Closed {
+                pending.close();
+                return;
+            }
+        }
+    }
+    pending.close();
 }
 
 impl std::fmt::Debug for WtReader {
@@ -405,15 +505,16 @@ impl std::fmt::Debug for WtReader {
 }
 
 impl TickSink for WtTickSink {
-    fn send_tick(&self, _room: RoomSlot, _sender: MemberId, tick: &OutgoingTick) -> TickDelivery {
-        // quinn keeps a bounded datagram send buffer and drops the oldest
-        // datagrams when it is full: newest wins for a slow receiver.
-        match self.connection.send_datagram(tick.datagram()) {
-            Ok(()) => TickDelivery::Queued,
-            Err(SendDatagramError::TooLarge) => TickDelivery::TooLarge,
-            Err(SendDatagramError::NotConnected | SendDatagramError::UnsupportedByPeer) => {
-                TickDelivery::Closed
-            }
+    fn send_tick(&self, room: RoomSlot, sender: MemberId, tick: &OutgoingTick) -> TickDelivery {
+        let session = self.session;
+        let datagram = tick.framed(TickFraming::WebTransport, session.into_u64(), |payload| {
+            h3_datagram(session, payload)
+        });
+        match &self.pending {
+            // quinn keeps a bounded datagram send buffer and drops the oldest
+            // datagrams when it is full: newest wins for a slow receiver.
+            None => tick_delivery(self.quic.send_datagram(datagram)),
+            Some(pending) => pending.put(room, sender, datagram),
         }
     }
 }
@@ -479,7 +580,6 @@ mod tests {
                 connection: accepted.clone(),
                 recv,
                 decoder: FrameDecoder::new(1 << 20),
-                buf: vec![0; 1024],
             },
             packs: WtPackSink {
                 connection: accepted,
@@ -620,5 +720,68 @@ mod tests {
             }
         );
         assert_eq!(rest, content);
+    }
+
+    /// The payloads of the next `n` datagrams the client receives.
+    async fn received(client: &Connection, n: usize) -> Vec<Bytes> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let datagram = tokio::time::timeout(Duration::from_secs(5), client.receive_datagram())
+                .await
+                .expect("in time")
+                .expect("a datagram");
+            got.push(Bytes::copy_from_slice(&datagram));
+        }
+        got.sort();
+        got
+    }
+
+    #[tokio::test]
+    async fn ticks_reach_the_client_as_its_sessions_datagrams_with_and_without_a_window() {
+        let pair = pair("ticks").await;
+        let direct = WtTickSink::new(&pair.packs.connection, Duration::ZERO);
+        let coalesced = WtTickSink::new(&pair.packs.connection, Duration::from_millis(2));
+        let one = OutgoingTick::new(Bytes::from_static(b"pose one"));
+        let two = OutgoingTick::new(Bytes::from_static(b"pose two"));
+        let room = RoomSlot(1);
+        assert_eq!(
+            direct.send_tick(room, MemberId(1), &one),
+            TickDelivery::Queued
+        );
+        assert_eq!(received(&pair.client, 1).await, [&b"pose one"[..]]);
+        assert_eq!(
+            coalesced.send_tick(room, MemberId(1), &one),
+            TickDelivery::Queued
+        );
+        assert_eq!(
+            coalesced.send_tick(room, MemberId(2), &two),
+            TickDelivery::Queued
+        );
+        assert_eq!(
+            received(&pair.client, 2).await,
+            [&b"pose one"[..], &b"pose two"[..]]
+        );
+        // A second recipient with the same session id shares the framed bytes.
+        let framed = one.framed(TickFraming::WebTransport, direct.session.into_u64(), |_| {
+            unreachable!("framed once already")
+        });
+        assert_eq!(&framed[framed.len() - 8..], b"pose one");
+        coalesced.close();
+        assert_eq!(
+            coalesced.send_tick(room, MemberId(1), &one),
+            TickDelivery::Closed
+        );
+    }
+
+    #[test]
+    fn h3_datagrams_carry_the_quarter_stream_id_of_the_session() {
+        let session = |id: u32| {
+            wtransport::SessionId::try_from_session_stream(wtransport::StreamId::new(
+                VarInt::from_u32(id),
+            ))
+            .expect("client bidirectional stream")
+        };
+        assert_eq!(&h3_datagram(session(0), b"xy")[..], b"\x00xy");
+        assert_eq!(&h3_datagram(session(8), b"xy")[..], b"\x02xy");
     }
 }
