@@ -895,6 +895,26 @@ mod tests {
         }
     }
 
+    /// Starts a writer task that writes into a new [`Recorder`].
+    fn spawn_writer(
+        out_rx: mpsc::Receiver<WsOut>,
+        pack_rx: mpsc::Receiver<Message>,
+        ticks: &Arc<WsTickSink>,
+        close: &Arc<CloseRequest>,
+        settings: WsSettings,
+    ) -> (Recorder, tokio::task::JoinHandle<()>) {
+        let recorder = Recorder::default();
+        let writer = tokio::spawn(write_loop(
+            recorder.clone(),
+            out_rx,
+            pack_rx,
+            ticks.clone(),
+            close.clone(),
+            settings,
+        ));
+        (recorder, writer)
+    }
+
     /// A written message as a short label: `T` tick, `C` control, `c` control
     /// chunk, `P` pack (with its first content byte), `X` close.
     fn label(message: &Message) -> String {
@@ -934,19 +954,11 @@ mod tests {
             .expect("queued");
         packs.send_pack(download(b"1234", 0)).await.expect("queued");
 
-        let recorder = Recorder::default();
         let settings = WsSettings {
             chunk_bytes: 4,
             ..WsSettings::default()
         };
-        let writer = tokio::spawn(write_loop(
-            recorder.clone(),
-            out_rx,
-            pack_rx,
-            ticks.clone(),
-            close.clone(),
-            settings,
-        ));
+        let (recorder, writer) = spawn_writer(out_rx, pack_rx, &ticks, &close, settings);
         let expected = ["Tt", "P1", "ca", "ca", "Ca", "P2", "Cb", "P3", "P4"];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while recorder.0.lock().expect("lock").len() < expected.len() {
@@ -969,19 +981,11 @@ mod tests {
         let (_pack_tx, pack_rx) = mpsc::channel(8);
         let ticks = Arc::new(WsTickSink::default());
         let close = Arc::new(CloseRequest::default());
-        let recorder = Recorder::default();
         let settings = WsSettings {
             tick_coalesce: Duration::from_millis(5),
             ..WsSettings::default()
         };
-        let writer = tokio::spawn(write_loop(
-            recorder.clone(),
-            out_rx,
-            pack_rx,
-            ticks.clone(),
-            close.clone(),
-            settings,
-        ));
+        let (recorder, writer) = spawn_writer(out_rx, pack_rx, &ticks, &close, settings);
         let written = || {
             recorder
                 .0
