@@ -476,11 +476,11 @@ async fn send_coalesced_ticks(
     pending: Arc<PendingTicks>,
     window: Duration,
 ) {
-    let mut due = TickWindow::new(window);
+    let mut tick_window = TickWindow::new(window);
     let mut batch = Vec::new();
-    loop {
+    'lane: loop {
         let due = tokio::select! {
-            due = due.due(&pending) => due,
+            due = tick_window.due(&pending) => due,
             _ = quic.closed() => Due::Closed,
         };
         if due == Due::Closed {
@@ -490,8 +490,7 @@ async fn send_coalesced_ticks(
         for datagram in batch.drain(..) {
             // A tick too large for the path is dropped, as on the direct path.
             if tick_delivery(quic.send_datagram(datagram)) == TickDelivery::Closed {
-                pending.close();
-                return;
+                break 'lane;
             }
         }
     }
