@@ -488,7 +488,9 @@ async fn send_coalesced_ticks(
         }
         pending.take_into(&mut batch);
         for datagram in batch.drain(..) {
-            // A tick too large for the path is dropped, as on the direct path.
+            // Too large was checked when the tick was put; one that no longer
+            // fits (the path's MTU shrank since) is dropped. Only the
+            // connection's end stops the lane.
             if tick_delivery(quic.send_datagram(datagram)) == TickDelivery::Closed {
                 break 'lane;
             }
@@ -513,7 +515,13 @@ impl TickSink for WtTickSink {
             // quinn keeps a bounded datagram send buffer and drops the oldest
             // datagrams when it is full: newest wins for a slow receiver.
             None => tick_delivery(self.quic.send_datagram(datagram)),
-            Some(pending) => pending.put(room, sender, datagram),
+            // Refused now as quinn would refuse it at the window's end, so the
+            // drop is counted the same way on both paths.
+            Some(pending) => match self.quic.max_datagram_size() {
+                None => TickDelivery::Closed,
+                Some(max) if datagram.len() > max => TickDelivery::TooLarge,
+                Some(_) => pending.put(room, sender, datagram),
+            },
         }
     }
 }
@@ -765,6 +773,14 @@ mod tests {
             unreachable!("framed once already")
         });
         assert_eq!(&framed[framed.len() - 8..], b"pose one");
+        let huge = OutgoingTick::new(Bytes::from(vec![7; 4000]));
+        for sink in [&direct, &coalesced] {
+            assert_eq!(
+                sink.send_tick(room, MemberId(3), &huge),
+                TickDelivery::TooLarge,
+                "larger than any QUIC datagram on this path"
+            );
+        }
         coalesced.close();
         assert_eq!(
             coalesced.send_tick(room, MemberId(1), &one),
