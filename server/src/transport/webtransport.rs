@@ -28,6 +28,7 @@ use chorus_protocol::frame::put_varint_u32;
 use chorus_protocol::{
     ErrorCode, FrameDecoder, MemberId, PackStreamHeader, RoomSlot, encode_pack_header,
 };
+use futures_util::FutureExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -146,6 +147,7 @@ pub async fn handle_incoming(
         connection: connection.clone(),
         recv,
         decoder: FrameDecoder::new(max_frame),
+        ended: None,
     };
     let writer = WtWriter { send };
     let closer = WtCloser {
@@ -171,6 +173,9 @@ struct WtReader {
     connection: Connection,
     recv: RecvStream,
     decoder: FrameDecoder,
+    /// How the connection ended, when the datagram or pack side saw it first:
+    /// reported once the control frames read before it are handed out.
+    ended: Option<TransportError>,
 }
 
 impl WtReader {
@@ -181,6 +186,25 @@ impl WtReader {
             _ => TransportError::Closed,
         }
     }
+
+    /// The connection ended, seen on the datagram or pack side. A client
+    /// that leaves sends `Leave` and closes at once, so its last control
+    /// bytes may still sit unread in quinn's buffer: read them (quinn hands
+    /// out buffered bytes before the loss, and no read waits once the
+    /// connection is gone), so their frames are handled before the end is
+    /// reported. Without this a `Leave` could be lost to the race, and the
+    /// member kept as reconnecting for the resume window.
+    fn end_after_control_bytes(&mut self, end: TransportError) {
+        while let Some(Ok(Some(chunk))) = self
+            .recv
+            .quic_stream_mut()
+            .read_chunk(CONTROL_READ_BYTES, true)
+            .now_or_never()
+        {
+            self.decoder.extend(&chunk.bytes);
+        }
+        self.ended = Some(end);
+    }
 }
 
 impl TransportReader for WtReader {
@@ -188,24 +212,29 @@ impl TransportReader for WtReader {
     /// Cancel safe: a datagram or a pack stream is taken only when returned
     /// (`accept_uni` is cancel safe, and the stream's pump task is spawned in
     /// the same step), and control stream bytes go into the frame decoder (kept
-    /// across calls) in the same step they are read.
+    /// across calls) in the same step they are read, the bytes drained when
+    /// the connection ends included.
     async fn recv(&mut self) -> Result<Inbound, TransportError> {
         loop {
             if let Some(frame) = self.decoder.next_frame()? {
                 return Ok(Inbound::Control(frame));
             }
+            if let Some(end) = self.ended.take() {
+                return Err(end);
+            }
             tokio::select! {
-                datagram = self.connection.receive_datagram() => {
-                    return datagram
-                        .map(|d| Inbound::Datagram(d.payload()))
-                        .map_err(connection_ended);
-                }
-                stream = self.connection.accept_uni() => {
-                    let stream = stream.map_err(connection_ended)?;
-                    let (tx, rx) = mpsc::channel(PACK_STREAM_QUEUE);
-                    tokio::spawn(pump_pack_stream(stream, tx));
-                    return Ok(Inbound::PackStream(rx));
-                }
+                datagram = self.connection.receive_datagram() => match datagram {
+                    Ok(datagram) => return Ok(Inbound::Datagram(datagram.payload())),
+                    Err(e) => self.end_after_control_bytes(connection_ended(e)),
+                },
+                stream = self.connection.accept_uni() => match stream {
+                    Ok(stream) => {
+                        let (tx, rx) = mpsc::channel(PACK_STREAM_QUEUE);
+                        tokio::spawn(pump_pack_stream(stream, tx));
+                        return Ok(Inbound::PackStream(rx));
+                    }
+                    Err(e) => self.end_after_control_bytes(connection_ended(e)),
+                },
                 // quinn's own buffers, not a read buffer per connection
                 // (16 KiB each when idle, most of it never used).
                 read = self.recv.quic_stream_mut().read_chunk(CONTROL_READ_BYTES, true) => match read {
@@ -529,7 +558,8 @@ impl TickSink for WtTickSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chorus_protocol::split_pack_message;
+    use chorus_protocol::message::ClientMessage;
+    use chorus_protocol::{encode_frame, split_pack_message};
     use std::net::{Ipv4Addr, SocketAddr};
     use wtransport::tls::Sha256Digest;
     use wtransport::{ClientConfig, Endpoint, ServerConfig};
@@ -544,7 +574,7 @@ mod tests {
             Endpoint<wtransport::endpoint::endpoint_side::Server>,
             Endpoint<wtransport::endpoint::endpoint_side::Client>,
         ),
-        _control: SendStream,
+        control: SendStream,
     }
 
     async fn pair(name: &str) -> Pair {
@@ -587,12 +617,13 @@ mod tests {
                 connection: accepted.clone(),
                 recv,
                 decoder: FrameDecoder::new(1 << 20),
+                ended: None,
             },
             packs: WtPackSink {
                 connection: accepted,
             },
             _endpoints: (server, client_endpoint),
-            _control: control,
+            control,
         }
     }
 
@@ -646,6 +677,46 @@ mod tests {
         let (header, rest) = split_pack_message(&got).expect("splits");
         assert!(matches!(header, PackStreamHeader::Upload { offset: 0, .. }));
         assert_eq!(rest, content);
+    }
+
+    /// A client that leaves sends its last control frames (its `Leave`) and
+    /// closes at once. When the close is known before the session reads
+    /// again (the datagram and pack sides report it too), those frames still
+    /// come first, then the end. Several rounds: the reader's wait is a
+    /// `select!` in random order, so one round could pass by luck.
+    #[tokio::test]
+    async fn control_frames_sent_before_a_close_come_before_the_end() {
+        for round in 0..12 {
+            let mut pair = pair(&format!("close-{round}")).await;
+            let leave = encode_frame(&ClientMessage::Leave {
+                request_id: 7,
+                room: RoomSlot(1),
+            });
+            let ping = encode_frame(&ClientMessage::Ping { client_time: 8 });
+            pair.control.write_all(&leave).await.expect("writes");
+            pair.control.write_all(&ping).await.expect("writes");
+            // Acknowledged: the bytes are in the server's buffer, unread.
+            pair.control.finish().await.expect("finishes");
+            pair.client.close(VarInt::from_u32(0), b"bye");
+            pair.reader.connection.closed().await;
+
+            let mut frames = Vec::new();
+            let end = loop {
+                match tokio::time::timeout(Duration::from_secs(5), pair.reader.recv())
+                    .await
+                    .expect("in time")
+                {
+                    Ok(Inbound::Control(body)) => frames.push(body),
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    Err(end) => break end,
+                }
+            };
+            assert!(matches!(end, TransportError::Closed), "{end:?}");
+            // The set-up frame (empty), then the two, in order.
+            assert_eq!(frames.len(), 3, "round {round}: {frames:?}");
+            assert_eq!(frames[1], leave[1..], "round {round}");
+            assert_eq!(frames[2], ping[1..], "round {round}");
+        }
     }
 
     #[tokio::test]
