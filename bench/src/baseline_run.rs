@@ -23,7 +23,7 @@ use crate::baselines::{
     ClientOptions, LaunchOptions, RelayClient, RelayKind, RelayProcess, TickSender, TickStream,
     ensure_installed, node_version,
 };
-use crate::live::RunProbe;
+use crate::live::{RunOutput, RunProbe, RunSeries};
 use crate::procfs;
 use crate::report::{ClientTotals, Measurements, MemFigures, Report, ServerKind, new_histogram};
 use crate::run::{
@@ -83,6 +83,18 @@ fn check_relay_config(cfg: &BenchConfig) -> Result<()> {
 /// always a `node` process started here, and its clients always WebSocket.
 /// Blocks the calling thread, which must not be inside a Tokio runtime.
 pub fn run_relay(cfg: &BenchConfig, kind: RelayKind, launch: &LaunchOptions) -> Result<Report> {
+    let probe = RunProbe::new(cfg.total_clients(), cfg.clients_per_room);
+    run_relay_probed(cfg, kind, launch, &Arc::new(probe)).map(|out| out.report)
+}
+
+/// [`run_relay`], watched through `probe` (made for this configuration)
+/// while it goes; also hands back the run's curves for the plots.
+pub fn run_relay_probed(
+    cfg: &BenchConfig,
+    kind: RelayKind,
+    launch: &LaunchOptions,
+    probe: &Arc<RunProbe>,
+) -> Result<RunOutput> {
     check_relay_config(cfg)?;
     let node = node_version(&launch.node)?;
     ensure_installed(&launch.dir)?;
@@ -95,7 +107,7 @@ pub fn run_relay(cfg: &BenchConfig, kind: RelayKind, launch: &LaunchOptions) -> 
         ..cfg.clone()
     };
     let client_rt = client_runtime(cfg.client_threads)?;
-    let outcome = client_rt.block_on(drive(&cfg, kind, relay.url(), pid, epoch));
+    let outcome = client_rt.block_on(drive(&cfg, kind, relay.url(), pid, epoch, probe));
     client_rt.shutdown_timeout(Duration::from_secs(2));
     let url = relay.url().to_owned();
     let stderr = relay.stderr_tail();
@@ -108,14 +120,21 @@ pub fn run_relay(cfg: &BenchConfig, kind: RelayKind, launch: &LaunchOptions) -> 
     measurements.memory.peak_since_run_start = peak_since_run_start;
     let mut params = cfg.params(&url, &url);
     params.server = format!("node {node}");
-    Ok(Report::compute_for(
+    let series = RunSeries::collect(
+        TransportMix::WebSocket,
+        &totals,
+        probe,
+        cfg.nominal_deliveries_per_s(),
+    );
+    let report = Report::compute_for(
         kind.into(),
         params,
         TransportMix::WebSocket,
         run_meta(),
         &totals,
         measurements,
-    ))
+    );
+    Ok(RunOutput { report, series })
 }
 
 /// One bench client of a relay.
@@ -134,12 +153,13 @@ async fn drive(
     url: &str,
     pid: u32,
     epoch: Instant,
+    probe: &Arc<RunProbe>,
 ) -> Result<(ClientTotals, Measurements)> {
-    let (members, connect_join_us) = connect_all(cfg, kind, url).await?;
+    let (members, connect_join_us) = connect_all(cfg, kind, url, probe).await?;
     let senders: Vec<TickSender> = members.iter().map(|m| m.sender.clone()).collect();
     let result = async {
         check_full_rooms(cfg, &senders).await?;
-        measure(cfg, members, pid, epoch).await
+        measure(cfg, members, pid, epoch, probe).await
     }
     .await;
     close_all(&senders).await;
@@ -154,6 +174,7 @@ async fn connect_all(
     cfg: &BenchConfig,
     kind: RelayKind,
     url: &str,
+    probe: &RunProbe,
 ) -> Result<(Vec<RelayMember>, Histogram<u64>)> {
     let total = cfg.rooms * cfg.clients_per_room;
     let options = ClientOptions {
@@ -191,7 +212,7 @@ async fn connect_all(
         clients: mut members,
         connect_join_us,
         errors,
-    } = gather_connects(set, total, phase_limit, || {}).await;
+    } = gather_connects(set, total, phase_limit, || probe.client_connected()).await;
     if let Some(e) = connect_failure(errors, total) {
         let senders: Vec<TickSender> = members.iter().map(|m| m.sender.clone()).collect();
         close_all(&senders).await;
@@ -229,6 +250,7 @@ async fn measure(
     members: Vec<RelayMember>,
     pid: u32,
     epoch: Instant,
+    probe: &Arc<RunProbe>,
 ) -> Result<(ClientTotals, Measurements)> {
     let tl = Timeline::starting_soon(epoch, cfg);
     let ends = members
@@ -240,12 +262,7 @@ async fn measure(
             source: m.ticks,
         })
         .collect();
-    // Nobody watches a relay run's live counts; the loops still keep them.
-    let probe = Arc::new(RunProbe::new(
-        cfg.rooms.saturating_mul(cfg.clients_per_room),
-        cfg.clients_per_room,
-    ));
-    let ticks = TickTasks::spawn(cfg, tl, ends, &probe);
+    let ticks = TickTasks::spawn(cfg, tl, ends, probe);
 
     let kernel0 = KernelSample::now();
     sleep_until(tl.window_start).await;

@@ -1100,7 +1100,7 @@ struct ReadyLine {
 
 /// Lines a relay printed on stderr, the last [`STDERR_LINES`] of them.
 type StderrTail = Arc<Mutex<VecDeque<String>>>;
-const STDERR_LINES: usize = 50;
+pub(crate) const STDERR_LINES: usize = 50;
 
 /// A running relay process. Dropping it kills the process; [`stop`](Self::stop)
 /// asks it to exit cleanly first.
@@ -1302,7 +1302,7 @@ fn forward_first_line(out: impl Read, first: mpsc::Sender<String>) {
     }
 }
 
-fn keep_tail(err: impl Read, tail: &Mutex<VecDeque<String>>) {
+pub(crate) fn keep_tail(err: impl Read, tail: &Mutex<VecDeque<String>>) {
     for line in BufReader::new(err).lines() {
         let Ok(line) = line else { break };
         let mut tail = tail

@@ -4,28 +4,42 @@
 //! [`chorus_bench::compare`] and [`chorus_bench::saturation`].
 //!
 //! Both take every scenario and run flag of a plain run (`--scenario`,
-//! `--rooms`, `--duration`, `--url`, `--json-out`, …) after the subcommand's
-//! name, except `--transport`: the targets choose the transport.
+//! `--rooms`, `--duration`, `--url`, `--json-out`, `--report-md`, …) after
+//! the subcommand's name, except `--transport`: the targets choose the
+//! transport. Both show a progress bar per run, and start Chorus as its own
+//! process with `--chorus-bin` ([`TargetFlags`]).
 
-use super::{RunFlags, TransportArg, config, print_reports, print_table_and_lines};
+use super::{
+    RunFlags, TransportArg, config, print_reports, print_table_and_lines, write_report_files,
+};
 use anyhow::{Context, Result, bail};
 use chorus_bench::baselines::LaunchOptions;
-use chorus_bench::compare::{self, CompareTarget};
+use chorus_bench::chorus_process::ChorusLaunch;
+use chorus_bench::compare::{self, CompareTarget, TargetRunner};
+use chorus_bench::markdown::MachineInfo;
+use chorus_bench::progress;
 use chorus_bench::report::Report;
 use chorus_bench::run::BenchConfig;
 use chorus_bench::saturation::{self, Bounds, SearchSettings};
 use clap::Args;
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// `chorus-bench compare`.
+/// How the targets of both subcommands are started.
 #[derive(Debug, Args)]
-pub(crate) struct CompareArgs {
-    #[command(flatten)]
-    run: RunFlags,
-    /// The targets, in the order they run (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = CompareTarget::ALL)]
-    targets: Vec<CompareTarget>,
+pub(crate) struct TargetFlags {
+    /// Start Chorus from this binary (e.g. target/release/chorus) as its own
+    /// process for each Chorus run, with the load's limits, so that its CPU
+    /// and peak RSS are its own, sampled from /proc as the relays' are.
+    /// Without it Chorus runs in the bench process, whose memory figure then
+    /// holds every client too.
+    #[arg(long, conflicts_with = "url")]
+    chorus_bin: Option<PathBuf>,
+    /// One more flag for the --chorus-bin server, repeated for each word
+    /// (e.g. --chorus-arg=--tick-coalesce-ms --chorus-arg=2).
+    #[arg(long, requires = "chorus_bin", allow_hyphen_values = true)]
+    chorus_arg: Vec<OsString>,
     /// Pause between two runs, ms.
     #[arg(long, default_value_t = 2000)]
     settle_ms: u64,
@@ -34,11 +48,45 @@ pub(crate) struct CompareArgs {
     node: OsString,
 }
 
+impl TargetFlags {
+    fn runner(&self, quiet: bool) -> TargetRunner {
+        TargetRunner {
+            launch: LaunchOptions {
+                node: self.node.clone(),
+                ..LaunchOptions::default()
+            },
+            chorus: self
+                .chorus_bin
+                .clone()
+                .map(|bin| ChorusLaunch::new(bin, self.chorus_arg.clone())),
+            show_progress: progress::visible(quiet),
+        }
+    }
+
+    fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
+    }
+}
+
+/// `chorus-bench compare`.
+#[derive(Debug, Args)]
+pub(crate) struct CompareArgs {
+    #[command(flatten)]
+    run: RunFlags,
+    #[command(flatten)]
+    start: TargetFlags,
+    /// The targets, in the order they run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = CompareTarget::ALL)]
+    targets: Vec<CompareTarget>,
+}
+
 /// `chorus-bench saturate`.
 #[derive(Debug, Args)]
 pub(crate) struct SaturateArgs {
     #[command(flatten)]
     run: RunFlags,
+    #[command(flatten)]
+    start: TargetFlags,
     /// What to load.
     #[arg(long, value_enum, default_value_t = CompareTarget::ChorusWt)]
     target: CompareTarget,
@@ -54,12 +102,6 @@ pub(crate) struct SaturateArgs {
     /// Most runs in all.
     #[arg(long, default_value_t = 16)]
     max_steps: u32,
-    /// Pause between two runs, ms.
-    #[arg(long, default_value_t = 2000)]
-    settle_ms: u64,
-    /// The Node.js program that runs the relays.
-    #[arg(long, default_value = "node")]
-    node: OsString,
 }
 
 /// The shared part of both subcommands' checks: the configuration, without
@@ -85,15 +127,8 @@ fn target_config(
     Ok(cfg)
 }
 
-fn launch_options(node: &OsString) -> LaunchOptions {
-    LaunchOptions {
-        node: node.clone(),
-        ..LaunchOptions::default()
-    }
-}
-
 /// `chorus-bench compare`: runs, prints, and fails if any target failed.
-pub(crate) fn compare(args: &CompareArgs) -> Result<()> {
+pub(crate) fn compare(args: &CompareArgs, quiet: bool, command_line: &str) -> Result<()> {
     if args.targets.is_empty() {
         bail!("--targets names no target");
     }
@@ -101,12 +136,13 @@ pub(crate) fn compare(args: &CompareArgs) -> Result<()> {
     let done = compare::compare(
         &cfg,
         &args.targets,
-        &launch_options(&args.node),
-        Duration::from_millis(args.settle_ms),
+        &args.start.runner(quiet),
+        args.start.settle(),
         |msg| eprintln!("chorus-bench compare: {msg}"),
     );
     // Whatever completed is printed, even if some target failed.
     print_reports(&args.run, &done.reports)?;
+    write_report_files(&args.run, &done.reports, &done.series, command_line)?;
     if !done.failures.is_empty() {
         let failed: Vec<String> = done
             .failures
@@ -124,7 +160,10 @@ pub(crate) fn compare(args: &CompareArgs) -> Result<()> {
 }
 
 /// `chorus-bench saturate`: searches, prints the steps and the answer.
-pub(crate) fn saturate(args: &SaturateArgs) -> Result<()> {
+pub(crate) fn saturate(args: &SaturateArgs, quiet: bool, command_line: &str) -> Result<()> {
+    if args.run.plots.is_some() {
+        bail!("--plots is for runs and comparisons; a search writes its steps with --report-md");
+    }
     let cfg = target_config(&args.run, &[args.target], "--target")?;
     for (flag, v) in [
         ("p99-bound-ms", args.p99_bound_ms),
@@ -141,12 +180,12 @@ pub(crate) fn saturate(args: &SaturateArgs) -> Result<()> {
         },
         max_clients_per_room: args.max_clients,
         max_steps: args.max_steps,
-        settle: Duration::from_millis(args.settle_ms),
+        settle: args.start.settle(),
     };
     let search = saturation::saturate(
         &cfg,
         args.target,
-        &launch_options(&args.node),
+        &args.start.runner(quiet),
         &settings,
         |msg| eprintln!("chorus-bench saturate: {msg}"),
     );
@@ -158,7 +197,12 @@ pub(crate) fn saturate(args: &SaturateArgs) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .context("serializing a step's report")?;
     lines.push(search.json_line().context("serializing the search")?);
-    print_table_and_lines(&args.run, &search.table(), &lines)
+    print_table_and_lines(&args.run, &search.table(), &lines)?;
+    if let Some(path) = &args.run.report_md {
+        let md = search.markdown(command_line, &MachineInfo::probe());
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -207,6 +251,38 @@ mod tests {
         let err = target_config(&args.run, &args.targets, "--targets").expect_err("relays");
         assert!(err.to_string().contains("ticks only"), "{err}");
         assert!(target_config(&args.run, &[CompareTarget::ChorusWs], "--targets").is_ok());
+        // Chorus as its own process, with flags of its own; not with --url.
+        let cli = parse(&[
+            "compare",
+            "--chorus-bin",
+            "target/release/chorus",
+            "--chorus-arg=--tick-coalesce-ms",
+            "--chorus-arg",
+            "2",
+            "--report-md",
+            "out.md",
+        ])
+        .expect("parses");
+        let Some(BenchCommand::Compare(args)) = &cli.command else {
+            panic!("compare");
+        };
+        let runner = args.start.runner(true);
+        let launch = runner.chorus.expect("a Chorus process");
+        assert_eq!(launch.bin, PathBuf::from("target/release/chorus"));
+        assert_eq!(launch.extra_args, ["--tick-coalesce-ms", "2"]);
+        assert!(!runner.show_progress);
+        assert_eq!(args.run.report_md, Some(PathBuf::from("out.md")));
+        assert!(parse(&["compare", "--chorus-arg", "x"]).is_err());
+        let both = parse(&[
+            "compare",
+            "--chorus-bin",
+            "chorus",
+            "--url",
+            "https://127.0.0.1:4433/chorus",
+            "--cert-hash",
+            "00",
+        ]);
+        assert!(both.is_err());
     }
 
     #[test]

@@ -1,17 +1,24 @@
 //! `chorus-bench compare`: one scenario against several targets, one after
 //! the other: Chorus over WebTransport, Chorus over WebSocket (both through
-//! [`crate::run`], in process or `--url`), and the Node.js `ws` and
+//! [`crate::run`]: in process, at `--url`, or started as its own process with
+//! `--chorus-bin`, [`crate::chorus_process`]), and the Node.js `ws` and
 //! Socket.IO relays ([`crate::baseline_run`], started by the bench). Each
-//! run gives the same [`Report`], so they print side by side
-//! ([`crate::report::side_by_side`]) and as comparable JSON lines.
+//! run gives the same [`Report`] and curves, so they print side by side
+//! ([`crate::report::side_by_side`]), as comparable JSON lines, and in one
+//! Markdown report and one set of plots. [`TargetRunner`] runs one target,
+//! for a comparison and for a saturation search alike.
 
-use crate::baseline_run::run_relay;
+use crate::baseline_run::run_relay_probed;
 use crate::baselines::{LaunchOptions, RelayKind};
+use crate::chorus_process::{ChorusLaunch, ChorusProcess};
+use crate::live::{RunOutput, RunProbe, RunSeries};
+use crate::progress::RunProgress;
 use crate::report::Report;
-use crate::run::{BenchConfig, run};
+use crate::run::{BenchConfig, run_probed};
 use crate::transports::TransportMix;
 use anyhow::{Context, Result};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What one run of a comparison loads.
@@ -76,36 +83,72 @@ impl fmt::Display for CompareTarget {
     }
 }
 
-/// One run of `cfg`'s scenario against `target`; relays are started with
-/// `launch`. Blocks the calling thread (not inside a Tokio runtime).
-pub fn run_target(
-    cfg: &BenchConfig,
-    target: CompareTarget,
-    launch: &LaunchOptions,
-) -> Result<Report> {
-    let cfg = target.config(cfg);
-    match target.relay() {
-        Some(kind) => run_relay(&cfg, kind, launch),
-        None => run(&cfg),
-    }
-    .with_context(|| format!("{target} run"))
+/// How each run of a comparison or a search is started and shown.
+#[derive(Debug, Clone, Default)]
+pub struct TargetRunner {
+    /// How the relays are started.
+    pub launch: LaunchOptions,
+    /// Chorus as its own process for each run; `None`: as the run's
+    /// configuration says (in process, or the external server at `--url`).
+    pub chorus: Option<ChorusLaunch>,
+    /// A live progress bar on stderr while a run goes.
+    pub show_progress: bool,
 }
 
-/// What a comparison gave: the reports of the runs that completed, in
-/// target order, and the error of each that did not.
+impl TargetRunner {
+    /// One run of `cfg`'s scenario against `target`, its curves named after
+    /// the target. Blocks the calling thread (not inside a Tokio runtime).
+    pub fn run(&self, cfg: &BenchConfig, target: CompareTarget) -> Result<RunOutput> {
+        let cfg = target.config(cfg);
+        let probe = Arc::new(RunProbe::new(cfg.total_clients(), cfg.clients_per_room));
+        let bar = RunProgress::start(self.show_progress, target.name(), probe.clone());
+        let outcome = match (target.relay(), &self.chorus) {
+            (Some(kind), _) => run_relay_probed(&cfg, kind, &self.launch, &probe),
+            (None, Some(launch)) => run_chorus_process(&cfg, launch, &probe),
+            (None, None) => run_probed(&cfg, &probe),
+        };
+        bar.finish();
+        outcome
+            .map(|out| RunOutput {
+                series: out.series.labelled(target.name()),
+                ..out
+            })
+            .with_context(|| format!("{target} run"))
+    }
+}
+
+/// A run against a Chorus process started for it, stopped after it.
+fn run_chorus_process(
+    cfg: &BenchConfig,
+    launch: &ChorusLaunch,
+    probe: &Arc<RunProbe>,
+) -> Result<RunOutput> {
+    let server = ChorusProcess::start(launch, cfg)?;
+    let cfg = BenchConfig {
+        target: server.target(),
+        ..cfg.clone()
+    };
+    run_probed(&cfg, probe)
+        .with_context(|| format!("the server's last stderr lines:\n{}", server.stderr_tail()))
+}
+
+/// What a comparison gave: the reports and curves of the runs that
+/// completed, in target order, and the error of each that did not.
 #[derive(Debug, Default)]
 pub struct Comparison {
     pub reports: Vec<Report>,
+    pub series: Vec<RunSeries>,
     pub failures: Vec<(CompareTarget, anyhow::Error)>,
 }
 
-/// Runs `cfg`'s scenario against each of `targets` in turn, `settle` apart
-/// (so one run's connections are gone before the next connects). A target
-/// that fails does not stop the others. `progress` hears which run starts.
+/// Runs `cfg`'s scenario against each of `targets` in turn with `runner`,
+/// `settle` apart (so one run's connections are gone before the next
+/// connects). A target that fails does not stop the others. `progress`
+/// hears which run starts.
 pub fn compare(
     cfg: &BenchConfig,
     targets: &[CompareTarget],
-    launch: &LaunchOptions,
+    runner: &TargetRunner,
     settle: Duration,
     mut progress: impl FnMut(&str),
 ) -> Comparison {
@@ -115,8 +158,11 @@ pub fn compare(
             std::thread::sleep(settle);
         }
         progress(&format!("run {} of {}: {target}", i + 1, targets.len()));
-        match run_target(cfg, target, launch) {
-            Ok(report) => out.reports.push(report),
+        match runner.run(cfg, target) {
+            Ok(run) => {
+                out.reports.push(run.report);
+                out.series.push(run.series);
+            }
             Err(e) => {
                 progress(&format!("{target} failed: {e:#}"));
                 out.failures.push((target, e));

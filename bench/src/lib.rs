@@ -6,6 +6,7 @@
 //!
 //! - [`baselines`]: clients and a launcher for the Node.js relays compared against.
 //! - [`baseline_run`]: one run against a baseline relay, reported like a Chorus run.
+//! - [`chorus_process`]: a Chorus server started as its own process for a run.
 //! - [`compare`]: one scenario against Chorus and the baselines, side by side.
 //! - [`idle`]: the idle-connection memory test (bytes per idle connection).
 //! - [`live`]: what a running load run shows (progress) and keeps (series for plots).
@@ -25,6 +26,7 @@
 
 pub mod baseline_run;
 pub mod baselines;
+pub mod chorus_process;
 pub mod compare;
 pub mod idle;
 pub mod live;

@@ -305,6 +305,23 @@ pub struct RunSeries {
 }
 
 impl RunSeries {
+    /// The same curves under `label` (a comparison names its runs by target,
+    /// since a relay's clients are on WebSocket too); a mixed run's curves
+    /// keep their per-pair names after it.
+    pub fn labelled(mut self, label: &str) -> RunSeries {
+        let name = |old: &str| match self.transport {
+            TransportMix::Mixed => format!("{label} {old}"),
+            _ => label.to_owned(),
+        };
+        for c in &mut self.latency {
+            c.label = name(&c.label);
+        }
+        for c in &mut self.received {
+            c.label = name(&c.label);
+        }
+        self
+    }
+
     /// The curves of a run on `transport` from its merged totals and its probe.
     pub fn collect(
         transport: TransportMix,

@@ -98,14 +98,6 @@ struct Cli {
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long, global = true)]
     quiet: bool,
-    /// Write a Markdown report of the run(s) to this file: parameters,
-    /// commit, machine and the figures, one column per run.
-    #[arg(long)]
-    report_md: Option<PathBuf>,
-    /// Write SVG plots into this directory: latency CDF per transport and
-    /// ticks received per second over time.
-    #[arg(long)]
-    plots: Option<PathBuf>,
     #[command(flatten)]
     run: RunFlags,
 }
@@ -179,6 +171,14 @@ struct RunFlags {
     /// Also append the JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Write a Markdown report of the run(s) to this file: parameters,
+    /// commit, machine and the figures, one column per run.
+    #[arg(long)]
+    report_md: Option<PathBuf>,
+    /// Write SVG plots into this directory: latency CDF per run and ticks
+    /// received per second over time.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// The SDK's per-room tick receive buffer (newest-wins).
     #[arg(long, default_value_t = 64)]
     tick_capacity: usize,
@@ -320,8 +320,12 @@ fn real_main(cli: &Cli) -> Result<()> {
     match &cli.command {
         Some(BenchCommand::Storm(args)) => return storm::main(args, cli.quiet, &command_line),
         Some(BenchCommand::Idle(args)) => return idle::main(args, cli.quiet, &command_line),
-        Some(BenchCommand::Compare(args)) => return cli_modes::compare(args),
-        Some(BenchCommand::Saturate(args)) => return cli_modes::saturate(args),
+        Some(BenchCommand::Compare(args)) => {
+            return cli_modes::compare(args, cli.quiet, &command_line);
+        }
+        Some(BenchCommand::Saturate(args)) => {
+            return cli_modes::saturate(args, cli.quiet, &command_line);
+        }
         None => {}
     }
     let configs = configs(&cli.run)?;
@@ -353,7 +357,7 @@ fn real_main(cli: &Cli) -> Result<()> {
     }
     // Whatever completed is printed, even if a later run failed.
     print_reports(&cli.run, &reports)?;
-    write_report_files(cli, &reports, &series, &command_line)?;
+    write_report_files(&cli.run, &reports, &series, &command_line)?;
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
@@ -395,7 +399,7 @@ fn print_table_and_lines(cli: &RunFlags, table: &str, lines: &[String]) -> Resul
 
 /// The Markdown report and the plots, when asked for.
 fn write_report_files(
-    cli: &Cli,
+    cli: &RunFlags,
     reports: &[Report],
     series: &[RunSeries],
     command_line: &str,

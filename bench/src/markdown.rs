@@ -1,6 +1,7 @@
 //! Markdown reports (`--report-md FILE`): a run's parameters, the commit and
 //! the machine it ran on, and its figures as a table with one column per run
-//! (e.g. per transport with `--transport both`), ready to paste into
+//! (per transport with `--transport both`, per target with `compare`; a
+//! saturation search writes its own, [`crate::saturation`]), ready to paste into
 //! BENCHMARKS.md. The storm and idle tests write theirs with the same
 //! pieces ([`table`], [`MachineInfo`], [`header`]).
 //!
@@ -162,14 +163,7 @@ pub fn run_report(reports: &[Report], command: &str, machine: &MachineInfo) -> S
                 p.duration_s, p.warmup_s, p.drain_ms
             ),
         ),
-        (
-            "server",
-            if p.server == "in-process" {
-                "in process (same process as the clients)".to_owned()
-            } else {
-                format!("external, {}", p.url)
-            },
-        ),
+        ("server", servers(reports)),
         ("seed", p.seed.to_string()),
     ];
     if p.state_rate > 0.0 || p.command_rate > 0.0 {
@@ -186,9 +180,28 @@ pub fn run_report(reports: &[Report], command: &str, machine: &MachineInfo) -> S
             .map(|(k, v)| vec![k.to_owned(), v])
             .collect::<Vec<_>>(),
     ));
-    let runs: Vec<&str> = reports.iter().map(|r| r.transport.name()).collect();
+    let runs: Vec<&str> = reports.iter().map(Report::run_name).collect();
     s.push_str(&figures(&runs, &merged_rows(reports)));
     s
+}
+
+/// Where the server of each run was; once when all runs had the same.
+fn servers(reports: &[Report]) -> String {
+    let describe = |r: &Report| match r.params.server.as_str() {
+        "in-process" => "in process (same process as the clients)".to_owned(),
+        "external" => format!("external, {}", r.params.url),
+        other => format!("{other}, {}", r.params.url),
+    };
+    let all: Vec<String> = reports.iter().map(describe).collect();
+    if all.windows(2).all(|w| w[0] == w[1]) {
+        return all.into_iter().next().unwrap_or_default();
+    }
+    reports
+        .iter()
+        .zip(all)
+        .map(|(r, d)| format!("{}: {d}", r.run_name()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A `### Figures` section: a table with a column per run (named `runs`)

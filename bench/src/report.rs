@@ -815,6 +815,16 @@ impl Report {
         }
     }
 
+    /// What names this run among others: its transport for Chorus
+    /// (`webtransport`, `websocket`, `mixed`), the relay's name for a relay
+    /// (whose clients are on WebSocket too).
+    pub fn run_name(&self) -> &'static str {
+        match self.target {
+            ServerKind::Chorus => self.transport.name(),
+            relay => relay.name(),
+        }
+    }
+
     /// The single JSON line (no trailing newline).
     pub fn json_line(&self) -> serde_json::Result<String> {
         serde_json::to_string(self)

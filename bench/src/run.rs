@@ -181,8 +181,16 @@ impl BenchConfig {
         }
     }
 
-    fn total_clients(&self) -> u32 {
-        self.rooms * self.clients_per_room
+    /// Clients in all (one connection each).
+    pub fn total_clients(&self) -> u32 {
+        self.rooms.saturating_mul(self.clients_per_room)
+    }
+
+    /// `rooms × clients × hz × (clients − 1)`: the deliveries per second asked.
+    pub fn nominal_deliveries_per_s(&self) -> f64 {
+        f64::from(self.total_clients())
+            * self.hz
+            * f64::from(self.clients_per_room.saturating_sub(1))
     }
 
     fn uses_websocket(&self) -> bool {
@@ -355,9 +363,12 @@ pub fn run_probed(cfg: &BenchConfig, probe: &Arc<RunProbe>) -> Result<RunOutput>
     let (totals, mut measurements) = outcome?;
     measurements.memory.peak_since_run_start = peak_since_run_start;
     let meta = run_meta();
-    let nominal_deliveries =
-        f64::from(cfg.total_clients()) * cfg.hz * f64::from(cfg.clients_per_room.saturating_sub(1));
-    let series = RunSeries::collect(cfg.transport, &totals, probe, nominal_deliveries);
+    let series = RunSeries::collect(
+        cfg.transport,
+        &totals,
+        probe,
+        cfg.nominal_deliveries_per_s(),
+    );
     let report = Report::compute(
         cfg.params(&url, &ws_url),
         cfg.transport,
@@ -384,6 +395,18 @@ pub(crate) fn start_server(
     cert_dir: &std::path::Path,
     rt: &Runtime,
 ) -> Result<RunningServer> {
+    let config = sized_config(cfg, cert_dir);
+    // Spawned, so that the endpoint (and its driver task) lives on a server thread.
+    rt.block_on(async { tokio::spawn(Server::start(config)).await })
+        .context("server start task failed")?
+        .context("starting the in-process server")
+}
+
+/// The ephemeral server configuration with its limits raised to `cfg`'s
+/// load (members per room, rooms, per-address caps, rate budgets), so that
+/// the limits are not what is measured. An external server started by the
+/// bench gets the same limits as flags ([`crate::chorus_process`]).
+pub(crate) fn sized_config(cfg: &BenchConfig, cert_dir: &std::path::Path) -> ServerConfig {
     let mut config = ServerConfig::ephemeral(cert_dir);
     let limits = &mut config.session.limits;
     limits.max_members_per_room = limits.max_members_per_room.max(cfg.clients_per_room);
@@ -415,10 +438,7 @@ pub(crate) fn start_server(
         budget.per_second = budget.per_second.max(per_client.saturating_mul(2));
         budget.burst = budget.burst.max(budget.per_second.saturating_mul(2));
     }
-    // Spawned, so that the endpoint (and its driver task) lives on a server thread.
-    rt.block_on(async { tokio::spawn(Server::start(config)).await })
-        .context("server start task failed")?
-        .context("starting the in-process server")
+    config
 }
 
 /// Where clients connect, per transport.

@@ -8,13 +8,14 @@
 //!
 //! The stopping rule is pure ([`judge`], [`next_step`]): it sees figures and
 //! counts, never a clock, so it is unit-tested on known numbers. The driver
-//! ([`saturate`]) runs each step with [`run_target`], a fresh server (or
-//! relay) per step.
+//! ([`saturate`]) runs each step with a [`TargetRunner`]: a fresh server
+//! (in process or its own process) or relay per step, unless the server is
+//! an external one at `--url`.
 
-use crate::baselines::LaunchOptions;
-use crate::compare::{CompareTarget, run_target};
+use crate::compare::{CompareTarget, TargetRunner};
+use crate::markdown::{self, MachineInfo};
 use crate::report::{Report, round3};
-use crate::run::BenchConfig;
+use crate::run::{BenchConfig, run_meta};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -223,7 +224,7 @@ pub struct Saturation {
 pub fn saturate(
     cfg: &BenchConfig,
     target: CompareTarget,
-    launch: &LaunchOptions,
+    runner: &TargetRunner,
     settings: &SearchSettings,
     mut progress: impl FnMut(&str),
 ) -> Saturation {
@@ -252,7 +253,7 @@ pub fn saturate(
             u64::from(cfg.rooms) * u64::from(clients),
             asked_deliveries_per_s(cfg.rooms, clients, cfg.hz)
         ));
-        let step = match run_target(&step_cfg, target, launch) {
+        let step = match runner.run(&step_cfg, target).map(|run| run.report) {
             Ok(report) => Step {
                 clients_per_room: clients,
                 verdict: judge(StepFigures::of(&report), settings.bounds),
@@ -405,15 +406,13 @@ impl Saturation {
         serde_json::to_string(&summary)
     }
 
-    /// One row per step, then the answer.
-    pub fn table(&self) -> String {
+    /// The search's one-line description: shape, target, bounds.
+    fn title(&self) -> String {
         let b = &self.base;
-        let mut s = String::new();
         let scenario = b
             .scenario
             .map_or_else(String::new, |sc| format!("scenario {sc} shape, "));
-        let _ = writeln!(
-            s,
+        format!(
             "chorus-bench saturate: {scenario}{} rooms, {} Hz, {} B payload, {} s measured per step, target {}, within p99 <= {} ms and loss <= {} %",
             b.rooms,
             b.hz,
@@ -422,8 +421,12 @@ impl Saturation {
             self.target,
             self.settings.bounds.p99_ms,
             self.settings.bounds.loss_pct
-        );
-        let header = [
+        )
+    }
+
+    /// The step table's header, and one row per step (the verdict last).
+    fn step_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let header = vec![
             "step",
             "clients/room",
             "connections",
@@ -433,63 +436,107 @@ impl Saturation {
             "p99 ms",
             "server CPU %",
             "loadgen CPU %",
+            "verdict",
         ];
-        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
         let num = |v: Option<f64>, decimals: usize| {
             v.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"))
         };
-        for (i, step) in self.steps.iter().enumerate() {
-            let sum = self.step_summary(step);
-            rows.push(vec![
-                (i + 1).to_string(),
-                step.clients_per_room.to_string(),
-                (u64::from(b.rooms) * u64::from(step.clients_per_room)).to_string(),
-                format!("{:.0}", sum.asked_deliveries_per_s),
-                num(sum.delivered_per_s, 0),
-                num(sum.loss_pct, 3),
-                num(sum.p99_ms, 3),
-                num(sum.server_cpu_pct, 1),
-                num(sum.loadgen_cpu_pct, 1),
-            ]);
-        }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        let rows = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let sum = self.step_summary(step);
+                vec![
+                    (i + 1).to_string(),
+                    step.clients_per_room.to_string(),
+                    (u64::from(self.base.rooms) * u64::from(step.clients_per_room)).to_string(),
+                    format!("{:.0}", sum.asked_deliveries_per_s),
+                    num(sum.delivered_per_s, 0),
+                    num(sum.loss_pct, 3),
+                    num(sum.p99_ms, 3),
+                    num(sum.server_cpu_pct, 1),
+                    num(sum.loadgen_cpu_pct, 1),
+                    match &step.verdict {
+                        Verdict::Within => "within".to_owned(),
+                        Verdict::Over(why) => format!("over: {why}"),
+                    },
+                ]
+            })
             .collect();
-        for (i, row) in rows.iter().enumerate() {
-            let mut line = String::from(" ");
-            for (cell, w) in row.iter().zip(&widths) {
-                let _ = write!(line, " {cell:>w$}");
-            }
-            let verdict = match (i, self.steps.get(i.wrapping_sub(1))) {
-                (0, _) => "verdict".to_owned(),
-                (_, Some(step)) => match &step.verdict {
-                    Verdict::Within => "within".to_owned(),
-                    Verdict::Over(why) => format!("over: {why}"),
-                },
-                (_, None) => String::new(),
-            };
-            let _ = writeln!(s, "{line}  {verdict}");
-        }
-        match self.best() {
+        (header, rows)
+    }
+
+    /// The answer: the best rate within the bounds, and why the search stopped.
+    fn answer(&self) -> [String; 2] {
+        let best = match self.best() {
             Some(step) => {
                 let rate = step.report.as_ref().map_or(0.0, |r| r.delivered_per_s);
-                let _ = writeln!(
-                    s,
+                format!(
                     "highest delivered rate within the bounds: {rate:.1}/s, at {} clients per room",
                     step.clients_per_room
-                );
+                )
             }
-            None => {
-                let _ = writeln!(s, "highest delivered rate within the bounds: none");
-            }
-        }
+            None => "highest delivered rate within the bounds: none".to_owned(),
+        };
         let bracket = match (self.bracket.within, self.bracket.over) {
             (Some(w), Some(o)) => format!(" ({w} within, {o} over)"),
             (Some(w), None) => format!(" ({w} within)"),
             (None, Some(o)) => format!(" ({o} over)"),
             (None, None) => String::new(),
         };
-        let _ = writeln!(s, "stopped: {}{bracket}", self.stop.describe());
+        [best, format!("stopped: {}{bracket}", self.stop.describe())]
+    }
+
+    /// One row per step, then the answer.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{}", self.title());
+        let (header, steps) = self.step_rows();
+        let rows: Vec<Vec<String>> =
+            std::iter::once(header.iter().map(|h| (*h).to_owned()).collect())
+                .chain(steps)
+                .collect();
+        // The numbers right-aligned in their columns; the verdict as it is.
+        let numbers = header.len() - 1;
+        let widths: Vec<usize> = (0..numbers)
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let mut line = String::from(" ");
+            for (cell, w) in row.iter().zip(&widths) {
+                let _ = write!(line, " {cell:>w$}");
+            }
+            let _ = writeln!(s, "{line}  {}", row[numbers]);
+        }
+        for line in self.answer() {
+            let _ = writeln!(s, "{line}");
+        }
+        s
+    }
+
+    /// The search as a Markdown report: the command, commit and machine,
+    /// the bounds, one row per step and the answer.
+    pub fn markdown(&self, command: &str, machine: &MachineInfo) -> String {
+        let meta = self
+            .steps
+            .iter()
+            .find_map(|s| s.report.as_ref().map(|r| r.meta.clone()))
+            .unwrap_or_else(run_meta);
+        let title = self.title();
+        let mut s = markdown::header(
+            title.trim_start_matches("chorus-bench saturate: "),
+            command,
+            &meta,
+            machine,
+        );
+        let (header, rows) = self.step_rows();
+        s.push_str("\n### Steps\n\n");
+        s.push_str(&markdown::table(&header, &rows));
+        s.push('\n');
+        for line in self.answer() {
+            let _ = writeln!(s, "{line}.  ");
+        }
         s
     }
 }
@@ -663,6 +710,19 @@ mod tests {
         assert!(table.contains("over: run failed: no node"), "{table}");
         assert!(table.contains("within the bounds: none"), "{table}");
         assert!(table.contains("stopped: no count"), "{table}");
+        let md = search.markdown(
+            "chorus-bench saturate --scenario s2",
+            &MachineInfo::default(),
+        );
+        assert!(md.starts_with("## scenario s2 shape, 50 rooms"), "{md}");
+        assert!(md.contains("chorus-bench saturate --scenario s2\n"), "{md}");
+        assert!(
+            md.contains(
+                "| 1 | 10 | 500 | 135000 | - | - | - | - | - | over: run failed: no node |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("within the bounds: none"), "{md}");
     }
 
     #[test]
