@@ -125,8 +125,11 @@ pub fn run_report(reports: &[Report], command: &str, machine: &MachineInfo) -> S
     let Some(first) = reports.first() else {
         return String::new();
     };
+    let one_server = reports
+        .iter()
+        .all(|r| r.params.server == first.params.server);
     let title = first
-        .scenario(None)
+        .scenario((!one_server).then_some("per run, see the parameters"))
         .trim_start_matches("chorus-bench: ")
         .to_owned();
     let mut s = header(
