@@ -1234,14 +1234,7 @@ impl RelayProcess {
 
     /// The last lines the relay wrote on stderr.
     pub fn stderr_tail(&self) -> String {
-        let tail = self
-            .stderr
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tail.iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
+        tail_text(&self.stderr)
     }
 
     /// Asks the relay to exit (closes its standard input: the relay then
@@ -1300,6 +1293,17 @@ fn forward_first_line(out: impl Read, first: mpsc::Sender<String>) {
             Err(_) => break,
         }
     }
+}
+
+/// The lines [`keep_tail`] kept, one text.
+pub(crate) fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    let tail = tail
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tail.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub(crate) fn keep_tail(err: impl Read, tail: &Mutex<VecDeque<String>>) {

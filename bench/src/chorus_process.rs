@@ -9,7 +9,7 @@
 //! own flags, so both ways load the same configuration. This module starts,
 //! reads the banner and stops; it does not load anything.
 
-use crate::baselines::{STDERR_LINES, keep_tail};
+use crate::baselines::{STDERR_LINES, keep_tail, tail_text};
 use crate::run::{BenchConfig, Target, sized_config};
 use anyhow::{Context, Result, bail};
 use chorus_server::ServerConfig;
@@ -201,14 +201,7 @@ impl ChorusProcess {
 
     /// The last lines it wrote on stderr.
     pub fn stderr_tail(&self) -> String {
-        let tail = self
-            .stderr
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tail.iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join("\n")
+        tail_text(&self.stderr)
     }
 }
 
