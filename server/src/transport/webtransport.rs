@@ -719,6 +719,112 @@ mod tests {
         }
     }
 
+    /// A client whose HTTP/3 SETTINGS frame reaches the server in two parts,
+    /// with a new stream (its CONNECT request) arriving in between, still
+    /// gets its session. wtransport 0.7.2 lost the first part (its driver
+    /// dropped the half-done read when the stream arrived) and closed the
+    /// connection as a protocol error; the patched copy in `vendor/` reads
+    /// that stream in a task of its own. The pauses only order the packets
+    /// as the failure needs them; the session must come whatever the timing.
+    #[tokio::test]
+    async fn a_settings_frame_split_around_a_new_stream_still_gives_a_session() {
+        use wtransport::proto::frame::Frame;
+        use wtransport::proto::session::SessionRequest;
+        use wtransport::proto::settings::Settings;
+        use wtransport::proto::stream_header::StreamHeader;
+
+        let dir = std::env::temp_dir().join(format!("chorus-wt-split-{}", std::process::id()));
+        let certificate =
+            crate::cert::load_or_make_dev(&dir, std::time::SystemTime::now()).expect("certificate");
+        let config = ServerConfig::builder()
+            .with_bind_address(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .with_custom_tls_and_transport(
+                certificate.quic_config(),
+                wtransport::quinn::TransportConfig::default(),
+            )
+            .build();
+        let server = Endpoint::server(config).expect("server endpoint");
+        let addr = server.local_addr().expect("address");
+        let accepting = tokio::spawn(async move {
+            let request = server.accept().await.await.expect("session request");
+            let connection = request.accept().await.expect("session");
+            (server, connection)
+        });
+
+        // A bare QUIC connection with the trust and ALPN of a WebTransport client.
+        let client_config = ClientConfig::builder()
+            .with_bind_default()
+            .with_server_certificate_hashes([Sha256Digest::new(certificate.sha256)])
+            .build();
+        let client =
+            wtransport::quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .expect("client endpoint");
+        let quic = client
+            .connect_with(client_config.quic_config().clone(), addr, "localhost")
+            .expect("connects")
+            .await
+            .expect("connected");
+
+        let mut control = Vec::new();
+        StreamHeader::new_control()
+            .write(&mut control)
+            .expect("fits");
+        let settings = Settings::builder()
+            .qpack_max_table_capacity(VarInt::from_u32(0))
+            .qpack_blocked_streams(VarInt::from_u32(0))
+            .enable_webtransport()
+            .enable_h3_datagrams()
+            .webtransport_max_sessions(VarInt::from_u32(1))
+            .build();
+        let mut settings_frame = Vec::new();
+        settings
+            .generate_frame()
+            .write(&mut settings_frame)
+            .expect("fits");
+        let url = format!("https://127.0.0.1:{}{WEBTRANSPORT_PATH}", addr.port());
+        let request = SessionRequest::new(url).expect("a request");
+        let mut connect = Vec::new();
+        request
+            .headers()
+            .generate_frame()
+            .write(&mut connect)
+            .expect("fits");
+
+        // The stream type and the frame's first byte; the server starts reading the frame.
+        let (first, rest) = settings_frame.split_at(1);
+        control.extend_from_slice(first);
+        let mut control_stream = quic.open_uni().await.expect("opens");
+        control_stream.write_all(&control).await.expect("writes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A new stream: the server's driver turns to it mid-frame.
+        let (mut send, mut recv) = quic.open_bi().await.expect("opens");
+        send.write_all(&connect).await.expect("writes");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        control_stream.write_all(rest).await.expect("writes");
+
+        let (_server, _connection) = tokio::time::timeout(Duration::from_secs(5), accepting)
+            .await
+            .expect("a session in time")
+            .expect("the server accepted it");
+        // The response: a HEADERS frame with status 200, and the connection still open.
+        let mut response = Vec::new();
+        let headers = loop {
+            let mut chunk = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), recv.read(&mut chunk))
+                .await
+                .expect("a response in time")
+                .expect("reads")
+                .expect("not finished");
+            response.extend_from_slice(&chunk[..n]);
+            let mut reader = wtransport::proto::bytes::BufferReader::new(&response);
+            if let Some(frame) = Frame::read(&mut reader).expect("a frame") {
+                break wtransport::proto::headers::Headers::with_frame(&frame).expect("headers");
+            }
+        };
+        assert_eq!(headers.get(":status"), Some("200"));
+        assert!(quic.close_reason().is_none(), "{:?}", quic.close_reason());
+    }
+
     #[tokio::test]
     async fn a_reset_stream_ends_with_an_error() {
         let mut pair = pair("reset").await;
