@@ -577,7 +577,14 @@ mod tests {
         control: SendStream,
     }
 
-    async fn pair(name: &str) -> Pair {
+    /// A WebTransport server endpoint on loopback with a development
+    /// certificate, and a client configuration that trusts it.
+    fn server_and_client_config(
+        name: &str,
+    ) -> (
+        Endpoint<wtransport::endpoint::endpoint_side::Server>,
+        ClientConfig,
+    ) {
         let dir = std::env::temp_dir().join(format!("chorus-wt-{name}-{}", std::process::id()));
         let certificate =
             crate::cert::load_or_make_dev(&dir, std::time::SystemTime::now()).expect("certificate");
@@ -589,11 +596,16 @@ mod tests {
             )
             .build();
         let server = Endpoint::server(config).expect("server endpoint");
-        let port = server.local_addr().expect("address").port();
         let client_config = ClientConfig::builder()
             .with_bind_default()
             .with_server_certificate_hashes([Sha256Digest::new(certificate.sha256)])
             .build();
+        (server, client_config)
+    }
+
+    async fn pair(name: &str) -> Pair {
+        let (server, client_config) = server_and_client_config(name);
+        let port = server.local_addr().expect("address").port();
         let client_endpoint = Endpoint::client(client_config).expect("client endpoint");
         let url = format!("https://127.0.0.1:{port}{WEBTRANSPORT_PATH}");
         let (accepted, client) = tokio::join!(
@@ -733,17 +745,7 @@ mod tests {
         use wtransport::proto::settings::Settings;
         use wtransport::proto::stream_header::StreamHeader;
 
-        let dir = std::env::temp_dir().join(format!("chorus-wt-split-{}", std::process::id()));
-        let certificate =
-            crate::cert::load_or_make_dev(&dir, std::time::SystemTime::now()).expect("certificate");
-        let config = ServerConfig::builder()
-            .with_bind_address(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-            .with_custom_tls_and_transport(
-                certificate.quic_config(),
-                wtransport::quinn::TransportConfig::default(),
-            )
-            .build();
-        let server = Endpoint::server(config).expect("server endpoint");
+        let (server, client_config) = server_and_client_config("split");
         let addr = server.local_addr().expect("address");
         let accepting = tokio::spawn(async move {
             let request = server.accept().await.await.expect("session request");
@@ -752,10 +754,6 @@ mod tests {
         });
 
         // A bare QUIC connection with the trust and ALPN of a WebTransport client.
-        let client_config = ClientConfig::builder()
-            .with_bind_default()
-            .with_server_certificate_hashes([Sha256Digest::new(certificate.sha256)])
-            .build();
         let client =
             wtransport::quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
                 .expect("client endpoint");
