@@ -337,10 +337,7 @@ fn real_main(cli: &Cli) -> Result<()> {
         if i > 0 {
             std::thread::sleep(SETTLE_BETWEEN_RUNS);
         }
-        let probe = Arc::new(RunProbe::new(
-            cfg.rooms.saturating_mul(cfg.clients_per_room),
-            cfg.clients_per_room,
-        ));
+        let probe = Arc::new(RunProbe::new(cfg.total_clients(), cfg.clients_per_room));
         let bar = progress::RunProgress::start(show_progress, cfg.transport.name(), probe.clone());
         let outcome = run_probed(cfg, &probe).with_context(|| format!("{} run", cfg.transport));
         bar.finish();
@@ -384,17 +381,7 @@ fn print_table_and_lines(cli: &RunFlags, table: &str, lines: &[String]) -> Resul
         writeln!(out, "{line}")?;
     }
     out.flush()?;
-    if let Some(path) = &cli.json_out {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        for line in lines {
-            writeln!(f, "{line}").with_context(|| format!("writing {}", path.display()))?;
-        }
-    }
-    Ok(())
+    chorus_bench::report::append_json_lines(cli.json_out.as_deref(), lines)
 }
 
 /// The Markdown report and the plots, when asked for.

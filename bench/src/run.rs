@@ -413,7 +413,7 @@ pub(crate) fn sized_config(cfg: &BenchConfig, cert_dir: &std::path::Path) -> Ser
     config.rooms.max_rooms = config.rooms.max_rooms.max(cfg.rooms);
     // All load comes from one address: size the per-address caps to the load,
     // as an operator would for a gateway, so they are not what is measured.
-    let clients = cfg.rooms.saturating_mul(cfg.clients_per_room);
+    let clients = cfg.total_clients();
     let abuse = &mut config.access.abuse;
     abuse.max_connections_per_ip = abuse.max_connections_per_ip.max(clients);
     abuse.new_connections_per_ip_per_minute = abuse
