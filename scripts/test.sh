@@ -4,6 +4,9 @@
 # loopback, the bench harness's own tests). `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One full build, not an edit loop: incremental caches would only add about
+# 3 GB of disk (a CI machine has run out of it before). A caller may override.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo is required (https://rustup.rs); this machine has none" >&2
