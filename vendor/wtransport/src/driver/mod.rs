@@ -41,7 +41,6 @@ pub struct Driver {
     ready_sessions: BiChannelEndpoint<StreamSession>,
     ready_uni_wt_streams: Mutex<mpsc::Receiver<StreamUniRemoteWT>>,
     ready_bi_wt_streams: Mutex<mpsc::Receiver<StreamBiRemoteWT>>,
-    ready_datagrams: Mutex<mpsc::Receiver<Datagram>>,
     driver_result: SharedResultGet<DriverError>,
 }
 
@@ -51,7 +50,6 @@ impl Driver {
         let ready_sessions = bichannel(1);
         let ready_uni_wt_streams = mpsc::channel(4);
         let ready_bi_wt_streams = mpsc::channel(1);
-        let ready_datagrams = mpsc::channel(1);
         let driver_result = shared_result();
 
         tokio::spawn(
@@ -61,7 +59,6 @@ impl Driver {
                 ready_sessions.0,
                 ready_uni_wt_streams.0,
                 ready_bi_wt_streams.0,
-                ready_datagrams.0,
                 driver_result.0,
             )
             .run()
@@ -74,7 +71,6 @@ impl Driver {
             ready_sessions: ready_sessions.1,
             ready_uni_wt_streams: Mutex::new(ready_uni_wt_streams.1),
             ready_bi_wt_streams: Mutex::new(ready_bi_wt_streams.1),
-            ready_datagrams: Mutex::new(ready_datagrams.1),
             driver_result: driver_result.1,
         }
     }
@@ -169,12 +165,27 @@ impl Driver {
         }
     }
 
+    /// Reads the next datagram of `session_id` straight from quinn.
+    ///
+    /// Chorus patch: the published crate had the driver task read every
+    /// datagram and pass it on through a channel, one more task wake-up per
+    /// datagram on the receive path. quinn's `read_datagram` is cancel safe
+    /// and takes concurrent readers, so the worker no longer reads datagrams.
     pub async fn receive_datagram(&self, session_id: SessionId) -> Result<Datagram, DriverError> {
-        let mut lock = self.ready_datagrams.lock().await;
-
         loop {
-            let Some(datagram) = lock.recv().await else {
+            let Ok(quic_dgram) = self.quic_connection.read_datagram().await else {
                 return Err(self.result().await);
+            };
+
+            let datagram = match Datagram::read(quic_dgram) {
+                Ok(datagram) => datagram,
+                Err(error_code) => {
+                    // RFC 9297: an invalid quarter stream ID is a connection
+                    // error, as the worker treated it before.
+                    self.quic_connection
+                        .close(utils::varint_w2q(error_code.to_code()), b"");
+                    return Err(DriverError::Proto(error_code));
+                }
             };
 
             if datagram.session_id() == session_id {
@@ -259,7 +270,6 @@ mod worker {
         ready_sessions: BiChannelEndpoint<StreamSession>,
         ready_uni_wt_streams: mpsc::Sender<StreamUniRemoteWT>,
         ready_bi_wt_streams: mpsc::Sender<StreamBiRemoteWT>,
-        ready_datagrams: mpsc::Sender<Datagram>,
         driver_result: SharedResultSet<DriverError>,
         local_settings_stream: LocalSettingsStream,
         remote_settings_stream: RemoteSettingsStream,
@@ -275,7 +285,6 @@ mod worker {
             ready_sessions: BiChannelEndpoint<StreamSession>,
             ready_uni_wt_streams: mpsc::Sender<StreamUniRemoteWT>,
             ready_bi_wt_streams: mpsc::Sender<StreamBiRemoteWT>,
-            ready_datagrams: mpsc::Sender<Datagram>,
             driver_result: SharedResultSet<DriverError>,
         ) -> Self {
             Self {
@@ -284,7 +293,6 @@ mod worker {
                 ready_sessions,
                 ready_uni_wt_streams,
                 ready_bi_wt_streams,
-                ready_datagrams,
                 driver_result,
                 local_settings_stream: LocalSettingsStream::empty(),
                 remote_settings_stream: RemoteSettingsStream::empty(),
@@ -339,11 +347,6 @@ mod worker {
                     result = Self::accept_bi(&self.quic_connection,
                                              &ready_bi_h3_streams.0,
                                              &self.ready_bi_wt_streams) => {
-                        result?;
-                    }
-
-                    result = Self::accept_datagram(&self.quic_connection,
-                                                   &self.ready_datagrams) => {
                         result?;
                     }
 
@@ -524,35 +527,6 @@ mod worker {
                 }
                 .instrument(debug_span!("Stream", "id={}", stream_id)),
             );
-
-            Ok(())
-        }
-
-        async fn accept_datagram(
-            quic_connection: &quinn::Connection,
-            ready_datagrams: &mpsc::Sender<Datagram>,
-        ) -> Result<(), DriverError> {
-            let slot = match ready_datagrams.reserve().await {
-                Ok(slot) => slot,
-                Err(mpsc::error::SendError(_)) => return Err(DriverError::NotConnected),
-            };
-
-            let quic_dgram = quic_connection
-                .read_datagram()
-                .await
-                .map_err(|_| DriverError::NotConnected)?;
-
-            let datagram = match Datagram::read(quic_dgram) {
-                Ok(datagram) => datagram,
-                Err(error_code) => return Err(DriverError::Proto(error_code)),
-            };
-
-            trace!(
-                "New incoming datagram (session_id: {})",
-                datagram.session_id()
-            );
-
-            slot.send(datagram);
 
             Ok(())
         }
