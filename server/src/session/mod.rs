@@ -371,7 +371,11 @@ pub struct SessionInfo {
 }
 
 /// Runs one session to its end: handshake, messages, then a clean close.
-pub async fn run_session<R, W, C>(
+///
+/// A plain function returning the future, not an `async fn`: an `async fn`
+/// around the instrumented block would keep its own copy of every argument
+/// beside the block's, for the whole life of the connection.
+pub fn run_session<R, W, C>(
     ctx: Arc<SessionContext>,
     info: SessionInfo,
     reader: R,
@@ -379,7 +383,8 @@ pub async fn run_session<R, W, C>(
     closer: C,
     ticks: Arc<dyn TickSink>,
     packs: Arc<dyn PackSink>,
-) where
+) -> impl Future<Output = ()>
+where
     R: TransportReader,
     W: TransportWriter,
     C: TransportCloser,
@@ -497,7 +502,6 @@ pub async fn run_session<R, W, C>(
         tracing::debug!("session closed");
     }
     .instrument(span)
-    .await;
 }
 
 async fn write_loop<W: TransportWriter>(shared: Arc<SessionShared>, mut writer: W) {
@@ -672,7 +676,8 @@ impl<R: TransportReader> Session<R> {
         transport.sessions_opened.inc();
         transport.handshake.observe(self.info.accepted_at.elapsed());
         if let Some((token, rooms)) = resume {
-            self.resume(&token, rooms).await;
+            // Boxed, as `on_control` below.
+            Box::pin(self.resume(&token, rooms)).await;
         }
 
         let mut shutdown = self.shutdown.clone();
@@ -704,10 +709,13 @@ impl<R: TransportReader> Session<R> {
                     }
                 }
                 inbound = self.reader.recv() => match inbound {
-                    Ok(Inbound::Control(body)) => self.on_control(body).await,
+                    // Request handling is boxed: inline, its state (and the
+                    // pack chunk's) would be part of every idle session's
+                    // future, about 4 kB more per connection.
+                    Ok(Inbound::Control(body)) => Box::pin(self.on_control(body)).await,
                     Ok(Inbound::Datagram(bytes)) => self.on_datagram(bytes),
                     Ok(Inbound::Refused(error)) => self.reply_error(error),
-                    Ok(Inbound::PackChunk(message)) => self.on_pack_chunk(message).await,
+                    Ok(Inbound::PackChunk(message)) => Box::pin(self.on_pack_chunk(message)).await,
                     Ok(Inbound::PackStream(rx)) => self.on_pack_stream(rx),
                     Err(e) => return self.transport_ended(e),
                 },
