@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 /// Schema tag of the storm's JSON line.
@@ -466,16 +467,21 @@ async fn storm(
         .map_or(0, |d| d.as_millis());
     let cpu0 = server.sample_cpu();
     let t0 = Instant::now() + Duration::from_millis(50);
+    let offsets: Vec<Duration> = (0..cfg.clients).map(|i| cfg.offset(i)).collect();
+    let mut starts = pace(t0, &offsets)?.into_iter();
     let mut tasks = JoinSet::new();
-    for i in 0..cfg.clients {
-        let scheduled = cfg.offset(i);
+    for (i, scheduled) in (0..cfg.clients).zip(offsets) {
+        let start = starts
+            .next()
+            .context("the pacer gave one start per client")?;
         let url = server.url(cfg.transport).to_owned();
         let options = server.connect_options(cfg.transport);
         let room_id = format!("storm-{}-{nonce}-{}", cfg.transport, i / cfg.room_size);
         let transport = cfg.transport;
         let bar = bar.clone();
         tasks.spawn(async move {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(t0 + scheduled)).await;
+            // Err only if the pacer thread is gone; start at once then.
+            let _ = start.await;
             let since = |t: Instant| t.saturating_duration_since(t0);
             let started = since(Instant::now());
             let mut attempt = Attempt {
@@ -543,6 +549,30 @@ async fn storm(
         "external"
     };
     Ok(StormReport::compute(cfg, run_meta(), where_, &attempts, m))
+}
+
+/// Fires one start signal per offset, each at `t0 + offset`, from a thread of
+/// its own. tokio's timer rounds every deadline up to a whole millisecond, so
+/// a task sleeping until its start began 1–2 ms late (p50 about 1.3 ms idle),
+/// and that lateness of the load generator's went into every connect + join
+/// figure; a thread's `sleep` wakes within tens of microseconds.
+fn pace(t0: Instant, offsets: &[Duration]) -> Result<Vec<oneshot::Receiver<()>>> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = offsets.iter().map(|_| oneshot::channel()).unzip();
+    let schedule: Vec<Instant> = offsets.iter().map(|offset| t0 + *offset).collect();
+    std::thread::Builder::new()
+        .name("storm-pacer".into())
+        .spawn(move || {
+            for (at, start) in schedule.into_iter().zip(senders) {
+                let wait = at.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
+                }
+                // The attempt may be gone (the storm ended early): nothing to do.
+                let _ = start.send(());
+            }
+        })
+        .context("starting the storm's pacer thread")?;
+    Ok(receivers)
 }
 
 /// Waits for every attempt, bounded by the schedule plus a minute.
