@@ -901,10 +901,23 @@ impl Shared {
         // connection is dead, though the transport has not noticed yet.
         let silence = self.silence_limit();
         let mut last_heard = Deadline::now();
+        // The timers and the close watch are made once per connection, not
+        // once per message: rebuilding them on every pass of the loop cost a
+        // timer registration and cancellation and a lock per received tick.
+        // The silence timer is moved on only when it fires early.
+        let silent_timer = tokio::time::sleep_until(last_heard + silence.unwrap_or(Duration::ZERO));
+        tokio::pin!(silent_timer);
+        // A resume's deadline is set before this connection is served (see
+        // `install`) and only cleared while it is; `resume_timed_out` does
+        // nothing once the resume is over.
+        let resume_deadline = lock(&self.state).resume.as_ref().map(|r| r.deadline);
+        let mut resume_pending = resume_deadline.is_some();
+        let resume_timer = sleep_until(resume_deadline);
+        tokio::pin!(resume_timer);
+        let client_closed = closed.wait_for(Option::is_some);
+        tokio::pin!(client_closed);
         loop {
-            let resume_deadline = lock(&self.state).resume.as_ref().map(|r| r.deadline);
             let failure_deadline = writer_failure.as_ref().map(|(_, d)| *d);
-            let silent_at = silence.map(|limit| last_heard + limit);
             tokio::select! {
                 inbound = reader.recv() => match inbound {
                     Ok(inbound) => {
@@ -916,8 +929,13 @@ impl Shared {
                     }
                     Err(close) => return End::Dropped(self.reason_for(close)),
                 },
-                () = sleep_until(silent_at), if silent_at.is_some() => {
+                () = &mut silent_timer, if silence.is_some() => {
                     let limit = silence.unwrap_or_default();
+                    let silent_at = last_heard + limit;
+                    if silent_at > Deadline::now() {
+                        silent_timer.as_mut().reset(silent_at);
+                        continue;
+                    }
                     warn!(?limit, "nothing heard from the server; taking the connection for dropped");
                     return End::Dropped(CloseReason::Transport(format!(
                         "nothing heard from the server for {} ms",
@@ -937,8 +955,9 @@ impl Shared {
                         return End::Dropped(self.reason_for(close));
                     }
                 }
-                _ = closed.wait_for(Option::is_some) => return End::Shutdown,
-                () = sleep_until(resume_deadline), if resume_deadline.is_some() => {
+                _ = &mut client_closed => return End::Shutdown,
+                () = &mut resume_timer, if resume_pending => {
+                    resume_pending = false;
                     self.resume_timed_out();
                 }
             }

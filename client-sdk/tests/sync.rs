@@ -910,6 +910,57 @@ async fn a_silent_connection_is_taken_for_dropped_and_resumed() {
 }
 
 #[tokio::test]
+async fn a_room_the_server_never_answers_on_resume_is_left_after_the_request_timeout() {
+    let (url, server) = serve(|server| async move {
+        let mut peer = server.accept().await;
+        greet(&mut peer, "token-1", 60_000).await;
+        answer_join(&mut peer).await;
+        drop(peer);
+
+        let mut peer = server.accept().await;
+        greet_resume(
+            &mut peer,
+            "token-1",
+            vec![ResumeRoom {
+                room: SLOT,
+                last_seq: Seq(5),
+            }],
+            "token-2",
+        )
+        .await;
+        // No `Resumed` for the room: the client gives up on it once its
+        // request timeout has passed, and leaves it.
+        assert_eq!(peer.answer_leaves_until_gone().await, [SLOT]);
+    })
+    .await;
+
+    let client = Client::connect(
+        &url,
+        ConnectOptions {
+            request_timeout: Duration::from_millis(300),
+            ..options()
+        },
+    )
+    .await
+    .expect("connect");
+    let mut connection = client.connection_events();
+    let room = client
+        .join("lobby", JoinOptions::named("bo"))
+        .await
+        .expect("join");
+    match next_outcome(&mut connection).await {
+        ConnectionEvent::Resumed { rooms, .. } => {
+            let outcomes: Vec<_> = rooms.iter().map(|r| r.outcome.clone()).collect();
+            assert_eq!(outcomes, [RoomResume::Unanswered]);
+        }
+        other => panic!("expected resumed, got {other:?}"),
+    }
+    assert!(!room.is_joined());
+    client.close().await;
+    server.await.expect("server script");
+}
+
+#[tokio::test]
 async fn a_close_with_an_error_is_not_resumed() {
     let (url, server) = serve(|server| async move {
         let mut peer = server.accept().await;
