@@ -17,7 +17,7 @@ use chorus_client::reconnect::next_delay;
 use chorus_client::timeline::TimelineSchedule;
 use chorus_client::{
     Audience, Client, CloseReason, CommandAck, ConnectOptions, ConnectionEvent, Delivery,
-    ErrorCode, JoinOptions, MemberId, Presence, ReconnectOptions, RequestError, RoomEvent,
+    ErrorCode, JoinOptions, MemberId, Presence, ReconnectOptions, RequestError, Room, RoomEvent,
     RoomResume, Seq, ServerTime, TickError, TimelineOptions, Transport, pack_hash,
 };
 use chorus_protocol::{
@@ -301,6 +301,31 @@ async fn greet_resume(peer: &mut Peer, token: &str, rooms: Vec<ResumeRoom>, next
         .await;
 }
 
+/// Subscribes to the client's connection events, then joins "lobby" as "bo".
+async fn watch_and_join_lobby(client: &Client) -> (broadcast::Receiver<ConnectionEvent>, Room) {
+    let connection = client.connection_events();
+    let room = client
+        .join("lobby", JoinOptions::named("bo"))
+        .await
+        .expect("join");
+    (connection, room)
+}
+
+/// The usual second connection: the client resumes session "token-1" with
+/// the one room, seen up to seq 5; the server hands out "token-2".
+async fn greet_lobby_resume(peer: &mut Peer) {
+    greet_resume(
+        peer,
+        "token-1",
+        vec![ResumeRoom {
+            room: SLOT,
+            last_seq: Seq(5),
+        }],
+        "token-2",
+    )
+    .await;
+}
+
 /// The room: member 1 ("ada") hosts, the client is member 2; `title` is
 /// "Hello"; last seq 5.
 fn snapshot(room_id: &str, display: DisplayInfo) -> RoomSnapshot {
@@ -391,16 +416,7 @@ async fn resume_replays_missed_events_and_sends_idempotent_commands_again() {
         drop(peer);
 
         let mut peer = server.accept().await;
-        greet_resume(
-            &mut peer,
-            "token-1",
-            vec![ResumeRoom {
-                room: SLOT,
-                last_seq: Seq(5),
-            }],
-            "token-2",
-        )
-        .await;
+        greet_lobby_resume(&mut peer).await;
         peer.send(&ServerMessage::Resumed {
             room: SLOT,
             member: MemberId(2),
@@ -500,11 +516,7 @@ async fn resume_replays_missed_events_and_sends_idempotent_commands_again() {
     .await;
 
     let client = Client::connect(&url, options()).await.expect("connect");
-    let mut connection = client.connection_events();
-    let room = client
-        .join("lobby", JoinOptions::named("bo"))
-        .await
-        .expect("join");
+    let (mut connection, room) = watch_and_join_lobby(&client).await;
     let mut events = room.events();
     let (command, state) = tokio::join!(
         room.send_command("chat", b"hi", Some("bo-1")),
@@ -601,16 +613,7 @@ async fn resume_with_a_snapshot_replaces_the_replica_and_leaves_unknown_rooms() 
         drop(peer);
 
         let mut peer = server.accept().await;
-        greet_resume(
-            &mut peer,
-            "token-1",
-            vec![ResumeRoom {
-                room: SLOT,
-                last_seq: Seq(5),
-            }],
-            "token-2",
-        )
-        .await;
+        greet_lobby_resume(&mut peer).await;
         // A room this client does not know (a join lost in the drop): it
         // leaves it.
         peer.send(&ServerMessage::Resumed {
@@ -652,11 +655,7 @@ async fn resume_with_a_snapshot_replaces_the_replica_and_leaves_unknown_rooms() 
     .await;
 
     let client = Client::connect(&url, options()).await.expect("connect");
-    let mut connection = client.connection_events();
-    let room = client
-        .join("lobby", JoinOptions::named("bo"))
-        .await
-        .expect("join");
+    let (mut connection, room) = watch_and_join_lobby(&client).await;
     let mut events = room.events();
     match next_outcome(&mut connection).await {
         ConnectionEvent::Resumed { rooms, .. } => {
@@ -688,16 +687,7 @@ async fn a_room_lost_in_the_resume_ends_but_the_client_goes_on() {
         drop(peer);
 
         let mut peer = server.accept().await;
-        greet_resume(
-            &mut peer,
-            "token-1",
-            vec![ResumeRoom {
-                room: SLOT,
-                last_seq: Seq(5),
-            }],
-            "token-2",
-        )
-        .await;
+        greet_lobby_resume(&mut peer).await;
         peer.send(&ServerMessage::ResumeLost {
             room: SLOT,
             code: ErrorCode::NotJoined,
@@ -710,11 +700,7 @@ async fn a_room_lost_in_the_resume_ends_but_the_client_goes_on() {
     .await;
 
     let client = Client::connect(&url, options()).await.expect("connect");
-    let mut connection = client.connection_events();
-    let room = client
-        .join("lobby", JoinOptions::named("bo"))
-        .await
-        .expect("join");
+    let (mut connection, room) = watch_and_join_lobby(&client).await;
     let mut events = room.events();
     match next_outcome(&mut connection).await {
         ConnectionEvent::Resumed {
@@ -756,16 +742,7 @@ async fn resume_failed_loses_every_room_on_a_working_connection() {
         drop(peer);
 
         let mut peer = server.accept().await;
-        greet_resume(
-            &mut peer,
-            "token-1",
-            vec![ResumeRoom {
-                room: SLOT,
-                last_seq: Seq(5),
-            }],
-            "token-2",
-        )
-        .await;
+        greet_lobby_resume(&mut peer).await;
         peer.send(&ServerMessage::Error(ErrorFrame::new(
             None,
             ErrorCode::ResumeFailed,
@@ -820,11 +797,7 @@ async fn the_client_ends_when_the_resume_window_passes() {
     .await;
 
     let client = Client::connect(&url, options()).await.expect("connect");
-    let mut connection = client.connection_events();
-    let room = client
-        .join("lobby", JoinOptions::named("bo"))
-        .await
-        .expect("join");
+    let (mut connection, room) = watch_and_join_lobby(&client).await;
     let mut attempts = 0;
     let reason = loop {
         match next_event(&mut connection).await {
@@ -858,16 +831,7 @@ async fn a_silent_connection_is_taken_for_dropped_and_resumed() {
         // From now on this connection reads nothing and answers nothing,
         // though it stays open: the client must notice by itself.
         let mut peer = server.accept().await;
-        greet_resume(
-            &mut peer,
-            "token-1",
-            vec![ResumeRoom {
-                room: SLOT,
-                last_seq: Seq(5),
-            }],
-            "token-2",
-        )
-        .await;
+        greet_lobby_resume(&mut peer).await;
         peer.send(&ServerMessage::Resumed {
             room: SLOT,
             member: MemberId(2),
@@ -888,11 +852,7 @@ async fn a_silent_connection_is_taken_for_dropped_and_resumed() {
     )
     .await
     .expect("connect");
-    let mut connection = client.connection_events();
-    let room = client
-        .join("lobby", JoinOptions::named("bo"))
-        .await
-        .expect("join");
+    let (mut connection, room) = watch_and_join_lobby(&client).await;
     match next_event(&mut connection).await {
         ConnectionEvent::Reconnecting { reason, .. } => match reason {
             CloseReason::Transport(text) => assert!(text.contains("nothing heard"), "{text}"),
@@ -918,16 +878,7 @@ async fn a_room_the_server_never_answers_on_resume_is_left_after_the_request_tim
         drop(peer);
 
         let mut peer = server.accept().await;
-        greet_resume(
-            &mut peer,
-            "token-1",
-            vec![ResumeRoom {
-                room: SLOT,
-                last_seq: Seq(5),
-            }],
-            "token-2",
-        )
-        .await;
+        greet_lobby_resume(&mut peer).await;
         // No `Resumed` for the room: the client gives up on it once its
         // request timeout has passed, and leaves it.
         assert_eq!(peer.answer_leaves_until_gone().await, [SLOT]);
@@ -943,11 +894,7 @@ async fn a_room_the_server_never_answers_on_resume_is_left_after_the_request_tim
     )
     .await
     .expect("connect");
-    let mut connection = client.connection_events();
-    let room = client
-        .join("lobby", JoinOptions::named("bo"))
-        .await
-        .expect("join");
+    let (mut connection, room) = watch_and_join_lobby(&client).await;
     match next_outcome(&mut connection).await {
         ConnectionEvent::Resumed { rooms, .. } => {
             let outcomes: Vec<_> = rooms.iter().map(|r| r.outcome.clone()).collect();
@@ -1651,16 +1598,7 @@ async fn a_fetch_cut_by_a_drop_resumes_from_the_offset_reached() {
         drop(peer);
 
         let mut peer = server.accept().await;
-        greet_resume(
-            &mut peer,
-            "token-1",
-            vec![ResumeRoom {
-                room: SLOT,
-                last_seq: Seq(5),
-            }],
-            "token-2",
-        )
-        .await;
+        greet_lobby_resume(&mut peer).await;
         peer.send(&ServerMessage::Resumed {
             room: SLOT,
             member: MemberId(2),
