@@ -468,12 +468,9 @@ async fn storm(
     let cpu0 = server.sample_cpu();
     let t0 = Instant::now() + Duration::from_millis(50);
     let offsets: Vec<Duration> = (0..cfg.clients).map(|i| cfg.offset(i)).collect();
-    let mut starts = pace(t0, &offsets)?.into_iter();
+    let starts = pace(t0, &offsets)?;
     let mut tasks = JoinSet::new();
-    for (i, scheduled) in (0..cfg.clients).zip(offsets) {
-        let start = starts
-            .next()
-            .context("the pacer gave one start per client")?;
+    for ((i, scheduled), start) in (0..cfg.clients).zip(offsets).zip(starts) {
         let url = server.url(cfg.transport).to_owned();
         let options = server.connect_options(cfg.transport);
         let room_id = format!("storm-{}-{nonce}-{}", cfg.transport, i / cfg.room_size);
