@@ -89,6 +89,7 @@ fn limit_flags(sized: &ServerConfig) -> Vec<String> {
     [
         ("--max-members", limits.max_members_per_room),
         ("--max-rooms", sized.rooms.max_rooms),
+        ("--max-connections", abuse.max_connections),
         ("--max-connections-per-ip", abuse.max_connections_per_ip),
         (
             "--connections-per-ip-per-minute",
@@ -258,9 +259,10 @@ mod tests {
         };
         assert_eq!(value("--max-members"), 50);
         assert_eq!(value("--max-rooms"), 1000); // the default is larger
+        assert_eq!(value("--max-connections"), 30_000);
         assert_eq!(value("--max-connections-per-ip"), 30_000);
         assert_eq!(value("--joins-per-ip-per-minute"), 60_000);
         assert_eq!(value("--rate-ticks"), 120); // 2 x 60 Hz is the default
-        assert_eq!(flags.len(), 18);
+        assert_eq!(flags.len(), 20);
     }
 }

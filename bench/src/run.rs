@@ -403,7 +403,7 @@ pub(crate) fn start_server(
 }
 
 /// The ephemeral server configuration with its limits raised to `cfg`'s
-/// load (members per room, rooms, per-address caps, rate budgets), so that
+/// load (members per room, rooms, connection caps, rate budgets), so that
 /// the limits are not what is measured. An external server started by the
 /// bench gets the same limits as flags ([`crate::chorus_process`]).
 pub(crate) fn sized_config(cfg: &BenchConfig, cert_dir: &std::path::Path) -> ServerConfig {
@@ -415,6 +415,7 @@ pub(crate) fn sized_config(cfg: &BenchConfig, cert_dir: &std::path::Path) -> Ser
     // as an operator would for a gateway, so they are not what is measured.
     let clients = cfg.total_clients();
     let abuse = &mut config.access.abuse;
+    abuse.max_connections = abuse.max_connections.max(clients);
     abuse.max_connections_per_ip = abuse.max_connections_per_ip.max(clients);
     abuse.new_connections_per_ip_per_minute = abuse
         .new_connections_per_ip_per_minute

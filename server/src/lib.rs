@@ -15,6 +15,7 @@ pub mod cert;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod descriptors;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -7,6 +7,7 @@
 use anyhow::Context;
 use chorus_server::cert::{CertificateSource, dev_hash_file, load_or_make_dev};
 use chorus_server::config::{self, ConfigError, Invocation};
+use chorus_server::descriptors;
 use chorus_server::http::TcpTls;
 use chorus_server::{Server, ServerConfig};
 use std::path::Path;
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(e) => return refuse(&e),
             };
+            prepare_descriptors(&config);
             tokio::runtime::Runtime::new()
                 .context("could not start the runtime")
                 .and_then(|runtime| runtime.block_on(serve(config)))
@@ -69,6 +71,24 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the open-file limit and grows the descriptor table for
+/// `max_connections` WebSocket connections, before the runtime's threads
+/// exist (see `chorus_server::descriptors`); warns if the hard limit is lower.
+fn prepare_descriptors(config: &ServerConfig) {
+    let connections = u64::from(config.access.abuse.max_connections);
+    let prepared = descriptors::prepare(connections + descriptors::HEADROOM);
+    if let Some(soft) = prepared.soft_limit.filter(|_| !prepared.limit_suffices()) {
+        tracing::warn!(
+            open_file_limit = soft,
+            max_connections = connections,
+            "the open-file limit is below max_connections + {}: WebSocket connections past about \
+             {} will be refused by the kernel; raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+            descriptors::HEADROOM,
+            soft.saturating_sub(descriptors::HEADROOM),
+        );
     }
 }
 

@@ -577,6 +577,28 @@ async fn connections_per_address_are_capped() {
 }
 
 #[tokio::test]
+async fn connections_on_the_whole_server_are_capped() {
+    let server = start_server_with(|c| {
+        c.access.abuse.max_connections = 2;
+        c.access.abuse.max_connections_per_ip = 100;
+    })
+    .await;
+    let (_a, _) = RawClient::connect_hello(&server).await;
+    let (_b, _) = RawClient::connect_hello(&server).await;
+    let mut third = RawClient::connect(&server).await;
+    third.send(&hello(PROTOCOL_VERSION)).await;
+    let e = third.recv_error().await;
+    assert_eq!(e.code, ErrorCode::TooManyConnections);
+    assert!(
+        e.message
+            .contains("the server has its maximum number of connections open"),
+        "{e:?}"
+    );
+    assert_eq!(retry_after(&e), 5000);
+    assert_eq!(third.closed_code().await, Some(403));
+}
+
+#[tokio::test]
 async fn rooms_created_without_an_id_get_an_invite_code() {
     let server = start_server().await;
     let (mut host, _) = RawClient::connect_hello(&server).await;

@@ -1,7 +1,8 @@
 //! The abuse guard: limits per client address, shared by every session of a
 //! server.
 //!
-//! It counts, per address: open connections (a cap), new connections and
+//! It caps the connections open on the whole server, and counts, per
+//! address: open connections (a cap), new connections and
 //! joins (per-minute token buckets), joins of rooms that do not exist (too
 //! many in an hour blocks every join from the address for a while), and
 //! wrong passwords per room (too many blocks password attempts on that room).
@@ -71,6 +72,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// [`AbuseConfig::validate`] to report them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbuseConfig {
+    /// Connections open at once on the whole server, every address and both
+    /// transports together (default 10 000). Past it a new connection is
+    /// refused with `TooManyConnections` before its address is counted.
+    pub max_connections: u32,
     /// Connections open at once from one address (default 256).
     pub max_connections_per_ip: u32,
     /// New connections from one address per minute, as a token bucket with
@@ -103,6 +108,7 @@ pub struct AbuseConfig {
 impl Default for AbuseConfig {
     fn default() -> Self {
         AbuseConfig {
+            max_connections: 10_000,
             max_connections_per_ip: 256,
             new_connections_per_ip_per_minute: 600,
             joins_per_ip_per_minute: 600,
@@ -131,7 +137,8 @@ impl AbuseConfig {
     /// Checks that every count is at least 1, every duration at most
     /// [`MAX_BLOCK_DURATION`] and the IPv6 prefix at most 128.
     pub fn validate(&self) -> Result<(), AbuseConfigError> {
-        let counts: [(&'static str, u64); 6] = [
+        let counts: [(&'static str, u64); 7] = [
+            ("max_connections", u64::from(self.max_connections)),
             (
                 "max_connections_per_ip",
                 u64::from(self.max_connections_per_ip),
@@ -193,6 +200,7 @@ impl AbuseConfig {
         self.wrong_password_block = self.wrong_password_block.min(MAX_BLOCK_DURATION);
         self.unknown_room_block = self.unknown_room_block.min(MAX_BLOCK_DURATION);
         self.ban_duration = self.ban_duration.min(MAX_BLOCK_DURATION);
+        self.max_connections = self.max_connections.max(1);
         self.max_connections_per_ip = self.max_connections_per_ip.max(1);
         self.new_connections_per_ip_per_minute = self.new_connections_per_ip_per_minute.max(1);
         self.joins_per_ip_per_minute = self.joins_per_ip_per_minute.max(1);
@@ -209,6 +217,12 @@ impl AbuseConfig {
 /// reads the same, so the answer tells nothing about which rooms exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GuardError {
+    /// The server has its maximum number of connections open.
+    #[error("the server has its maximum number of connections open; retry in {}", secs(*.retry_after))]
+    ServerFull {
+        /// How long to wait before trying again.
+        retry_after: Duration,
+    },
     /// The address has its maximum number of connections open.
     #[error("too many connections from this address")]
     TooManyConnections {
@@ -254,7 +268,8 @@ impl GuardError {
     /// `Blocked` for the failure blocks.
     pub fn code(&self) -> ErrorCode {
         match self {
-            GuardError::TooManyConnections { .. }
+            GuardError::ServerFull { .. }
+            | GuardError::TooManyConnections { .. }
             | GuardError::ConnectingTooFast { .. }
             | GuardError::Saturated { .. } => ErrorCode::TooManyConnections,
             GuardError::JoiningTooFast { .. } => ErrorCode::RateLimited,
@@ -265,7 +280,8 @@ impl GuardError {
     /// How long to wait before trying again.
     pub fn retry_after(&self) -> Duration {
         match *self {
-            GuardError::TooManyConnections { retry_after }
+            GuardError::ServerFull { retry_after }
+            | GuardError::TooManyConnections { retry_after }
             | GuardError::ConnectingTooFast { retry_after }
             | GuardError::Saturated { retry_after }
             | GuardError::JoiningTooFast { retry_after }
@@ -405,6 +421,8 @@ impl Address {
 
 #[derive(Debug)]
 struct State {
+    /// Connections open on the whole server (live permits).
+    connections: u32,
     addresses: HashMap<IpAddr, Address>,
     /// No sweep of a full table before this.
     next_sweep: Option<Instant>,
@@ -459,6 +477,7 @@ impl fmt::Debug for ConnectionPermit {
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
+        state.connections = state.connections.saturating_sub(1);
         // An address with connections is never forgotten, so it is there.
         if let Some(address) = state.addresses.get_mut(&self.key) {
             address.connections = address.connections.saturating_sub(1);
@@ -473,6 +492,7 @@ impl AbuseGuard {
             shared: Arc::new(Shared {
                 config: config.clamped(),
                 state: Mutex::new(State {
+                    connections: 0,
                     addresses: HashMap::new(),
                     next_sweep: None,
                 }),
@@ -485,12 +505,19 @@ impl AbuseGuard {
         &self.shared.config
     }
 
+    /// Connections open on the whole server now (live permits).
+    pub fn open_connections(&self) -> u32 {
+        self.shared.lock().connections
+    }
+
     /// Addresses tracked now (for stats and tests).
     pub fn tracked_addresses(&self) -> usize {
         self.shared.lock().addresses.len()
     }
 
-    /// Counts a new connection from `ip`: refused when the address has
+    /// Counts a new connection from `ip`: refused when the server has
+    /// [`max_connections`](AbuseConfig::max_connections) open (`ServerFull`;
+    /// nothing about the address is counted or charged), when the address has
     /// [`max_connections_per_ip`](AbuseConfig::max_connections_per_ip) open
     /// (`TooManyConnections`; the new-connection budget is then not
     /// charged) or has spent its new-connection budget
@@ -503,6 +530,11 @@ impl AbuseGuard {
         let config = &self.shared.config;
         let key = self.key(ip);
         let mut state = self.shared.lock();
+        if state.connections >= config.max_connections {
+            return Err(GuardError::ServerFull {
+                retry_after: CONNECTION_RETRY,
+            });
+        }
         let address = entry(&mut state, config, key, now)?;
         if address.connections >= config.max_connections_per_ip {
             return Err(GuardError::TooManyConnections {
@@ -514,6 +546,7 @@ impl AbuseGuard {
             .try_take(now)
             .map_err(|retry_after| GuardError::ConnectingTooFast { retry_after })?;
         address.connections += 1;
+        state.connections += 1;
         drop(state);
         Ok(ConnectionPermit {
             shared: self.shared.clone(),
@@ -691,6 +724,7 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = AbuseConfig::default();
+        assert_eq!(c.max_connections, 10_000);
         assert_eq!(c.max_connections_per_ip, 256);
         assert_eq!(c.new_connections_per_ip_per_minute, 600);
         assert_eq!(c.joins_per_ip_per_minute, 600);
@@ -792,6 +826,48 @@ mod tests {
         // Dropping the guard's other handle does not matter; clones share state.
         let clone = guard.clone();
         assert!(clone.open_connection(a, t0).is_err());
+    }
+
+    #[test]
+    fn the_server_wide_cap_counts_every_address_and_charges_none() {
+        let t0 = Instant::now();
+        let guard = AbuseGuard::new(AbuseConfig {
+            max_connections: 3,
+            new_connections_per_ip_per_minute: 2,
+            ..loose()
+        });
+        let (a, b, c) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
+        let first_a = guard.open_connection(a, t0).expect("a");
+        let _second_a = guard.open_connection(a, t0).expect("a again");
+        let _b = guard.open_connection(b, t0).expect("b");
+        assert_eq!(guard.open_connections(), 3);
+        // Full: an address never seen is refused as well as a known one, and
+        // neither is tracked or charged for the refusal.
+        let err = guard.open_connection(c, t0).expect_err("server full");
+        assert_eq!(
+            err,
+            GuardError::ServerFull {
+                retry_after: CONNECTION_RETRY
+            }
+        );
+        assert_eq!(err.code(), ErrorCode::TooManyConnections);
+        assert_eq!(
+            err.to_string(),
+            "the server has its maximum number of connections open; retry in 5 s"
+        );
+        assert_eq!(guard.tracked_addresses(), 2);
+        for _ in 0..5 {
+            assert!(matches!(
+                guard.open_connection(b, t0),
+                Err(GuardError::ServerFull { .. })
+            ));
+        }
+        // One closes: one more gets in, and b still has its second new
+        // connection of the minute (the refusals above spent nothing).
+        drop(first_a);
+        assert_eq!(guard.open_connections(), 2);
+        let _second_b = guard.open_connection(b, t0).expect("a slot was freed");
+        assert!(guard.open_connection(c, t0).is_err());
     }
 
     #[test]

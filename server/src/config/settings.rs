@@ -246,6 +246,9 @@ pub struct Settings {
         default_value_t = 20
     )]
     pub rate_violations_before_disconnect: u32,
+    /// Open connections on the whole server, both transports together (new ones past it are refused with TooManyConnections); at start the server raises its open-file limit to this plus 64, as far as the hard limit allows.
+    #[arg(long, env = "CHORUS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: u32,
     /// Open connections per client address.
     #[arg(long, env = "CHORUS_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     pub max_connections_per_ip: u32,
@@ -462,6 +465,7 @@ impl Settings {
             },
             require_join_token: self.require_join_token,
             abuse: AbuseConfig {
+                max_connections: self.max_connections,
                 max_connections_per_ip: self.max_connections_per_ip,
                 new_connections_per_ip_per_minute: self.connections_per_ip_per_minute,
                 joins_per_ip_per_minute: self.joins_per_ip_per_minute,
@@ -559,6 +563,7 @@ pub const RANGES: &[(&str, Range)] = &[
     ("rate_ticks", Range::at_least(1)),
     ("rate_joins", Range::at_least(1)),
     ("rate_violations_before_disconnect", Range::at_least(1)),
+    ("max_connections", Range::at_least(1)),
     ("max_connections_per_ip", Range::at_least(1)),
     ("connections_per_ip_per_minute", Range::at_least(1)),
     ("joins_per_ip_per_minute", Range::at_least(1)),
