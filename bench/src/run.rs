@@ -267,6 +267,18 @@ pub(crate) fn http_authority(url: &str) -> Result<String> {
     })
 }
 
+/// Makes room in this process for `clients` connections' descriptors before
+/// they connect (`chorus_server::descriptors`): each client holds one (its
+/// QUIC endpoint's UDP socket, or its TCP socket), and an in-process server
+/// one more per WebSocket. Growing the descriptor table while clients connect
+/// stalled every connection in flight for 10–15 ms at 256, 512 and 1024
+/// descriptors, which was the whole connect + join tail of a WebTransport
+/// storm. The limits are best effort: a shortfall shows as connect failures.
+pub(crate) fn prepare_descriptors(clients: u32) {
+    let wanted = 2 * u64::from(clients) + chorus_server::descriptors::HEADROOM;
+    let _ = chorus_server::descriptors::prepare(wanted);
+}
+
 /// Runs the bench; blocks the calling thread (which must not be inside a Tokio
 /// runtime) until the run is over, at most a bounded time after `warmup + duration`.
 pub fn run(cfg: &BenchConfig) -> Result<Report> {
@@ -279,6 +291,7 @@ pub fn run(cfg: &BenchConfig) -> Result<Report> {
 /// goes; also hands back the run's curves for the plots.
 pub fn run_probed(cfg: &BenchConfig, probe: &Arc<RunProbe>) -> Result<RunOutput> {
     cfg.validate()?;
+    prepare_descriptors(cfg.total_clients());
     let epoch = Instant::now();
     // Peak RSS from here on (it is the process's high-water mark otherwise,
     // which would carry an earlier run's peak into this one).

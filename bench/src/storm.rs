@@ -437,6 +437,7 @@ struct Joined {
 /// thread (not inside a Tokio runtime).
 pub fn run_storm(cfg: &StormConfig, show_progress: bool) -> Result<StormReport> {
     cfg.validate()?;
+    crate::run::prepare_descriptors(cfg.clients);
     let server = LoadedServer::start(&cfg.server, cfg.clients, cfg.room_size)?;
     let result = server
         .client_runtime()
