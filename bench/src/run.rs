@@ -1431,9 +1431,6 @@ impl DeliveryBatch {
     const CAPACITY: usize = 512;
 
     fn push(&mut self, from: ClientTransport, latency_us: u64, handoff_us: u64) {
-        if self.pending.capacity() == 0 {
-            self.pending.reserve_exact(Self::CAPACITY);
-        }
         self.pending.push((from, latency_us, handoff_us));
     }
 

@@ -80,7 +80,9 @@ fn main() -> ExitCode {
 fn prepare_descriptors(config: &ServerConfig) {
     let connections = u64::from(config.access.abuse.max_connections);
     let prepared = descriptors::prepare(connections + descriptors::HEADROOM);
-    if let Some(soft) = prepared.soft_limit.filter(|_| !prepared.limit_suffices()) {
+    if !prepared.limit_suffices()
+        && let Some(soft) = prepared.soft_limit
+    {
         tracing::warn!(
             open_file_limit = soft,
             max_connections = connections,
